@@ -1,0 +1,156 @@
+"""One bootstrap for every gRPC server of the platform.
+
+:class:`ServiceHost` builds a ``grpc.aio`` server with the error interceptor, the gRPC health
+service and reflection; binds it (a port already in use stops start-up with a clear message);
+and on SIGTERM/SIGINT first marks every service NOT_SERVING, lets the service drain, then stops
+the server with a grace period so in-flight calls can finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from common.errors import AppError
+from common.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+# Task documents and records are bounded well below this at the edge; this only stops abuse.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.so_reuseport", 0),
+]
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Turns a raised :class:`AppError` into its gRPC status; anything else into INTERNAL
+    with a generic message (the traceback goes to the log, never to the caller)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(handler.unary_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext, method: str) -> None:
+    if isinstance(exc, AppError):
+        await context.abort(exc.grpc_code, exc.message)
+    logger.exception("unhandled error in %s", method)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the service log")
+
+
+def _wrap_unary(
+    inner: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], method: str
+) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await inner(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort_for(exc, context, method)
+
+    return call
+
+
+def _wrap_stream(
+    inner: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]], method: str
+) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async for item in inner(request, context):
+                yield item
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort_for(exc, context, method)
+
+    return call
+
+
+class ServiceHost:
+    """A gRPC server for one service: register servicers, start, run until a signal, stop."""
+
+    def __init__(self, settings: ServiceSettings, service_name: str) -> None:
+        self.settings = settings
+        self.service_name = service_name
+        self.server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=SERVER_OPTIONS)
+        self.health = health_aio.HealthServicer()
+        self._full_names: list[str] = []
+        self.port = 0
+
+    def add(self, register: Callable[[Any, grpc.aio.Server], None], servicer: Any, name: str) -> None:
+        """Registers a servicer; ``name`` is its full service name (``pkg.v1.Service``)."""
+        register(servicer, self.server)
+        self._full_names.append(name)
+
+    async def start(self) -> int:
+        """Binds and starts serving; returns the bound port."""
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [*self._full_names, reflection.SERVICE_NAME, "grpc.health.v1.Health"], self.server
+        )
+        address = f"{self.settings.host}:{self.settings.port}"
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise SystemExit(
+                f"{self.service_name}: cannot listen on {address} (port in use or address "
+                f"not local): {exc}"
+            ) from exc
+        await self.server.start()
+        for name in ["", *self._full_names]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        logger.info("%s listening on %s:%d", self.service_name, self.settings.host, self.port)
+        return self.port
+
+    async def stop(self, on_drain: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Marks every service NOT_SERVING, lets the service drain, then stops the server."""
+        await self.health.enter_graceful_shutdown()
+        if on_drain is not None:
+            await on_drain()
+        await self.server.stop(self.settings.shutdown_grace_s)
+        logger.info("%s stopped", self.service_name)
+
+    async def run_until_signal(self, on_drain: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Serves until SIGTERM or SIGINT, then stops gracefully."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        logger.info("%s received a stop signal; draining", self.service_name)
+        await self.stop(on_drain)
