@@ -1,0 +1,272 @@
+"""The REST application: the user's existing contract (SPEC §6) over the orchestrator's gRPC API.
+
+Errors come from the one table in :mod:`common.errors`: a gRPC status from the orchestrator
+becomes the HTTP status of the same row, with the orchestrator's message. Bad input is 422 and
+names the field; the submitted password is never echoed, not even in a validation error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import grpc
+from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+from common.channels import open_channel
+from common.errors import http_status_for
+from gateway.models import (
+    ErrorResponse,
+    PingResponse,
+    ResultResponse,
+    StatusResponse,
+    StorageHealth,
+    SubmitRequest,
+    SubmitResponse,
+    TaskListResponse,
+)
+from gateway.settings import GatewaySettings
+from wealthai.orchestrator.v1 import orchestrator_pb2 as pb
+from wealthai.orchestrator.v1 import orchestrator_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+TASK_ID_PATTERN = r"^task_\d{14}_[0-9a-f]{8}$"
+TaskId = Annotated[str, Path(pattern=TASK_ID_PATTERN, examples=["task_20251230182721_01e09305"])]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        404: "Unknown task",
+        409: "Conflict with the task's state",
+        413: "Request too large",
+        422: "Invalid input: which field and why",
+        503: "A dependency is down",
+    }.items()
+}
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodyLimit:
+    """Answers 413 to any request whose body is larger than the limit, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(send)
+            return
+        seen = 0
+
+        async def limited() -> MutableMapping[str, Any]:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                # FastAPI passes HTTPException through its body parsing untouched.
+                raise HTTPException(413, f"request body larger than {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+    async def _too_large(self, send: Send) -> None:
+        body = json.dumps(
+            {"error": "too_large", "detail": f"request body larger than {self.max_bytes} bytes"}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _to_dict(message: Message) -> dict[str, Any]:
+    return MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def create_app(settings: GatewaySettings) -> FastAPI:
+    """The gateway application, talking to the orchestrator at ``settings``' target."""
+    stub_box: dict[str, orchestrator_pb2_grpc.OrchestratorServiceStub] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        channel = open_channel(settings.orchestrator_target)
+        stub_box["stub"] = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+        try:
+            yield
+        finally:
+            await channel.close()
+
+    app = FastAPI(
+        title="Wealth AI Task Platform",
+        version="1.0",
+        description="Submit portfolio records; the platform writes every report section with "
+        "the generative-AI platform in parallel and keeps the task in S3.",
+        lifespan=lifespan,
+    )
+    timeout = settings.call_timeout_s
+
+    def stub() -> orchestrator_pb2_grpc.OrchestratorServiceStub:
+        return stub_box["stub"]
+
+    @app.exception_handler(grpc.aio.AioRpcError)
+    async def rpc_error(_: Request, err: grpc.aio.AioRpcError) -> JSONResponse:
+        status = http_status_for(err.code())
+        if status >= 500:
+            logger.warning("orchestrator call failed: %s %s", err.code().name, err.details())
+        detail = err.details() or err.code().name
+        if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            detail = f"the platform is unavailable right now: {detail}"
+        return JSONResponse(
+            status_code=status, content={"error": err.code().name.lower(), "detail": detail}
+        )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        names = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+        return JSONResponse(
+            status_code=exc.status_code,
+            content={"error": names.get(exc.status_code, "http_error"), "detail": exc.detail},
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Built by hand so the offending value (perhaps a password) is never echoed back.
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"]), "reason": e["msg"]} for e in exc.errors()
+        ]
+        detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
+        return JSONResponse(
+            status_code=422,
+            content={"error": "invalid_argument", "detail": detail, "errors": errors},
+        )
+
+    @app.post("/task/submit", status_code=202, response_model=SubmitResponse, responses=_ERRORS)
+    async def submit(body: SubmitRequest) -> SubmitResponse:
+        """Accepts a task and answers at once; the sections are written in the background."""
+        reply = await stub().SubmitTask(
+            pb.SubmitTaskRequest(
+                username=body.username,
+                password=body.password.get_secret_value(),
+                tenant=body.tenant or "",
+                records_json=[json.dumps(record) for record in body.data],
+            ),
+            timeout=timeout,
+        )
+        return SubmitResponse.model_validate(_to_dict(reply))
+
+    @app.get("/task/{task_id}/status", response_model=StatusResponse, responses=_ERRORS)
+    async def status(task_id: TaskId) -> StatusResponse:
+        """Status, progress, per-section state and the step-by-step trace."""
+        reply = await stub().GetTaskStatus(pb.GetTaskRequest(task_id=task_id), timeout=timeout)
+        data = _to_dict(reply)
+        data["completed_at"] = data["completed_at"] or None
+        return StatusResponse.model_validate(data)
+
+    @app.get("/task/{task_id}/result", response_model=ResultResponse, responses=_ERRORS)
+    async def result(task_id: TaskId) -> ResultResponse:
+        """Per-section results, joined ids, total cost and elapsed time (partial while running)."""
+        reply = await stub().GetTaskResult(pb.GetTaskRequest(task_id=task_id), timeout=timeout)
+        return ResultResponse.model_validate(_to_dict(reply))
+
+    @app.post("/task/{task_id}/cancel", response_model=StatusResponse, responses=_ERRORS)
+    async def cancel(task_id: TaskId) -> StatusResponse:
+        """Stops the sections still running and records the task as cancelled."""
+        reply = await stub().CancelTask(pb.CancelTaskRequest(task_id=task_id), timeout=timeout)
+        data = _to_dict(reply)
+        data["completed_at"] = data["completed_at"] or None
+        return StatusResponse.model_validate(data)
+
+    @app.get("/task/{task_id}/events", responses=_ERRORS)
+    async def events(task_id: TaskId) -> StreamingResponse:
+        """Server-sent events: one per change of the task, until it finishes."""
+        call = stub().WatchTask(pb.WatchTaskRequest(task_id=task_id))
+        first = await call.read()  # surfaces 404 and friends as a proper HTTP error
+
+        async def stream() -> AsyncIterator[bytes]:
+            message = first
+            try:
+                while message is not grpc.aio.EOF:
+                    yield f"data: {json.dumps(_to_dict(message))}\n\n".encode()
+                    message = await call.read()
+            finally:
+                call.cancel()
+
+        if first is grpc.aio.EOF:
+            return StreamingResponse(iter(()), media_type="text/event-stream")
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    @app.get("/tasks", response_model=TaskListResponse, responses=_ERRORS)
+    async def list_tasks(
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        status: Annotated[str | None, Query(max_length=32, examples=["completed"])] = None,
+        page_token: Annotated[str | None, Query(max_length=512)] = None,
+    ) -> TaskListResponse:
+        """Tasks newest first; pass ``next_page_token`` back as ``page_token`` for more."""
+        reply = await stub().ListTasks(
+            pb.ListTasksRequest(limit=limit, status=status or "", page_token=page_token or ""),
+            timeout=timeout,
+        )
+        tasks = [_to_dict(t) for t in reply.tasks]
+        return TaskListResponse.model_validate(
+            {"tasks": tasks, "count": len(tasks), "next_page_token": reply.next_page_token or None}
+        )
+
+    @app.get("/ping", response_model=PingResponse, responses={503: {"model": PingResponse}})
+    async def ping() -> JSONResponse:
+        """Health: workers, queue, totals and storage, as the user's monitoring reads them."""
+        try:
+            stats = await stub().GetStats(pb.GetStatsRequest(), timeout=5)
+        except grpc.aio.AioRpcError as err:
+            logger.warning("ping: orchestrator unreachable: %s", err.code().name)
+            down = PingResponse(
+                status="unhealthy",
+                workers=0,
+                workers_started=False,
+                queue_size=0,
+                total_tasks=0,
+                tasks_running=0,
+                tasks_finished={},
+                worker_capacity=0,
+                sections_running=0,
+                storage=StorageHealth(status="unknown"),
+            )
+            return JSONResponse(status_code=503, content=down.model_dump())
+        healthy = stats.storage_ok and stats.workers_ready > 0
+        body = PingResponse(
+            status="healthy" if healthy else "degraded",
+            workers=stats.workers_ready,
+            workers_started=stats.workers_ready > 0,
+            queue_size=stats.queue_size,
+            total_tasks=stats.tasks_submitted,
+            tasks_running=stats.tasks_running,
+            tasks_finished=dict(stats.tasks_finished),
+            worker_capacity=stats.worker_capacity,
+            sections_running=stats.sections_running,
+            storage=StorageHealth(status="healthy" if stats.storage_ok else "unhealthy"),
+        )
+        return JSONResponse(status_code=200 if healthy else 503, content=body.model_dump())
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

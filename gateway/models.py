@@ -1,0 +1,175 @@
+"""REST request and response models, with examples taken from the user's own payloads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+EXAMPLE_TASK_ID = "task_20251230182721_01e09305"
+EXAMPLE_DATA: list[dict[str, Any]] = [
+    {"Market Value": "12000000", "Investment Value": "11000000", "Top Asset": "Equity (65%)"},
+    {"top_movers_data": "AAPL +3.2%, MSFT -1.1%, NVDA +5.4%"},
+    {
+        "total_portfolio_mv": 1000000,
+        "customer_risk_profile": "moderate",
+        "assets": [{"name": "Equity", "weight": 0.6}, {"name": "Bonds", "weight": 0.4}],
+    },
+]
+
+
+class SubmitRequest(BaseModel):
+    """A task: the user's platform credentials and the records to write sections from."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"username": "user@example.com", "password": "xxx", "data": EXAMPLE_DATA}]
+        },
+    )
+
+    username: str = Field(min_length=1, max_length=256)
+    password: SecretStr = Field(min_length=1, max_length=1024)
+    tenant: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    data: list[dict[str, Any]] = Field(min_length=1)
+
+
+class SubmitResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "task_id": EXAMPLE_TASK_ID,
+                    "status": "pending",
+                    "message": "Task submitted successfully",
+                    "created_at": "2025-12-30T18:27:21.828027",
+                }
+            ]
+        }
+    )
+
+    task_id: str
+    status: str
+    message: str
+    created_at: str
+
+
+class SectionStateOut(BaseModel):
+    name: str
+    status: str
+    cost: float
+    error: str
+
+
+class TraceEntryOut(BaseModel):
+    step: str
+    status: str
+    at: str
+    duration_ms: int
+    detail: str
+
+
+class StatusResponse(BaseModel):
+    task_id: str
+    status: str
+    progress: int
+    message: str
+    sections: list[SectionStateOut]
+    trace: list[TraceEntryOut]
+    created_at: str
+    updated_at: str
+    completed_at: str | None
+
+
+class SectionOutcomeOut(BaseModel):
+    status: str
+    response: str
+    cost: float
+    conv_id: str
+    message_id: str
+    error: str
+
+
+class ResultResponse(BaseModel):
+    """The user's TaskResultResponse shape."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "task_id": EXAMPLE_TASK_ID,
+                    "status": "completed",
+                    "section_detected": "portfolio_snapshot, top_movers, model_and_rebalancing",
+                    "conv_id": "6953cc347432dcd48967cb34, 6953cc35…, 6953cc36…",
+                    "message_id": "6953cc34dd24cce8ffb41f33, …, …",
+                    "data": {
+                        "portfolio_snapshot": {
+                            "status": "completed",
+                            "response": '{"UGL": "+", "XIRR_SI vs BM": "positive"}',
+                            "cost": 0.0801,
+                            "conv_id": "6953cc347432dcd48967cb34",
+                            "message_id": "6953cc34dd24cce8ffb41f33",
+                            "error": "",
+                        }
+                    },
+                    "cost": 0.3241,
+                    "elapsed_seconds": 47.05,
+                    "message": "All 3 sections completed",
+                }
+            ]
+        }
+    )
+
+    task_id: str
+    status: str
+    section_detected: str
+    conv_id: str
+    message_id: str
+    data: dict[str, SectionOutcomeOut]
+    cost: float
+    elapsed_seconds: float
+    message: str
+
+
+class TaskSummaryOut(BaseModel):
+    task_id: str
+    status: str
+    progress: int
+    message: str
+    section_detected: str
+    cost: float
+    created_at: str
+    updated_at: str
+
+
+class TaskListResponse(BaseModel):
+    tasks: list[TaskSummaryOut]
+    count: int
+    next_page_token: str | None
+
+
+class StorageHealth(BaseModel):
+    status: str
+
+
+class PingResponse(BaseModel):
+    """Health, with the fields the user's monitoring reads."""
+
+    status: str = Field(description="healthy | degraded | unhealthy")
+    workers: int = Field(description="Section workers answering now.")
+    workers_started: bool
+    queue_size: int = Field(description="Section jobs waiting for a worker slot.")
+    total_tasks: int = Field(description="Tasks submitted since the orchestrator started.")
+    tasks_running: int
+    tasks_finished: dict[str, int]
+    worker_capacity: int
+    sections_running: int
+    storage: StorageHealth
+
+
+class ErrorResponse(BaseModel):
+    """Every error: a stable code and a message that says what is wrong."""
+
+    error: str
+    detail: str
+    errors: list[dict[str, str]] | None = None

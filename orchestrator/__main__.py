@@ -1,0 +1,56 @@
+"""``python -m orchestrator``: starts the orchestrator's gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from common.grpc_server import ServiceHost
+from common.logging import configure
+from common.settings import load_settings
+from orchestrator.config import ConfigError, load_config
+from orchestrator.credentials import Sealer, decode_key
+from orchestrator.pipeline import Deps
+from orchestrator.service import Orchestrator
+from orchestrator.servicer import SERVICE_NAME, OrchestratorServicer
+from orchestrator.settings import OrchestratorSettings
+from orchestrator.storage_client import StorageClient
+from orchestrator.workers import WorkerPool
+from wealthai.orchestrator.v1 import orchestrator_pb2_grpc
+
+
+async def serve(settings: OrchestratorSettings) -> None:
+    try:
+        config = load_config(settings.config_path)
+    except ConfigError as exc:
+        sys.exit(f"orchestrator: bad sections configuration: {exc}")
+    deps = Deps(
+        storage=StorageClient(settings.storage_target),
+        pool=WorkerPool(list(settings.worker_targets), refresh_s=settings.worker_refresh_s),
+        config=config,
+        sealer=Sealer(decode_key(settings.credential_key.get_secret_value())),
+        auth_wait_s=settings.auth_wait_s,
+    )
+    orchestrator = Orchestrator(settings, deps)
+    host = ServiceHost(settings, "orchestrator")
+    host.add(
+        orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server,
+        OrchestratorServicer(orchestrator),
+        SERVICE_NAME,
+    )
+    await host.start()
+    await orchestrator.start()
+    try:
+        await host.run_until_signal()
+    finally:
+        await orchestrator.stop()
+
+
+def main() -> None:
+    settings = load_settings(OrchestratorSettings)
+    configure("orchestrator", settings.log_level, settings.log_format)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The task document: what the orchestrator keeps for each task, one JSON object in S3.
+
+Field names follow the user's clients (SPEC §5). The user's password is kept only sealed
+(``password_sealed``, see :mod:`orchestrator.credentials`) so a restarted orchestrator can
+resume the task; the platform token is never part of it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TaskState(StrEnum):
+    """Task status values, in pipeline order."""
+
+    PENDING = "pending"
+    AUTHENTICATING = "authenticating"
+    AUTHENTICATED = "authenticated"
+    DETECTING = "detecting_section"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TaskState.COMPLETED, TaskState.ERROR, TaskState.CANCELLED)
+
+
+class SectionState(StrEnum):
+    """Status of one section of a task."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (SectionState.COMPLETED, SectionState.ERROR, SectionState.CANCELLED)
+
+
+class SectionResult(BaseModel):
+    """One section's job and its outcome."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: SectionState = SectionState.PENDING
+    response: str = ""
+    cost: float = 0.0
+    conv_id: str = ""
+    message_id: str = ""
+    error: str = ""
+    record_index: int = Field(ge=0)
+    asset_id: str
+    dispatches: int = 0
+
+
+class TraceEntry(BaseModel):
+    """One step of the task's trace."""
+
+    step: str
+    status: str
+    at: str
+    duration_ms: int = 0
+    detail: str = ""
+
+
+class TaskRecord(BaseModel):
+    """The whole task, as stored at ``<prefix><task_id>.json``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    task_id: str
+    status: TaskState = TaskState.PENDING
+    progress: int = Field(0, ge=0, le=100)
+    message: str = ""
+    username: str
+    tenant: str
+    password_sealed: str
+    data: list[dict[str, Any]]
+    section_detected: str = ""
+    conv_id: str = ""
+    message_id: str = ""
+    result_data: dict[str, SectionResult] = Field(default_factory=dict)
+    cost: float = 0.0
+    created_at: str
+    updated_at: str
+    completed_at: str | None = None
+    trace: list[TraceEntry] = Field(default_factory=list)
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> TaskRecord:
+        return cls.model_validate_json(raw)

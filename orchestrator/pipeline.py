@@ -1,0 +1,380 @@
+"""The pipeline of one task: authenticate, detect sections, run every section in parallel on the
+workers, aggregate, finish.
+
+Writes to storage are few and each one matters: the task is stored at submission; then every
+finished section is persisted before it counts as done (a crash right after costs nothing
+twice); the write of the last section also finishes the task. Intermediate states
+(authenticating, processing, a section running) live in memory, where status calls and watchers
+read them, so a running task costs no storage read either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from common.errors import AppError, Conflict, Unavailable
+from common.logging import section_var, task_id_var
+from common.timeutil import iso, parse_iso, utcnow
+from orchestrator.config import SectionsConfig
+from orchestrator.credentials import Sealer
+from orchestrator.models import SectionResult, SectionState, TaskRecord, TaskState, TraceEntry
+from orchestrator.storage_client import StorageClient
+from orchestrator.workers import WorkerPool
+from wealthai.worker.v1 import worker_pb2
+
+logger = logging.getLogger(__name__)
+
+# Progress milestones (SPEC §5): sections share the span between PROCESSING and 100.
+_PROGRESS = {
+    TaskState.PENDING: 0,
+    TaskState.AUTHENTICATING: 10,
+    TaskState.AUTHENTICATED: 20,
+    TaskState.DETECTING: 30,
+    TaskState.PROCESSING: 40,
+}
+_WORKER_LOST = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+_STORAGE_RETRY_MAX_S = 5.0
+
+
+class TaskStopped(Exception):
+    """Another writer finished the task (for example a cancel through another replica)."""
+
+
+@dataclass
+class Deps:
+    """What every task run needs from its orchestrator."""
+
+    storage: StorageClient
+    pool: WorkerPool
+    config: SectionsConfig
+    sealer: Sealer
+    auth_wait_s: float = 60.0
+
+
+@dataclass
+class TaskRun:
+    """One task this orchestrator is running: its live record and the coroutine driving it."""
+
+    record: TaskRecord
+    version: str
+    deps: Deps
+    watchers: set[asyncio.Queue[dict[str, Any]]] = field(default_factory=set)
+    cancel_requested: bool = False
+    task: asyncio.Task[None] | None = None
+    _write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def task_id(self) -> str:
+        return self.record.task_id
+
+    # -- watching ---------------------------------------------------------------------------
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.watchers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        self.watchers.discard(queue)
+
+    def _publish(self, section: str = "") -> None:
+        event = {
+            "task_id": self.record.task_id,
+            "status": self.record.status.value,
+            "progress": self.record.progress,
+            "message": self.record.message,
+            "section": section,
+            "at": self.record.updated_at,
+        }
+        for queue in self.watchers:
+            queue.put_nowait(event)
+
+    # -- state changes ----------------------------------------------------------------------
+
+    def _set_state(self, state: TaskState, message: str) -> None:
+        self.record.status = state
+        self.record.progress = _PROGRESS.get(state, self.record.progress)
+        self.record.message = message
+        self.record.updated_at = iso(utcnow())
+        self._publish()
+
+    def _trace(self, step: str, status: str, started: float, detail: str = "") -> None:
+        self.record.trace.append(
+            TraceEntry(
+                step=step,
+                status=status,
+                at=iso(utcnow()),
+                duration_ms=int((time.monotonic() - started) * 1000),
+                detail=detail,
+            )
+        )
+
+    async def _persist(self, change: Callable[[TaskRecord], None]) -> None:
+        """Applies ``change`` and writes the record, retrying while storage is unavailable.
+        The write that makes the task terminal also drops it from the index of unfinished tasks.
+
+        On a lost compare-and-swap the stored record is re-read: if another writer finished
+        the task this run stops; otherwise ``change`` is applied to the fresh record.
+        """
+        async with self._write_lock:
+            change(self.record)
+            delay = 0.2
+            while True:
+                try:
+                    self.version = await self.deps.storage.update(
+                        self.record, self.version, finished=self.record.status.terminal
+                    )
+                    return
+                except Conflict:
+                    fresh, version = await self.deps.storage.get(self.task_id)
+                    if fresh.status.terminal:
+                        self.record, self.version = fresh, version
+                        raise TaskStopped(fresh.status.value) from None
+                    live = self.record
+                    fresh.status, fresh.progress, fresh.message = (
+                        live.status,
+                        live.progress,
+                        live.message,
+                    )
+                    change(fresh)
+                    self.record, self.version = fresh, version
+                except Unavailable as exc:
+                    logger.warning(
+                        "storage unavailable, retrying the write in %.1fs: %s", delay, exc
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, _STORAGE_RETRY_MAX_S)
+
+    # -- the pipeline -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Drives the task to a terminal state (or until cancelled for shutdown)."""
+        task_id_var.set(self.task_id)
+        try:
+            password = self.deps.sealer.open(self.record.password_sealed, self.task_id)
+            credentials = worker_pb2.Credentials(
+                tenant=self.record.tenant, username=self.record.username, password=password
+            )
+            if not await self._authenticate(credentials):
+                return
+            self._detect()
+            await self._process(credentials)
+        except TaskStopped as stopped:
+            logger.info("task finished elsewhere as %s; this run stops", stopped)
+            self._publish()
+        except asyncio.CancelledError:
+            if not self.cancel_requested:
+                raise
+            await self._finish_cancelled()
+        except Exception as exc:
+            logger.exception("task failed unexpectedly")
+            reason = exc.message if isinstance(exc, AppError) else "internal error"
+            with contextlib.suppress(TaskStopped):
+                await self._fail(f"Task failed: {reason}")
+
+    async def _authenticate(self, credentials: worker_pb2.Credentials) -> bool:
+        started = time.monotonic()
+        self._set_state(TaskState.AUTHENTICATING, "Authenticating with the AI platform")
+        deadline = started + self.deps.auth_wait_s
+        delay = 0.2
+        while True:
+            try:
+                worker = self.deps.pool.any_ready()
+                await worker.stub.Authenticate(
+                    worker_pb2.AuthenticateRequest(credentials=credentials), timeout=30
+                )
+                break
+            except (grpc.aio.AioRpcError, Unavailable) as exc:
+                transient = isinstance(exc, Unavailable) or exc.code() in _WORKER_LOST
+                if transient and time.monotonic() < deadline:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                detail = exc.message if isinstance(exc, Unavailable) else exc.details()
+                self._trace("1. Authentication", "error", started, detail or "")
+                await self._fail(f"Authentication failed: {detail}")
+                return False
+        self._trace("1. Authentication", "completed", started)
+        self._set_state(TaskState.AUTHENTICATED, "Authenticated")
+        return True
+
+    def _detect(self) -> None:
+        started = time.monotonic()
+        self._set_state(TaskState.DETECTING, "Detecting sections")
+        names = list(self.record.result_data)
+        self._trace("2. Detect Sections", "completed", started, ", ".join(names))
+        self._set_state(TaskState.PROCESSING, f"Processing {len(names)} sections in parallel")
+
+    async def _process(self, credentials: worker_pb2.Credentials) -> None:
+        todo = [name for name, s in self.record.result_data.items() if not s.status.terminal]
+        if not todo:
+            await self._persist(self._aggregate)
+            return
+        await asyncio.gather(*(self._section(name, credentials) for name in todo))
+
+    async def _section(self, name: str, credentials: worker_pb2.Credentials) -> None:
+        section_var.set(name)
+        started = time.monotonic()
+        section = self.record.result_data[name]
+        section.status = SectionState.RUNNING
+        self._publish(name)
+        outcome = await self._dispatch(name, section, credentials)
+        step = f"3. Section {name}"
+
+        def record_outcome(record: TaskRecord) -> None:
+            target = record.result_data[name]
+            target.status = SectionState.COMPLETED if outcome.success else SectionState.ERROR
+            target.response = outcome.response
+            target.cost = outcome.cost
+            target.conv_id = outcome.conv_id
+            target.message_id = outcome.message_id
+            target.error = outcome.error
+            target.dispatches = section.dispatches
+            detail = f"cost ${outcome.cost:.4f}" if outcome.success else outcome.error
+            record.trace.append(
+                TraceEntry(
+                    step=step,
+                    status=target.status.value,
+                    at=iso(utcnow()),
+                    duration_ms=int((time.monotonic() - started) * 1000),
+                    detail=detail,
+                )
+            )
+            states = [s.status for s in record.result_data.values()]
+            done = sum(s.terminal for s in states)
+            record.progress = 40 + (55 * done) // len(states)
+            record.updated_at = iso(utcnow())
+            if all(s.terminal for s in states):
+                self._aggregate(record)
+
+        await self._persist(record_outcome)
+        logger.info("section %s %s", name, "completed" if outcome.success else "failed")
+        self._publish(name)
+
+    async def _dispatch(
+        self, name: str, section: SectionResult, credentials: worker_pb2.Credentials
+    ) -> worker_pb2.SectionResult:
+        """Runs the section's job on a worker, re-sending it when its worker is lost."""
+        cfg = self.deps.config.sections.get(name)
+        timeout_s = cfg.timeout_s if cfg else 120.0
+        max_dispatches = cfg.max_dispatches if cfg else 4
+        job = worker_pb2.SectionJob(
+            job_id=f"{self.task_id}:{name}",
+            task_id=self.task_id,
+            section=name,
+            asset_id=section.asset_id,
+            record_json=json.dumps(self.record.data[section.record_index]),
+            credentials=credentials,
+            timeout_s=timeout_s,
+        )
+        last_error = ""
+        previous = None
+        attempts = 0
+        while attempts < max_dispatches:
+            async with self.deps.pool.slot(avoid=previous) as worker:
+                previous = worker
+                attempts += 1
+                section.dispatches += 1
+                try:
+                    async for event in worker.stub.RunSection(job, timeout=timeout_s + 15):
+                        if event.HasField("result"):
+                            return event.result
+                        section.conv_id = event.progress.conv_id or section.conv_id
+                        section.message_id = event.progress.message_id or section.message_id
+                    last_error = f"worker {worker.address} ended the job without a result"
+                except grpc.aio.AioRpcError as err:
+                    if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        self.deps.pool.set_aside(worker, full=True)
+                        attempts -= 1
+                        section.dispatches -= 1
+                        continue
+                    if err.code() not in _WORKER_LOST:
+                        return worker_pb2.SectionResult(success=False, error=err.details())
+                    self.deps.pool.set_aside(worker, full=False)
+                    last_error = f"worker {worker.address} lost: {err.code().name}"
+                logger.warning("section %s: %s; dispatching again", name, last_error)
+        return worker_pb2.SectionResult(
+            success=False, error=f"gave up after {attempts} dispatches: {last_error}"
+        )
+
+    def _aggregate(self, record: TaskRecord) -> None:
+        """Joins ids, sums cost and sets the final status on ``record``."""
+        started = time.monotonic()
+        sections = record.result_data
+        record.conv_id = ", ".join(s.conv_id for s in sections.values() if s.conv_id)
+        record.message_id = ", ".join(s.message_id for s in sections.values() if s.message_id)
+        record.cost = round(sum(s.cost for s in sections.values()), 6)
+        failed = {n: s.error for n, s in sections.items() if s.status != SectionState.COMPLETED}
+        if failed:
+            record.status = TaskState.ERROR
+            reasons = "; ".join(f"{n}: {e or 'failed'}" for n, e in failed.items())
+            record.message = f"{len(failed)} of {len(sections)} sections failed: {reasons}"
+        else:
+            record.status = TaskState.COMPLETED
+            record.message = f"All {len(sections)} sections completed"
+        now = utcnow()
+        record.progress = 100
+        record.updated_at = record.completed_at = iso(now)
+        record.trace.append(
+            TraceEntry(
+                step="4. Aggregate",
+                status="completed" if not failed else "error",
+                at=iso(now),
+                duration_ms=int((time.monotonic() - started) * 1000),
+                detail=f"cost ${record.cost:.4f}; elapsed {elapsed_seconds(record):.2f}s",
+            )
+        )
+
+    async def _fail(self, message: str) -> None:
+        def fail(record: TaskRecord) -> None:
+            now = iso(utcnow())
+            record.status = TaskState.ERROR
+            record.message = message
+            record.progress = 100
+            record.updated_at = record.completed_at = now
+            for section in record.result_data.values():
+                if not section.status.terminal:
+                    section.status = SectionState.ERROR
+                    section.error = section.error or "not run"
+
+        await self._persist(fail)
+        self._publish()
+
+    async def _finish_cancelled(self) -> None:
+        with contextlib.suppress(TaskStopped):
+            await self._persist(mark_cancelled)
+        self._publish()
+
+
+def mark_cancelled(record: TaskRecord) -> None:
+    """Records ``record`` as cancelled; sections that did not finish become cancelled."""
+    now = iso(utcnow())
+    for section in record.result_data.values():
+        if not section.status.terminal:
+            section.status = SectionState.CANCELLED
+    record.status = TaskState.CANCELLED
+    record.message = "Task cancelled"
+    record.progress = 100
+    record.updated_at = record.completed_at = now
+    record.trace.append(TraceEntry(step="Cancel", status="cancelled", at=now))
+
+
+def elapsed_seconds(record: TaskRecord) -> float:
+    """Seconds from creation to completion, or to now while the task runs."""
+    end = parse_iso(record.completed_at) if record.completed_at else utcnow()
+    return round((end - parse_iso(record.created_at)).total_seconds(), 3)

@@ -1,0 +1,139 @@
+"""gRPC adapter of the orchestrator: proto messages in, :class:`Orchestrator` calls, proto out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from orchestrator.models import TaskRecord
+from orchestrator.pipeline import elapsed_seconds
+from orchestrator.service import Orchestrator
+from wealthai.orchestrator.v1 import orchestrator_pb2 as pb
+from wealthai.orchestrator.v1 import orchestrator_pb2_grpc
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
+
+
+def status_message(record: TaskRecord) -> pb.TaskStatus:
+    return pb.TaskStatus(
+        task_id=record.task_id,
+        status=record.status.value,
+        progress=record.progress,
+        message=record.message,
+        sections=[
+            pb.SectionState(name=name, status=s.status.value, cost=s.cost, error=s.error)
+            for name, s in record.result_data.items()
+        ],
+        trace=[
+            pb.TraceEntry(
+                step=t.step, status=t.status, at=t.at, duration_ms=t.duration_ms, detail=t.detail
+            )
+            for t in record.trace
+        ],
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        completed_at=record.completed_at or "",
+    )
+
+
+def result_message(record: TaskRecord) -> pb.TaskResult:
+    return pb.TaskResult(
+        task_id=record.task_id,
+        status=record.status.value,
+        section_detected=record.section_detected,
+        conv_id=record.conv_id,
+        message_id=record.message_id,
+        data={
+            name: pb.SectionOutcome(
+                status=s.status.value,
+                response=s.response,
+                cost=s.cost,
+                conv_id=s.conv_id,
+                message_id=s.message_id,
+                error=s.error,
+            )
+            for name, s in record.result_data.items()
+        },
+        cost=record.cost,
+        elapsed_seconds=elapsed_seconds(record),
+        message=record.message,
+    )
+
+
+def _summary(record: TaskRecord) -> pb.TaskSummary:
+    return pb.TaskSummary(
+        task_id=record.task_id,
+        status=record.status.value,
+        progress=record.progress,
+        message=record.message,
+        section_detected=record.section_detected,
+        cost=record.cost,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+    )
+
+
+class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):  # type: ignore[misc]
+    def __init__(self, orchestrator: Orchestrator) -> None:
+        self.orchestrator = orchestrator
+
+    async def SubmitTask(
+        self, request: pb.SubmitTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SubmitTaskResponse:
+        record = await self.orchestrator.submit(
+            request.username, request.password, request.tenant, list(request.records_json)
+        )
+        return pb.SubmitTaskResponse(
+            task_id=record.task_id,
+            status=record.status.value,
+            message=record.message,
+            created_at=record.created_at,
+        )
+
+    async def GetTaskStatus(
+        self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TaskStatus:
+        return status_message(await self.orchestrator.get(request.task_id))
+
+    async def GetTaskResult(
+        self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TaskResult:
+        return result_message(await self.orchestrator.get(request.task_id))
+
+    async def ListTasks(
+        self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListTasksResponse:
+        records, token = await self.orchestrator.list(
+            request.limit, request.status, request.page_token
+        )
+        return pb.ListTasksResponse(tasks=[_summary(r) for r in records], next_page_token=token)
+
+    async def CancelTask(
+        self, request: pb.CancelTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TaskStatus:
+        return status_message(await self.orchestrator.cancel(request.task_id))
+
+    async def WatchTask(
+        self, request: pb.WatchTaskRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.TaskEvent]:
+        event: dict[str, Any]
+        async for event in self.orchestrator.watch(request.task_id):
+            yield pb.TaskEvent(**event)
+
+    async def GetStats(
+        self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Stats:
+        stats = await self.orchestrator.stats()
+        return pb.Stats(
+            workers=stats.workers,
+            workers_ready=stats.workers_ready,
+            worker_capacity=stats.worker_capacity,
+            sections_running=stats.sections_running,
+            queue_size=stats.queue_size,
+            tasks_running=stats.tasks_running,
+            tasks_submitted=stats.tasks_submitted,
+            tasks_finished=stats.tasks_finished,
+            storage_ok=stats.storage_ok,
+        )

@@ -1,0 +1,107 @@
+"""The orchestrator's view of storage_svc: task records in, task records out.
+
+gRPC failures become the platform's own errors (:mod:`common.errors`), so the pipeline never
+sees a gRPC type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from common.channels import open_channel
+from common.errors import from_rpc_error
+from orchestrator.models import TaskRecord
+from wealthai.storage.v1 import storage_pb2, storage_pb2_grpc
+
+_CALL_TIMEOUT_S = 30.0
+
+ADD = storage_pb2.ACTIVE_INDEX_ADD
+REMOVE = storage_pb2.ACTIVE_INDEX_REMOVE
+UNCHANGED = storage_pb2.ACTIVE_INDEX_UNCHANGED
+
+
+class StorageClient:
+    """Reads and writes task records through storage_svc with compare-and-swap."""
+
+    def __init__(self, target: str) -> None:
+        self._channel = open_channel(target)
+        self._stub = storage_pb2_grpc.StorageServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def create(self, record: TaskRecord) -> str:
+        """Stores a new task (fails with Conflict if the id exists); returns its version."""
+        request = storage_pb2.PutTaskRequest(
+            task_id=record.task_id,
+            document=record.to_json(),
+            if_none_match=True,
+            active_index=ADD,
+        )
+        return await self._put(request)
+
+    async def update(self, record: TaskRecord, version: str, *, finished: bool) -> str:
+        """Replaces the task if it is still at ``version``; returns the new version."""
+        request = storage_pb2.PutTaskRequest(
+            task_id=record.task_id,
+            document=record.to_json(),
+            if_match=version,
+            active_index=REMOVE if finished else UNCHANGED,
+        )
+        return await self._put(request)
+
+    async def _put(self, request: storage_pb2.PutTaskRequest) -> str:
+        try:
+            response = await self._stub.PutTask(request, timeout=_CALL_TIMEOUT_S)
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err, "storage") from err
+        return str(response.version)
+
+    async def get(self, task_id: str) -> tuple[TaskRecord, str]:
+        """The stored task and its version; NotFound when there is none."""
+        try:
+            response = await self._stub.GetTask(
+                storage_pb2.GetTaskRequest(task_id=task_id), timeout=_CALL_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err, "storage") from err
+        return TaskRecord.from_json(response.document), str(response.version)
+
+    async def list(self, limit: int, status: str, page_token: str) -> tuple[list[TaskRecord], str]:
+        """A page of tasks, newest first, and the token of the next page."""
+        try:
+            response = await self._stub.ListTasks(
+                storage_pb2.ListTasksRequest(page_size=limit, status=status, page_token=page_token),
+                timeout=_CALL_TIMEOUT_S,
+            )
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err, "storage") from err
+        return [TaskRecord.from_json(t.document) for t in response.tasks], response.next_page_token
+
+    async def active_ids(self) -> AsyncIterator[str]:
+        """Ids of every task the storage index holds as unfinished, oldest first."""
+        token = ""
+        while True:
+            try:
+                response = await self._stub.ListActiveTasks(
+                    storage_pb2.ListActiveTasksRequest(page_token=token), timeout=_CALL_TIMEOUT_S
+                )
+            except grpc.aio.AioRpcError as err:
+                raise from_rpc_error(err, "storage") from err
+            for task_id in response.task_ids:
+                yield task_id
+            token = response.next_page_token
+            if not token:
+                return
+
+    async def healthy(self) -> bool:
+        """True when storage_svc answers its health check as SERVING."""
+        try:
+            response = await self._health.Check(health_pb2.HealthCheckRequest(), timeout=2.0)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(response.status == health_pb2.HealthCheckResponse.SERVING)

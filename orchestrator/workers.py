@@ -1,0 +1,194 @@
+"""The orchestrator's pool of section workers.
+
+Workers are configured as a list of ``host:port`` targets; a host name that resolves to several
+addresses (a headless Kubernetes service) stands for one worker per address, re-resolved every
+refresh so replicas that come and go are picked up with no restart. Each worker reports its
+capacity (``GetLoad``); a job is handed only to a ready worker with a free slot, the least loaded
+first, and waits while every slot is taken. A worker that fails a call is set aside until it
+answers ``GetLoad`` again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+
+from common.channels import open_channel
+from common.errors import Unavailable
+from wealthai.worker.v1 import worker_pb2, worker_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Worker:
+    """One worker replica as the orchestrator sees it."""
+
+    address: str
+    channel: grpc.aio.Channel
+    stub: worker_pb2_grpc.SectionWorkerServiceStub
+    capacity: int = 0
+    in_flight: int = 0
+    ready: bool = False
+    gone: bool = False
+    full: bool = False
+
+    @property
+    def free(self) -> int:
+        if not self.ready or self.gone or self.full:
+            return 0
+        return max(0, self.capacity - self.in_flight)
+
+
+@dataclass
+class PoolStats:
+    configured: int
+    ready: int
+    capacity: int
+    running: int
+    queued: int
+
+
+@dataclass
+class WorkerPool:
+    """Hands out worker slots to section jobs."""
+
+    targets: list[str]
+    refresh_s: float = 2.0
+    workers: dict[str, Worker] = field(default_factory=dict)
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _waiting: int = 0
+    _refresher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._refresher = asyncio.create_task(self._refresh_loop(), name="worker-refresh")
+
+    async def close(self) -> None:
+        if self._refresher:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+        for worker in self.workers.values():
+            await worker.channel.close()
+
+    def stats(self) -> PoolStats:
+        live = [w for w in self.workers.values() if not w.gone]
+        return PoolStats(
+            configured=len(live),
+            ready=sum(w.ready for w in live),
+            capacity=sum(w.capacity for w in live if w.ready),
+            running=sum(w.in_flight for w in live),
+            queued=self._waiting,
+        )
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            try:
+                await self.refresh()
+            except Exception:
+                logger.exception("worker refresh failed")
+
+    async def refresh(self) -> None:
+        """Re-resolves the targets and asks every worker for its load."""
+        addresses = await _resolve_all(self.targets)
+        for address in addresses - self.workers.keys():
+            channel = open_channel(address)
+            stub = worker_pb2_grpc.SectionWorkerServiceStub(channel)
+            self.workers[address] = Worker(address, channel, stub)
+            logger.info("worker %s added", address)
+        for address, worker in list(self.workers.items()):
+            worker.gone = address not in addresses
+            if worker.gone and worker.in_flight == 0:
+                logger.info("worker %s removed", address)
+                del self.workers[address]
+                await worker.channel.close()
+        await asyncio.gather(*(self._probe(w) for w in self.workers.values() if not w.gone))
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _probe(self, worker: Worker) -> None:
+        try:
+            load = await worker.stub.GetLoad(worker_pb2.GetLoadRequest(), timeout=1.5)
+        except grpc.aio.AioRpcError:
+            if worker.ready:
+                logger.warning("worker %s is not answering", worker.address)
+            worker.ready = False
+            return
+        if not worker.ready:
+            logger.info("worker %s ready (capacity %d)", worker.address, load.capacity)
+        worker.ready = load.accepting
+        worker.capacity = load.capacity
+        worker.full = load.in_flight >= load.capacity and worker.in_flight < load.capacity
+
+    def set_aside(self, worker: Worker, *, full: bool) -> None:
+        """Stops handing jobs to ``worker`` until its next successful probe."""
+        if full:
+            worker.full = True
+        else:
+            worker.ready = False
+
+    def any_ready(self) -> Worker:
+        """A ready worker for calls that need no slot (authentication)."""
+        ready = [w for w in self.workers.values() if w.ready and not w.gone]
+        if not ready:
+            raise Unavailable("no section worker is reachable")
+        return min(ready, key=lambda w: w.in_flight)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, avoid: Worker | None = None) -> AsyncIterator[Worker]:
+        """Waits for a free slot on a ready worker (another than ``avoid`` when possible)."""
+        async with self._changed:
+            self._waiting += 1
+            try:
+                worker = await self._changed.wait_for(lambda: self._pick(avoid))
+            finally:
+                self._waiting -= 1
+            assert worker is not None
+            worker.in_flight += 1
+        try:
+            yield worker
+        finally:
+            async with self._changed:
+                worker.in_flight -= 1
+                worker.full = False
+                self._changed.notify_all()
+
+    def _pick(self, avoid: Worker | None) -> Worker | None:
+        free = [w for w in self.workers.values() if w.free > 0]
+        if len(free) > 1 and avoid is not None:
+            free = [w for w in free if w is not avoid]
+        return max(free, key=lambda w: (w.free, -w.in_flight), default=None)
+
+
+async def _resolve_all(targets: list[str]) -> set[str]:
+    found: set[str] = set()
+    for target in targets:
+        found.update(await _resolve(target))
+    return found
+
+
+async def _resolve(target: str) -> set[str]:
+    host, _, port = target.rpartition(":")
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, int(port), type=socket.SOCK_STREAM
+        )
+    except (socket.gaierror, OSError) as exc:
+        logger.warning("cannot resolve worker target %s: %s", target, exc)
+        return set()
+    # "localhost" resolves to 127.0.0.1 and ::1, one server: prefer IPv4 when there is any.
+    if any(info[0] == socket.AF_INET for info in infos):
+        infos = [info for info in infos if info[0] == socket.AF_INET]
+    addresses = set()
+    for family, *_, sockaddr in infos:
+        ip = str(sockaddr[0])
+        addresses.add(f"[{ip}]:{port}" if family == socket.AF_INET6 else f"{ip}:{port}")
+    return addresses

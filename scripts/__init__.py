@@ -1,0 +1,1 @@
+"""Developer entry points: stub generation and the local stack."""

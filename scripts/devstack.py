@@ -1,0 +1,328 @@
+"""The local platform: every service as a real process on loopback, on the embedded default.
+
+``make run`` (``python -m scripts.devstack``) starts a moto S3 server, the AI-platform
+simulator, storage_svc, the orchestrator, two section workers and the gateway, prints where
+they are and how to submit a task, and stops them all on Ctrl-C. The end-to-end tests start the
+same :class:`Stack` on free ports.
+
+Ports come from the same variables the services read (``GATEWAY_PORT``, ``ORCH_PORT``,
+``STORAGE_PORT``, ``SIM_PORT``) plus ``DEVSTACK_S3_PORT``, ``DEVSTACK_WORKER_PORTS``
+(comma-separated, one worker per port) and ``DEVSTACK_DIR`` (state kept between runs: the
+credential key).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from orchestrator.credentials import new_key
+
+ROOT = Path(__file__).resolve().parent.parent
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in each child before exec: the kernel kills it if the launcher dies, even by -9."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], name: str, timeout: float) -> None:
+    """Waits until ``port`` accepts connections; fails early if ``proc`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with code {proc.returncode} while starting")
+        with socket.socket() as sock:
+            sock.settimeout(0.2)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{name} did not listen on port {port} within {timeout:.0f}s")
+
+
+@dataclass
+class Ports:
+    gateway: int = 8000
+    orchestrator: int = 50071
+    storage: int = 50051
+    simulator: int = 8100
+    s3: int = 9000
+    workers: list[int] = field(default_factory=lambda: [50061, 50062])
+
+    @classmethod
+    def from_env(cls) -> Ports:
+        env = os.environ
+        ports = cls()
+        ports.gateway = int(env.get("GATEWAY_PORT", ports.gateway))
+        ports.orchestrator = int(env.get("ORCH_PORT", ports.orchestrator))
+        ports.storage = int(env.get("STORAGE_PORT", ports.storage))
+        ports.simulator = int(env.get("SIM_PORT", ports.simulator))
+        ports.s3 = int(env.get("DEVSTACK_S3_PORT", ports.s3))
+        if raw := env.get("DEVSTACK_WORKER_PORTS"):
+            ports.workers = [int(p) for p in raw.split(",") if p.strip()]
+        return ports
+
+
+@dataclass
+class Proc:
+    name: str
+    port: int
+    argv: list[str]
+    env: dict[str, str]
+    popen: subprocess.Popen[bytes] | None = None
+    log: IO[bytes] | None = None
+
+
+class Stack:
+    """Starts and stops the whole platform as local processes."""
+
+    def __init__(
+        self,
+        ports: Ports,
+        state_dir: Path,
+        *,
+        log_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+        bucket: str = "wealth-ai-tasks",
+    ) -> None:
+        self.ports = ports
+        self.state_dir = state_dir
+        self.log_dir = log_dir
+        self.extra_env = env or {}
+        self.bucket = bucket
+        self.procs: dict[str, Proc] = {}
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def _credential_key(self) -> str:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        key_file = self.state_dir / "credential.key"
+        if not key_file.exists():
+            key_file.write_text(new_key())
+            key_file.chmod(0o600)
+        return key_file.read_text().strip()
+
+    def _base_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(
+            {
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONPATH": str(ROOT),
+                # moto accepts any credentials; real deployments use the AWS chain instead.
+                "AWS_ACCESS_KEY_ID": "local",
+                "AWS_SECRET_ACCESS_KEY": "local-secret",  # noqa: S105
+                "AWS_DEFAULT_REGION": "us-east-1",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def specs(self) -> list[Proc]:
+        """Every process of the stack, in start order."""
+        py = sys.executable
+        p = self.ports
+        env = self._base_env()
+        workers = ",".join(f"127.0.0.1:{port}" for port in p.workers)
+        specs = [
+            Proc("s3", p.s3, [py, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(p.s3)], env),
+            Proc("simulator", p.simulator, [py, "-m", "simulator"], {"SIM_PORT": str(p.simulator)}),
+            Proc(
+                "storage",
+                p.storage,
+                [py, "-m", "storage_svc"],
+                {
+                    "STORAGE_PORT": str(p.storage),
+                    "STORAGE_S3_ENDPOINT_URL": f"http://127.0.0.1:{p.s3}",
+                    "STORAGE_S3_BUCKET": self.bucket,
+                },
+            ),
+        ]
+        specs += [
+            Proc(
+                f"worker-{i + 1}",
+                port,
+                [py, "-m", "section_worker"],
+                {
+                    "WORKER_PORT": str(port),
+                    "WORKER_PLATFORM_URL": f"http://127.0.0.1:{p.simulator}",
+                },
+            )
+            for i, port in enumerate(p.workers)
+        ]
+        specs += [
+            Proc(
+                "orchestrator",
+                p.orchestrator,
+                [py, "-m", "orchestrator"],
+                {
+                    "ORCH_PORT": str(p.orchestrator),
+                    "ORCH_STORAGE_TARGET": f"127.0.0.1:{p.storage}",
+                    "ORCH_WORKER_TARGETS": workers,
+                    "ORCH_CREDENTIAL_KEY": self._credential_key(),
+                    "ORCH_CONFIG_PATH": str(ROOT / "config.json"),
+                },
+            ),
+            Proc(
+                "gateway",
+                p.gateway,
+                [py, "-m", "gateway"],
+                {
+                    "GATEWAY_PORT": str(p.gateway),
+                    "GATEWAY_ORCHESTRATOR_TARGET": f"127.0.0.1:{p.orchestrator}",
+                },
+            ),
+        ]
+        for spec in specs:
+            spec.env = {**env, **spec.env, **self.extra_env}
+        return specs
+
+    # -- processes --------------------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> None:
+        specs = self.specs()
+        busy = [f"{s.name} port {s.port}" for s in specs if not port_free(s.port)]
+        if busy:
+            raise RuntimeError(
+                "already in use: "
+                + ", ".join(busy)
+                + " (stop what uses them or set GATEWAY_PORT, ORCH_PORT, STORAGE_PORT, "
+                "SIM_PORT, DEVSTACK_S3_PORT, DEVSTACK_WORKER_PORTS)"
+            )
+        try:
+            for spec in specs:
+                self.procs[spec.name] = spec
+                self.launch(spec.name, timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def launch(self, name: str, timeout: float = 30.0) -> None:
+        """(Re)starts one process of the stack and waits until it listens."""
+        spec = self.procs[name]
+        out: IO[bytes] | int | None = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            spec.log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115
+            out = spec.log
+        spec.popen = subprocess.Popen(
+            spec.argv,
+            env=spec.env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT if out is not None else None,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509
+        )
+        wait_for_port(spec.port, spec.popen, name, timeout)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Sends ``sig`` to one process and reaps it."""
+        popen = self.procs[name].popen
+        if popen and popen.poll() is None:
+            popen.send_signal(sig)
+            popen.wait(timeout=30)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM to every process (last started first), SIGKILL to any still up after grace."""
+        live = [p for p in reversed(self.procs.values()) if p.popen and p.popen.poll() is None]
+        for proc in live:
+            assert proc.popen is not None
+            proc.popen.terminate()
+        deadline = time.monotonic() + grace
+        for proc in live:
+            assert proc.popen is not None
+            try:
+                proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait()
+        for proc in self.procs.values():
+            if proc.log:
+                proc.log.close()
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        if self.log_dir is None:
+            return ""
+        path = self.log_dir / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def _banner(ports: Ports) -> str:
+    base = f"http://127.0.0.1:{ports.gateway}"
+    example = (
+        '{"username": "user@example.com", "password": "xxx", "data": ['
+        '{"Market Value": "12000000", "Investment Value": "11000000", "Top Asset": "Equity (65%)"}, '
+        '{"top_movers_data": "AAPL +3.2%, MSFT -1.1%, NVDA +5.4%"}, '
+        '{"total_portfolio_mv": 1000000, "customer_risk_profile": "moderate", '
+        '"assets": [{"name": "Equity", "weight": 0.6}, {"name": "Bonds", "weight": 0.4}]}]}'
+    )
+    workers = ", ".join(f"127.0.0.1:{p}" for p in ports.workers)
+    return f"""
+Wealth AI Task Platform is running.
+  gateway (REST)   {base}   docs: {base}/docs   health: {base}/ping
+  orchestrator     127.0.0.1:{ports.orchestrator} (gRPC)
+  section workers  {workers} (gRPC)
+  storage_svc      127.0.0.1:{ports.storage} (gRPC) -> S3 (moto) http://127.0.0.1:{ports.s3}
+  AI simulator     http://127.0.0.1:{ports.simulator}   calls: /_sim/stats
+
+Submit the example task:
+  curl -s -X POST {base}/task/submit -H 'Content-Type: application/json' -d '{example}'
+Then:
+  curl -s {base}/task/<task_id>/status
+  curl -s {base}/task/<task_id>/result
+
+Ctrl-C stops everything.
+"""
+
+
+def main() -> None:
+    ports = Ports.from_env()
+    state = Path(os.environ.get("DEVSTACK_DIR", ROOT / ".run"))
+    stack = Stack(ports, state)
+    stop_requested = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        stack.start()
+    except RuntimeError as exc:
+        sys.exit(f"make run: {exc}")
+    print(_banner(ports), flush=True)
+    try:
+        while not stop_requested:
+            for proc in stack.procs.values():
+                if proc.popen and proc.popen.poll() is not None:
+                    print(f"{proc.name} exited with code {proc.popen.returncode}; stopping")
+                    stop_requested = True
+            time.sleep(0.3)
+    finally:
+        print("stopping every service...", flush=True)
+        stack.stop()
+        print("stopped.", flush=True)
+
+
+if __name__ == "__main__":
+    main()
