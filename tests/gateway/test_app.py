@@ -1,0 +1,230 @@
+"""The gateway over a real gRPC channel to a stand-in orchestrator that answers from a script:
+the REST contract, the error table, body limits and that the password is never echoed."""
+
+import json
+
+import httpx
+import pytest
+
+from common import errors
+from common.grpc_server import ServiceHost
+from common.settings import ServiceSettings
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from wealthai.orchestrator.v1 import orchestrator_pb2 as pb
+from wealthai.orchestrator.v1 import orchestrator_pb2_grpc
+
+TASK = "task_20251230182721_01e09305"
+BODY = {
+    "username": "user@example.com",
+    "password": "hunter2-secret",
+    "data": [{"top_movers_data": "AAPL +3.2%"}],
+}
+
+
+class ScriptedOrchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
+    def __init__(self):
+        self.fail_with = None
+        self.submitted = []
+
+    async def SubmitTask(self, request, context):
+        if self.fail_with:
+            raise self.fail_with
+        self.submitted.append(request)
+        return pb.SubmitTaskResponse(
+            task_id=TASK,
+            status="pending",
+            message="Task submitted successfully",
+            created_at="2025-12-30T18:27:21.828027",
+        )
+
+    async def GetTaskStatus(self, request, context):
+        if request.task_id != TASK:
+            raise errors.NotFound(f"task {request.task_id} not found")
+        return pb.TaskStatus(
+            task_id=TASK,
+            status="processing",
+            progress=40,
+            message="Processing",
+            sections=[pb.SectionState(name="top_movers", status="running")],
+            trace=[pb.TraceEntry(step="Submit", status="completed", at="x", duration_ms=3)],
+            created_at="a",
+            updated_at="b",
+        )
+
+    async def GetTaskResult(self, request, context):
+        return pb.TaskResult(
+            task_id=TASK,
+            status="completed",
+            section_detected="top_movers",
+            conv_id="c1",
+            message_id="m1",
+            cost=0.24,
+            elapsed_seconds=1.5,
+            message="done",
+            data={"top_movers": pb.SectionOutcome(status="completed", response="r", cost=0.24)},
+        )
+
+    async def ListTasks(self, request, context):
+        if request.status == "bogus":
+            raise errors.InvalidInput("status: must be one of pending, completed")
+        return pb.ListTasksResponse(
+            tasks=[pb.TaskSummary(task_id=TASK, status="completed")], next_page_token="tok"
+        )
+
+    async def CancelTask(self, request, context):
+        raise errors.WrongState("task already finished as completed")
+
+    async def GetStats(self, request, context):
+        if self.fail_with:
+            raise self.fail_with
+        return pb.Stats(
+            workers=2,
+            workers_ready=2,
+            worker_capacity=32,
+            tasks_submitted=7,
+            storage_ok=True,
+            tasks_finished={"completed": 5},
+        )
+
+
+@pytest.fixture
+async def env():
+    scripted = ScriptedOrchestrator()
+    host = ServiceHost(ServiceSettings(), "fake-orchestrator")
+    host.add(orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server, scripted, "o")
+    port = await host.start()
+    app = create_app(GatewaySettings(orchestrator_target=f"127.0.0.1:{port}", max_body_bytes=4096))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            yield client, scripted
+    await host.stop()
+
+
+async def test_submit_answers_202_with_the_seed_fields_and_passes_records_as_json(env):
+    client, scripted = env
+    reply = await client.post("/task/submit", json=BODY)
+    assert reply.status_code == 202
+    assert reply.json() == {
+        "task_id": TASK,
+        "status": "pending",
+        "message": "Task submitted successfully",
+        "created_at": "2025-12-30T18:27:21.828027",
+    }
+    sent = scripted.submitted[0]
+    assert sent.password == "hunter2-secret"
+    assert [json.loads(r) for r in sent.records_json] == BODY["data"]
+
+
+async def test_validation_error_names_the_field_and_never_echoes_the_password(env):
+    client, _ = env
+    reply = await client.post("/task/submit", json={**BODY, "password": "", "data": []})
+    assert reply.status_code == 422
+    fields = {e["field"] for e in reply.json()["errors"]}
+    assert {"body.password", "body.data"} <= fields
+    wrong_type = await client.post("/task/submit", json={**BODY, "password": ["hunter2-secret"]})
+    assert wrong_type.status_code == 422
+    assert "hunter2-secret" not in wrong_type.text
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (errors.InvalidInput("data[1] matches no section"), 422),
+        (errors.TooLarge("data: at most 20 records"), 413),
+        (errors.Unavailable("storage unavailable: S3 down"), 503),
+        (errors.Conflict("changed by another writer"), 409),
+    ],
+)
+async def test_orchestrator_errors_map_through_the_error_table(env, error, status):
+    client, scripted = env
+    scripted.fail_with = error
+    reply = await client.post("/task/submit", json=BODY)
+    assert reply.status_code == status
+    assert error.message in reply.json()["detail"]
+    assert "hunter2-secret" not in reply.text
+
+
+async def test_status_result_list_cancel(env):
+    client, _ = env
+    status = await client.get(f"/task/{TASK}/status")
+    assert status.status_code == 200
+    assert status.json()["sections"] == [
+        {"name": "top_movers", "status": "running", "cost": 0.0, "error": ""}
+    ]
+    assert status.json()["completed_at"] is None
+    result = (await client.get(f"/task/{TASK}/result")).json()
+    assert result["elapsed_seconds"] == 1.5
+    assert result["data"]["top_movers"]["cost"] == 0.24
+    listing = (await client.get("/tasks?limit=5&status=completed")).json()
+    assert listing["count"] == 1 and listing["next_page_token"] == "tok"
+    bad = await client.get("/tasks?status=bogus")
+    assert bad.status_code == 422 and "status" in bad.json()["detail"]
+    cancel = await client.post(f"/task/{TASK}/cancel")
+    assert cancel.status_code == 409
+
+
+async def test_unknown_and_malformed_task_ids(env):
+    client, _ = env
+    unknown = await client.get("/task/task_20250101000000_deadbeef/status")
+    assert unknown.status_code == 404
+    assert "not found" in unknown.json()["detail"]
+    malformed = await client.get("/task/../etc/status")
+    assert malformed.status_code in (404, 422)
+    malformed = await client.get("/task/not-a-task/status")
+    assert malformed.status_code == 422
+
+
+async def test_body_over_the_limit_is_413(env):
+    client, _ = env
+    big = {**BODY, "data": [{"top_movers_data": "x" * 5000}]}
+    declared = await client.post("/task/submit", json=big)
+    assert declared.status_code == 413
+
+    async def chunks():
+        yield json.dumps(big).encode()
+
+    streamed = await client.post(
+        "/task/submit", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert streamed.status_code == 413
+
+
+async def test_ping_healthy_and_unhealthy(env):
+    client, scripted = env
+    ping = await client.get("/ping")
+    assert ping.status_code == 200
+    body = ping.json()
+    assert body["status"] == "healthy" and body["workers"] == 2 and body["total_tasks"] == 7
+    assert body["storage"] == {"status": "healthy"}
+    scripted.fail_with = errors.Unavailable("down")
+    down = await client.get("/ping")
+    assert down.status_code == 503 and down.json()["status"] == "unhealthy"
+
+
+async def test_openapi_has_the_contract_and_examples(env):
+    client, _ = env
+    spec = (await client.get("/openapi.json")).json()
+    assert {
+        "/task/submit",
+        "/task/{task_id}/status",
+        "/task/{task_id}/result",
+        "/tasks",
+        "/ping",
+    } <= set(spec["paths"])
+    submit = spec["components"]["schemas"]["SubmitRequest"]
+    assert submit["examples"][0]["data"][1] == {
+        "top_movers_data": "AAPL +3.2%, MSFT -1.1%, NVDA +5.4%"
+    }
+    assert (await client.get("/docs")).status_code == 200
+
+
+async def test_orchestrator_down_is_503():
+    app = create_app(GatewaySettings(orchestrator_target="127.0.0.1:1", call_timeout_s=2))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as other:
+            reply = await other.get(f"/task/{TASK}/status")
+    assert reply.status_code == 503
+    assert "unavailable" in reply.json()["detail"]
