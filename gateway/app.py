@@ -188,7 +188,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     async def result(task_id: TaskId) -> ResultResponse:
         """Per-section results, joined ids, total cost and elapsed time (partial while running)."""
         reply = await stub().GetTaskResult(pb.GetTaskRequest(task_id=task_id), timeout=timeout)
-        return ResultResponse.model_validate(_to_dict(reply))
+        data = _to_dict(reply)
+        # A proto map has no order; the user's clients see sections in record order.
+        order = [name for name in reply.section_detected.split(", ") if name in data["data"]]
+        data["data"] = {name: data["data"][name] for name in order} | data["data"]
+        return ResultResponse.model_validate(data)
 
     @app.post("/task/{task_id}/cancel", response_model=StatusResponse, responses=_ERRORS)
     async def cancel(task_id: TaskId) -> StatusResponse:

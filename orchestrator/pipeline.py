@@ -223,7 +223,7 @@ class TaskRun:
     async def _process(self, credentials: worker_pb2.Credentials) -> None:
         todo = [name for name, s in self.record.result_data.items() if not s.status.terminal]
         if not todo:
-            await self._persist(self._aggregate)
+            await self._persist(aggregate)
             return
         await asyncio.gather(*(self._section(name, credentials) for name in todo))
 
@@ -260,7 +260,7 @@ class TaskRun:
             record.progress = 40 + (55 * done) // len(states)
             record.updated_at = iso(utcnow())
             if all(s.terminal for s in states):
-                self._aggregate(record)
+                aggregate(record)
 
         await self._persist(record_outcome)
         logger.info("section %s %s", name, "completed" if outcome.success else "failed")
@@ -312,34 +312,6 @@ class TaskRun:
             success=False, error=f"gave up after {attempts} dispatches: {last_error}"
         )
 
-    def _aggregate(self, record: TaskRecord) -> None:
-        """Joins ids, sums cost and sets the final status on ``record``."""
-        started = time.monotonic()
-        sections = record.result_data
-        record.conv_id = ", ".join(s.conv_id for s in sections.values() if s.conv_id)
-        record.message_id = ", ".join(s.message_id for s in sections.values() if s.message_id)
-        record.cost = round(sum(s.cost for s in sections.values()), 6)
-        failed = {n: s.error for n, s in sections.items() if s.status != SectionState.COMPLETED}
-        if failed:
-            record.status = TaskState.ERROR
-            reasons = "; ".join(f"{n}: {e or 'failed'}" for n, e in failed.items())
-            record.message = f"{len(failed)} of {len(sections)} sections failed: {reasons}"
-        else:
-            record.status = TaskState.COMPLETED
-            record.message = f"All {len(sections)} sections completed"
-        now = utcnow()
-        record.progress = 100
-        record.updated_at = record.completed_at = iso(now)
-        record.trace.append(
-            TraceEntry(
-                step="4. Aggregate",
-                status="completed" if not failed else "error",
-                at=iso(now),
-                duration_ms=int((time.monotonic() - started) * 1000),
-                detail=f"cost ${record.cost:.4f}; elapsed {elapsed_seconds(record):.2f}s",
-            )
-        )
-
     async def _fail(self, message: str) -> None:
         def fail(record: TaskRecord) -> None:
             now = iso(utcnow())
@@ -378,3 +350,32 @@ def elapsed_seconds(record: TaskRecord) -> float:
     """Seconds from creation to completion, or to now while the task runs."""
     end = parse_iso(record.completed_at) if record.completed_at else utcnow()
     return round((end - parse_iso(record.created_at)).total_seconds(), 3)
+
+
+def aggregate(record: TaskRecord) -> None:
+    """Joins ids, sums cost and sets the final status on ``record``."""
+    started = time.monotonic()
+    sections = record.result_data
+    record.conv_id = ", ".join(s.conv_id for s in sections.values() if s.conv_id)
+    record.message_id = ", ".join(s.message_id for s in sections.values() if s.message_id)
+    record.cost = round(sum(s.cost for s in sections.values()), 6)
+    failed = {n: s.error for n, s in sections.items() if s.status != SectionState.COMPLETED}
+    if failed:
+        record.status = TaskState.ERROR
+        reasons = "; ".join(f"{n}: {e or 'failed'}" for n, e in failed.items())
+        record.message = f"{len(failed)} of {len(sections)} sections failed: {reasons}"
+    else:
+        record.status = TaskState.COMPLETED
+        record.message = f"All {len(sections)} sections completed"
+    now = utcnow()
+    record.progress = 100
+    record.updated_at = record.completed_at = iso(now)
+    record.trace.append(
+        TraceEntry(
+            step="4. Aggregate",
+            status="completed" if not failed else "error",
+            at=iso(now),
+            duration_ms=int((time.monotonic() - started) * 1000),
+            detail=f"cost ${record.cost:.4f}; elapsed {elapsed_seconds(record):.2f}s",
+        )
+    )

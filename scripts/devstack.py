@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import socket
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from gateway.models import EXAMPLE_DATA
 from orchestrator.credentials import new_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +92,6 @@ class Proc:
     argv: list[str]
     env: dict[str, str]
     popen: subprocess.Popen[bytes] | None = None
-    log: IO[bytes] | None = None
 
 
 class Stack:
@@ -130,7 +131,7 @@ class Stack:
                 "PYTHONPATH": str(ROOT),
                 # moto accepts any credentials; real deployments use the AWS chain instead.
                 "AWS_ACCESS_KEY_ID": "local",
-                "AWS_SECRET_ACCESS_KEY": "local-secret",  # noqa: S105
+                "AWS_SECRET_ACCESS_KEY": "local-secret",
                 "AWS_DEFAULT_REGION": "us-east-1",
             }
         )
@@ -219,19 +220,22 @@ class Stack:
     def launch(self, name: str, timeout: float = 30.0) -> None:
         """(Re)starts one process of the stack and waits until it listens."""
         spec = self.procs[name]
-        out: IO[bytes] | int | None = None
+        log: IO[bytes] | None = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            spec.log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115
-            out = spec.log
-        spec.popen = subprocess.Popen(
-            spec.argv,
-            env=spec.env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT if out is not None else None,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
-        )
+            log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115
+        try:
+            spec.popen = subprocess.Popen(
+                spec.argv,
+                env=spec.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT if log is not None else None,
+                preexec_fn=_die_with_parent,
+            )
+        finally:
+            if log is not None:
+                log.close()  # the child holds its own copy
         wait_for_port(spec.port, spec.popen, name, timeout)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
@@ -255,26 +259,19 @@ class Stack:
             except subprocess.TimeoutExpired:
                 proc.popen.kill()
                 proc.popen.wait()
-        for proc in self.procs.values():
-            if proc.log:
-                proc.log.close()
 
     def log_tail(self, name: str, lines: int = 40) -> str:
         if self.log_dir is None:
             return ""
         path = self.log_dir / f"{name}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def _banner(ports: Ports) -> str:
     base = f"http://127.0.0.1:{ports.gateway}"
-    example = (
-        '{"username": "user@example.com", "password": "xxx", "data": ['
-        '{"Market Value": "12000000", "Investment Value": "11000000", "Top Asset": "Equity (65%)"}, '
-        '{"top_movers_data": "AAPL +3.2%, MSFT -1.1%, NVDA +5.4%"}, '
-        '{"total_portfolio_mv": 1000000, "customer_risk_profile": "moderate", '
-        '"assets": [{"name": "Equity", "weight": 0.6}, {"name": "Bonds", "weight": 0.4}]}]}'
-    )
+    example = json.dumps({"username": "user@example.com", "password": "xxx", "data": EXAMPLE_DATA})
     workers = ", ".join(f"127.0.0.1:{p}" for p in ports.workers)
     return f"""
 Wealth AI Task Platform is running.

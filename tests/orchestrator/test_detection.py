@@ -26,7 +26,11 @@ def config():
 
 def test_seed_records_feed_the_three_seed_sections(config):
     found = detect(SEED, config)
-    assert [d.section for d in found] == ["portfolio_snapshot", "top_movers", "model_and_rebalancing"]
+    assert [d.section for d in found] == [
+        "portfolio_snapshot",
+        "top_movers",
+        "model_and_rebalancing",
+    ]
     assert found[1].asset_id == "a9fdeb96-cdfa-4a48-9467-bf97a06f8738"
     assert [d.index for d in found] == [0, 1, 2]
 

@@ -1,0 +1,193 @@
+"""End to end through the REST gateway with every service a real process: the seed example,
+input errors, a failing section, a worker killed mid-batch, an orchestrator restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+
+import httpx
+import pytest
+
+from scripts.devstack import Stack
+from tests.e2e.conftest import BUCKET
+from tests.helpers import assert_eventually
+
+pytestmark = pytest.mark.e2e
+
+PASSWORD = "s3cr3t-Pa55word"
+SEED = [
+    {"Market Value": "12000000", "Investment Value": "11000000", "Top Asset": "Equity (65%)"},
+    {"top_movers_data": "AAPL +3.2%, MSFT -1.1%, NVDA +5.4%"},
+    {
+        "total_portfolio_mv": 1000000,
+        "customer_risk_profile": "moderate",
+        "assets": [{"name": "Equity", "weight": 0.6}, {"name": "Bonds", "weight": 0.4}],
+    },
+]
+SECTIONS = ["portfolio_snapshot", "top_movers", "model_and_rebalancing"]
+TOP_MOVERS_ASSET = "a9fdeb96-cdfa-4a48-9467-bf97a06f8738"
+TERMINAL = {"completed", "error", "cancelled"}
+
+
+async def submit(api: httpx.AsyncClient, data: list[dict] | None = None, n: int = 0) -> str:
+    records = data or [{**r, "n": n} if i == 1 else r for i, r in enumerate(SEED)]
+    reply = await api.post(
+        "/task/submit", json={"username": "user@example.com", "password": PASSWORD, "data": records}
+    )
+    assert reply.status_code == 202, reply.text
+    return str(reply.json()["task_id"])
+
+
+async def wait_finished(api: httpx.AsyncClient, task_ids: list[str], within: float = 60) -> dict:
+    """Polls until every task is terminal; tolerates the gateway answering 503 meanwhile."""
+    deadline = time.monotonic() + within
+    done: dict[str, dict] = {}
+    while len(done) < len(task_ids):
+        for task_id in task_ids:
+            if task_id in done:
+                continue
+            reply = await api.get(f"/task/{task_id}/status")
+            if reply.status_code == 200 and reply.json()["status"] in TERMINAL:
+                done[task_id] = reply.json()
+            else:
+                assert reply.status_code in (200, 503), reply.text
+        if time.monotonic() > deadline:
+            pending = sorted(set(task_ids) - done.keys())
+            raise AssertionError(f"tasks not finished within {within}s: {pending}")
+        await asyncio.sleep(0.1)
+    return done
+
+
+async def test_seed_example_completes_with_all_sections(api, sim, s3):
+    task_id = await submit(api, SEED)
+    status = (await wait_finished(api, [task_id]))[task_id]
+    assert status["status"] == "completed", status
+    assert status["progress"] == 100
+    steps = [t["step"] for t in status["trace"]]
+    assert steps[:3] == ["Submit", "1. Authentication", "2. Detect Sections"]
+    assert sorted(steps[3:6]) == sorted(f"3. Section {s}" for s in SECTIONS)
+    assert steps[6] == "4. Aggregate"
+
+    result = (await api.get(f"/task/{task_id}/result")).json()
+    assert result["section_detected"] == ", ".join(SECTIONS)
+    assert list(result["data"]) == SECTIONS
+    assert all(s["status"] == "completed" and s["response"] for s in result["data"].values())
+    stats = (await sim.get("/_sim/stats")).json()
+    assert stats["calls"]["prompt"] == 3
+    section_costs = [s["cost"] for s in result["data"].values()]
+    assert result["cost"] == pytest.approx(sum(section_costs), abs=1e-9)
+    assert result["cost"] == pytest.approx(stats["cost_served"], abs=1e-4)
+    assert len(result["conv_id"].split(", ")) == 3
+    assert result["conv_id"].split(", ")[1] == result["data"]["top_movers"]["conv_id"]
+    assert len(result["message_id"].split(", ")) == 3
+    assert result["elapsed_seconds"] > 0
+
+    stored = s3.get_object(Bucket=BUCKET, Key=f"tasks/{task_id}.json")
+    assert stored["ServerSideEncryption"] == "AES256"
+    raw = stored["Body"].read()
+    doc = json.loads(raw)
+    for field in (
+        "task_id",
+        "status",
+        "progress",
+        "message",
+        "username",
+        "tenant",
+        "data",
+        "section_detected",
+        "conv_id",
+        "message_id",
+        "result_data",
+        "cost",
+        "created_at",
+        "updated_at",
+        "completed_at",
+        "trace",
+    ):
+        assert field in doc, field
+    assert doc["status"] == "completed" and doc["cost"] == result["cost"]
+    assert PASSWORD.encode() not in raw
+    assert "password" not in doc
+    assert b"access_token" not in raw and b"Bearer" not in raw
+    active = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"tasks/_active/{task_id}")
+    assert active.get("KeyCount", 0) == 0
+
+
+async def test_record_matching_no_section_is_422_and_nothing_is_stored(api, s3):
+    before = s3.list_objects_v2(Bucket=BUCKET, Prefix="tasks/").get("KeyCount", 0)
+    reply = await api.post(
+        "/task/submit",
+        json={"username": "u", "password": PASSWORD, "data": [SEED[0], {"cash": 5}]},
+    )
+    assert reply.status_code == 422
+    detail = reply.json()["detail"]
+    assert "data[1]" in detail and "cash" in detail
+    assert all(name in detail for name in SECTIONS)
+    assert PASSWORD not in reply.text
+    after = s3.list_objects_v2(Bucket=BUCKET, Prefix="tasks/").get("KeyCount", 0)
+    assert after == before
+
+
+async def test_unknown_task_is_404(api):
+    reply = await api.get("/task/task_20200101000000_00000000/result")
+    assert reply.status_code == 404
+    assert "task_20200101000000_00000000" in reply.json()["detail"]
+
+
+async def test_a_failing_section_ends_in_error_with_the_others_kept(api, sim):
+    (await sim.patch("/_sim/config", json={"fail_assets": [TOP_MOVERS_ASSET]})).raise_for_status()
+    task_id = await submit(api, SEED)
+    status = (await wait_finished(api, [task_id]))[task_id]
+    assert status["status"] == "error"
+    assert "top_movers" in status["message"]
+    result = (await api.get(f"/task/{task_id}/result")).json()
+    assert result["data"]["top_movers"]["status"] == "error"
+    assert result["data"]["top_movers"]["error"]
+    for name in ("portfolio_snapshot", "model_and_rebalancing"):
+        assert result["data"][name]["status"] == "completed"
+        assert result["data"][name]["response"]
+    assert result["cost"] == pytest.approx(
+        sum(s["cost"] for s in result["data"].values()), abs=1e-9
+    )
+
+
+async def test_listing_is_newest_first_and_filters_by_status(api):
+    ids = [await submit(api, n=i) for i in range(3)]
+    await wait_finished(api, ids)
+    listing = (await api.get("/tasks", params={"limit": 3, "status": "completed"})).json()
+    listed = [t["task_id"] for t in listing["tasks"]]
+    assert listed == sorted(listed, reverse=True)
+    assert all(t["status"] == "completed" for t in listing["tasks"])
+    assert set(ids) <= {t["task_id"] for t in (await api.get("/tasks?limit=50")).json()["tasks"]}
+
+
+async def test_killing_one_of_two_workers_mid_batch_loses_no_task(api, sim, stack: Stack):
+    (await sim.patch("/_sim/config", json={"latency_median_s": 1.0, "latency_sigma": 0.1}))
+    ids = [await submit(api, n=i) for i in range(6)]
+
+    async def prompts() -> int:
+        return int((await sim.get("/_sim/stats")).json()["calls"]["prompt"])
+
+    await assert_eventually(prompts, lambda n: n >= 9, timeout=20, what="prompts in flight")
+    stack.kill("worker-1", signal.SIGKILL)
+    try:
+        done = await wait_finished(api, ids, within=60)
+        assert {s["status"] for s in done.values()} == {"completed"}, done
+    finally:
+        stack.launch("worker-1")
+
+
+async def test_orchestrator_restart_resumes_pending_tasks(api, sim, stack: Stack):
+    (await sim.patch("/_sim/config", json={"latency_median_s": 1.0, "latency_sigma": 0.1}))
+    ids = [await submit(api, n=i) for i in range(4)]
+    stack.kill("orchestrator", signal.SIGKILL)
+    reply = await api.get(f"/task/{ids[0]}/status")
+    assert reply.status_code == 503
+    stack.launch("orchestrator")
+    done = await wait_finished(api, ids, within=60)
+    assert {s["status"] for s in done.values()} == {"completed"}, done
+    result = (await api.get(f"/task/{ids[0]}/result")).json()
+    assert all(s["status"] == "completed" for s in result["data"].values())
