@@ -227,8 +227,14 @@ class Orchestrator:
             queue = run.subscribe()
             try:
                 yield _event(run.record)
-                while not run.record.status.terminal or not queue.empty():
-                    event = await queue.get()
+                while True:
+                    try:
+                        event = await asyncio.wait_for(queue.get(), _WATCH_POLL_S)
+                    except TimeoutError:
+                        if run.task is None or run.task.done():
+                            yield _event(run.record)  # the run stopped without a last event
+                            return
+                        continue
                     yield event
                     if TaskState(event["status"]).terminal:
                         return

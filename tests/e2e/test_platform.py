@@ -191,3 +191,37 @@ async def test_orchestrator_restart_resumes_pending_tasks(api, sim, stack: Stack
     assert {s["status"] for s in done.values()} == {"completed"}, done
     result = (await api.get(f"/task/{ids[0]}/result")).json()
     assert all(s["status"] == "completed" for s in result["data"].values())
+
+
+async def test_cancel_stops_running_sections(api, sim):
+    (await sim.patch("/_sim/config", json={"latency_median_s": 3.0, "latency_sigma": 0.1}))
+    task_id = await submit(api, SEED)
+
+    async def state() -> dict:
+        return dict((await api.get(f"/task/{task_id}/status")).json())
+
+    await assert_eventually(state, lambda s: s["status"] == "processing", timeout=10)
+    reply = await api.post(f"/task/{task_id}/cancel")
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["status"] == "cancelled"
+    assert {s["status"] for s in reply.json()["sections"]} == {"cancelled"}
+    stored = await state()
+    assert stored["status"] == "cancelled"
+    again = await api.post(f"/task/{task_id}/cancel")
+    assert again.status_code == 409
+
+
+async def test_events_stream_progress_until_the_task_finishes(api, sim):
+    (await sim.patch("/_sim/config", json={"latency_median_s": 0.3, "latency_sigma": 0.1}))
+    task_id = await submit(api, SEED)
+    events = []
+    async with api.stream("GET", f"/task/{task_id}/events") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        async for line in stream.aiter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+    assert events[-1]["status"] == "completed"
+    assert events[-1]["progress"] == 100
+    progress = [e["progress"] for e in events]
+    assert progress == sorted(progress)
+    assert any(e["section"] == "top_movers" for e in events)
