@@ -7,6 +7,7 @@ with the HTTP status of that same row (:func:`http_status_for`)::
 
     AppError                    gRPC                 HTTP
     ├── InvalidInput            INVALID_ARGUMENT     422
+    ├── Unauthenticated         UNAUTHENTICATED      401
     ├── NotFound                NOT_FOUND            404
     ├── Conflict                ABORTED              409
     ├── WrongState              FAILED_PRECONDITION  409
@@ -38,6 +39,13 @@ class InvalidInput(AppError):
 
     grpc_code = grpc.StatusCode.INVALID_ARGUMENT
     http_status = 422
+
+
+class Unauthenticated(AppError):
+    """The AI platform refused the user's credentials."""
+
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+    http_status = 401
 
 
 class NotFound(AppError):
@@ -97,6 +105,7 @@ _BY_GRPC_CODE: dict[grpc.StatusCode, type[AppError]] = {
     cls.grpc_code: cls
     for cls in (
         InvalidInput,
+        Unauthenticated,
         NotFound,
         Conflict,
         WrongState,

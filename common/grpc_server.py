@@ -112,7 +112,9 @@ class ServiceHost:
         self._full_names: list[str] = []
         self.port = 0
 
-    def add(self, register: Callable[[Any, grpc.aio.Server], None], servicer: Any, name: str) -> None:
+    def add(
+        self, register: Callable[[Any, grpc.aio.Server], None], servicer: Any, name: str
+    ) -> None:
         """Registers a servicer; ``name`` is its full service name (``pkg.v1.Service``)."""
         register(servicer, self.server)
         self._full_names.append(name)

@@ -200,7 +200,10 @@ class TaskRun:
                 )
                 break
             except (grpc.aio.AioRpcError, Unavailable) as exc:
-                transient = isinstance(exc, Unavailable) or exc.code() in _WORKER_LOST
+                transient = isinstance(exc, Unavailable) or exc.code() in (
+                    *_WORKER_LOST,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                )
                 if transient and time.monotonic() < deadline:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)

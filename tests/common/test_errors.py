@@ -8,6 +8,7 @@ from common import errors
     ("cls", "code", "http"),
     [
         (errors.InvalidInput, grpc.StatusCode.INVALID_ARGUMENT, 422),
+        (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED, 401),
         (errors.NotFound, grpc.StatusCode.NOT_FOUND, 404),
         (errors.Conflict, grpc.StatusCode.ABORTED, 409),
         (errors.WrongState, grpc.StatusCode.FAILED_PRECONDITION, 409),

@@ -1,0 +1,36 @@
+"""``python -m section_worker``: serves section jobs until SIGTERM or SIGINT, then drains."""
+
+from __future__ import annotations
+
+import asyncio
+
+from common.logging import configure
+from common.settings import load_settings
+from section_worker.jobs import JobRunner
+from section_worker.platform_client import PlatformClient
+from section_worker.servicer import build_host
+from section_worker.settings import WorkerSettings
+
+
+async def serve(settings: WorkerSettings) -> None:
+    """Serves until a stop signal; then refuses new jobs and lets running ones finish
+    (up to ``shutdown_grace_s``) before the server stops."""
+    async with PlatformClient(settings) as client:
+        runner = JobRunner(client, settings)
+        host = build_host(settings, runner, client)
+        await host.start()
+
+        async def drain() -> None:
+            await runner.drain(settings.shutdown_grace_s)
+
+        await host.run_until_signal(on_drain=drain)
+
+
+def main() -> None:
+    settings = load_settings(WorkerSettings)
+    configure("section_worker", settings.log_level, settings.log_format)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

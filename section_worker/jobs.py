@@ -1,0 +1,244 @@
+"""Section jobs, end to end, in plain async Python (no gRPC types).
+
+:class:`JobRunner` admits a job only when a slot is free (else :class:`common.errors.Overloaded`
+at once; :class:`common.errors.Unavailable` while draining), then creates a conversation,
+sends the prompt and polls with a growing interval until the platform answers. It yields
+:class:`Progress` events and finally exactly one :class:`SectionResult`. Whatever goes wrong on
+the platform, or the job's own timeout, becomes a failed result naming what failed; only the
+caller cancelling the job ends it without a result, and that frees its slot too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from common.errors import Overloaded, Unavailable
+from common.logging import section_var, task_id_var
+from section_worker.platform_client import (
+    AnswerStatus,
+    Credentials,
+    PlatformClient,
+    PlatformError,
+)
+from section_worker.platform_session import PlatformSession
+from section_worker.settings import WorkerSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SectionJob:
+    """One section of one task to be written by the platform."""
+
+    job_id: str
+    task_id: str
+    section: str
+    asset_id: str
+    record_json: str
+    credentials: Credentials
+    timeout_s: float = 0.0  # 0 means the worker's default
+
+
+class Stage(StrEnum):
+    ACCEPTED = "accepted"
+    CONVERSATION_CREATED = "conversation_created"
+    PROMPT_SENT = "prompt_sent"
+    POLLING = "polling"
+
+
+@dataclass(frozen=True)
+class Progress:
+    stage: Stage
+    conv_id: str = ""
+    message_id: str = ""
+    polls: int = 0
+
+
+@dataclass(frozen=True)
+class SectionResult:
+    success: bool
+    response: str = ""
+    cost: float = 0.0
+    conv_id: str = ""
+    message_id: str = ""
+    error: str = ""
+    platform_calls: int = 0
+    duration_s: float = 0.0
+
+
+Event = Progress | SectionResult
+
+
+@dataclass(frozen=True)
+class Load:
+    capacity: int
+    in_flight: int
+    accepting: bool
+
+
+@dataclass
+class _Trail:
+    """How far a job got, for the result and for a timeout's message."""
+
+    doing: str = "authenticating"
+    conv_id: str = ""
+    message_id: str = ""
+    polls: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class JobRunner:
+    """Runs section jobs, at most ``max_concurrent_jobs`` at once."""
+
+    def __init__(self, client: PlatformClient, settings: WorkerSettings) -> None:
+        self._client = client
+        self._settings = settings
+        self._in_flight = 0
+        self._accepting = True
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def load(self) -> Load:
+        return Load(self._settings.max_concurrent_jobs, self._in_flight, self._accepting)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Refuses new jobs from now on; waits up to ``timeout_s`` for running ones to end.
+        True when none is left running."""
+        self._accepting = False
+        logger.info("draining: %d job(s) in flight", self._in_flight)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        if self._in_flight:
+            logger.warning("drain timed out with %d job(s) still running", self._in_flight)
+        return self._in_flight == 0
+
+    async def run(self, job: SectionJob) -> AsyncGenerator[Event, None]:
+        """Runs ``job``; yields progress events, then one result. Raises at once when refused.
+
+        Close the iterator (``contextlib.aclosing``) when stopping early: that cancels the job.
+        """
+        self._admit(job)
+        events: asyncio.Queue[Event] = asyncio.Queue()
+        # The job runs in its own task so that its timeout never fires inside our caller.
+        task = asyncio.create_task(self._execute(job, events.put_nowait), name=job.job_id)
+        try:
+            while True:
+                event = await events.get()
+                yield event
+                if isinstance(event, SectionResult):
+                    return
+        finally:
+            try:
+                if not task.done():
+                    logger.info("job %s cancelled by its caller", job.job_id)
+                    task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            finally:
+                self._release()
+
+    def _admit(self, job: SectionJob) -> None:
+        if not self._accepting:
+            raise Unavailable("worker is draining for shutdown; send the job to another worker")
+        limit = self._settings.max_concurrent_jobs
+        if self._in_flight >= limit:
+            logger.info("refused job %s: all %d slots busy", job.job_id, limit)
+            raise Overloaded(f"worker is running its maximum of {limit} jobs; retry elsewhere")
+        self._in_flight += 1
+        self._idle.clear()
+
+    def _release(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+
+    async def _execute(self, job: SectionJob, emit: Callable[[Event], None]) -> None:
+        task_id_var.set(job.task_id)
+        section_var.set(job.section)
+        timeout_s = job.timeout_s if job.timeout_s > 0 else self._settings.job_timeout_s
+        session = PlatformSession(self._client, job.credentials)
+        trail = _Trail()
+        logger.info("job %s started (asset %s)", job.job_id, job.asset_id)
+        emit(Progress(Stage.ACCEPTED))
+        try:
+            async with asyncio.timeout(timeout_s):
+                result = await self._drive(job, session, trail, emit)
+        except TimeoutError:
+            result = self._failed(
+                trail, session, f"section timed out after {timeout_s:g}s while {trail.doing}"
+            )
+        except PlatformError as exc:
+            result = self._failed(trail, session, str(exc))
+        except Exception:
+            logger.exception("job %s failed unexpectedly while %s", job.job_id, trail.doing)
+            result = self._failed(
+                trail, session, f"internal error in the worker while {trail.doing}"
+            )
+        logger.info(
+            "job %s finished: success=%s cost=%.4f calls=%d in %.2fs%s",
+            job.job_id,
+            result.success,
+            result.cost,
+            result.platform_calls,
+            result.duration_s,
+            f" ({result.error})" if result.error else "",
+        )
+        emit(result)
+
+    async def _drive(
+        self,
+        job: SectionJob,
+        session: PlatformSession,
+        trail: _Trail,
+        emit: Callable[[Event], None],
+    ) -> SectionResult:
+        settings = self._settings
+        await session.authenticate()
+        trail.doing = "creating the conversation"
+        trail.conv_id = await session.create_conversation(job.asset_id)
+        emit(Progress(Stage.CONVERSATION_CREATED, trail.conv_id))
+        trail.doing = "sending the prompt"
+        trail.message_id = await session.send_prompt(trail.conv_id, job.record_json)
+        emit(Progress(Stage.PROMPT_SENT, trail.conv_id, trail.message_id))
+        trail.doing = "waiting for the answer"
+        delay = settings.poll_initial_s
+        while True:
+            await asyncio.sleep(delay)
+            answer = await session.poll(trail.conv_id, trail.message_id)
+            trail.polls += 1
+            if answer.status is AnswerStatus.SUCCESS:
+                return SectionResult(
+                    success=True,
+                    response=answer.response,
+                    cost=answer.cost,
+                    conv_id=trail.conv_id,
+                    message_id=trail.message_id,
+                    platform_calls=session.calls.value,
+                    duration_s=time.monotonic() - trail.started,
+                )
+            if answer.status is AnswerStatus.FAILED:
+                return self._failed(
+                    trail,
+                    session,
+                    f"the platform answered FAILED for asset {job.asset_id}: {answer.error}",
+                )
+            emit(Progress(Stage.POLLING, trail.conv_id, trail.message_id, trail.polls))
+            delay = min(delay * settings.poll_factor, settings.poll_max_s)
+
+    @staticmethod
+    def _failed(trail: _Trail, session: PlatformSession, error: str) -> SectionResult:
+        return SectionResult(
+            success=False,
+            conv_id=trail.conv_id,
+            message_id=trail.message_id,
+            error=error,
+            platform_calls=session.calls.value,
+            duration_s=time.monotonic() - trail.started,
+        )

@@ -1,0 +1,403 @@
+"""The one module that knows the AI platform's wire format (SPEC §3).
+
+Adapting to the real platform is a change of this file only. :class:`PlatformClient` makes
+the four calls over one pooled ``httpx.AsyncClient``, each with a timeout and bounded retries
+(exponential backoff with jitter, ``Retry-After`` honoured up to a cap), and caches access
+tokens per user (:mod:`section_worker.platform_session` uses them on a job's behalf).
+
+Errors (messages name the call and never contain a password or token)::
+
+    PlatformError
+    ├── AuthFailed            the platform refused the credentials
+    │   └── TokenRejected     a genai call answered 401 (token expired or unknown)
+    ├── Throttled             still 429 after every retry
+    ├── PlatformUnavailable   5xx, timeouts or connection errors after every retry
+    └── PlatformRejected      another 4xx, or an answer this client cannot read
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import random
+import secrets
+import time
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from section_worker.settings import WorkerSettings
+
+logger = logging.getLogger(__name__)
+
+CONVERSATION_NAME = "AI Insights"
+_GENAI = "/magicplatform/v1/genai/conversation"
+_MAX_CACHED_TOKENS = 4096
+# Failures after which the request certainly never reached the platform, so even a call that
+# is not safe to repeat (sending a prompt) may be retried without risking a second answer.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class PlatformError(Exception):
+    """Base of every failure talking to the platform; ``str()`` is safe to show and log."""
+
+
+class AuthFailed(PlatformError):
+    """The platform refused the user's credentials."""
+
+
+class TokenRejected(AuthFailed):
+    """A genai call answered 401: the token expired or is unknown to the platform."""
+
+
+class Throttled(PlatformError):
+    """The platform kept answering 429 until the retries ran out."""
+
+
+class PlatformUnavailable(PlatformError):
+    """5xx answers, timeouts or connection errors until the retries ran out."""
+
+
+class PlatformRejected(PlatformError):
+    """A 4xx other than 401/429, or an answer that does not follow the contract."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A user's platform login. The password never appears in ``repr``."""
+
+    tenant: str
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Token:
+    """An access token. ``value`` never appears in ``repr``."""
+
+    value: str = field(repr=False)
+    expires_in: float
+    refresh_at: float  # monotonic time after which the cache hands out a new one
+
+    def remaining_s(self) -> float:
+        return max(0.0, self.refresh_at - time.monotonic())
+
+
+class AnswerStatus(StrEnum):
+    IN_PROGRESS = "IN_PROGRESS"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one poll reported."""
+
+    status: AnswerStatus
+    response: str = ""
+    cost: float = 0.0
+    error: str = ""
+
+
+@dataclass
+class CallCount:
+    """HTTP attempts made on someone's behalf (retries and re-authentication included)."""
+
+    value: int = 0
+
+
+_CacheKey = tuple[str, str, str]
+
+
+class PlatformClient:
+    """Async client of the platform; one per process, shared by every job."""
+
+    def __init__(
+        self, settings: WorkerSettings, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self._settings = settings
+        self._http = httpx.AsyncClient(
+            base_url=settings.platform_url,
+            timeout=httpx.Timeout(settings.request_timeout_s),
+            limits=httpx.Limits(
+                max_connections=settings.http_max_connections,
+                max_keepalive_connections=settings.http_max_keepalive,
+            ),
+            transport=transport,
+        )
+        # Keys hold a keyed hash of the password, so a memory dump does not reveal it either.
+        self._hash_key = secrets.token_bytes(32)
+        self._tokens: dict[_CacheKey, Token] = {}
+        self._locks: dict[_CacheKey, asyncio.Lock] = {}
+
+    async def __aenter__(self) -> PlatformClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- tokens -----------------------------------------------------------------------------
+
+    async def authenticate(
+        self,
+        credentials: Credentials,
+        *,
+        counter: CallCount | None = None,
+        rejected: Token | None = None,
+    ) -> Token:
+        """A valid token for these credentials: the cached one, or a new one from the platform.
+
+        ``rejected`` is a token the platform just refused; it is not handed out again (when
+        several jobs see the same rejection, only the first fetches a new token).
+        """
+        key = self._cache_key(credentials)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                cached = self._tokens.get(key)
+                if cached is not None and cached is not rejected and cached.remaining_s() > 0:
+                    return cached
+                self._tokens.pop(key, None)
+                token = await self._fetch_token(credentials, counter or CallCount())
+                self._remember(key, token)
+                return token
+        finally:
+            # Refused credentials must not leave a lock behind for every wrong password.
+            if key not in self._tokens:
+                self._locks.pop(key, None)
+
+    def _cache_key(self, credentials: Credentials) -> _CacheKey:
+        digest = hmac.new(self._hash_key, credentials.password.encode(), hashlib.sha256)
+        return (credentials.tenant, credentials.username, digest.hexdigest())
+
+    def _remember(self, key: _CacheKey, token: Token) -> None:
+        self._tokens[key] = token
+        if len(self._tokens) > _MAX_CACHED_TOKENS:
+            for stale in [k for k, t in self._tokens.items() if t.remaining_s() <= 0]:
+                del self._tokens[stale]
+            while len(self._tokens) > _MAX_CACHED_TOKENS:
+                del self._tokens[next(iter(self._tokens))]
+            for idle in [
+                k for k, lk in self._locks.items() if k not in self._tokens and not lk.locked()
+            ]:
+                del self._locks[idle]
+
+    async def _fetch_token(self, credentials: Credentials, counter: CallCount) -> Token:
+        what = "authenticate"
+        response = await self._send(
+            what,
+            "GET",
+            f"/accesstoken/{quote(credentials.tenant, safe='')}",
+            counter=counter,
+            repeatable=True,
+            auth=httpx.BasicAuth(credentials.username, credentials.password),
+        )
+        if response.status_code == 401 or response.status_code == 403:
+            raise AuthFailed(
+                f"{what}: the platform refused the credentials of user {credentials.username!r} "
+                f"at tenant {credentials.tenant!r}"
+            )
+        body = _json_body(what, response)
+        value = body.get("access_token")
+        expires_in = body.get("expires_in")
+        if (
+            not isinstance(value, str)
+            or not value
+            or not isinstance(expires_in, int | float)
+            or expires_in <= 0
+            or str(body.get("token_type", "Bearer")).lower() != "bearer"
+        ):
+            raise PlatformRejected(f"{what}: the platform's token answer does not fit the contract")
+        # A short-lived token keeps at least half its life usable whatever the margin says.
+        margin = min(self._settings.token_margin_s, expires_in / 2)
+        return Token(value, float(expires_in), time.monotonic() + expires_in - margin)
+
+    # -- genai calls ------------------------------------------------------------------------
+
+    async def create_conversation(
+        self, token: str, asset_id: str, *, counter: CallCount | None = None
+    ) -> str:
+        """Opens a conversation with ``asset_id``; returns its id."""
+        what = "create conversation"
+        response = await self._send(
+            what,
+            "POST",
+            f"{_GENAI}/create",
+            counter=counter or CallCount(),
+            # A repeated create at worst leaves an unused empty conversation behind.
+            repeatable=True,
+            token=token,
+            json={"conversation_name": CONVERSATION_NAME, "asset_version_id": asset_id},
+        )
+        return _field(what, _checked(what, response), "conversation_id")
+
+    async def send_prompt(
+        self, token: str, conv_id: str, message: str, *, counter: CallCount | None = None
+    ) -> str:
+        """Sends ``message`` into the conversation; returns the message id to poll."""
+        what = "send prompt"
+        response = await self._send(
+            what,
+            "POST",
+            f"{_GENAI}/addmessage/stream",
+            counter=counter or CallCount(),
+            # Repeating a prompt the platform may have accepted would pay for a second answer.
+            repeatable=False,
+            token=token,
+            json={"conversation_id": conv_id, "message": message},
+        )
+        return _field(what, _checked(what, response), "message_id")
+
+    async def poll(
+        self, token: str, conv_id: str, message_id: str, *, counter: CallCount | None = None
+    ) -> Answer:
+        """Asks once whether the answer to ``message_id`` is ready."""
+        what = "poll"
+        response = await self._send(
+            what,
+            "GET",
+            f"{_GENAI}/response/{quote(conv_id, safe='')}/{quote(message_id, safe='')}",
+            counter=counter or CallCount(),
+            repeatable=True,
+            token=token,
+        )
+        body = _checked(what, response)
+        try:
+            status = AnswerStatus(str(body.get("status")))
+        except ValueError:
+            raise PlatformRejected(
+                f"{what}: unknown answer status {body.get('status')!r}"
+            ) from None
+        if status is AnswerStatus.FAILED:
+            reason = body.get("error") or body.get("response") or "no reason given"
+            return Answer(status, error=str(reason))
+        if status is AnswerStatus.IN_PROGRESS:
+            return Answer(status)
+        cost = body.get("cost", 0.0)
+        if not isinstance(cost, int | float):
+            raise PlatformRejected(f"{what}: cost {cost!r} is not a number")
+        return Answer(status, response=str(body.get("response") or ""), cost=float(cost))
+
+    # -- transport --------------------------------------------------------------------------
+
+    async def _send(
+        self,
+        what: str,
+        method: str,
+        path: str,
+        *,
+        counter: CallCount,
+        repeatable: bool,
+        token: str | None = None,
+        auth: httpx.BasicAuth | None = None,
+        json: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        """One platform call with retries; returns the first answer that is not 429/5xx."""
+        settings = self._settings
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else None
+        attempts = settings.max_retries + 1
+        for attempt in range(1, attempts + 1):
+            counter.value += 1
+            retry_after: float | None = None
+            error: PlatformError
+            try:
+                async with asyncio.timeout(settings.request_timeout_s):
+                    response = await self._http.request(
+                        method, path, headers=headers, auth=auth, json=json
+                    )
+            except (httpx.TimeoutException, TimeoutError) as exc:
+                error = PlatformUnavailable(
+                    f"{what}: the platform did not answer within {settings.request_timeout_s:g}s"
+                )
+                retryable = repeatable or isinstance(exc, _NOT_SENT)
+            except httpx.TransportError as exc:
+                error = PlatformUnavailable(
+                    f"{what}: cannot reach the platform at {settings.platform_url} "
+                    f"({type(exc).__name__})"
+                )
+                retryable = repeatable or isinstance(exc, _NOT_SENT)
+            else:
+                code = response.status_code
+                if code == 429:
+                    error = Throttled(f"{what}: the platform throttled the call (429)")
+                    retry_after = _retry_after(response)
+                    retryable = True
+                elif code >= 500:
+                    error = PlatformUnavailable(f"{what}: the platform answered {code}")
+                    retry_after = _retry_after(response)
+                    # 503 means the platform did not take the request on.
+                    retryable = repeatable or code == 503
+                else:
+                    return response
+            if not retryable or attempt == attempts:
+                if attempt > 1:
+                    error = type(error)(f"{error} (gave up after {attempt} attempts)")
+                raise error
+            delay = self._delay(attempt, retry_after)
+            logger.warning("%s; retry %d/%d in %.2fs", error, attempt, settings.max_retries, delay)
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds before the next attempt: the platform's wish (capped) or jittered backoff."""
+        settings = self._settings
+        if retry_after is not None:
+            return min(retry_after, settings.retry_after_max_s)
+        ceiling = min(settings.backoff_max_s, settings.backoff_base_s * 2.0 ** (attempt - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds the platform asks to wait (``Retry-After`` as seconds or an HTTP date)."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _checked(what: str, response: httpx.Response) -> dict[str, Any]:
+    """The JSON body of a genai answer, or the error its status stands for."""
+    code = response.status_code
+    if code == 401:
+        raise TokenRejected(f"{what}: the platform rejected the access token (401)")
+    if code == 404:
+        raise PlatformRejected(f"{what}: the platform does not know the conversation or message")
+    if code >= 400:
+        raise PlatformRejected(f"{what}: the platform answered {code}")
+    return _json_body(what, response)
+
+
+def _json_body(what: str, response: httpx.Response) -> dict[str, Any]:
+    if response.status_code >= 400:
+        raise PlatformRejected(f"{what}: the platform answered {response.status_code}")
+    try:
+        body = response.json()
+    except ValueError:
+        raise PlatformRejected(f"{what}: the platform's answer is not JSON") from None
+    if not isinstance(body, dict):
+        raise PlatformRejected(f"{what}: the platform's answer is not a JSON object")
+    return body
+
+
+def _field(what: str, body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise PlatformRejected(f"{what}: the platform's answer has no {name}")
+    return value

@@ -1,0 +1,137 @@
+"""gRPC adapter of the section worker: ``wealthai.worker.v1.SectionWorkerService``.
+
+Converts between proto messages and the domain types of :mod:`section_worker.jobs` and
+:mod:`section_worker.platform_client`, and reports refusals as :class:`common.errors.AppError`
+subclasses, which the error interceptor of :mod:`common.grpc_server` turns into statuses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from common.errors import AppError, InvalidInput, Overloaded, Unauthenticated, Unavailable
+from common.grpc_server import ServiceHost
+from section_worker.jobs import Event, JobRunner, Progress, SectionJob, Stage
+from section_worker.platform_client import (
+    AuthFailed,
+    Credentials,
+    PlatformClient,
+    PlatformError,
+    Throttled,
+)
+from section_worker.settings import WorkerSettings
+from wealthai.worker.v1 import worker_pb2, worker_pb2_grpc
+
+SERVICE_NAME: str = worker_pb2.DESCRIPTOR.services_by_name["SectionWorkerService"].full_name
+
+_STAGES = {
+    Stage.ACCEPTED: worker_pb2.STAGE_ACCEPTED,
+    Stage.CONVERSATION_CREATED: worker_pb2.STAGE_CONVERSATION_CREATED,
+    Stage.PROMPT_SENT: worker_pb2.STAGE_PROMPT_SENT,
+    Stage.POLLING: worker_pb2.STAGE_POLLING,
+}
+
+
+class SectionWorkerServicer(worker_pb2_grpc.SectionWorkerServiceServicer):  # type: ignore[misc]
+    """Thin adapter from gRPC to the job runner and the platform client."""
+
+    def __init__(self, runner: JobRunner, client: PlatformClient) -> None:
+        self._runner = runner
+        self._client = client
+
+    async def Authenticate(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        credentials = _credentials(request.credentials)
+        try:
+            token = await self._client.authenticate(credentials)
+        except PlatformError as exc:
+            raise _app_error(exc) from None
+        return worker_pb2.AuthenticateResponse(expires_in=math.ceil(token.remaining_s()))
+
+    async def RunSection(
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        job = _job(request)
+        async with contextlib.aclosing(self._runner.run(job)) as events:
+            async for event in events:
+                yield _event_message(event)
+
+    async def GetLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        load = self._runner.load()
+        return worker_pb2.Load(
+            capacity=load.capacity, in_flight=load.in_flight, accepting=load.accepting
+        )
+
+
+def build_host(settings: WorkerSettings, runner: JobRunner, client: PlatformClient) -> ServiceHost:
+    """A gRPC host serving the section worker (plus health and reflection)."""
+    host = ServiceHost(settings, "section_worker")
+    host.add(
+        worker_pb2_grpc.add_SectionWorkerServiceServicer_to_server,
+        SectionWorkerServicer(runner, client),
+        SERVICE_NAME,
+    )
+    return host
+
+
+def _credentials(message: Any) -> Credentials:
+    for name in ("tenant", "username", "password"):
+        if not getattr(message, name):
+            raise InvalidInput(f"credentials.{name} is required")
+    return Credentials(message.tenant, message.username, message.password)
+
+
+def _job(request: Any) -> SectionJob:
+    for name in ("job_id", "asset_id", "record_json"):
+        if not getattr(request, name):
+            raise InvalidInput(f"{name} is required")
+    if not request.HasField("credentials"):
+        raise InvalidInput("credentials are required")
+    if not math.isfinite(request.timeout_s) or request.timeout_s < 0:
+        raise InvalidInput("timeout_s must be a finite number of seconds, 0 or more")
+    return SectionJob(
+        job_id=request.job_id,
+        task_id=request.task_id,
+        section=request.section,
+        asset_id=request.asset_id,
+        record_json=request.record_json,
+        credentials=_credentials(request.credentials),
+        timeout_s=request.timeout_s,
+    )
+
+
+def _event_message(event: Event) -> Any:
+    if isinstance(event, Progress):
+        return worker_pb2.SectionEvent(
+            progress=worker_pb2.Progress(
+                stage=_STAGES[event.stage],
+                conv_id=event.conv_id,
+                message_id=event.message_id,
+                polls=event.polls,
+            )
+        )
+    return worker_pb2.SectionEvent(
+        result=worker_pb2.SectionResult(
+            success=event.success,
+            response=event.response,
+            cost=event.cost,
+            conv_id=event.conv_id,
+            message_id=event.message_id,
+            error=event.error,
+            platform_calls=event.platform_calls,
+            duration_s=event.duration_s,
+        )
+    )
+
+
+def _app_error(exc: PlatformError) -> AppError:
+    """The error-table row a platform failure stands for (its message carries no secret)."""
+    if isinstance(exc, AuthFailed):
+        return Unauthenticated(str(exc))
+    if isinstance(exc, Throttled):
+        return Overloaded(str(exc))
+    return Unavailable(str(exc))

@@ -1,0 +1,47 @@
+"""Settings of the section worker (env prefix ``WORKER_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from common.settings import ServiceSettings
+
+
+class WorkerSettings(ServiceSettings):
+    """Address, capacity, platform client and polling of one worker replica."""
+
+    model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore", frozen=True)
+
+    port: int = Field(50061, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    platform_url: str = Field("http://127.0.0.1:8100", description="Base URL of the platform.")
+    max_concurrent_jobs: int = Field(16, ge=1, description="Jobs run at once; more are refused.")
+    job_timeout_s: float = Field(120.0, gt=0, description="Longest a job may take by default.")
+    request_timeout_s: float = Field(10.0, gt=0, description="Longest one platform call may take.")
+    max_retries: int = Field(4, ge=0, le=20, description="Retries of one platform call.")
+    backoff_base_s: float = Field(0.5, gt=0, description="First retry delay (doubles each time).")
+    backoff_max_s: float = Field(8.0, gt=0, description="Longest computed retry delay.")
+    retry_after_max_s: float = Field(30.0, ge=0, description="Longest Retry-After honoured.")
+    poll_initial_s: float = Field(0.2, gt=0, description="Wait before the first poll.")
+    poll_factor: float = Field(1.5, ge=1, description="Growth of the wait between polls.")
+    poll_max_s: float = Field(2.0, gt=0, description="Longest wait between polls.")
+    token_margin_s: float = Field(
+        30.0, ge=0, description="Refresh a token this long before expiry."
+    )
+    http_max_connections: int = Field(100, ge=1, description="Pooled connections to the platform.")
+    http_max_keepalive: int = Field(20, ge=0, description="Idle connections kept open.")
+
+    @field_validator("platform_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> WorkerSettings:
+        if self.backoff_base_s > self.backoff_max_s:
+            raise ValueError("backoff_base_s must not exceed backoff_max_s")
+        if self.poll_initial_s > self.poll_max_s:
+            raise ValueError("poll_initial_s must not exceed poll_max_s")
+        return self

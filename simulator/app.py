@@ -1,0 +1,177 @@
+"""The simulator's HTTP face: the platform contract of SPEC §3 plus ``/_sim/*`` controls.
+
+=======  ==========================================================  =============================
+method   path                                                        answer
+=======  ==========================================================  =============================
+GET      /accesstoken/{tenant}  (HTTP Basic)                         access_token, token_type,
+                                                                     expires_in
+POST     /magicplatform/v1/genai/conversation/create                 conversation_id
+POST     /magicplatform/v1/genai/conversation/addmessage/stream      message_id
+GET      /magicplatform/v1/genai/conversation/response/{conv}/{msg}  status, response, cost
+GET      /_sim/health                                                {"status": "ok"}
+GET      /_sim/stats                                                 counters (see PlatformState)
+POST     /_sim/reset[?config=true]                                   clears counters and state
+GET      /_sim/config                                                the runtime knobs
+PATCH    /_sim/config                                                changes knobs (422 when bad)
+=======  ==========================================================  =============================
+
+Genai calls need ``Authorization: Bearer <token>`` (401 otherwise), may be answered 429 (with
+``Retry-After``) or 503 as configured, and answer 404 for an unknown conversation or message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+from typing import Annotated, Any, NoReturn
+
+from fastapi import Body, FastAPI, Header, HTTPException
+from pydantic import BaseModel, Field, ValidationError
+
+from simulator.settings import SimulatorSettings
+from simulator.state import CallKind, PlatformState, Session
+
+logger = logging.getLogger(__name__)
+
+GENAI = "/magicplatform/v1/genai/conversation"
+
+
+class CreateConversation(BaseModel):
+    conversation_name: str = "AI Insights"
+    asset_version_id: str = Field(min_length=1)
+
+
+class AddMessage(BaseModel):
+    conversation_id: str = Field(min_length=1)
+    message: str
+
+
+def _unauthorized(detail: str, scheme: str) -> NoReturn:
+    raise HTTPException(401, detail=detail, headers={"WWW-Authenticate": scheme})
+
+
+def _basic_credentials(authorization: str | None) -> tuple[str, str] | None:
+    """(username, password) from an HTTP Basic header, or None when absent or malformed."""
+    if not authorization:
+        return None
+    scheme, _, encoded = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    username, sep, password = decoded.partition(":")
+    return (username, password) if sep else None
+
+
+def create_app(settings: SimulatorSettings) -> FastAPI:
+    """The simulator as an ASGI app; its state lives as long as the app."""
+    state = PlatformState(settings)
+    app = FastAPI(
+        title="AI platform simulator",
+        description="Stand-in for the generative-AI platform (SPEC §3).",
+    )
+    app.state.platform = state
+
+    def gate(kind: CallKind, authorization: str | None) -> Session:
+        """Counts the call, checks the bearer token and injects the configured faults."""
+        state.count(kind)
+        scheme, _, token = (authorization or "").partition(" ")
+        session = state.session_for(token.strip()) if scheme.lower() == "bearer" else None
+        if session is None:
+            state.reject("401")
+            _unauthorized("missing, unknown or expired access token", "Bearer")
+        fault = state.fault()
+        if fault == "429":
+            state.reject("429")
+            retry_after = f"{state.tunables.retry_after_s:g}"
+            raise HTTPException(
+                429, detail="too many requests", headers={"Retry-After": retry_after}
+            )
+        if fault == "5xx":
+            state.reject("5xx")
+            raise HTTPException(503, detail="platform temporarily unavailable (simulated)")
+        return session
+
+    @app.get("/accesstoken/{tenant}")
+    async def access_token(
+        tenant: str, authorization: Annotated[str | None, Header()] = None
+    ) -> dict[str, Any]:
+        state.count("auth")
+        credentials = _basic_credentials(authorization)
+        expected = settings.password.get_secret_value() if settings.password else None
+        if (
+            credentials is None
+            or not credentials[0]
+            or not credentials[1]
+            or (
+                expected is not None
+                and not hmac.compare_digest(credentials[1].encode(), expected.encode())
+            )
+        ):
+            state.reject("401")
+            _unauthorized("invalid username or password", 'Basic realm="platform"')
+        token, expires_in = state.issue_token(tenant, credentials[0])
+        return {"access_token": token, "token_type": "Bearer", "expires_in": expires_in}
+
+    @app.post(f"{GENAI}/create")
+    async def create_conversation(
+        body: CreateConversation, authorization: Annotated[str | None, Header()] = None
+    ) -> dict[str, str]:
+        session = gate("create", authorization)
+        conv_id = state.create_conversation(session, body.conversation_name, body.asset_version_id)
+        return {"conversation_id": conv_id}
+
+    @app.post(f"{GENAI}/addmessage/stream")
+    async def add_message(
+        body: AddMessage, authorization: Annotated[str | None, Header()] = None
+    ) -> dict[str, str]:
+        session = gate("prompt", authorization)
+        message_id = state.add_message(session, body.conversation_id, body.message)
+        if message_id is None:
+            raise HTTPException(404, detail="unknown conversation")
+        return {"message_id": message_id}
+
+    @app.get(f"{GENAI}/response/{{conversation_id}}/{{message_id}}")
+    async def poll(
+        conversation_id: str,
+        message_id: str,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> dict[str, Any]:
+        session = gate("poll", authorization)
+        answer = state.poll(session, conversation_id, message_id)
+        if answer is None:
+            raise HTTPException(404, detail="unknown conversation or message")
+        return answer
+
+    @app.get("/_sim/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/_sim/stats")
+    async def stats() -> dict[str, Any]:
+        return state.snapshot()
+
+    @app.post("/_sim/reset")
+    async def reset(config: bool = False) -> dict[str, Any]:
+        state.reset(config=config)
+        return state.snapshot()
+
+    @app.get("/_sim/config")
+    async def get_config() -> dict[str, Any]:
+        return state.tunables.model_dump()
+
+    @app.patch("/_sim/config")
+    async def patch_config(changes: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        try:
+            tunables = state.update_config(changes)
+        except ValidationError as exc:
+            raise HTTPException(422, detail=json.loads(exc.json(include_url=False))) from exc
+        logger.info("simulator config changed: %s", sorted(changes))
+        return tunables.model_dump()
+
+    return app

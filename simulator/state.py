@@ -1,0 +1,265 @@
+"""The simulated platform itself, free of HTTP: tokens, conversations, messages, the
+deterministic answers, fault injection and the call counters.
+
+Everything lives in memory. Tokens, conversations and messages sit in insertion-ordered dicts
+that are trimmed from the front (expired tokens, answers past their retention, anything beyond
+the configured maximum), so memory stays bounded however long the simulator runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import secrets
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal
+
+from simulator.settings import SimulatorSettings, Tunables
+
+CallKind = Literal["auth", "create", "prompt", "poll"]
+
+
+class AnswerStatus(StrEnum):
+    """Where an answer is, as the poll call reports it."""
+
+    IN_PROGRESS = "IN_PROGRESS"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+
+
+def input_digest(asset_id: str, message: str) -> str:
+    """sha256 hex of ``asset_id + message``: the key of ``prompts_by_input`` in the stats."""
+    return hashlib.sha256((asset_id + message).encode()).hexdigest()
+
+
+def answer_for(asset_id: str, message: str, cost_min: float, cost_max: float) -> tuple[str, float]:
+    """The response text and cost the platform gives for this input; the same every time."""
+    digest = input_digest(asset_id, message)
+    number = int(digest, 16)
+    cost = round(cost_min + (number % 10000) / 10000 * (cost_max - cost_min), 4)
+    response = json.dumps(
+        {
+            "asset_id": asset_id,
+            "digest": digest[:16],
+            "insight": f"Simulated insight {digest[:8]} written by asset {asset_id}.",
+        },
+        sort_keys=True,
+    )
+    return response, cost
+
+
+def new_id() -> str:
+    """24 lowercase hex chars, time first like the platform's ids (so they sort by age)."""
+    return f"{int(time.time()) & 0xFFFFFFFF:08x}{secrets.token_hex(8)}"
+
+
+@dataclass
+class Session:
+    """Who an access token was issued to, and until when it is valid."""
+
+    tenant: str
+    username: str
+    expires_at: float
+
+
+@dataclass
+class Conversation:
+    tenant: str
+    asset_id: str
+    name: str
+
+
+@dataclass
+class Message:
+    """One prompt and the answer it will have once ``ready_at`` has passed."""
+
+    conv_id: str
+    tenant: str
+    ready_at: float
+    drop_at: float
+    status: AnswerStatus
+    response: str
+    cost: float
+    error: str
+    served: bool = False
+
+
+class Stats:
+    """What the simulator received and answered since the last reset."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter(
+            {kind: 0 for kind in ("auth", "create", "prompt", "poll")}
+        )
+        self.rejected: Counter[str] = Counter({code: 0 for code in ("401", "429", "5xx")})
+        self.answers: Counter[str] = Counter({"success": 0, "failed": 0})
+        self.prompts_by_input: Counter[str] = Counter()
+        self.cost_served = 0.0
+
+
+class PlatformState:
+    """The whole simulated platform; one per app."""
+
+    def __init__(
+        self, settings: SimulatorSettings, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.settings = settings
+        self.tunables = settings.tunables()
+        self._clock = clock
+        self._rng = random.Random(settings.seed)
+        self._tokens: OrderedDict[str, Session] = OrderedDict()
+        self._conversations: OrderedDict[str, Conversation] = OrderedDict()
+        self._messages: OrderedDict[str, Message] = OrderedDict()
+        self.stats = Stats()
+
+    # -- administration ---------------------------------------------------------------------
+
+    def reset(self, *, config: bool = False) -> None:
+        """Forgets counters, tokens, conversations and messages; with ``config`` also any
+        runtime change of the knobs."""
+        self._tokens.clear()
+        self._conversations.clear()
+        self._messages.clear()
+        self.stats = Stats()
+        self._rng = random.Random(self.settings.seed)
+        if config:
+            self.tunables = self.settings.tunables()
+
+    def update_config(self, changes: dict[str, Any]) -> Tunables:
+        """Applies a partial change of the knobs (raises pydantic.ValidationError when bad)."""
+        self.tunables = Tunables.model_validate({**self.tunables.model_dump(), **changes})
+        return self.tunables
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counters as ``GET /_sim/stats`` reports them."""
+        self._trim()
+        stats = self.stats
+        return {
+            "calls": dict(stats.calls),
+            "rejected": dict(stats.rejected),
+            "answers": dict(stats.answers),
+            "prompts_by_input": dict(stats.prompts_by_input),
+            "cost_served": round(stats.cost_served, 4),
+            "live": {
+                "tokens": len(self._tokens),
+                "conversations": len(self._conversations),
+                "messages": len(self._messages),
+            },
+        }
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def count(self, kind: CallKind) -> None:
+        self.stats.calls[kind] += 1
+
+    def reject(self, code: Literal["401", "429", "5xx"]) -> None:
+        self.stats.rejected[code] += 1
+
+    def issue_token(self, tenant: str, username: str) -> tuple[str, int]:
+        """A new access token and the ``expires_in`` to announce (whole seconds, at least 1)."""
+        self._trim()
+        ttl = self.tunables.token_ttl_s
+        token = secrets.token_urlsafe(32)
+        self._tokens[token] = Session(tenant, username, self._clock() + ttl)
+        return token, max(1, math.ceil(ttl))
+
+    def session_for(self, token: str) -> Session | None:
+        """Whose token this is, or None when it is unknown or expired."""
+        session = self._tokens.get(token)
+        if session is None or session.expires_at <= self._clock():
+            return None
+        return session
+
+    def fault(self) -> Literal["429", "5xx"] | None:
+        """Whether this genai call is to be throttled or failed instead of served."""
+        knobs = self.tunables
+        if knobs.throttle_next:
+            self.tunables = knobs.model_copy(update={"throttle_next": knobs.throttle_next - 1})
+            return "429"
+        if knobs.error_next:
+            self.tunables = knobs.model_copy(update={"error_next": knobs.error_next - 1})
+            return "5xx"
+        if knobs.throttle_rate and self._rng.random() < knobs.throttle_rate:
+            return "429"
+        if knobs.error_rate and self._rng.random() < knobs.error_rate:
+            return "5xx"
+        return None
+
+    def create_conversation(self, session: Session, name: str, asset_id: str) -> str:
+        conv_id = new_id()
+        self._conversations[conv_id] = Conversation(session.tenant, asset_id, name)
+        while len(self._conversations) > self.settings.max_conversations:
+            self._conversations.popitem(last=False)
+        return conv_id
+
+    def add_message(self, session: Session, conv_id: str, message: str) -> str | None:
+        """Accepts a prompt; None when the conversation is unknown to this tenant."""
+        conversation = self._conversations.get(conv_id)
+        if conversation is None or conversation.tenant != session.tenant:
+            return None
+        self._trim()
+        knobs = self.tunables
+        asset_id = conversation.asset_id
+        self.stats.prompts_by_input[input_digest(asset_id, message)] += 1
+        latency = knobs.latency_median_s * math.exp(knobs.latency_sigma * self._rng.gauss())
+        ready_at = self._clock() + min(latency, knobs.latency_max_s)
+        failed = asset_id in knobs.fail_assets or (
+            knobs.failure_rate > 0 and self._rng.random() < knobs.failure_rate
+        )
+        if failed:
+            status, response, cost = AnswerStatus.FAILED, "", 0.0
+            error = f"asset {asset_id} could not answer (simulated failure)"
+        else:
+            response, cost = answer_for(asset_id, message, knobs.cost_min, knobs.cost_max)
+            status, error = AnswerStatus.SUCCESS, ""
+        message_id = new_id()
+        self._messages[message_id] = Message(
+            conv_id=conv_id,
+            tenant=session.tenant,
+            ready_at=ready_at,
+            drop_at=ready_at + self.settings.message_retention_s,
+            status=status,
+            response=response,
+            cost=cost,
+            error=error,
+        )
+        while len(self._messages) > self.settings.max_messages:
+            self._messages.popitem(last=False)
+        return message_id
+
+    def poll(self, session: Session, conv_id: str, message_id: str) -> dict[str, Any] | None:
+        """The poll answer, or None when the conversation or message is unknown."""
+        message = self._messages.get(message_id)
+        if message is None or message.conv_id != conv_id or message.tenant != session.tenant:
+            return None
+        if self._clock() < message.ready_at:
+            return {"status": AnswerStatus.IN_PROGRESS.value, "response": "", "cost": 0.0}
+        if not message.served:
+            message.served = True
+            if message.status is AnswerStatus.SUCCESS:
+                self.stats.answers["success"] += 1
+                self.stats.cost_served += message.cost
+            else:
+                self.stats.answers["failed"] += 1
+        answer: dict[str, Any] = {
+            "status": message.status.value,
+            "response": message.response,
+            "cost": message.cost,
+        }
+        if message.error:
+            answer["error"] = message.error
+        return answer
+
+    def _trim(self) -> None:
+        """Drops expired tokens and answers past their retention, oldest first."""
+        now = self._clock()
+        while self._tokens and next(iter(self._tokens.values())).expires_at <= now:
+            self._tokens.popitem(last=False)
+        while self._messages and next(iter(self._messages.values())).drop_at <= now:
+            self._messages.popitem(last=False)

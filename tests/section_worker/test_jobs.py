@@ -1,0 +1,173 @@
+"""Job runs in plain async Python against the simulator: outcomes, timeouts, admission."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from common.errors import Overloaded, Unavailable
+from common.logging import section_var, task_id_var
+from section_worker.jobs import Event, JobRunner, Progress, SectionJob, SectionResult, Stage
+from simulator.state import answer_for
+from tests.helpers import assert_eventually
+from tests.section_worker.conftest import ASSET, CREDENTIALS, PASSWORD, MakeClient, Sim
+
+RECORD = json.dumps({"top_movers_data": "AAPL +3.2%"})
+
+
+def _job(**changes: Any) -> SectionJob:
+    values: dict[str, Any] = {
+        "job_id": "task_1:top_movers",
+        "task_id": "task_1",
+        "section": "top_movers",
+        "asset_id": ASSET,
+        "record_json": RECORD,
+        "credentials": CREDENTIALS,
+    }
+    values.update(changes)
+    return SectionJob(**values)
+
+
+def _runner(make_client: MakeClient, **overrides: Any) -> JobRunner:
+    client = make_client(**overrides)
+    return JobRunner(client, client._settings)
+
+
+def _in_flight(runner: JobRunner) -> Callable[[], Awaitable[int]]:
+    async def probe() -> int:
+        return runner.load().in_flight
+
+    return probe
+
+
+async def _events(runner: JobRunner, job: SectionJob) -> list[Event]:
+    async with contextlib.aclosing(runner.run(job)) as events:
+        return [event async for event in events]
+
+
+async def test_a_job_yields_progress_then_one_result(sim: Sim, make_client: MakeClient) -> None:
+    runner = _runner(make_client)
+
+    events = await _events(runner, _job())
+
+    *progress, result = events
+    assert all(isinstance(event, Progress) for event in progress)
+    assert [p.stage for p in progress[:3]] == [
+        Stage.ACCEPTED,
+        Stage.CONVERSATION_CREATED,
+        Stage.PROMPT_SENT,
+    ]
+    assert isinstance(result, SectionResult)
+    assert result.success, result.error
+    assert (result.response, result.cost) == answer_for(ASSET, RECORD, 0.004, 0.24)
+    assert result.conv_id == progress[2].conv_id
+    assert result.message_id == progress[2].message_id
+    assert result.platform_calls == sim.total_calls(await sim.stats())
+    assert runner.load().in_flight == 0
+
+
+async def test_the_job_timeout_becomes_a_failed_result(sim: Sim, make_client: MakeClient) -> None:
+    await sim.configure(latency_median_s=10)
+    runner = _runner(make_client)
+
+    events = await _events(runner, _job(timeout_s=0.3))
+
+    result = events[-1]
+    assert isinstance(result, SectionResult)
+    assert not result.success
+    assert result.error == "section timed out after 0.3s while waiting for the answer"
+    assert result.message_id
+    assert 0.3 <= result.duration_s < 2
+
+
+async def test_a_platform_outage_becomes_a_failed_result(sim: Sim, make_client: MakeClient) -> None:
+    await sim.configure(error_rate=1.0)
+    runner = _runner(make_client, max_retries=1)
+
+    events = await _events(runner, _job())
+
+    result = events[-1]
+    assert isinstance(result, SectionResult)
+    assert not result.success
+    assert result.error == (
+        "create conversation: the platform answered 503 (gave up after 2 attempts)"
+    )
+    assert result.platform_calls == 3  # one token call, two create attempts
+
+
+async def test_beyond_capacity_a_job_is_refused_at_once(sim: Sim, make_client: MakeClient) -> None:
+    await sim.configure(latency_median_s=10)
+    runner = _runner(make_client, max_concurrent_jobs=1)
+    first = runner.run(_job())
+    assert (await anext(first)) == Progress(Stage.ACCEPTED)
+
+    with pytest.raises(Overloaded, match="maximum of 1 jobs"):
+        await anext(runner.run(_job(job_id="task_1:other")))
+    assert runner.load().in_flight == 1
+
+    await first.aclose()
+    assert runner.load().in_flight == 0
+
+
+async def test_draining_refuses_new_jobs_and_waits_for_running_ones(
+    sim: Sim, make_client: MakeClient
+) -> None:
+    await sim.configure(latency_median_s=0.2)
+    runner = _runner(make_client)
+    running = asyncio.create_task(_events(runner, _job()))
+    await assert_eventually(_in_flight(runner), lambda n: n == 1, what="job running")
+
+    drained = await runner.drain(5)
+
+    assert drained
+    assert running.done()
+    result = running.result()[-1]
+    assert isinstance(result, SectionResult) and result.success
+    assert not runner.load().accepting
+    with pytest.raises(Unavailable, match="draining"):
+        await anext(runner.run(_job()))
+
+
+async def test_cancelling_the_consumer_cancels_the_job(sim: Sim, make_client: MakeClient) -> None:
+    await sim.configure(latency_median_s=10)
+    runner = _runner(make_client)
+    consumer = asyncio.create_task(_events(runner, _job()))
+    await assert_eventually(_in_flight(runner), lambda n: n == 1, what="job running")
+
+    consumer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await consumer
+
+    assert runner.load().in_flight == 0
+
+
+async def test_job_log_lines_carry_task_and_section_and_no_secret(
+    sim: Sim, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[tuple[str, str, str]] = []
+
+    class Spy(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((record.getMessage(), task_id_var.get(), section_var.get()))
+
+    spy = Spy()
+    logging.getLogger("section_worker").addHandler(spy)
+    caplog.set_level(logging.DEBUG)
+    try:
+        runner = _runner(make_client)
+        await _events(runner, _job())
+        token = await runner._client.authenticate(CREDENTIALS)
+    finally:
+        logging.getLogger("section_worker").removeHandler(spy)
+
+    job_lines = [line for line in seen if line[0].startswith("job task_1:top_movers")]
+    assert len(job_lines) == 2
+    assert all((task, section) == ("task_1", "top_movers") for _, task, section in job_lines)
+    assert PASSWORD not in caplog.text
+    assert token.value not in caplog.text

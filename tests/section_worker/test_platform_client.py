@@ -1,0 +1,193 @@
+"""The platform client against the real simulator: the flow, retries, tokens, secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+import pytest
+
+from section_worker.platform_client import (
+    AnswerStatus,
+    AuthFailed,
+    Credentials,
+    PlatformUnavailable,
+    Throttled,
+)
+from section_worker.platform_session import PlatformSession
+from simulator.state import answer_for, input_digest
+from tests.helpers import assert_eventually, free_port
+from tests.section_worker.conftest import ASSET, CREDENTIALS, PASSWORD, MakeClient, Sim
+
+RECORD = json.dumps({"Market Value": "12000000", "Top Asset": "Equity (65%)"})
+
+
+async def test_a_session_runs_a_prompt_to_its_answer(sim: Sim, make_client: MakeClient) -> None:
+    session = PlatformSession(make_client(), CREDENTIALS)
+
+    conv_id = await session.create_conversation(ASSET)
+    message_id = await session.send_prompt(conv_id, RECORD)
+    answer = await assert_eventually(
+        lambda: session.poll(conv_id, message_id),
+        lambda a: a.status is not AnswerStatus.IN_PROGRESS,
+        what="answer",
+    )
+
+    response, cost = answer_for(ASSET, RECORD, 0.004, 0.24)
+    assert (answer.status, answer.response, answer.cost) == (AnswerStatus.SUCCESS, response, cost)
+    stats = await sim.stats()
+    assert session.calls.value == sim.total_calls(stats)
+    assert stats["calls"]["auth"] == 1
+    assert stats["prompts_by_input"] == {input_digest(ASSET, RECORD): 1}
+
+
+async def test_a_throttled_call_waits_for_retry_after_then_succeeds(
+    sim: Sim, make_client: MakeClient
+) -> None:
+    session = PlatformSession(make_client(backoff_base_s=0.001, backoff_max_s=0.001), CREDENTIALS)
+    await session.authenticate()
+    await sim.configure(throttle_next=1, retry_after_s=0.3)
+
+    started = time.monotonic()
+    conv_id = await session.create_conversation(ASSET)
+    elapsed = time.monotonic() - started
+
+    assert len(conv_id) == 24
+    assert elapsed >= 0.3
+    stats = await sim.stats()
+    assert stats["rejected"]["429"] == 1
+    assert stats["calls"]["create"] == 2
+    assert session.calls.value == 3
+
+
+async def test_retry_after_is_capped(sim: Sim, make_client: MakeClient) -> None:
+    session = PlatformSession(make_client(retry_after_max_s=0.05), CREDENTIALS)
+    await session.authenticate()
+    await sim.configure(throttle_next=2, retry_after_s=60)
+
+    conv_id = await asyncio.wait_for(session.create_conversation(ASSET), timeout=3)
+
+    assert len(conv_id) == 24
+    assert (await sim.stats())["rejected"]["429"] == 2
+
+
+async def test_5xx_until_the_retries_run_out_is_a_clear_failure(
+    sim: Sim, make_client: MakeClient
+) -> None:
+    session = PlatformSession(make_client(max_retries=2), CREDENTIALS)
+    await session.authenticate()
+    await sim.configure(error_next=10)
+
+    with pytest.raises(PlatformUnavailable) as failed:
+        await session.create_conversation(ASSET)
+
+    message = str(failed.value)
+    assert "create conversation" in message
+    assert "503" in message
+    assert "3 attempts" in message
+    assert (await sim.stats())["rejected"]["5xx"] == 3
+
+
+async def test_throttling_until_the_retries_run_out_raises_throttled(
+    sim: Sim, make_client: MakeClient
+) -> None:
+    session = PlatformSession(make_client(max_retries=1), CREDENTIALS)
+    await session.authenticate()
+    await sim.configure(throttle_rate=1.0, retry_after_s=0.01)
+
+    with pytest.raises(Throttled, match=r"send prompt.*429.*2 attempts"):
+        await session.send_prompt("0" * 24, RECORD)
+
+
+async def test_a_prompt_refused_with_503_is_sent_again_but_only_accepted_once(
+    sim: Sim, make_client: MakeClient
+) -> None:
+    session = PlatformSession(make_client(), CREDENTIALS)
+    conv_id = await session.create_conversation(ASSET)
+    await sim.configure(error_next=1)
+
+    await session.send_prompt(conv_id, RECORD)
+
+    stats = await sim.stats()
+    assert stats["calls"]["prompt"] == 2
+    assert stats["prompts_by_input"] == {input_digest(ASSET, RECORD): 1}
+
+
+async def test_an_unreachable_platform_is_unavailable(make_client: MakeClient) -> None:
+    client = make_client(platform_url=f"http://127.0.0.1:{free_port()}")
+    session = PlatformSession(client, CREDENTIALS)
+
+    with pytest.raises(PlatformUnavailable, match="authenticate: cannot reach the platform"):
+        await session.create_conversation(ASSET)
+
+    assert session.calls.value == 3
+
+
+async def test_an_expiring_token_is_refreshed_before_use(sim: Sim, make_client: MakeClient) -> None:
+    await sim.configure(token_ttl_s=1)
+    client = make_client(token_margin_s=30)
+    first = await client.authenticate(CREDENTIALS)
+
+    # A margin longer than the token's life still leaves it usable for half of it.
+    assert first is await client.authenticate(CREDENTIALS)
+    renewed = await assert_eventually(
+        lambda: client.authenticate(CREDENTIALS),
+        lambda token: token is not first,
+        timeout=3,
+        what="token refresh",
+    )
+    await PlatformSession(client, CREDENTIALS).create_conversation(ASSET)
+
+    assert renewed.value != first.value
+    stats = await sim.stats()
+    assert stats["calls"]["auth"] == 2
+    assert stats["rejected"]["401"] == 0
+
+
+async def test_a_rejected_token_is_replaced_once_transparently(
+    sim: Sim, make_client: MakeClient
+) -> None:
+    session = PlatformSession(make_client(), CREDENTIALS)
+    await session.authenticate()
+    await sim.reset()  # the platform forgets every token it issued
+
+    conv_id = await session.create_conversation(ASSET)
+
+    assert len(conv_id) == 24
+    stats = await sim.stats()
+    assert stats["rejected"]["401"] == 1
+    assert stats["calls"]["auth"] == 1
+    assert stats["calls"]["create"] == 2
+
+
+async def test_a_wrong_password_fails_without_revealing_it(
+    sim: Sim, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    wrong = Credentials("acme", "alice@example.com", "wrong-secret-pw")
+    client = make_client()
+
+    with pytest.raises(AuthFailed) as failed:
+        await client.authenticate(wrong)
+
+    assert "alice@example.com" in str(failed.value)
+    for text in (str(failed.value), repr(failed.value), repr(wrong), caplog.text):
+        assert "wrong-secret-pw" not in text
+    assert (await sim.stats())["calls"]["auth"] == 1
+
+
+async def test_tokens_are_cached_per_password_and_never_shown(
+    sim: Sim, make_client: MakeClient
+) -> None:
+    client = make_client()
+
+    tokens = await asyncio.gather(*(client.authenticate(CREDENTIALS) for _ in range(5)))
+    with pytest.raises(AuthFailed):
+        await client.authenticate(Credentials("acme", "alice@example.com", "not-it"))
+
+    assert len({id(token) for token in tokens}) == 1
+    assert tokens[0].value not in repr(tokens[0])
+    assert PASSWORD not in repr(CREDENTIALS)
+    assert (await sim.stats())["calls"]["auth"] == 2

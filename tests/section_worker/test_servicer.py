@@ -1,0 +1,143 @@
+"""The worker over real gRPC: streaming, failures, capacity, cancellation, credentials."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+import pytest
+
+from simulator.state import answer_for
+from tests.helpers import assert_eventually
+from tests.section_worker.conftest import (
+    ASSET,
+    FAILING_ASSET,
+    PASSWORD,
+    Sim,
+    StartWorker,
+    Worker,
+)
+from wealthai.worker.v1 import worker_pb2
+
+RECORD = json.dumps({"total_portfolio_mv": 1000000, "customer_risk_profile": "moderate"})
+
+
+def _credentials(password: str = PASSWORD) -> Any:
+    return worker_pb2.Credentials(tenant="acme", username="alice@example.com", password=password)
+
+
+def _job(asset_id: str = ASSET, **changes: Any) -> Any:
+    values: dict[str, Any] = {
+        "job_id": "task_9:model_and_rebalancing",
+        "task_id": "task_9",
+        "section": "model_and_rebalancing",
+        "asset_id": asset_id,
+        "record_json": RECORD,
+        "credentials": _credentials(),
+    }
+    values.update(changes)
+    return worker_pb2.SectionJob(**values)
+
+
+async def _load(worker: Worker) -> Any:
+    return await worker.stub.GetLoad(worker_pb2.GetLoadRequest())
+
+
+async def test_a_job_streams_progress_then_a_result_matching_the_platform(
+    sim: Sim, worker: Worker
+) -> None:
+    events = [event async for event in worker.stub.RunSection(_job())]
+
+    kinds = [event.WhichOneof("event") for event in events]
+    assert kinds[-1] == "result" and set(kinds[:-1]) == {"progress"}
+    stages = [event.progress.stage for event in events[:3]]
+    assert stages == [
+        worker_pb2.STAGE_ACCEPTED,
+        worker_pb2.STAGE_CONVERSATION_CREATED,
+        worker_pb2.STAGE_PROMPT_SENT,
+    ]
+    result = events[-1].result
+    assert result.success, result.error
+    assert (result.response, round(result.cost, 4)) == answer_for(ASSET, RECORD, 0.004, 0.24)
+    assert result.conv_id == events[2].progress.conv_id and len(result.conv_id) == 24
+    assert result.message_id == events[2].progress.message_id and len(result.message_id) == 24
+    stats = await sim.stats()
+    assert result.platform_calls == sim.total_calls(stats)
+    assert stats["cost_served"] == round(result.cost, 4)
+    assert result.duration_s > 0
+
+
+async def test_a_failing_asset_gives_a_failed_result(worker: Worker) -> None:
+    events = [event async for event in worker.stub.RunSection(_job(FAILING_ASSET))]
+
+    result = events[-1].result
+    assert not result.success
+    assert result.error.startswith(f"the platform answered FAILED for asset {FAILING_ASSET}")
+    assert result.response == ""
+    assert result.conv_id and result.message_id
+
+
+async def test_beyond_capacity_a_job_is_refused_and_cancelling_frees_the_slot(
+    sim: Sim, start_worker: StartWorker
+) -> None:
+    worker = await start_worker(max_concurrent_jobs=1)
+    await sim.configure(latency_median_s=10)
+    first = worker.stub.RunSection(_job())
+    assert (await first.read()).progress.stage == worker_pb2.STAGE_ACCEPTED
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        [event async for event in worker.stub.RunSection(_job(job_id="task_9:other"))]
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "maximum of 1 jobs" in str(refused.value.details())
+    assert (await _load(worker)).in_flight == 1
+
+    first.cancel()
+    load = await assert_eventually(
+        lambda: _load(worker), lambda load: load.in_flight == 0, what="slot freed"
+    )
+    assert load.capacity == 1 and load.accepting
+
+    await sim.configure(latency_median_s=0.01)
+    events = [event async for event in worker.stub.RunSection(_job())]
+    assert events[-1].result.success
+
+
+async def test_a_draining_worker_refuses_jobs_as_unavailable(worker: Worker) -> None:
+    assert await worker.runner.drain(0.1)
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        [event async for event in worker.stub.RunSection(_job())]
+
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert not (await _load(worker)).accepting
+
+
+async def test_an_incomplete_job_is_invalid(worker: Worker) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        [event async for event in worker.stub.RunSection(_job(asset_id=""))]
+
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details() == "asset_id is required"
+    assert (await _load(worker)).in_flight == 0
+
+
+async def test_authenticate_reports_how_long_the_token_lasts(worker: Worker) -> None:
+    answer = await worker.stub.Authenticate(
+        worker_pb2.AuthenticateRequest(credentials=_credentials())
+    )
+
+    assert 1800 <= answer.expires_in <= 3600
+
+
+async def test_authenticate_with_a_bad_password_does_not_echo_it(worker: Worker) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await worker.stub.Authenticate(
+            worker_pb2.AuthenticateRequest(credentials=_credentials("guess-Pa55word"))
+        )
+
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    details = str(refused.value.details())
+    assert "refused the credentials" in details
+    assert "guess-Pa55word" not in details
+    assert "guess-Pa55word" not in str(refused.value.debug_error_string())
