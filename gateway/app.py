@@ -100,9 +100,10 @@ class BodyLimit:
 
 
 def _to_dict(message: Message) -> dict[str, Any]:
-    return MessageToDict(
+    data: dict[str, Any] = MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
+    return data
 
 
 def create_app(settings: GatewaySettings) -> FastAPI:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, SecretStr
 
 EXAMPLE_TASK_ID = "task_20251230182721_01e09305"
-EXAMPLE_DATA: list[dict[str, Any]] = [
+EXAMPLE_DATA: list[JsonValue] = [
     {"Market Value": "12000000", "Investment Value": "11000000", "Top Asset": "Equity (65%)"},
     {"top_movers_data": "AAPL +3.2%, MSFT -1.1%, NVDA +5.4%"},
     {
