@@ -1,0 +1,78 @@
+"""``python -m storage_svc``: serve StorageService until SIGTERM/SIGINT.
+
+Start-up prepares the bucket (create if missing, lifecycle rule) *before* listening, so a
+replica that reports SERVING can always reach S3. If S3 cannot be reached yet — common when the
+whole stack starts at once — start-up logs why and keeps retrying with backoff for
+``STORAGE_STARTUP_TIMEOUT_S`` seconds, then exits non-zero with a message naming the endpoint
+and the error (the orchestrator, Kubernetes or compose restarts it). Errors that waiting cannot
+fix (access denied, bucket missing with creation off, bucket name taken) exit at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from common.errors import AppError, Unavailable
+from common.grpc_server import ServiceHost
+from common.logging import configure
+from common.settings import load_settings
+from storage_svc.servicer import SERVICE_NAME, StorageServicer
+from storage_svc.settings import StorageSettings
+from storage_svc.store import TaskStore
+from wealthai.storage.v1 import storage_pb2_grpc
+
+logger = logging.getLogger("storage_svc")
+
+_FIRST_RETRY_S = 0.5
+_LONGEST_RETRY_S = 10.0
+
+
+async def prepare_bucket(store: TaskStore, settings: StorageSettings) -> None:
+    """Runs ``ensure_bucket`` until it succeeds; SystemExit when it cannot."""
+    where = f"bucket {settings.s3_bucket} at {settings.s3_endpoint_url or 'AWS S3'}"
+    deadline = time.monotonic() + settings.startup_timeout_s
+    delay = _FIRST_RETRY_S
+    while True:
+        try:
+            await store.ensure_bucket()
+            return
+        except Unavailable as exc:
+            if time.monotonic() + delay > deadline:
+                logger.error("giving up on S3: %s", exc.message)
+                raise SystemExit(
+                    f"storage_svc: cannot reach {where} within "
+                    f"{settings.startup_timeout_s:g}s: {exc.message}"
+                ) from None
+            logger.warning("S3 not reachable yet (%s); retrying in %.1fs", exc.message, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _LONGEST_RETRY_S)
+        except AppError as exc:
+            logger.error("cannot prepare %s: %s", where, exc.message)
+            raise SystemExit(f"storage_svc: cannot prepare {where}: {exc.message}") from None
+
+
+async def serve(settings: StorageSettings) -> None:
+    """Prepares the bucket, then serves until a stop signal; closes the S3 client at the end."""
+    async with TaskStore(settings) as store:
+        await prepare_bucket(store, settings)
+        host = ServiceHost(settings, "storage_svc")
+        host.add(
+            storage_pb2_grpc.add_StorageServiceServicer_to_server,
+            StorageServicer(store),
+            SERVICE_NAME,
+        )
+        await host.start()
+        await host.run_until_signal()
+
+
+def main() -> None:
+    """Entry point: settings from the environment, logging, then :func:`serve`."""
+    settings = load_settings(StorageSettings)
+    configure("storage_svc", settings.log_level, settings.log_format)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

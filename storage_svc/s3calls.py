@@ -1,0 +1,255 @@
+"""The one S3 client of storage_svc and the way every call to it is made.
+
+:class:`S3Calls` owns a long-lived aioboto3 client and runs each call through one bounded retry
+loop (exponential backoff with full jitter). botocore's own retries are switched off so the two
+layers never multiply. Failures become the platform's errors (:mod:`common.errors`)::
+
+    S3 answer                                              platform error
+    NoSuchKey, 404                                         NotFound
+    PreconditionFailed (412), ConditionalRequestConflict   Conflict
+    SlowDown, Throttling, 5xx, connect/read timeouts       retried, then Unavailable
+    NoSuchBucket                                           Unavailable (deployment problem)
+    AccessDenied, 403, missing/bad/expired credentials     Internal (logged with the S3 code)
+    anything else                                          Internal (logged)
+
+Messages carry the S3 error code and S3's own message, never a credential or a signature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import Any, TypeVar
+
+import aioboto3
+from aiobotocore.config import AioConfig
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from common.errors import AppError, Conflict, Internal, NotFound, Unavailable
+from storage_svc.settings import StorageSettings
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_THROTTLED = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "TooManyRequestsException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "InternalError",
+        "ServiceUnavailable",
+    }
+)
+_CONFLICT = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412"})
+_NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404", "NoSuchLifecycleConfiguration"})
+_DENIED = frozenset(
+    {
+        "AccessDenied",
+        "403",
+        "Forbidden",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "AllAccessDisabled",
+    }
+)
+# Errors raised while sending a request or reading an answer: the call may be retried.
+_TRANSPORT_ERRORS = (BotoConnectionError, HTTPClientError, IncompleteReadError, TimeoutError)
+
+
+class Failure(enum.Enum):
+    """What kind of failure an exception from the S3 client is."""
+
+    NOT_FOUND = "not found"
+    CONFLICT = "conflict"
+    TRANSIENT = "transient"
+    NO_BUCKET = "no bucket"
+    DENIED = "denied"
+    OTHER = "other"
+
+
+def error_code(exc: ClientError) -> str:
+    """The S3 error code of a client error (``NoSuchKey``, ``SlowDown``, ``404`` …)."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def classify(exc: BaseException) -> Failure:
+    """Sorts an exception from the S3 client into a :class:`Failure`."""
+    if isinstance(exc, _TRANSPORT_ERRORS):
+        return Failure.TRANSIENT
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return Failure.DENIED
+    if not isinstance(exc, ClientError):
+        return Failure.OTHER
+    code = error_code(exc)
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    if code == "NoSuchBucket":
+        return Failure.NO_BUCKET
+    if code in _CONFLICT or status == 412:
+        return Failure.CONFLICT
+    if code in _NOT_FOUND:
+        return Failure.NOT_FOUND
+    if code in _THROTTLED or status in (429, 503) or status >= 500:
+        return Failure.TRANSIENT
+    if code in _DENIED or status == 403:
+        return Failure.DENIED
+    if status == 404:
+        return Failure.NOT_FOUND
+    return Failure.OTHER
+
+
+def describe(exc: BaseException) -> str:
+    """A short, credential-free description of a failed S3 call."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        message = str(error.get("Message") or "").strip()
+        return f"{error_code(exc)}{': ' + message if message else ''}"
+    if isinstance(exc, BotoCoreError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class S3Calls:
+    """One long-lived S3 client for one bucket, and :meth:`call` to use it with retries."""
+
+    def __init__(self, settings: StorageSettings, session: Any = None) -> None:
+        self.settings = settings
+        self.bucket = settings.s3_bucket
+        # One aioboto3.Session may serve several clients; it loads the S3 model only once.
+        self._session: Any = session
+        self._stack: AsyncExitStack | None = None
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        """The aioboto3 S3 client; :meth:`open` first."""
+        if self._client is None:
+            raise RuntimeError("the S3 client is not open; call open() first")
+        return self._client
+
+    async def open(self) -> None:
+        """Creates the client; credentials come from the standard AWS chain."""
+        if self._client is not None:
+            return
+        s = self.settings
+        config = AioConfig(
+            region_name=s.s3_region,
+            connect_timeout=s.s3_connect_timeout_s,
+            read_timeout=s.s3_read_timeout_s,
+            # Our own loop in call() retries; botocore retrying too would multiply attempts.
+            retries={"mode": "standard", "total_max_attempts": 1},
+            max_pool_connections=s.s3_max_connections,
+            # Local S3-compatible servers are reached by address, so bucket names cannot be
+            # host names there.
+            s3={"addressing_style": "path" if s.s3_endpoint_url else "auto"},
+        )
+        stack = AsyncExitStack()
+        if self._session is None:
+            self._session = aioboto3.Session()
+        self._client = await stack.enter_async_context(
+            self._session.client(
+                "s3", endpoint_url=s.s3_endpoint_url, region_name=s.s3_region, config=config
+            )
+        )
+        self._stack = stack
+        logger.info(
+            "S3 client ready: bucket %s, region %s, endpoint %s",
+            self.bucket,
+            s.s3_region,
+            s.s3_endpoint_url or "AWS",
+        )
+
+    async def close(self) -> None:
+        """Closes the client and its connection pool."""
+        stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def call(
+        self,
+        op: str,
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        not_found: str | None = None,
+        conflict: str | None = None,
+    ) -> T:
+        """Runs ``attempt`` (one S3 request ``op``), retrying transient failures.
+
+        ``not_found`` and ``conflict`` are the messages of the NotFound / Conflict raised when
+        S3 answers so; other failures get messages that name ``op`` and the S3 error code.
+        """
+        s = self.settings
+        for number in range(1, s.s3_max_attempts + 1):
+            try:
+                return await attempt()
+            except AppError:
+                raise
+            except Exception as exc:
+                failure = classify(exc)
+                if failure is not Failure.TRANSIENT:
+                    raise self._error(op, exc, failure, not_found, conflict) from exc
+                if number == s.s3_max_attempts:
+                    logger.warning(
+                        "S3 %s failed %d times, giving up: %s", op, number, describe(exc)
+                    )
+                    raise Unavailable(f"S3 unavailable: {op} failed: {describe(exc)}") from exc
+                delay = random.uniform(
+                    0, min(s.s3_backoff_max_s, s.s3_backoff_base_s * 2 ** (number - 1))
+                )
+                logger.warning(
+                    "S3 %s failed (%s); attempt %d of %d in %.2fs",
+                    op,
+                    describe(exc),
+                    number + 1,
+                    s.s3_max_attempts,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable: s3_max_attempts >= 1")
+
+    def _error(
+        self,
+        op: str,
+        exc: BaseException,
+        failure: Failure,
+        not_found: str | None,
+        conflict: str | None,
+    ) -> AppError:
+        if failure is Failure.NOT_FOUND:
+            return NotFound(not_found or f"S3 {op}: object not found")
+        if failure is Failure.CONFLICT:
+            return Conflict(conflict or f"S3 {op}: precondition failed ({describe(exc)})")
+        if failure is Failure.NO_BUCKET:
+            logger.error("S3 %s: bucket %s does not exist", op, self.bucket)
+            return Unavailable(f"S3 unavailable: bucket {self.bucket} does not exist")
+        if failure is Failure.DENIED:
+            logger.error(
+                "S3 refused %s on bucket %s (%s): check the credentials and the IAM policy "
+                "of this service",
+                op,
+                self.bucket,
+                describe(exc),
+            )
+            return Internal(f"S3 refused access ({op}); see the storage service log")
+        logger.error("S3 %s on bucket %s failed: %s", op, self.bucket, describe(exc))
+        return Internal(f"S3 {op} failed; see the storage service log")

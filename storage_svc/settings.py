@@ -1,0 +1,94 @@
+"""Settings of storage_svc, read from ``STORAGE_*`` environment variables.
+
+AWS credentials are deliberately *not* settings: the S3 client finds them through the standard
+AWS chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, web identity, instance
+or task role), so they never pass through our code or our logs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from common.settings import ServiceSettings
+
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+class StorageSettings(ServiceSettings):
+    """Where the task documents live and how hard to try when S3 misbehaves."""
+
+    model_config = SettingsConfigDict(env_prefix="STORAGE_")
+
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+
+    s3_bucket: str = Field("wealth-ai-tasks", description="Bucket holding the task documents.")
+    s3_prefix: str = Field("tasks/", description="Key prefix of the task documents; ends in '/'.")
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (moto, MinIO); unset means AWS S3."
+    )
+    s3_region: str = Field("us-east-1", min_length=1, description="Region of the bucket.")
+    create_bucket: bool = Field(True, description="Create the bucket at start-up if missing.")
+    task_retention_days: int = Field(
+        30,
+        ge=1,
+        le=3650,
+        # The plain name is the platform-wide knob; the prefixed one wins if both are set. The
+        # field's own name comes last so StorageSettings(task_retention_days=...) works too.
+        validation_alias=AliasChoices(
+            "STORAGE_TASK_RETENTION_DAYS", "TASK_RETENTION_DAYS", "task_retention_days"
+        ),
+        description="Days after which the lifecycle rule expires task objects.",
+    )
+
+    s3_max_attempts: int = Field(
+        4, ge=1, le=20, description="Attempts per S3 call before reporting S3 unavailable."
+    )
+    s3_backoff_base_s: float = Field(
+        0.1, gt=0, description="First retry waits up to this long; doubles each attempt."
+    )
+    s3_backoff_max_s: float = Field(2.0, gt=0, description="Longest wait between attempts.")
+    s3_connect_timeout_s: float = Field(3.0, gt=0, description="TCP/TLS connect timeout.")
+    s3_read_timeout_s: float = Field(10.0, gt=0, description="Timeout waiting for S3 to answer.")
+    s3_max_connections: int = Field(50, ge=1, description="Connection pool size of the client.")
+
+    list_scan_limit: int = Field(
+        200, ge=1, le=10_000, description="Most documents one filtered list call reads."
+    )
+    list_get_concurrency: int = Field(
+        16, ge=1, le=256, description="Most document reads one list call runs at once."
+    )
+    startup_timeout_s: float = Field(
+        120.0,
+        ge=0,
+        description="How long start-up keeps retrying an unreachable S3 before exiting.",
+    )
+
+    @field_validator("s3_bucket")
+    @classmethod
+    def _valid_bucket(cls, value: str) -> str:
+        if not _BUCKET_NAME.match(value) or ".." in value:
+            raise ValueError(
+                "must be a valid S3 bucket name: 3-63 characters of lowercase letters, digits, "
+                "'.' and '-', starting and ending with a letter or digit"
+            )
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError:
+            return value
+        raise ValueError("must be a valid S3 bucket name, not an IP address")
+
+    @field_validator("s3_prefix")
+    @classmethod
+    def _valid_prefix(cls, value: str) -> str:
+        if not value.endswith("/") or value.startswith("/") or "//" in value:
+            raise ValueError("must end with '/' and neither start with '/' nor contain '//'")
+        return value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _empty_endpoint_is_aws(cls, value: str | None) -> str | None:
+        return value or None

@@ -1,0 +1,43 @@
+"""Task id, document and page-token checks (pure functions)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from common.errors import InvalidInput
+from storage_svc.documents import (
+    check_document,
+    decode_active_token,
+    decode_tasks_token,
+    encode_active_token,
+    encode_tasks_token,
+    status_of,
+    task_day,
+)
+from tests.storage_svc.conftest import document, task_id
+
+
+def test_a_valid_document_gives_its_status() -> None:
+    tid = task_id()
+    assert check_document(tid, document(tid, "processing", extra={"a": 1})) == "processing"
+    assert status_of(document(tid, "completed")) == "completed"
+    assert status_of(b"not json") is None
+    assert status_of(b'{"status": 1}') is None
+
+
+def test_task_day_is_the_utc_creation_day() -> None:
+    assert task_day("task_20251230235959_01e09305") == date(2025, 12, 30)
+
+
+def test_page_tokens_round_trip_and_are_not_interchangeable() -> None:
+    tid = task_id()
+    tasks_token, active_token = encode_tasks_token(tid), encode_active_token(tid)
+    assert tid not in tasks_token
+    assert decode_tasks_token(tasks_token) == tid
+    assert decode_active_token(active_token) == tid
+    with pytest.raises(InvalidInput):
+        decode_tasks_token(active_token)
+    with pytest.raises(InvalidInput):
+        decode_active_token(tasks_token)

@@ -1,0 +1,180 @@
+"""StorageService over a real gRPC server on loopback, backed by moto."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from storage_svc.servicer import SERVICE_NAME
+from storage_svc.store import TaskStore
+from tests.helpers import free_port
+from tests.storage_svc.conftest import HostFactory, StoreFactory, document, task_id
+from wealthai.storage.v1 import storage_pb2 as pb
+from wealthai.storage.v1 import storage_pb2_grpc
+
+ADD, REMOVE = pb.ACTIVE_INDEX_ADD, pb.ACTIVE_INDEX_REMOVE
+
+
+async def _fails(call: Any, code: grpc.StatusCode) -> str:
+    """Awaits a call that must fail with ``code``; returns the status details."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert caught.value.code() == code, caught.value.details()
+    return str(caught.value.details())
+
+
+async def test_put_get_and_update_round_trip(stub: Any, store: TaskStore) -> None:
+    tid = task_id()
+    created = await stub.PutTask(
+        pb.PutTaskRequest(task_id=tid, document=document(tid), if_none_match=True)
+    )
+    got = await stub.GetTask(pb.GetTaskRequest(task_id=tid))
+    assert (got.document, got.version) == (document(tid), created.version)
+
+    updated = await stub.PutTask(
+        pb.PutTaskRequest(
+            task_id=tid, document=document(tid, "processing"), if_match=created.version
+        )
+    )
+    assert updated.version != created.version
+    assert await store.get(tid) == (document(tid, "processing"), updated.version)
+
+
+async def test_conflicting_writes_are_aborted(stub: Any) -> None:
+    tid = task_id()
+    first = await stub.PutTask(
+        pb.PutTaskRequest(task_id=tid, document=document(tid), if_none_match=True)
+    )
+    details = await _fails(
+        stub.PutTask(pb.PutTaskRequest(task_id=tid, document=document(tid), if_none_match=True)),
+        grpc.StatusCode.ABORTED,
+    )
+    assert "already exists" in details
+
+    await stub.PutTask(pb.PutTaskRequest(task_id=tid, document=document(tid, "processing")))
+    details = await _fails(
+        stub.PutTask(
+            pb.PutTaskRequest(task_id=tid, document=document(tid), if_match=first.version)
+        ),
+        grpc.StatusCode.ABORTED,
+    )
+    assert f"version {first.version} expected" in details
+
+
+async def test_missing_task_is_not_found(stub: Any) -> None:
+    tid = task_id()
+    details = await _fails(stub.GetTask(pb.GetTaskRequest(task_id=tid)), grpc.StatusCode.NOT_FOUND)
+    assert tid in details
+
+
+async def test_bad_put_requests_are_invalid_argument(stub: Any) -> None:
+    tid = task_id()
+    for request in [
+        pb.PutTaskRequest(task_id="task_nope", document=b"{}"),
+        pb.PutTaskRequest(task_id=tid, document=b"not json"),
+        pb.PutTaskRequest(task_id=tid, document=document(task_id(n=1))),
+        pb.PutTaskRequest(task_id=tid, document=document(tid), if_match=""),
+        pb.PutTaskRequest(task_id=tid, document=document(tid), active_index=7),
+    ]:
+        await _fails(stub.PutTask(request), grpc.StatusCode.INVALID_ARGUMENT)
+    await _fails(stub.GetTask(pb.GetTaskRequest(task_id=tid)), grpc.StatusCode.NOT_FOUND)
+
+
+async def test_list_tasks_pages_newest_first_and_filters(stub: Any) -> None:
+    ids = [task_id(days_ago=d, n=d) for d in range(4)]
+    for n, tid in enumerate(ids):
+        status = "completed" if n % 2 else "pending"
+        await stub.PutTask(pb.PutTaskRequest(task_id=tid, document=document(tid, status)))
+
+    first = await stub.ListTasks(pb.ListTasksRequest(page_size=3))
+    second = await stub.ListTasks(
+        pb.ListTasksRequest(page_size=3, page_token=first.next_page_token)
+    )
+    completed = await stub.ListTasks(pb.ListTasksRequest(status="completed"))
+
+    assert [t.task_id for t in first.tasks] == ids[:3]
+    assert ([t.task_id for t in second.tasks], second.next_page_token) == (ids[3:], "")
+    assert [t.task_id for t in completed.tasks] == [ids[1], ids[3]]
+    assert all(json.loads(t.document)["status"] == "completed" for t in completed.tasks)
+    assert all(t.version for t in first.tasks)
+
+
+async def test_bad_list_requests_are_invalid_argument(stub: Any) -> None:
+    for request in [
+        pb.ListTasksRequest(page_token="garbage"),
+        pb.ListTasksRequest(page_size=101),
+        pb.ListTasksRequest(page_size=-1),
+    ]:
+        details = await _fails(stub.ListTasks(request), grpc.StatusCode.INVALID_ARGUMENT)
+        assert "page_" in details
+
+
+async def test_active_tasks_follow_add_and_remove(stub: Any) -> None:
+    ids = [task_id(n=n) for n in range(3)]
+    versions = {}
+    for tid in ids:
+        answer = await stub.PutTask(
+            pb.PutTaskRequest(task_id=tid, document=document(tid), active_index=ADD)
+        )
+        versions[tid] = answer.version
+    await stub.PutTask(
+        pb.PutTaskRequest(
+            task_id=ids[1],
+            document=document(ids[1], "completed"),
+            if_match=versions[ids[1]],
+            active_index=REMOVE,
+        )
+    )
+
+    page = await stub.ListActiveTasks(pb.ListActiveTasksRequest(page_size=1))
+    rest = await stub.ListActiveTasks(pb.ListActiveTasksRequest(page_token=page.next_page_token))
+
+    assert list(page.task_ids) + list(rest.task_ids) == [ids[0], ids[2]]
+    assert rest.next_page_token == ""
+    await _fails(
+        stub.ListActiveTasks(pb.ListActiveTasksRequest(page_size=1001)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+
+
+async def test_delete_task_removes_it_and_checks_the_version(stub: Any) -> None:
+    tid = task_id()
+    put = await stub.PutTask(
+        pb.PutTaskRequest(task_id=tid, document=document(tid), active_index=ADD)
+    )
+    await _fails(
+        stub.DeleteTask(pb.DeleteTaskRequest(task_id=tid, if_match='"stale"')),
+        grpc.StatusCode.ABORTED,
+    )
+
+    await stub.DeleteTask(pb.DeleteTaskRequest(task_id=tid, if_match=put.version))
+
+    await _fails(stub.GetTask(pb.GetTaskRequest(task_id=tid)), grpc.StatusCode.NOT_FOUND)
+    assert list((await stub.ListActiveTasks(pb.ListActiveTasksRequest())).task_ids) == []
+
+
+async def test_health_reports_serving(store: TaskStore, serve: HostFactory) -> None:
+    health = health_pb2_grpc.HealthStub(await serve(store))
+    for service in ("", SERVICE_NAME):
+        answer = await health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_s3_down_is_unavailable(make_store: StoreFactory, serve: HostFactory) -> None:
+    store = await make_store(
+        prepare=False,
+        s3_endpoint_url=f"http://127.0.0.1:{free_port()}",
+        s3_connect_timeout_s=0.2,
+        s3_read_timeout_s=0.2,
+    )
+    stub = storage_pb2_grpc.StorageServiceStub(await serve(store))
+
+    details = await _fails(
+        stub.GetTask(pb.GetTaskRequest(task_id=task_id())), grpc.StatusCode.UNAVAILABLE
+    )
+
+    assert details.startswith("S3 unavailable: GetObject failed")

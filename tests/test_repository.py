@@ -1,0 +1,92 @@
+"""Checks on what the repository ships besides code: every setting documented, the compose
+file and the sections configuration well-formed, the orchestrator refusing a bad config."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic_settings import BaseSettings
+
+from gateway.settings import GatewaySettings
+from orchestrator.settings import OrchestratorSettings
+from section_worker.settings import WorkerSettings
+from simulator.settings import SimulatorSettings
+from storage_svc.settings import StorageSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+SETTINGS: list[type[BaseSettings]] = [
+    GatewaySettings,
+    OrchestratorSettings,
+    StorageSettings,
+    WorkerSettings,
+    SimulatorSettings,
+]
+
+
+def _env_names(cls: type[BaseSettings]) -> list[str]:
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    return [f"{prefix}{name}".upper() for name in cls.model_fields]
+
+
+@pytest.mark.parametrize("cls", SETTINGS, ids=lambda c: c.__name__)
+def test_every_setting_is_in_env_example(cls: type[BaseSettings]) -> None:
+    documented = {
+        line.split("=", 1)[0].lstrip("# ").strip()
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line
+    }
+    missing = [name for name in _env_names(cls) if name not in documented]
+    assert not missing, f".env.example lacks {missing}"
+
+
+def test_compose_runs_every_service_with_several_workers() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    for name in ("gateway", "orchestrator", "section_worker", "storage_svc", "simulator"):
+        assert services[name]["command"] == ["python", "-m", name]
+    assert services["section_worker"]["deploy"]["replicas"] >= 2
+    orchestrator_env = services["orchestrator"]["environment"]
+    assert orchestrator_env["ORCH_WORKER_TARGETS"] == "section_worker:50061"
+    assert services["storage_svc"]["environment"]["STORAGE_S3_ENDPOINT_URL"].startswith("http")
+    assert "gateway" in services and services["gateway"]["ports"] == ["8000:8000"]
+
+
+def test_orchestrator_refuses_to_start_with_a_bad_config(tmp_path: Path) -> None:
+    bad = tmp_path / "config.json"
+    bad.write_text('{"sections": {"top_movers": {"asset_id": "x"}}}')
+    env = {
+        **os.environ,
+        "ORCH_CONFIG_PATH": str(bad),
+        "ORCH_PORT": "0",
+        "ORCH_CREDENTIAL_KEY": "A" * 43 + "=",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode != 0
+    assert "sections.top_movers.fields" in proc.stderr
+    assert "Field required" in proc.stderr
+
+
+def test_orchestrator_refuses_to_start_without_a_credential_key() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode != 0
+    assert "ORCH_CREDENTIAL_KEY" in proc.stderr
