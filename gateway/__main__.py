@@ -1,35 +1,40 @@
-"""``python -m gateway``: serves the REST API with uvicorn."""
+"""``python -m gateway``: serves the REST API until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
-import socket
+import asyncio
+import signal
 import sys
 
-import uvicorn
-
+from common.http_server import HttpServer
 from common.logging import configure
 from common.settings import load_settings
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 
 
+async def serve(settings: GatewaySettings) -> None:
+    server = HttpServer(
+        create_app(settings),
+        settings.host,
+        settings.port,
+        name="gateway",
+        grace_s=settings.shutdown_grace_s,
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.request_stop)
+    try:
+        await server.start()
+    except RuntimeError as exc:
+        sys.exit(str(exc))
+    await server.wait()
+
+
 def main() -> None:
     settings = load_settings(GatewaySettings)
     configure("gateway", settings.log_level, settings.log_format)
-    # Bind first so a port in use is reported plainly instead of as a traceback.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((settings.host, settings.port))
-    except OSError as exc:
-        sys.exit(f"gateway: cannot listen on {settings.host}:{settings.port}: {exc.strerror}")
-    config = uvicorn.Config(
-        create_app(settings),
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
-    )
-    uvicorn.Server(config).run(sockets=[sock])
+    asyncio.run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -91,6 +91,7 @@ class Proc:
     port: int
     argv: list[str]
     env: dict[str, str]
+    quiet: bool = False  # output goes to a file even on a terminal (moto logs every request)
     popen: subprocess.Popen[bytes] | None = None
 
 
@@ -145,7 +146,13 @@ class Stack:
         env = self._base_env()
         workers = ",".join(f"127.0.0.1:{port}" for port in p.workers)
         specs = [
-            Proc("s3", p.s3, [py, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(p.s3)], env),
+            Proc(
+                "s3",
+                p.s3,
+                [py, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(p.s3)],
+                env,
+                quiet=True,
+            ),
             Proc("simulator", p.simulator, [py, "-m", "simulator"], {"SIM_PORT": str(p.simulator)}),
             Proc(
                 "storage",
@@ -221,9 +228,10 @@ class Stack:
         """(Re)starts one process of the stack and waits until it listens."""
         spec = self.procs[name]
         log: IO[bytes] | None = None
-        if self.log_dir is not None:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115
+        log_dir = self.log_dir or (self.state_dir if spec.quiet else None)
+        if log_dir is not None:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115
         try:
             spec.popen = subprocess.Popen(
                 spec.argv,

@@ -1,0 +1,102 @@
+"""Serves an ASGI app with uvicorn inside the running event loop.
+
+The gateway and the simulator run this way: the entry point (on SIGTERM/SIGINT) or a test
+fixture decides when the server stops, and a port already in use is reported as one clear line
+instead of uvicorn's traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import uvicorn
+
+logger = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling (which re-raises SIGINT after shutdown)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class HttpServer:
+    """One ASGI app listening on ``host:port`` (port 0 picks a free one)."""
+
+    def __init__(
+        self,
+        app: Any,
+        host: str,
+        port: int,
+        *,
+        name: str,
+        access_log: bool = False,
+        lifespan: Literal["on", "off"] = "on",
+        grace_s: float | None = None,
+    ) -> None:
+        self.name = name
+        self.host = host
+        self.port = port
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=access_log,
+            lifespan=lifespan,
+            http="h11",
+            ws="none",
+            timeout_graceful_shutdown=int(grace_s) if grace_s else None,
+        )
+        self._server = _Server(config)
+        self._task: asyncio.Task[None] | None = None
+        self.url = ""
+
+    async def start(self) -> str:
+        """Starts serving; returns the base URL once the socket listens."""
+        if self.port and not _can_bind(self.host, self.port):
+            raise RuntimeError(f"{self.name}: cannot listen on {self.host}:{self.port}: in use")
+        self._task = asyncio.create_task(self._server.serve(), name=self.name)
+        while not self._server.started:
+            if self._task.done():
+                with contextlib.suppress(SystemExit):
+                    await self._task
+                raise RuntimeError(
+                    f"{self.name}: cannot listen on {self.host}:{self.port} "
+                    "(port in use or address not local)"
+                )
+            await asyncio.sleep(0.01)
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://{self.host}:{port}"
+        logger.info("%s listening on %s", self.name, self.url)
+        return self.url
+
+    async def wait(self) -> None:
+        """Returns when the server has stopped (after :meth:`request_stop`)."""
+        if self._task is not None:
+            await self._task
+
+    def request_stop(self) -> None:
+        """Asks the server to stop; :meth:`wait` returns once open requests are done."""
+        self._server.should_exit = True
+
+    async def stop(self) -> None:
+        self.request_stop()
+        await self.wait()
+
+
+def _can_bind(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
