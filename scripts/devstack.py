@@ -41,6 +41,8 @@ def _die_with_parent() -> None:
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
+        # Servers bind with SO_REUSEADDR, so connections in TIME_WAIT do not block them.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
