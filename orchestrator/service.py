@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from common.errors import InvalidInput, NotFound, TooLarge, WrongState
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 TASK_ID = re.compile(r"^task_\d{14}_[0-9a-f]{8}$")
 _TENANT = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _WATCH_POLL_S = 1.0
+_ORPHAN_AGE = timedelta(minutes=10)
 
 
 def check_task_id(task_id: str) -> str:
@@ -88,17 +90,30 @@ class Orchestrator:
                 async for task_id in self.deps.storage.active_ids():
                     if task_id in self.runs:
                         continue
-                    with contextlib.suppress(NotFound):
+                    try:
                         record, version = await self.deps.storage.get(task_id)
-                        if not record.status.terminal:
-                            self._launch(record, version)
-                            resumed += 1
+                    except NotFound:
+                        await self._drop_orphan_marker(task_id)
+                        continue
+                    if record.status.terminal:
+                        # A crash came between the finishing write and the marker's removal.
+                        await self.deps.storage.update(record, version, finished=True)
+                    else:
+                        self._launch(record, version)
+                        resumed += 1
                 logger.info("resumed %d unfinished tasks", resumed)
                 return
             except Exception as exc:
                 logger.warning("cannot list unfinished tasks yet (%s); retrying", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    async def _drop_orphan_marker(self, task_id: str) -> None:
+        """Removes the marker of a task whose first write never landed. A young marker may
+        belong to a submission still in flight on another replica, so it is left alone."""
+        created = datetime.strptime(task_id[5:19], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+        if utcnow() - created > _ORPHAN_AGE:
+            await self.deps.storage.delete(task_id)
 
     def _launch(self, record: TaskRecord, version: str) -> TaskRun:
         run = TaskRun(record=record, version=version, deps=self.deps)

@@ -61,6 +61,15 @@ class StorageClient:
             raise from_rpc_error(err, "storage") from err
         return str(response.version)
 
+    async def delete(self, task_id: str) -> None:
+        """Deletes the task document and its unfinished-marker (missing is fine)."""
+        try:
+            await self._stub.DeleteTask(
+                storage_pb2.DeleteTaskRequest(task_id=task_id), timeout=_CALL_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err, "storage") from err
+
     async def get(self, task_id: str) -> tuple[TaskRecord, str]:
         """The stored task and its version; NotFound when there is none."""
         try:

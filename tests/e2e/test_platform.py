@@ -225,3 +225,23 @@ async def test_events_stream_progress_until_the_task_finishes(api, sim):
     progress = [e["progress"] for e in events]
     assert progress == sorted(progress)
     assert any(e["section"] == "top_movers" for e in events)
+
+
+async def test_restart_clears_markers_left_by_a_crash(api, stack: Stack, s3):
+    finished = await submit(api, SEED)
+    await wait_finished(api, [finished])
+    orphan = "task_20200101000000_abcdef12"
+    for task_id in (finished, orphan):
+        s3.put_object(Bucket=BUCKET, Key=f"tasks/_active/{task_id}", Body=b"")
+    stack.kill("orchestrator", signal.SIGTERM)
+    stack.launch("orchestrator")
+
+    async def markers() -> set[str]:
+        listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="tasks/_active/")
+        return {o["Key"].rsplit("/", 1)[1] for o in listed.get("Contents", [])}
+
+    await assert_eventually(
+        markers, lambda keys: not {finished, orphan} & keys, timeout=15, what="markers cleared"
+    )
+    status = (await api.get(f"/task/{finished}/status")).json()
+    assert status["status"] == "completed"
