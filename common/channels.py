@@ -14,6 +14,8 @@ from common.grpc_server import MAX_MESSAGE_BYTES
 
 _SERVICE_CONFIG = json.dumps(
     {
+        # Spread calls over every address a target names (several replicas behind one name).
+        "loadBalancingConfig": [{"round_robin": {}}],
         "methodConfig": [
             {
                 "name": [{}],
@@ -25,7 +27,7 @@ _SERVICE_CONFIG = json.dumps(
                     "retryableStatusCodes": ["UNAVAILABLE"],
                 },
             }
-        ]
+        ],
     }
 )
 
@@ -45,5 +47,6 @@ CHANNEL_OPTIONS = [
 
 
 def open_channel(target: str) -> grpc.aio.Channel:
-    """An insecure channel to ``target`` (``host:port`` or ``dns:///name:port``)."""
+    """An insecure channel to ``target``: ``host:port``, ``dns:///name:port`` (every address
+    the name resolves to), or ``ipv4:ip:port,ip:port`` (a fixed list of replicas)."""
     return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import grpc
-from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi import FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from google.protobuf.json_format import MessageToDict
@@ -106,6 +106,12 @@ def _to_dict(message: Message) -> dict[str, Any]:
     return data
 
 
+def _status(reply: pb.TaskStatus) -> StatusResponse:
+    data = _to_dict(reply)
+    data["completed_at"] = data["completed_at"] or None
+    return StatusResponse.model_validate(data)
+
+
 def create_app(settings: GatewaySettings) -> FastAPI:
     """The gateway application, talking to the orchestrator at ``settings``' target."""
     stub_box: dict[str, orchestrator_pb2_grpc.OrchestratorServiceStub] = {}
@@ -164,7 +170,20 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         )
 
     @app.post("/task/submit", status_code=202, response_model=SubmitResponse, responses=_ERRORS)
-    async def submit(body: SubmitRequest) -> SubmitResponse:
+    async def submit(
+        body: SubmitRequest,
+        response: Response,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                alias="Idempotency-Key",
+                min_length=1,
+                max_length=128,
+                description="Repeat a submission safely: the same key and body return the "
+                "first task; the same key with another body is 409.",
+            ),
+        ] = None,
+    ) -> SubmitResponse:
         """Accepts a task and answers at once; the sections are written in the background."""
         reply = await stub().SubmitTask(
             pb.SubmitTaskRequest(
@@ -172,18 +191,19 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 password=body.password.get_secret_value(),
                 tenant=body.tenant or "",
                 records_json=[json.dumps(record) for record in body.data],
+                idempotency_key=idempotency_key or "",
             ),
             timeout=timeout,
         )
+        if reply.replayed:
+            response.headers["Idempotent-Replayed"] = "true"
         return SubmitResponse.model_validate(_to_dict(reply))
 
     @app.get("/task/{task_id}/status", response_model=StatusResponse, responses=_ERRORS)
     async def status(task_id: TaskId) -> StatusResponse:
         """Status, progress, per-section state and the step-by-step trace."""
         reply = await stub().GetTaskStatus(pb.GetTaskRequest(task_id=task_id), timeout=timeout)
-        data = _to_dict(reply)
-        data["completed_at"] = data["completed_at"] or None
-        return StatusResponse.model_validate(data)
+        return _status(reply)
 
     @app.get("/task/{task_id}/result", response_model=ResultResponse, responses=_ERRORS)
     async def result(task_id: TaskId) -> ResultResponse:
@@ -199,9 +219,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     async def cancel(task_id: TaskId) -> StatusResponse:
         """Stops the sections still running and records the task as cancelled."""
         reply = await stub().CancelTask(pb.CancelTaskRequest(task_id=task_id), timeout=timeout)
-        data = _to_dict(reply)
-        data["completed_at"] = data["completed_at"] or None
-        return StatusResponse.model_validate(data)
+        return _status(reply)
+
+    @app.post("/task/{task_id}/retry", response_model=StatusResponse, responses=_ERRORS)
+    async def retry(task_id: TaskId) -> StatusResponse:
+        """Runs again only the failed sections of a task that ended in error."""
+        reply = await stub().RetryTask(pb.RetryTaskRequest(task_id=task_id), timeout=timeout)
+        return _status(reply)
 
     @app.get("/task/{task_id}/events", responses=_ERRORS)
     async def events(task_id: TaskId) -> StreamingResponse:

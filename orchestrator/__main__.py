@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import secrets
+import socket
 import sys
 
 from common.grpc_server import ServiceHost
@@ -24,14 +27,18 @@ async def serve(settings: OrchestratorSettings) -> None:
         config = load_config(settings.config_path)
     except ConfigError as exc:
         sys.exit(f"orchestrator: bad sections configuration: {exc}")
+    key = decode_key(settings.credential_key.get_secret_value())
+    replica_id = f"{settings.replica_name or socket.gethostname()}-{secrets.token_hex(4)}"
     deps = Deps(
         storage=StorageClient(settings.storage_target),
         pool=WorkerPool(list(settings.worker_targets), refresh_s=settings.worker_refresh_s),
         config=config,
-        sealer=Sealer(decode_key(settings.credential_key.get_secret_value())),
+        sealer=Sealer(key),
+        replica_id=replica_id,
         auth_wait_s=settings.auth_wait_s,
     )
-    orchestrator = Orchestrator(settings, deps)
+    digest_key = hashlib.sha256(b"idempotency\0" + key).digest()
+    orchestrator = Orchestrator(settings, deps, digest_key)
     host = ServiceHost(settings, "orchestrator")
     host.add(
         orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server,

@@ -1,8 +1,9 @@
 """The task document: what the orchestrator keeps for each task, one JSON object in S3.
 
-Field names follow the user's clients (SPEC §5). The user's password is kept only sealed
-(``password_sealed``, see :mod:`orchestrator.credentials`) so a restarted orchestrator can
-resume the task; the platform token is never part of it.
+Field names follow the user's clients (SPEC §5); ``owner`` and ``takeovers`` record which
+orchestrator replica runs the task (see :mod:`orchestrator.recovery`). The user's password is
+kept only sealed (``password_sealed``, see :mod:`orchestrator.credentials`) so another
+orchestrator can resume the task; the platform token is never part of it.
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ class TaskRecord(BaseModel):
     updated_at: str
     completed_at: str | None = None
     trace: list[TraceEntry] = Field(default_factory=list)
+    owner: str = Field("", description="Replica whose lease covers this task while it runs.")
+    takeovers: int = Field(0, ge=0, description="Times a replica took the task from a dead one.")
 
     def to_json(self) -> bytes:
         return self.model_dump_json().encode()

@@ -52,7 +52,7 @@ _STORAGE_RETRY_MAX_S = 5.0
 
 
 class TaskStopped(Exception):
-    """Another writer finished the task (for example a cancel through another replica)."""
+    """Another writer finished the task (a cancel through another replica) or took it over."""
 
 
 @dataclass
@@ -63,6 +63,7 @@ class Deps:
     pool: WorkerPool
     config: SectionsConfig
     sealer: Sealer
+    replica_id: str
     auth_wait_s: float = 60.0
 
 
@@ -142,9 +143,9 @@ class TaskRun:
                     return
                 except Conflict:
                     fresh, version = await self.deps.storage.get(self.task_id)
-                    if fresh.status.terminal:
+                    if fresh.status.terminal or fresh.owner != self.deps.replica_id:
                         self.record, self.version = fresh, version
-                        raise TaskStopped(fresh.status.value) from None
+                        raise TaskStopped(fresh.status.value, fresh.owner) from None
                     live = self.record
                     fresh.status, fresh.progress, fresh.message = (
                         live.status,
@@ -175,7 +176,7 @@ class TaskRun:
             self._detect()
             await self._process(credentials)
         except TaskStopped as stopped:
-            logger.info("task finished elsewhere as %s; this run stops", stopped)
+            logger.info("task changed elsewhere (status, owner: %s); this run stops", stopped)
             self._publish()
         except asyncio.CancelledError:
             if not self.cancel_requested:

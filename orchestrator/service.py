@@ -14,14 +14,15 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from common.errors import InvalidInput, NotFound, TooLarge, WrongState
+from common.errors import Conflict, InvalidInput, NotFound, TooLarge, WrongState
 from common.timeutil import iso, utcnow
 from orchestrator.detection import detect
-from orchestrator.models import SectionResult, TaskRecord, TaskState, TraceEntry
+from orchestrator.idempotency import check_key, claim, request_digest
+from orchestrator.models import SectionResult, SectionState, TaskRecord, TaskState, TraceEntry
 from orchestrator.pipeline import Deps, TaskRun, mark_cancelled
+from orchestrator.recovery import Recovery
 from orchestrator.settings import OrchestratorSettings
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,6 @@ logger = logging.getLogger(__name__)
 TASK_ID = re.compile(r"^task_\d{14}_[0-9a-f]{8}$")
 _TENANT = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _WATCH_POLL_S = 1.0
-_ORPHAN_AGE = timedelta(minutes=10)
 
 
 def check_task_id(task_id: str) -> str:
@@ -50,70 +50,48 @@ class Stats:
     tasks_submitted: int
     tasks_finished: dict[str, int]
     storage_ok: bool
+    replica_id: str
+    replicas_alive: int
+    tasks_taken_over: int
 
 
 class Orchestrator:
     """Owns the lifecycle of every task submitted to (or resumed by) this replica."""
 
-    def __init__(self, settings: OrchestratorSettings, deps: Deps) -> None:
+    def __init__(self, settings: OrchestratorSettings, deps: Deps, digest_key: bytes) -> None:
         self.settings = settings
         self.deps = deps
         self.runs: dict[str, TaskRun] = {}
         self.submitted = 0
         self.finished: Counter[str] = Counter()
-        self._resumer: asyncio.Task[None] | None = None
+        self._digest_key = digest_key
+        self.recovery = Recovery(
+            deps.storage,
+            deps.replica_id,
+            ttl_s=settings.lease_ttl_s,
+            renew_s=settings.lease_renew_s,
+            max_takeovers=settings.max_takeovers,
+            launch=self._launch,
+            running=self.runs.__contains__,
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Joins the replicas (lease), then finds work: unfinished tasks whose owner is dead."""
         await self.deps.pool.start()
-        if self.settings.resume_on_start:
-            self._resumer = asyncio.create_task(self._resume_all(), name="resume")
+        await self.recovery.start()
 
     async def stop(self) -> None:
-        """Stops every run without finishing it: the tasks stay unfinished in storage and are
-        resumed by the next orchestrator to start."""
-        if self._resumer:
-            self._resumer.cancel()
+        """Stops every run without finishing it and gives the lease up: the tasks stay
+        unfinished in storage and another replica (or the next start) takes them over."""
         runs = [r.task for r in self.runs.values() if r.task]
         for task in runs:
             task.cancel()
         await asyncio.gather(*runs, return_exceptions=True)
+        await self.recovery.stop()
         await self.deps.pool.close()
         await self.deps.storage.close()
-
-    async def _resume_all(self) -> None:
-        delay = 0.5
-        while True:
-            try:
-                resumed = 0
-                async for task_id in self.deps.storage.active_ids():
-                    if task_id in self.runs:
-                        continue
-                    try:
-                        record, version = await self.deps.storage.get(task_id)
-                    except NotFound:
-                        await self._drop_orphan_marker(task_id)
-                        continue
-                    if record.status.terminal:
-                        # A crash came between the finishing write and the marker's removal.
-                        await self.deps.storage.update(record, version, finished=True)
-                    else:
-                        self._launch(record, version)
-                        resumed += 1
-                logger.info("resumed %d unfinished tasks", resumed)
-                return
-            except Exception as exc:
-                logger.warning("cannot list unfinished tasks yet (%s); retrying", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-
-    async def _drop_orphan_marker(self, task_id: str) -> None:
-        """Removes the marker of a task whose first write never landed. A young marker may
-        belong to a submission still in flight on another replica, so it is left alone."""
-        created = datetime.strptime(task_id[5:19], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
-        if utcnow() - created > _ORPHAN_AGE:
-            await self.deps.storage.delete(task_id)
 
     def _launch(self, record: TaskRecord, version: str) -> TaskRun:
         run = TaskRun(record=record, version=version, deps=self.deps)
@@ -132,15 +110,30 @@ class Orchestrator:
     # -- operations -------------------------------------------------------------------------
 
     async def submit(
-        self, username: str, password: str, tenant: str, records_json: list[str]
-    ) -> TaskRecord:
-        """Validates, detects sections, stores the task as pending and starts it."""
+        self,
+        username: str,
+        password: str,
+        tenant: str,
+        records_json: list[str],
+        idempotency_key: str = "",
+    ) -> tuple[TaskRecord, bool]:
+        """Validates, detects sections, stores the task as pending and starts it. Returns the
+        task and whether an earlier submission with the same idempotency key had made it."""
         started = time.monotonic()
         records = self._validate(username, password, tenant, records_json)
         tenant = tenant or self.settings.default_tenant
         detected = detect(records, self.deps.config)
         now = utcnow()
         task_id = f"task_{now:%Y%m%d%H%M%S}_{secrets.token_hex(4)}"
+        if idempotency_key:
+            check_key(idempotency_key)
+            request = {"username": username, "password": password, "tenant": tenant}
+            digest = request_digest(self._digest_key, {**request, "records": records})
+            claimed = await claim(self.deps.storage, username, idempotency_key, digest, task_id)
+            if claimed.replayed:
+                with contextlib.suppress(NotFound):
+                    return await self.get(claimed.task_id), True
+            task_id = claimed.task_id  # the claim's first attempt never wrote its task
         record = TaskRecord(
             task_id=task_id,
             status=TaskState.PENDING,
@@ -156,6 +149,7 @@ class Orchestrator:
             },
             created_at=iso(now),
             updated_at=iso(now),
+            owner=self.deps.replica_id,
         )
         record.trace.append(
             TraceEntry(
@@ -166,11 +160,16 @@ class Orchestrator:
                 detail=f"{len(records)} records",
             )
         )
-        version = await self.deps.storage.create(record)
+        try:
+            version = await self.deps.storage.create(record)
+        except Conflict:
+            if not idempotency_key:
+                raise
+            return await self.get(task_id), True  # a concurrent repeat wrote it first
         self.submitted += 1
         logger.info("task %s submitted with sections %s", task_id, record.section_detected)
         self._launch(record, version)
-        return record
+        return record, False
 
     def _validate(
         self, username: str, password: str, tenant: str, records_json: list[str]
@@ -213,7 +212,7 @@ class Orchestrator:
         if status and status not in {s.value for s in TaskState}:
             allowed = ", ".join(s.value for s in TaskState)
             raise InvalidInput(f"status: must be one of {allowed}")
-        records, token = await self.deps.storage.list(limit or 20, status, page_token)
+        records, token = await self.deps.storage.list_tasks(limit or 20, status, page_token)
         return [
             self.runs[r.task_id].record if r.task_id in self.runs else r for r in records
         ], token
@@ -232,6 +231,38 @@ class Orchestrator:
             raise WrongState(f"task {task_id} already finished as {record.status.value}")
         mark_cancelled(record)
         await self.deps.storage.update(record, version, finished=True)
+        return record
+
+    async def retry(self, task_id: str) -> TaskRecord:
+        """Runs again only the sections of an ``error`` task that did not complete."""
+        check_task_id(task_id)
+        if task_id in self.runs:
+            raise WrongState(f"task {task_id} is running")
+        record, version = await self.deps.storage.get(task_id)
+        if record.status != TaskState.ERROR:
+            raise WrongState(
+                f"only a task that ended in error can be retried; {task_id} is "
+                f"{record.status.value}"
+            )
+        failed = [n for n, s in record.result_data.items() if s.status != SectionState.COMPLETED]
+        for name in failed:
+            old = record.result_data[name]
+            record.result_data[name] = SectionResult(
+                record_index=old.record_index, asset_id=old.asset_id
+            )
+        now = iso(utcnow())
+        record.status = TaskState.PENDING
+        record.progress = 0
+        record.message = f"Retrying {len(failed)} failed sections: {', '.join(failed)}"
+        record.updated_at = now
+        record.completed_at = None
+        record.owner = self.deps.replica_id
+        record.takeovers = 0
+        record.trace.append(
+            TraceEntry(step="Retry", status="started", at=now, detail=", ".join(failed))
+        )
+        version = await self.deps.storage.update(record, version, finished=False, reopened=True)
+        self._launch(record, version)
         return record
 
     async def watch(self, task_id: str) -> AsyncIterator[dict[str, Any]]:
@@ -282,6 +313,9 @@ class Orchestrator:
             tasks_submitted=self.submitted,
             tasks_finished=dict(self.finished),
             storage_ok=await self.deps.storage.healthy(),
+            replica_id=self.deps.replica_id,
+            replicas_alive=len(self.recovery.alive),
+            tasks_taken_over=self.recovery.taken_over,
         )
 
 

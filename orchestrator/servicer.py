@@ -82,14 +82,21 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):  
     async def SubmitTask(
         self, request: pb.SubmitTaskRequest, context: grpc.aio.ServicerContext
     ) -> pb.SubmitTaskResponse:
-        record = await self.orchestrator.submit(
-            request.username, request.password, request.tenant, list(request.records_json)
+        record, replayed = await self.orchestrator.submit(
+            request.username,
+            request.password,
+            request.tenant,
+            list(request.records_json),
+            request.idempotency_key,
         )
         return pb.SubmitTaskResponse(
             task_id=record.task_id,
             status=record.status.value,
-            message=record.message,
+            message="Task already submitted with this idempotency key"
+            if replayed
+            else record.message,
             created_at=record.created_at,
+            replayed=replayed,
         )
 
     async def GetTaskStatus(
@@ -115,6 +122,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):  
     ) -> pb.TaskStatus:
         return status_message(await self.orchestrator.cancel(request.task_id))
 
+    async def RetryTask(
+        self, request: pb.RetryTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TaskStatus:
+        return status_message(await self.orchestrator.retry(request.task_id))
+
     async def WatchTask(
         self, request: pb.WatchTaskRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.TaskEvent]:
@@ -136,4 +148,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):  
             tasks_submitted=stats.tasks_submitted,
             tasks_finished=stats.tasks_finished,
             storage_ok=stats.storage_ok,
+            replica_id=stats.replica_id,
+            replicas_alive=stats.replicas_alive,
+            tasks_taken_over=stats.tasks_taken_over,
         )

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from common.settings import ServiceSettings
@@ -37,7 +37,28 @@ class OrchestratorSettings(ServiceSettings):
     auth_wait_s: float = Field(
         60.0, gt=0, description="How long authentication waits for a reachable worker."
     )
-    resume_on_start: bool = Field(True, description="Resume unfinished tasks at start-up.")
+    replica_name: str = Field(
+        "",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description="Readable prefix of this replica's id (default: the host name); a random "
+        "suffix keeps every process's id unique.",
+    )
+    lease_ttl_s: float = Field(
+        10.0, gt=0, description="A replica whose lease is not renewed for this long is dead."
+    )
+    lease_renew_s: float = Field(
+        3.0, gt=0, description="How often the lease is renewed and orphaned tasks are sought."
+    )
+    max_takeovers: int = Field(
+        3, ge=0, description="Takeovers after which a task is dead-lettered (ends in error)."
+    )
+
+    @model_validator(mode="after")
+    def _renew_within_ttl(self) -> OrchestratorSettings:
+        if self.lease_renew_s * 2 > self.lease_ttl_s:
+            raise ValueError("lease_renew_s must be at most half of lease_ttl_s")
+        return self
 
     @field_validator("worker_targets", mode="before")
     @classmethod

@@ -21,6 +21,8 @@ _CALL_TIMEOUT_S = 30.0
 ADD = storage_pb2.ACTIVE_INDEX_ADD
 REMOVE = storage_pb2.ACTIVE_INDEX_REMOVE
 UNCHANGED = storage_pb2.ACTIVE_INDEX_UNCHANGED
+LEASES = storage_pb2.NAMESPACE_LEASES
+IDEMPOTENCY = storage_pb2.NAMESPACE_IDEMPOTENCY
 
 
 class StorageClient:
@@ -44,13 +46,16 @@ class StorageClient:
         )
         return await self._put(request)
 
-    async def update(self, record: TaskRecord, version: str, *, finished: bool) -> str:
-        """Replaces the task if it is still at ``version``; returns the new version."""
+    async def update(
+        self, record: TaskRecord, version: str, *, finished: bool, reopened: bool = False
+    ) -> str:
+        """Replaces the task if it is still at ``version``; returns the new version.
+        ``finished`` drops it from the index of unfinished tasks, ``reopened`` adds it back."""
         request = storage_pb2.PutTaskRequest(
             task_id=record.task_id,
             document=record.to_json(),
             if_match=version,
-            active_index=REMOVE if finished else UNCHANGED,
+            active_index=REMOVE if finished else ADD if reopened else UNCHANGED,
         )
         return await self._put(request)
 
@@ -80,7 +85,9 @@ class StorageClient:
             raise from_rpc_error(err, "storage") from err
         return TaskRecord.from_json(response.document), str(response.version)
 
-    async def list(self, limit: int, status: str, page_token: str) -> tuple[list[TaskRecord], str]:
+    async def list_tasks(
+        self, limit: int, status: str, page_token: str
+    ) -> tuple[list[TaskRecord], str]:
         """A page of tasks, newest first, and the token of the next page."""
         try:
             response = await self._stub.ListTasks(
@@ -106,6 +113,57 @@ class StorageClient:
             token = response.next_page_token
             if not token:
                 return
+
+    async def put_object(
+        self, namespace: int, name: str, body: bytes, *, version: str | None
+    ) -> str:
+        """Writes a small object: create-only when ``version`` is None, else compare-and-swap."""
+        request = storage_pb2.PutObjectRequest(namespace=namespace, name=name, body=body)
+        if version is None:
+            request.if_none_match = True
+        else:
+            request.if_match = version
+        try:
+            response = await self._stub.PutObject(request, timeout=_CALL_TIMEOUT_S)
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err, "storage") from err
+        return str(response.version)
+
+    async def get_object(self, namespace: int, name: str) -> tuple[bytes, str]:
+        try:
+            response = await self._stub.GetObject(
+                storage_pb2.GetObjectRequest(namespace=namespace, name=name),
+                timeout=_CALL_TIMEOUT_S,
+            )
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err, "storage") from err
+        return response.body, str(response.version)
+
+    async def list_objects(self, namespace: int) -> list[tuple[str, bytes, str]]:
+        """Every object of a (small) namespace: name, body, version."""
+        found: list[tuple[str, bytes, str]] = []
+        token = ""
+        while True:
+            try:
+                response = await self._stub.ListObjects(
+                    storage_pb2.ListObjectsRequest(namespace=namespace, page_token=token),
+                    timeout=_CALL_TIMEOUT_S,
+                )
+            except grpc.aio.AioRpcError as err:
+                raise from_rpc_error(err, "storage") from err
+            found += [(o.name, o.body, o.version) for o in response.objects]
+            token = response.next_page_token
+            if not token:
+                return found
+
+    async def delete_object(self, namespace: int, name: str, version: str) -> None:
+        try:
+            await self._stub.DeleteObject(
+                storage_pb2.DeleteObjectRequest(namespace=namespace, name=name, if_match=version),
+                timeout=_CALL_TIMEOUT_S,
+            )
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err, "storage") from err
 
     async def healthy(self) -> bool:
         """True when storage_svc answers its health check as SERVING."""

@@ -6,9 +6,9 @@ they are and how to submit a task, and stops them all on Ctrl-C. The end-to-end 
 same :class:`Stack` on free ports.
 
 Ports come from the same variables the services read (``GATEWAY_PORT``, ``ORCH_PORT``,
-``STORAGE_PORT``, ``SIM_PORT``) plus ``DEVSTACK_S3_PORT``, ``DEVSTACK_WORKER_PORTS``
-(comma-separated, one worker per port) and ``DEVSTACK_DIR`` (state kept between runs: the
-credential key).
+``STORAGE_PORT``, ``SIM_PORT``) plus ``DEVSTACK_S3_PORT``, ``DEVSTACK_WORKER_PORTS`` and
+``DEVSTACK_ORCH_PORTS`` (comma-separated, one replica per port) and ``DEVSTACK_DIR`` (state kept
+between runs: the credential key).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], name: str, timeout: 
 @dataclass
 class Ports:
     gateway: int = 8000
-    orchestrator: int = 50071
+    orchestrators: list[int] = field(default_factory=lambda: [50071])
     storage: int = 50051
     simulator: int = 8100
     s3: int = 9000
@@ -78,7 +78,8 @@ class Ports:
         env = os.environ
         ports = cls()
         ports.gateway = int(env.get("GATEWAY_PORT", ports.gateway))
-        ports.orchestrator = int(env.get("ORCH_PORT", ports.orchestrator))
+        if raw := env.get("DEVSTACK_ORCH_PORTS", env.get("ORCH_PORT")):
+            ports.orchestrators = [int(p) for p in raw.split(",") if p.strip()]
         ports.storage = int(env.get("STORAGE_PORT", ports.storage))
         ports.simulator = int(env.get("SIM_PORT", ports.simulator))
         ports.s3 = int(env.get("DEVSTACK_S3_PORT", ports.s3))
@@ -181,27 +182,32 @@ class Stack:
         ]
         specs += [
             Proc(
-                "orchestrator",
-                p.orchestrator,
+                f"orchestrator-{i + 1}",
+                port,
                 [py, "-m", "orchestrator"],
                 {
-                    "ORCH_PORT": str(p.orchestrator),
+                    "ORCH_PORT": str(port),
+                    "ORCH_REPLICA_NAME": f"orchestrator-{i + 1}",
                     "ORCH_STORAGE_TARGET": f"127.0.0.1:{p.storage}",
                     "ORCH_WORKER_TARGETS": workers,
                     "ORCH_CREDENTIAL_KEY": self._credential_key(),
                     "ORCH_CONFIG_PATH": str(ROOT / "config.json"),
                 },
-            ),
+            )
+            for i, port in enumerate(p.orchestrators)
+        ]
+        orchestrators = ",".join(f"127.0.0.1:{port}" for port in p.orchestrators)
+        specs.append(
             Proc(
                 "gateway",
                 p.gateway,
                 [py, "-m", "gateway"],
                 {
                     "GATEWAY_PORT": str(p.gateway),
-                    "GATEWAY_ORCHESTRATOR_TARGET": f"127.0.0.1:{p.orchestrator}",
+                    "GATEWAY_ORCHESTRATOR_TARGET": f"ipv4:{orchestrators}",
                 },
-            ),
-        ]
+            )
+        )
         for spec in specs:
             spec.env = {**env, **spec.env, **self.extra_env}
         return specs
@@ -216,7 +222,7 @@ class Stack:
                 "already in use: "
                 + ", ".join(busy)
                 + " (stop what uses them or set GATEWAY_PORT, ORCH_PORT, STORAGE_PORT, "
-                "SIM_PORT, DEVSTACK_S3_PORT, DEVSTACK_WORKER_PORTS)"
+                "SIM_PORT, DEVSTACK_S3_PORT, DEVSTACK_WORKER_PORTS, DEVSTACK_ORCH_PORTS)"
             )
         try:
             for spec in specs:
@@ -283,10 +289,11 @@ def _banner(ports: Ports) -> str:
     base = f"http://127.0.0.1:{ports.gateway}"
     example = json.dumps({"username": "user@example.com", "password": "xxx", "data": EXAMPLE_DATA})
     workers = ", ".join(f"127.0.0.1:{p}" for p in ports.workers)
+    orchestrators = ", ".join(f"127.0.0.1:{p}" for p in ports.orchestrators)
     return f"""
 Wealth AI Task Platform is running.
   gateway (REST)   {base}   docs: {base}/docs   health: {base}/ping
-  orchestrator     127.0.0.1:{ports.orchestrator} (gRPC)
+  orchestrator     {orchestrators} (gRPC)
   section workers  {workers} (gRPC)
   storage_svc      127.0.0.1:{ports.storage} (gRPC) -> S3 (moto) http://127.0.0.1:{ports.s3}
   AI simulator     http://127.0.0.1:{ports.simulator}   calls: /_sim/stats

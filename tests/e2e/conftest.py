@@ -21,6 +21,8 @@ FAST = {
     "WORKER_POLL_MAX_S": "0.3",
     "WORKER_MAX_CONCURRENT_JOBS": "6",
     "ORCH_WORKER_REFRESH_S": "0.5",
+    "ORCH_LEASE_TTL_S": "2",
+    "ORCH_LEASE_RENEW_S": "0.5",
     "ORCH_SHUTDOWN_GRACE_S": "2",
     "WORKER_SHUTDOWN_GRACE_S": "2",
     "STORAGE_SHUTDOWN_GRACE_S": "2",
@@ -33,7 +35,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     base = tmp_path_factory.mktemp("stack")
     ports = Ports(
         gateway=free_port(),
-        orchestrator=free_port(),
+        orchestrators=[free_port()],
         storage=free_port(),
         simulator=free_port(),
         s3=free_port(),

@@ -18,7 +18,7 @@ def test_a_port_in_use_is_named_and_nothing_is_started(tmp_path: Path) -> None:
         taken = busy.getsockname()[1]
         ports = Ports(
             gateway=taken,
-            orchestrator=free_port(),
+            orchestrators=[free_port()],
             storage=free_port(),
             simulator=free_port(),
             s3=free_port(),

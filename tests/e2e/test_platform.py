@@ -183,10 +183,10 @@ async def test_killing_one_of_two_workers_mid_batch_loses_no_task(api, sim, stac
 async def test_orchestrator_restart_resumes_pending_tasks(api, sim, stack: Stack):
     (await sim.patch("/_sim/config", json={"latency_median_s": 1.0, "latency_sigma": 0.1}))
     ids = [await submit(api, n=i) for i in range(4)]
-    stack.kill("orchestrator", signal.SIGKILL)
+    stack.kill("orchestrator-1", signal.SIGKILL)
     reply = await api.get(f"/task/{ids[0]}/status")
     assert reply.status_code == 503
-    stack.launch("orchestrator")
+    stack.launch("orchestrator-1")
     done = await wait_finished(api, ids, within=60)
     assert {s["status"] for s in done.values()} == {"completed"}, done
     result = (await api.get(f"/task/{ids[0]}/result")).json()
@@ -233,8 +233,8 @@ async def test_restart_clears_markers_left_by_a_crash(api, stack: Stack, s3):
     orphan = "task_20200101000000_abcdef12"
     for task_id in (finished, orphan):
         s3.put_object(Bucket=BUCKET, Key=f"tasks/_active/{task_id}", Body=b"")
-    stack.kill("orchestrator", signal.SIGTERM)
-    stack.launch("orchestrator")
+    stack.kill("orchestrator-1", signal.SIGTERM)
+    stack.launch("orchestrator-1")
 
     async def markers() -> set[str]:
         listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="tasks/_active/")

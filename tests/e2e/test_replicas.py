@@ -1,0 +1,222 @@
+"""Durability with several replicas of every service, all real processes: crashes lose no task
+and pay for no finished section twice; orphans have one owner; idempotent submits; retry of
+failed sections; S3 outages answered with 503 and recovered from by themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from common.timeutil import iso, utcnow
+from orchestrator.credentials import Sealer, decode_key
+from orchestrator.models import SectionResult, TaskRecord
+from orchestrator.recovery import Recovery
+from orchestrator.storage_client import StorageClient
+from scripts.devstack import Ports, Stack
+from tests.e2e.conftest import BUCKET, FAST
+from tests.e2e.test_platform import PASSWORD, SEED, submit, wait_finished
+from tests.faults import TcpProxy
+from tests.helpers import assert_eventually, free_port
+
+pytestmark = pytest.mark.e2e
+
+TOP_MOVERS_ASSET = "a9fdeb96-cdfa-4a48-9467-bf97a06f8738"
+
+
+@pytest.fixture(scope="module")
+def proxy() -> Iterator[TcpProxy]:
+    relay = TcpProxy(free_port(), target_port=free_port())
+    relay.start()
+    yield relay
+    relay.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, proxy: TcpProxy) -> Iterator[Stack]:
+    base = tmp_path_factory.mktemp("replicas")
+    ports = Ports(
+        gateway=free_port(),
+        orchestrators=[free_port(), free_port()],
+        storage=free_port(),
+        simulator=free_port(),
+        s3=proxy.target_port,
+        workers=[free_port(), free_port(), free_port()],
+    )
+    env = {
+        **FAST,
+        "STORAGE_S3_ENDPOINT_URL": f"http://127.0.0.1:{proxy.listen_port}",
+        "STORAGE_S3_MAX_ATTEMPTS": "2",
+        "STORAGE_S3_CONNECT_TIMEOUT_S": "1",
+        "STORAGE_S3_READ_TIMEOUT_S": "2",
+    }
+    platform = Stack(ports, base / "state", log_dir=base / "logs", env=env, bucket=BUCKET)
+    platform.start(timeout=60)
+    yield platform
+    platform.stop()
+
+
+async def _sim_stats(sim: httpx.AsyncClient) -> dict:
+    return dict((await sim.get("/_sim/stats")).json())
+
+
+def _completed_sections(s3, task_ids: list[str]) -> int:  # type: ignore[no-untyped-def]
+    done = 0
+    for task_id in task_ids:
+        doc = json.loads(s3.get_object(Bucket=BUCKET, Key=f"tasks/{task_id}.json")["Body"].read())
+        done += sum(s["status"] == "completed" for s in doc["result_data"].values())
+    return done
+
+
+async def test_kill_an_orchestrator_and_a_worker_mid_batch(api, sim, s3, stack: Stack):
+    await sim.patch("/_sim/config", json={"latency_median_s": 1.0, "latency_sigma": 0.3})
+    ids = [await submit(api, n=i) for i in range(12)]
+    sections = 3 * len(ids)
+
+    async def prompts() -> int:
+        return int((await _sim_stats(sim))["calls"]["prompt"])
+
+    await assert_eventually(prompts, lambda n: n >= 12, timeout=20, what="prompts in flight")
+    persisted = _completed_sections(s3, ids)
+    stack.kill("orchestrator-1", signal.SIGKILL)
+    stack.kill("worker-1", signal.SIGKILL)
+    in_flight_at_kill = await prompts() - persisted
+    try:
+        done = await wait_finished(api, ids, within=90)
+    finally:
+        stack.launch("orchestrator-1")
+        stack.launch("worker-1")
+    assert {s["status"] for s in done.values()} == {"completed"}, done
+    sent = await prompts()
+    assert sent <= sections + in_flight_at_kill, (sent, sections, in_flight_at_kill)
+
+
+async def test_two_orchestrators_racing_for_an_orphan_get_one_owner(api, stack: Stack):
+    key = decode_key((stack.state_dir / "credential.key").read_text().strip())
+    storage = StorageClient(f"127.0.0.1:{stack.ports.storage}")
+    now = utcnow()
+    task_id = f"task_{now:%Y%m%d%H%M%S}_0fa0fa00"
+    record = TaskRecord(
+        task_id=task_id,
+        username="user@example.com",
+        tenant="wealth",
+        password_sealed=Sealer(key).seal(PASSWORD, task_id),
+        data=[SEED[1]],
+        section_detected="top_movers",
+        result_data={"top_movers": SectionResult(record_index=0, asset_id=TOP_MOVERS_ASSET)},
+        created_at=iso(now),
+        updated_at=iso(now),
+        owner="ghost-of-a-dead-replica",
+    )
+    await storage.create(record)
+    launched: list[str] = []
+    racers = [
+        Recovery(
+            storage,
+            f"racer-{n}",
+            ttl_s=0.01,
+            renew_s=0.005,
+            max_takeovers=3,
+            launch=lambda rec, _v, n=n: launched.append(f"racer-{n}"),
+            running=lambda _t: False,
+        )
+        for n in range(2)
+    ]
+    await asyncio.sleep(0.05)  # past both racers' first TTL
+    won = await asyncio.gather(*(r.consider(task_id) for r in racers))
+    assert sorted(won) == [False, True]
+    stored, _ = await storage.get(task_id)
+    assert launched == [stored.owner]
+    assert stored.takeovers == 1
+    # The racers hold no lease, so the real replicas take the task over and finish it.
+    done = await wait_finished(api, [task_id], within=30)
+    assert done[task_id]["status"] == "completed"
+    steps = [t["step"] for t in done[task_id]["trace"]]
+    assert steps.count("Takeover") == 2
+    await storage.close()
+
+
+async def test_idempotency_key_returns_the_first_task(api, sim):
+    body = {"username": "user@example.com", "password": PASSWORD, "data": SEED}
+    headers = {"Idempotency-Key": f"order-{time.time_ns()}"}
+    first = await api.post("/task/submit", json=body, headers=headers)
+    again = await api.post("/task/submit", json=body, headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert again.json()["task_id"] == first.json()["task_id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = await api.post("/task/submit", json={**body, "data": SEED[:2]}, headers=headers)
+    assert other.status_code == 409
+    assert "Idempotency-Key" in other.json()["detail"]
+
+    racing_key = {"Idempotency-Key": f"race-{time.time_ns()}"}
+    replies = await asyncio.gather(
+        *(api.post("/task/submit", json=body, headers=racing_key) for _ in range(6))
+    )
+    assert {r.status_code for r in replies} == {202}
+    assert len({r.json()["task_id"] for r in replies}) == 1
+    await wait_finished(api, [first.json()["task_id"], replies[0].json()["task_id"]])
+    assert (await _sim_stats(sim))["calls"]["prompt"] == 6  # two tasks, three sections each
+
+
+async def test_retry_reruns_only_the_failed_sections(api, sim):
+    await sim.patch("/_sim/config", json={"fail_assets": [TOP_MOVERS_ASSET]})
+    task_id = await submit(api, SEED)
+    failed = (await wait_finished(api, [task_id]))[task_id]
+    assert failed["status"] == "error"
+    early = (await api.post(f"/task/{task_id}/cancel")).status_code
+    assert early == 409
+    await sim.patch("/_sim/config", json={"fail_assets": []})
+    retried = await api.post(f"/task/{task_id}/retry")
+    assert retried.status_code == 200, retried.text
+    done = (await wait_finished(api, [task_id]))[task_id]
+    assert done["status"] == "completed"
+    assert (await _sim_stats(sim))["calls"]["prompt"] == 4  # 3, then only top_movers again
+    result = (await api.get(f"/task/{task_id}/result")).json()
+    assert all(s["status"] == "completed" for s in result["data"].values())
+    assert (await api.post(f"/task/{task_id}/retry")).status_code == 409
+
+
+async def test_s3_outage_answers_503_and_processing_resumes(api, sim, s3, proxy: TcpProxy):
+    await sim.patch("/_sim/config", json={"latency_median_s": 1.0, "latency_sigma": 0.1})
+    running = await submit(api, SEED)
+    keys_before = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+    proxy.down()
+    try:
+        reply = await api.post(
+            "/task/submit",
+            json={"username": "u@example.com", "password": PASSWORD, "data": SEED},
+        )
+        assert reply.status_code == 503, reply.text
+        assert "unavailable" in reply.json()["detail"].lower()
+        await asyncio.sleep(1.5)  # sections finish while S3 is away
+    finally:
+        proxy.up()
+    keys_after = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+    new_keys = keys_after - keys_before
+    assert not [k for k in new_keys if k.endswith(".json") and "/task_" in k], new_keys
+    done = await wait_finished(api, [running], within=60)
+    assert done[running]["status"] == "completed"
+    later = await submit(api, SEED)
+    assert (await wait_finished(api, [later]))[later]["status"] == "completed"
+
+
+async def test_sigterm_drains_a_worker_without_resending_its_jobs(api, sim, stack: Stack):
+    await sim.patch("/_sim/config", json={"latency_median_s": 1.0, "latency_sigma": 0.1})
+    ids = [await submit(api, n=100 + i) for i in range(6)]
+
+    async def prompts() -> int:
+        return int((await _sim_stats(sim))["calls"]["prompt"])
+
+    await assert_eventually(prompts, lambda n: n >= 18, timeout=20, what="all prompts sent")
+    stack.kill("worker-2", signal.SIGTERM)
+    try:
+        done = await wait_finished(api, ids, within=60)
+    finally:
+        stack.launch("worker-2")
+    assert {s["status"] for s in done.values()} == {"completed"}
+    assert await prompts() == 18
