@@ -220,3 +220,30 @@ async def test_sigterm_drains_a_worker_without_resending_its_jobs(api, sim, stac
         stack.launch("worker-2")
     assert {s["status"] for s in done.values()} == {"completed"}
     assert await prompts() == 18
+
+
+async def test_a_task_that_keeps_killing_its_owners_is_dead_lettered(api, stack: Stack):
+    storage = StorageClient(f"127.0.0.1:{stack.ports.storage}")
+    now = utcnow()
+    task_id = f"task_{now:%Y%m%d%H%M%S}_dead1e77"
+    record = TaskRecord(
+        task_id=task_id,
+        username="user@example.com",
+        tenant="wealth",
+        password_sealed="aesgcm1:unused",
+        data=[SEED[1]],
+        section_detected="top_movers",
+        result_data={"top_movers": SectionResult(record_index=0, asset_id=TOP_MOVERS_ASSET)},
+        created_at=iso(now),
+        updated_at=iso(now),
+        owner="ghost-3",
+        takeovers=3,
+    )
+    await storage.create(record)
+    done = (await wait_finished(api, [task_id], within=30))[task_id]
+    assert done["status"] == "error"
+    assert done["message"].startswith("Dead-lettered: its owner died 4 times")
+    assert done["trace"][-1]["step"] == "Dead letter"
+    listed = (await api.get("/tasks", params={"status": "error", "limit": 100})).json()
+    assert task_id in {t["task_id"] for t in listed["tasks"]}
+    await storage.close()
