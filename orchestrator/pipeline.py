@@ -76,12 +76,19 @@ class TaskRun:
     deps: Deps
     watchers: set[asyncio.Queue[dict[str, Any]]] = field(default_factory=set)
     cancel_requested: bool = False
+    finished_elsewhere: bool = False
     task: asyncio.Task[None] | None = None
     _write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def task_id(self) -> str:
         return self.record.task_id
+
+    def stop_finished_elsewhere(self) -> None:
+        """Stops this run because another writer finished the task (nothing more is written)."""
+        if self.task is not None and not self.task.done():
+            self.finished_elsewhere = True
+            self.task.cancel()
 
     # -- watching ---------------------------------------------------------------------------
 
@@ -179,9 +186,14 @@ class TaskRun:
             logger.info("task changed elsewhere (status, owner: %s); this run stops", stopped)
             self._publish()
         except asyncio.CancelledError:
-            if not self.cancel_requested:
+            if self.cancel_requested:
+                await self._finish_cancelled()
+            elif self.finished_elsewhere:
+                with contextlib.suppress(AppError):
+                    self.record, self.version = await self.deps.storage.get(self.task_id)
+                self._publish()
+            else:
                 raise
-            await self._finish_cancelled()
         except Exception as exc:
             logger.exception("task failed unexpectedly")
             reason = exc.message if isinstance(exc, AppError) else "internal error"

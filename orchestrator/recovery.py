@@ -8,11 +8,13 @@ observer's own clock*, or when a lease it saw before is gone (a replica deletes 
 it stops) — no clock synchronisation between hosts is needed.
 
 At each renewal a replica also reads the index of unfinished tasks (one LIST per 1000 of them,
-never the whole bucket). For a task it does not run whose owner is dead, it writes itself as the
-owner with compare-and-swap on the task's version: of several replicas racing for the same
-task exactly one write succeeds; the others get Conflict and back off. The winner continues
-from what was persisted, so finished sections are reused, not re-run. The previous owner, if it
-was only slow and not dead, loses its next compare-and-swap and stops running the task.
+never the whole bucket). A task it runs that has left the index was finished by another writer
+(a cancel through another replica): it stops running it. For a task it does not run whose
+owner is dead, it writes itself as the owner with compare-and-swap on the task's version: of
+several replicas racing for the same task exactly one write succeeds; the others get Conflict
+and back off. The winner continues from what was persisted, so finished sections are reused,
+not re-run. The previous owner, if it was only slow and not dead, loses its next
+compare-and-swap and stops running the task.
 
 A task taken over more than ``max_takeovers`` times (it keeps killing its owners) is
 dead-lettered: it ends in ``error`` with the reason in its trace, listable by status and
@@ -26,14 +28,14 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from common.errors import AppError, Conflict, NotFound
 from common.timeutil import iso, utcnow
 from orchestrator.models import SectionState, TaskRecord, TraceEntry
-from orchestrator.pipeline import aggregate
+from orchestrator.pipeline import TaskRun, aggregate
 from orchestrator.storage_client import LEASES, StorageClient
 
 logger = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ class Recovery:
         renew_s: float,
         max_takeovers: int,
         launch: Callable[[TaskRecord, str], object],
-        running: Callable[[str], bool],
+        runs: Mapping[str, TaskRun],
     ) -> None:
         self.storage = storage
         self.replica_id = replica_id
@@ -70,7 +72,7 @@ class Recovery:
         self.renew_s = renew_s
         self.max_takeovers = max_takeovers
         self._launch = launch
-        self._running = running
+        self._runs = runs
         self._lease_version: str | None = None
         self._seen: dict[str, _Seen] = {}
         self._owners: dict[str, str] = {}
@@ -146,10 +148,17 @@ class Recovery:
         self.alive = {n for n, s in current.items() if now - s.since <= self.ttl_s}
         self.alive.add(self.replica_id)
 
+        # Runs started before the listing had their marker written before it, so a run of
+        # that set whose marker is gone was finished by another writer (a cancel through
+        # another replica, or a takeover after we were cut off): stop it.
+        ours = set(self._runs)
         active = [task_id async for task_id in self.storage.active_ids()]
+        for task_id in ours.difference(active):
+            if run := self._runs.get(task_id):
+                run.stop_finished_elsewhere()
         self._owners = {t: o for t, o in self._owners.items() if t in set(active)}
         for task_id in active:
-            if self._running(task_id):
+            if task_id in self._runs:
                 continue
             owner = self._owners.get(task_id)
             if owner is None or not self._is_alive(owner):

@@ -72,7 +72,7 @@ class Orchestrator:
             renew_s=settings.lease_renew_s,
             max_takeovers=settings.max_takeovers,
             launch=self._launch,
-            running=self.runs.__contains__,
+            runs=self.runs,
         )
 
     # -- lifecycle --------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from common.errors import AppError, Unavailable
 from common.grpc_server import ServiceHost
 from common.logging import configure
 from common.settings import load_settings
+from storage_svc.objects import ObjectStore
 from storage_svc.servicer import SERVICE_NAME, StorageServicer
 from storage_svc.settings import StorageSettings
 from storage_svc.store import TaskStore
@@ -60,7 +61,7 @@ async def serve(settings: StorageSettings) -> None:
         host = ServiceHost(settings, "storage_svc")
         host.add(
             storage_pb2_grpc.add_StorageServiceServicer_to_server,
-            StorageServicer(store),
+            StorageServicer(store, ObjectStore(store.s3)),
             SERVICE_NAME,
         )
         await host.start()

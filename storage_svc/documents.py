@@ -1,4 +1,5 @@
-"""Task ids, task documents and page tokens: the checks storage_svc makes before touching S3.
+"""The checks storage_svc makes before touching S3: task ids and documents, object names and
+bodies, write preconditions, page sizes and page tokens.
 
 Pure functions, no I/O. A task id (``task_YYYYMMDDHHMMSS_<8 hex>``) embeds its UTC creation
 second, which is what lets the store list tasks newest first without reading them.
@@ -15,10 +16,15 @@ from typing import Any
 
 from common.errors import InvalidInput
 
-TASK_ID_RE = re.compile(r"^task_\d{14}_[0-9a-f]{8}$")
+# \Z, not $: "$" also matches before a trailing newline, which would then reach the key.
+TASK_ID_RE = re.compile(r"^task_\d{14}_[0-9a-f]{8}\Z")
+OBJECT_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}\Z")
+# Bytes; namespaced objects are small records (leases, idempotency keys), not documents.
+MAX_OBJECT_BODY = 64 * 1024
 
 _TASKS_PAGE = "t1:"
 _ACTIVE_PAGE = "a1:"
+_OBJECTS_PAGE = "o1:"
 
 
 def check_task_id(task_id: str) -> str:
@@ -64,6 +70,45 @@ def check_document(task_id: str, document: bytes) -> str:
     return status
 
 
+def check_object_name(name: str) -> str:
+    """Returns ``name`` if it is a valid object name, else raises :class:`InvalidInput`."""
+    if not OBJECT_NAME_RE.match(name):
+        raise InvalidInput(
+            f"object name {name[:80]!r} is malformed: expected 1-128 of [A-Za-z0-9._-]"
+        )
+    return name
+
+
+def check_object_body(name: str, body: bytes) -> None:
+    """Checks the body of object ``name``: a UTF-8 JSON object of at most 64 KiB."""
+    if len(body) > MAX_OBJECT_BODY:
+        raise InvalidInput(
+            f"body of object {name} is {len(body)} bytes; at most {MAX_OBJECT_BODY} are allowed"
+        )
+    try:
+        parsed: Any = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"body of object {name} is not UTF-8: {exc.reason}") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"body of object {name} is not valid JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise InvalidInput(f"body of object {name} must be a JSON object")
+
+
+def check_precondition(if_match: str | None, if_none_match: bool) -> None:
+    """Checks the precondition of a write: at most one, and no empty version."""
+    if if_match is not None and if_none_match:
+        raise InvalidInput("give at most one precondition: if_match or if_none_match")
+    if if_match is not None and not if_match:
+        raise InvalidInput("if_match is empty: pass the version returned by the last read")
+
+
+def check_page_size(page_size: int, most: int) -> None:
+    """Raises :class:`InvalidInput` unless ``1 <= page_size <= most``."""
+    if not 1 <= page_size <= most:
+        raise InvalidInput(f"page_size must be between 1 and {most}, got {page_size}")
+
+
 def status_of(document: bytes) -> str | None:
     """The ``status`` of a stored document, or None if it cannot be read as a task."""
     try:
@@ -94,16 +139,27 @@ def decode_active_token(token: str) -> str:
     return _decode(token, _ACTIVE_PAGE)
 
 
+def encode_objects_token(namespace: str, last_name: str) -> str:
+    """Opaque token of a page of ``namespace``: the next page starts after this name."""
+    return _encode(f"{_OBJECTS_PAGE}{namespace}:{last_name}")
+
+
+def decode_objects_token(namespace: str, token: str) -> str:
+    """The name an :func:`encode_objects_token` token of ``namespace`` carries; InvalidInput if
+    it is not one (a token of another namespace is not one)."""
+    return _decode(token, f"{_OBJECTS_PAGE}{namespace}:", OBJECT_NAME_RE)
+
+
 def _encode(text: str) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def _decode(token: str, kind: str) -> str:
+def _decode(token: str, kind: str, pattern: re.Pattern[str] = TASK_ID_RE) -> str:
     try:
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         text = ""
-    task_id = text[len(kind) :]
-    if not text.startswith(kind) or not TASK_ID_RE.match(task_id):
+    last = text[len(kind) :]
+    if not text.startswith(kind) or not pattern.match(last):
         raise InvalidInput("page_token is not a token this list returned; start without one")
-    return task_id
+    return last

@@ -13,6 +13,17 @@ layers never multiply. Failures become the platform's errors (:mod:`common.error
     anything else                                          Internal (logged)
 
 Messages carry the S3 error code and S3's own message, never a credential or a signature.
+
+On top of :meth:`S3Calls.call`, the JSON objects of the store (task documents and namespaced
+objects alike) are read, written and deleted through one code path: :meth:`S3Calls.read`,
+:meth:`S3Calls.read_many`, :meth:`S3Calls.put_json` and :meth:`S3Calls.delete`.
+
+**Compare-and-swap.** A write may carry the version (ETag) it replaces (``If-Match``) or demand
+that no object exists yet (``If-None-Match: *``). S3 evaluates the condition atomically, so of
+many writers holding the same version exactly one succeeds and the others get
+:class:`~common.errors.Conflict`. If a write whose earlier attempt timed out is rejected on
+retry, :meth:`S3Calls.put_json` re-reads the object: when it holds exactly our bytes, that
+earlier attempt did land and its version is returned instead of a false conflict.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import aioboto3
 from aiobotocore.config import AioConfig
@@ -75,6 +86,13 @@ _DENIED = frozenset(
 )
 # Errors raised while sending a request or reading an answer: the call may be retried.
 _TRANSPORT_ERRORS = (BotoConnectionError, HTTPClientError, IncompleteReadError, TimeoutError)
+
+
+class Stored(NamedTuple):
+    """The body of one stored object and its version (ETag)."""
+
+    body: bytes
+    version: str
 
 
 class Failure(enum.Enum):
@@ -139,6 +157,8 @@ class S3Calls:
         self._session: Any = session
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
+        # Shared by every listing, so concurrent list calls together stay within the bound.
+        self._reads = asyncio.Semaphore(settings.list_get_concurrency)
 
     @property
     def client(self) -> Any:
@@ -227,6 +247,100 @@ class S3Calls:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable: s3_max_attempts >= 1")
 
+    async def read(self, key: str) -> Stored | None:
+        """The object at ``key`` and its version, or None when there is none."""
+        client = self.client
+
+        async def attempt() -> Stored:
+            answer = await client.get_object(Bucket=self.bucket, Key=key)
+            async with answer["Body"] as body:
+                data = await body.read()
+            return Stored(data, str(answer["ETag"]))
+
+        try:
+            return await self.call("GetObject", attempt)
+        except NotFound:
+            return None
+
+    async def read_many(self, keys: list[str]) -> list[Stored | None]:
+        """:meth:`read` of every key, concurrently but at most ``list_get_concurrency`` at
+        once (across all callers); results in the order of ``keys``."""
+
+        async def read(key: str) -> Stored | None:
+            async with self._reads:
+                return await self.read(key)
+
+        return list(await asyncio.gather(*(read(key) for key in keys)))
+
+    async def put_json(
+        self,
+        key: str,
+        body: bytes,
+        *,
+        what: str,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+    ) -> str:
+        """Writes a JSON object (SSE AES256) under the given precondition; returns its version.
+
+        ``what`` names the object in error messages (``task task_…``). A lost compare-and-swap,
+        including ``if_match`` on an object deleted meanwhile, raises :class:`Conflict`.
+        """
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "Body": body,
+            "ContentType": "application/json",
+            "ServerSideEncryption": "AES256",
+        }
+        if if_match:
+            kwargs["IfMatch"] = if_match
+            conflict = _changed(what, if_match)
+        elif if_none_match:
+            kwargs["IfNoneMatch"] = "*"
+            conflict = f"{what} already exists"
+        else:
+            conflict = None
+        client = self.client
+        attempts = 0
+
+        async def attempt() -> str:
+            nonlocal attempts
+            attempts += 1
+            answer = await client.put_object(**kwargs)
+            return str(answer["ETag"])
+
+        try:
+            return await self.call("PutObject", attempt, conflict=conflict)
+        except NotFound:
+            # If-Match on a key that is gone: someone deleted the object meanwhile.
+            raise Conflict(f"{conflict}, but it no longer exists") from None
+        except Conflict:
+            if attempts > 1:
+                # An earlier attempt may have landed before its answer was lost.
+                stored = await self.read(key)
+                if stored is not None and stored.body == body:
+                    logger.info("%s: write landed on an earlier attempt", what)
+                    return stored.version
+            raise
+
+    async def delete(self, key: str, *, what: str, if_match: str | None = None) -> None:
+        """Deletes the object at ``key``, only at version ``if_match`` if given.
+
+        With ``if_match`` a missing object is :class:`NotFound` and another version
+        :class:`Conflict`; without it deleting a missing object succeeds (idempotent).
+        """
+        client = self.client
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if if_match:
+            kwargs["IfMatch"] = if_match
+        await self.call(
+            "DeleteObject",
+            lambda: client.delete_object(**kwargs),
+            not_found=f"{what} not found",
+            conflict=_changed(what, if_match or ""),
+        )
+
     def _error(
         self,
         op: str,
@@ -253,3 +367,8 @@ class S3Calls:
             return Internal(f"S3 refused access ({op}); see the storage service log")
         logger.error("S3 %s on bucket %s failed: %s", op, self.bucket, describe(exc))
         return Internal(f"S3 {op} failed; see the storage service log")
+
+
+def _changed(what: str, version: str) -> str:
+    """The message of a compare-and-swap lost to another writer."""
+    return f"{what} was changed by another writer: version {version} expected"

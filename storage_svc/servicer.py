@@ -1,4 +1,5 @@
-"""The gRPC face of storage_svc: ``wealthai.storage.v1.StorageService`` over a TaskStore.
+"""The gRPC face of storage_svc: ``wealthai.storage.v1.StorageService`` over a TaskStore and
+an ObjectStore.
 
 A thin adapter: it checks the request fields gRPC cannot (page size ranges, enum values),
 translates messages to store calls and back, and lets :class:`~common.errors.AppError` raised by
@@ -13,6 +14,7 @@ import grpc
 
 from common.errors import InvalidInput
 from common.logging import task_id_var
+from storage_svc.objects import MAX_OBJECTS_PAGE, Namespace, ObjectStore
 from storage_svc.store import ActiveIndex, TaskStore
 from wealthai.storage.v1 import storage_pb2, storage_pb2_grpc
 
@@ -22,12 +24,34 @@ DEFAULT_TASKS_PAGE = 20
 MAX_TASKS_PAGE = 100
 DEFAULT_ACTIVE_PAGE = 1000
 MAX_ACTIVE_PAGE = 1000
+DEFAULT_OBJECTS_PAGE = MAX_OBJECTS_PAGE
 
 _ACTIVE_INDEX = {
     storage_pb2.ACTIVE_INDEX_UNCHANGED: ActiveIndex.UNCHANGED,
     storage_pb2.ACTIVE_INDEX_ADD: ActiveIndex.ADD,
     storage_pb2.ACTIVE_INDEX_REMOVE: ActiveIndex.REMOVE,
 }
+
+_NAMESPACE = {
+    storage_pb2.NAMESPACE_LEASES: Namespace.LEASES,
+    storage_pb2.NAMESPACE_IDEMPOTENCY: Namespace.IDEMPOTENCY,
+}
+
+
+def _namespace(value: int) -> Namespace:
+    namespace = _NAMESPACE.get(value)
+    if namespace is None:
+        raise InvalidInput(f"namespace {value} is not NAMESPACE_LEASES or NAMESPACE_IDEMPOTENCY")
+    return namespace
+
+
+def _preconditions(request: Any) -> dict[str, Any]:
+    """The if_match / if_none_match arguments of a write from its ``precondition`` oneof."""
+    precondition = request.WhichOneof("precondition")
+    return {
+        "if_match": request.if_match if precondition == "if_match" else None,
+        "if_none_match": precondition == "if_none_match" and request.if_none_match,
+    }
 
 
 def _page_size(value: int, default: int, most: int) -> int:
@@ -39,23 +63,20 @@ def _page_size(value: int, default: int, most: int) -> int:
 
 
 class StorageServicer(storage_pb2_grpc.StorageServiceServicer):  # type: ignore[misc]
-    """Implements StorageService by delegating to one :class:`TaskStore`."""
+    """Implements StorageService by delegating to one :class:`TaskStore` and one
+    :class:`ObjectStore`."""
 
-    def __init__(self, store: TaskStore) -> None:
+    def __init__(self, store: TaskStore, objects: ObjectStore) -> None:
         self._store = store
+        self._objects = objects
 
     async def PutTask(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         task_id_var.set(request.task_id)
         active_index = _ACTIVE_INDEX.get(request.active_index)
         if active_index is None:
             raise InvalidInput(f"active_index {request.active_index} is not a known ActiveIndex")
-        precondition = request.WhichOneof("precondition")
         version = await self._store.put(
-            request.task_id,
-            request.document,
-            if_match=request.if_match if precondition == "if_match" else None,
-            if_none_match=precondition == "if_none_match" and request.if_none_match,
-            active_index=active_index,
+            request.task_id, request.document, active_index=active_index, **_preconditions(request)
         )
         return storage_pb2.PutTaskResponse(version=version)
 
@@ -84,3 +105,31 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):  # type: ignore[
         task_id_var.set(request.task_id)
         await self._store.delete(request.task_id, request.if_match or None)
         return storage_pb2.DeleteTaskResponse()
+
+    async def PutObject(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        version = await self._objects.put(
+            _namespace(request.namespace), request.name, request.body, **_preconditions(request)
+        )
+        return storage_pb2.PutObjectResponse(version=version)
+
+    async def GetObject(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        body, version = await self._objects.get(_namespace(request.namespace), request.name)
+        return storage_pb2.GetObjectResponse(body=body, version=version)
+
+    async def ListObjects(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        namespace = _namespace(request.namespace)
+        size = _page_size(request.page_size, DEFAULT_OBJECTS_PAGE, MAX_OBJECTS_PAGE)
+        objects, token = await self._objects.list(namespace, size, request.page_token)
+        return storage_pb2.ListObjectsResponse(
+            objects=[
+                storage_pb2.StoredObject(name=o.name, body=o.body, version=o.version)
+                for o in objects
+            ],
+            next_page_token=token,
+        )
+
+    async def DeleteObject(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._objects.delete(
+            _namespace(request.namespace), request.name, request.if_match or None
+        )
+        return storage_pb2.DeleteObjectResponse()

@@ -5,12 +5,15 @@ Layout under the prefix (``tasks/`` by default)::
     tasks/task_20251230182721_01e09305.json   the task document (SSE AES256)
     tasks/_active/task_20251230182721_01e09305 empty marker: the task is not finished yet
 
+Namespaced objects (``tasks/_leases/…``, ``tasks/_idempotency/…``) live in
+:mod:`storage_svc.objects`; neither listing here ever sees them (see below).
+
 **Compare-and-swap.** Every document write may carry the version (ETag) it replaces
-(``If-Match``) or demand that no document exists yet (``If-None-Match: *``). S3 evaluates the
-condition atomically, so of many writers holding the same version exactly one succeeds and the
-others get :class:`~common.errors.Conflict`; they re-read and try again. If a write whose earlier
-attempt timed out is rejected on retry, the store re-reads the object: when it holds exactly our
-bytes, that earlier attempt did land and its version is returned instead of a false conflict.
+(``If-Match``) or demand that no document exists yet (``If-None-Match: *``); of many writers
+holding the same version exactly one succeeds and the others get
+:class:`~common.errors.Conflict`; they re-read and try again. The write, and its recovery of an
+answer lost to a timeout, is :meth:`~storage_svc.s3calls.S3Calls.put_json`, shared with the
+namespaced objects.
 
 **Active index, and why a crash cannot lose an unfinished task.** The first write of a task
 (``ActiveIndex.ADD``) stores the marker *before* the document; the write that finishes the task
@@ -34,6 +37,10 @@ lifecycle rule has expired anything older. One call costs about
   batches; if the page is not filled by then, the call returns what it found and a token to
   continue.
 
+Only keys ``<prefix>task_YYYYMMDD….json`` are listed as tasks: the day prefixes leave out the
+active markers and the namespaced objects (``_active/``, ``_leases/``, ``_idempotency/``), and
+the active index is listed under ``_active/`` alone.
+
 Listing never reads every task document: the key names alone give the order, so only the
 documents of the page (or, filtered, the bounded scan) are read. The last page's token is empty:
 the store looks one task past a full page to know whether anything older exists. Documents
@@ -44,7 +51,6 @@ deleted between the LIST and the GET are skipped, so a page may hold fewer tasks
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 from collections.abc import Callable
@@ -52,12 +58,14 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, NamedTuple
 
-from common.errors import AppError, Conflict, InvalidInput, NotFound
+from common.errors import AppError, NotFound
 from common.timeutil import utcnow
 from storage_svc.bucket import ensure_bucket
 from storage_svc.documents import (
     TASK_ID_RE,
     check_document,
+    check_page_size,
+    check_precondition,
     check_task_id,
     decode_active_token,
     decode_tasks_token,
@@ -116,7 +124,6 @@ class TaskStore:
         self._clock = clock
         self._prefix = settings.s3_prefix
         self._active_prefix = settings.s3_prefix + ACTIVE_DIR
-        self._reads = asyncio.Semaphore(settings.list_get_concurrency)
 
     async def start(self) -> None:
         """Opens the S3 client (no S3 request is made yet)."""
@@ -167,13 +174,16 @@ class TaskStore:
         """
         check_task_id(task_id)
         status = check_document(task_id, document)
-        if if_match is not None and if_none_match:
-            raise InvalidInput("give at most one precondition: if_match or if_none_match")
-        if if_match is not None and not if_match:
-            raise InvalidInput("if_match is empty: pass the version returned by the last read")
+        check_precondition(if_match, if_none_match)
         if active_index is ActiveIndex.ADD:
             await self._put_marker(task_id)
-        version = await self._put_document(task_id, document, if_match, if_none_match)
+        version = await self.s3.put_json(
+            self.document_key(task_id),
+            document,
+            what=f"task {task_id}",
+            if_match=if_match,
+            if_none_match=if_none_match,
+        )
         logger.debug("task %s stored: status %s, version %s", task_id, status, version)
         if active_index is ActiveIndex.REMOVE:
             try:
@@ -201,16 +211,9 @@ class TaskStore:
         Without ``if_match`` deleting a missing task succeeds (deletes are idempotent).
         """
         check_task_id(task_id)
-        client = self.s3.client
-        kwargs: dict[str, Any] = {"Bucket": self.s3.bucket, "Key": self.document_key(task_id)}
-        if if_match:
-            kwargs["IfMatch"] = if_match
         try:
-            await self.s3.call(
-                "DeleteObject",
-                lambda: client.delete_object(**kwargs),
-                not_found=f"task {task_id} not found",
-                conflict=_changed(task_id, if_match or ""),
+            await self.s3.delete(
+                self.document_key(task_id), what=f"task {task_id}", if_match=if_match
             )
         except NotFound:
             await self._delete_marker(task_id)
@@ -220,7 +223,7 @@ class TaskStore:
 
     async def list_active(self, page_size: int, page_token: str = "") -> IdPage:
         """Ids of unfinished tasks, oldest first, from the active index (no document is read)."""
-        _check_page_size(page_size, 1000)
+        check_page_size(page_size, 1000)
         client = self.s3.client
         kwargs: dict[str, Any] = {
             "Bucket": self.s3.bucket,
@@ -267,66 +270,15 @@ class TaskStore:
         return found, last
 
     async def _read_many(self, task_ids: list[str]) -> list[StoredTask | None]:
-        async def read(task_id: str) -> StoredTask | None:
-            async with self._reads:
-                return await self._read(task_id)
-
-        return list(await asyncio.gather(*(read(task_id) for task_id in task_ids)))
+        found = await self.s3.read_many([self.document_key(tid) for tid in task_ids])
+        return [
+            None if got is None else StoredTask(tid, got.body, got.version)
+            for tid, got in zip(task_ids, found, strict=True)
+        ]
 
     async def _read(self, task_id: str) -> StoredTask | None:
-        client = self.s3.client
-
-        async def attempt() -> StoredTask:
-            answer = await client.get_object(Bucket=self.s3.bucket, Key=self.document_key(task_id))
-            async with answer["Body"] as body:
-                document = await body.read()
-            return StoredTask(task_id, document, str(answer["ETag"]))
-
-        try:
-            return await self.s3.call("GetObject", attempt)
-        except NotFound:
-            return None
-
-    async def _put_document(
-        self, task_id: str, document: bytes, if_match: str | None, if_none_match: bool
-    ) -> str:
-        client = self.s3.client
-        kwargs: dict[str, Any] = {
-            "Bucket": self.s3.bucket,
-            "Key": self.document_key(task_id),
-            "Body": document,
-            "ContentType": "application/json",
-            "ServerSideEncryption": "AES256",
-        }
-        if if_match:
-            kwargs["IfMatch"] = if_match
-            conflict = _changed(task_id, if_match)
-        elif if_none_match:
-            kwargs["IfNoneMatch"] = "*"
-            conflict = f"task {task_id} already exists"
-        else:
-            conflict = None
-        attempts = 0
-
-        async def attempt() -> str:
-            nonlocal attempts
-            attempts += 1
-            answer = await client.put_object(**kwargs)
-            return str(answer["ETag"])
-
-        try:
-            return await self.s3.call("PutObject", attempt, conflict=conflict)
-        except NotFound:
-            # If-Match on a key that is gone: someone deleted the task meanwhile.
-            raise Conflict(f"{conflict}, but the task no longer exists") from None
-        except Conflict:
-            if attempts > 1:
-                # An earlier attempt may have landed before its answer was lost.
-                stored = await self._read(task_id)
-                if stored is not None and stored.document == document:
-                    logger.info("task %s: write landed on an earlier attempt", task_id)
-                    return stored.version
-            raise
+        got = await self.s3.read(self.document_key(task_id))
+        return None if got is None else StoredTask(task_id, got.body, got.version)
 
     async def _put_marker(self, task_id: str) -> None:
         client = self.s3.client
@@ -355,7 +307,7 @@ class TaskStore:
         With ``status`` only tasks in that status are returned, reading at most
         ``list_scan_limit`` documents per call (a short page with a token means: go on).
         """
-        _check_page_size(page_size, 1000)
+        check_page_size(page_size, 1000)
         after = decode_tasks_token(page_token) if page_token else None
         now = self._clock()
         walker = NewestFirst(
@@ -373,12 +325,3 @@ class TaskStore:
             last = ids[-1] if ids else None
         more = last is not None and await walker.next() is not None
         return found, encode_tasks_token(last) if more and last else ""
-
-
-def _changed(task_id: str, version: str) -> str:
-    return f"task {task_id} was changed by another writer: version {version} expected"
-
-
-def _check_page_size(page_size: int, most: int) -> None:
-    if not 1 <= page_size <= most:
-        raise InvalidInput(f"page_size must be between 1 and {most}, got {page_size}")

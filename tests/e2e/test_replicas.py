@@ -123,7 +123,7 @@ async def test_two_orchestrators_racing_for_an_orphan_get_one_owner(api, stack: 
             renew_s=0.005,
             max_takeovers=3,
             launch=lambda rec, _v, n=n: launched.append(f"racer-{n}"),
-            running=lambda _t: False,
+            runs={},
         )
         for n in range(2)
     ]
@@ -247,3 +247,24 @@ async def test_a_task_that_keeps_killing_its_owners_is_dead_lettered(api, stack:
     listed = (await api.get("/tasks", params={"status": "error", "limit": 100})).json()
     assert task_id in {t["task_id"] for t in listed["tasks"]}
     await storage.close()
+
+
+async def test_cancel_through_another_replica_stops_the_owner(api, sim, s3, stack: Stack):
+    from common.channels import open_channel
+    from wealthai.orchestrator.v1 import orchestrator_pb2 as pb
+    from wealthai.orchestrator.v1 import orchestrator_pb2_grpc
+
+    await sim.patch("/_sim/config", json={"latency_median_s": 3.0, "latency_sigma": 0.1})
+    task_id = await submit(api, SEED)
+    doc = json.loads(s3.get_object(Bucket=BUCKET, Key=f"tasks/{task_id}.json")["Body"].read())
+    owner_index = int(doc["owner"].split("-")[1]) - 1  # "orchestrator-<n>-<hex>"
+    other = stack.ports.orchestrators[1 - owner_index]
+    async with open_channel(f"127.0.0.1:{other}") as channel:
+        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+        reply = await stub.CancelTask(pb.CancelTaskRequest(task_id=task_id))
+    assert reply.status == "cancelled"
+    await asyncio.sleep(4.0)  # past the sections' latency: an owner still running would finish
+    stats = await _sim_stats(sim)
+    assert stats["answers"]["success"] == 0, stats
+    status = (await api.get(f"/task/{task_id}/status")).json()
+    assert status["status"] == "cancelled"

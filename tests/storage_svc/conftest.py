@@ -19,6 +19,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from common.grpc_server import ServiceHost
+from storage_svc.objects import ObjectStore
 from storage_svc.servicer import SERVICE_NAME, StorageServicer
 from storage_svc.settings import StorageSettings
 from storage_svc.store import TaskStore
@@ -157,6 +158,12 @@ async def store(make_store: StoreFactory) -> TaskStore:
     return await make_store()
 
 
+@pytest.fixture
+def objects(store: TaskStore) -> ObjectStore:
+    """The namespaced objects of ``store``'s bucket, over its client."""
+    return ObjectStore(store.s3)
+
+
 HostFactory = Callable[[TaskStore], Awaitable[grpc.aio.Channel]]
 
 
@@ -170,7 +177,7 @@ async def serve() -> AsyncIterator[HostFactory]:
         host = ServiceHost(store.settings, "storage_svc")
         host.add(
             storage_pb2_grpc.add_StorageServiceServicer_to_server,
-            StorageServicer(store),
+            StorageServicer(store, ObjectStore(store.s3)),
             SERVICE_NAME,
         )
         port = await host.start()

@@ -9,9 +9,14 @@ import pytest
 from common.errors import InvalidInput
 from storage_svc.documents import (
     check_document,
+    check_object_body,
+    check_object_name,
+    check_task_id,
     decode_active_token,
+    decode_objects_token,
     decode_tasks_token,
     encode_active_token,
+    encode_objects_token,
     encode_tasks_token,
     status_of,
     task_day,
@@ -41,3 +46,32 @@ def test_page_tokens_round_trip_and_are_not_interchangeable() -> None:
         decode_tasks_token(active_token)
     with pytest.raises(InvalidInput):
         decode_active_token(tasks_token)
+
+
+def test_object_tokens_round_trip_and_belong_to_their_namespace() -> None:
+    token = encode_objects_token("leases", "orch-1.a_b")
+    assert "orch-1" not in token
+    assert decode_objects_token("leases", token) == "orch-1.a_b"
+    for other, namespace in [
+        (token, "idempotency"),
+        (encode_active_token(task_id()), "leases"),
+        (encode_objects_token("leases", "x/y"), "leases"),
+    ]:
+        with pytest.raises(InvalidInput, match="page_token"):
+            decode_objects_token(namespace, other)
+
+
+def test_object_names_and_bodies() -> None:
+    assert check_object_name("A-z_0.9") == "A-z_0.9"
+    assert check_object_name("x" * 128) == "x" * 128
+    check_object_body("n", b'{"a": [1]}')
+    check_object_body("n", b"{}")
+    with pytest.raises(InvalidInput, match="is 65537 bytes"):
+        check_object_body("n", b"{" + b" " * 65535 + b"}")
+
+
+def test_a_trailing_newline_is_not_part_of_a_valid_id_or_name() -> None:
+    with pytest.raises(InvalidInput, match="malformed"):
+        check_object_name("orch-1\n")
+    with pytest.raises(InvalidInput, match="malformed"):
+        check_task_id(task_id() + "\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -12,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from storage_svc.servicer import SERVICE_NAME
 from storage_svc.store import TaskStore
 from tests.helpers import free_port
-from tests.storage_svc.conftest import HostFactory, StoreFactory, document, task_id
+from tests.storage_svc.conftest import BUCKET, HostFactory, StoreFactory, document, task_id
 from wealthai.storage.v1 import storage_pb2 as pb
 from wealthai.storage.v1 import storage_pb2_grpc
 
@@ -178,3 +179,171 @@ async def test_s3_down_is_unavailable(make_store: StoreFactory, serve: HostFacto
     )
 
     assert details.startswith("S3 unavailable: GetObject failed")
+
+
+LEASES, IDEMPOTENCY = pb.NAMESPACE_LEASES, pb.NAMESPACE_IDEMPOTENCY
+
+
+def _lease(**fields: Any) -> bytes:
+    return json.dumps({"owner": "orch-1", **fields}).encode()
+
+
+async def test_put_get_and_update_object_round_trip(stub: Any, store: TaskStore) -> None:
+    created = await stub.PutObject(
+        pb.PutObjectRequest(namespace=LEASES, name="orch-1", body=_lease(), if_none_match=True)
+    )
+    got = await stub.GetObject(pb.GetObjectRequest(namespace=LEASES, name="orch-1"))
+    assert (got.body, got.version) == (_lease(), created.version)
+
+    updated = await stub.PutObject(
+        pb.PutObjectRequest(
+            namespace=LEASES, name="orch-1", body=_lease(n=2), if_match=created.version
+        )
+    )
+    assert updated.version != created.version
+    head = await store.s3.client.head_object(Bucket=BUCKET, Key="tasks/_leases/orch-1.json")
+    assert (head["ETag"], head["ServerSideEncryption"]) == (updated.version, "AES256")
+    await _fails(
+        stub.GetObject(pb.GetObjectRequest(namespace=IDEMPOTENCY, name="orch-1")),
+        grpc.StatusCode.NOT_FOUND,
+    )
+
+
+async def test_conflicting_object_writes_are_aborted(stub: Any) -> None:
+    request = pb.PutObjectRequest(
+        namespace=LEASES, name="orch-1", body=_lease(), if_none_match=True
+    )
+    first = await stub.PutObject(request)
+    details = await _fails(stub.PutObject(request), grpc.StatusCode.ABORTED)
+    assert "already exists" in details
+
+    await stub.PutObject(pb.PutObjectRequest(namespace=LEASES, name="orch-1", body=_lease(n=2)))
+    details = await _fails(
+        stub.PutObject(
+            pb.PutObjectRequest(
+                namespace=LEASES, name="orch-1", body=_lease(n=3), if_match=first.version
+            )
+        ),
+        grpc.StatusCode.ABORTED,
+    )
+    assert f"version {first.version} expected" in details
+
+
+async def test_of_concurrent_object_writers_over_grpc_exactly_one_wins(stub: Any) -> None:
+    first = await stub.PutObject(pb.PutObjectRequest(namespace=LEASES, name="l", body=_lease()))
+    calls = [
+        stub.PutObject(
+            pb.PutObjectRequest(
+                namespace=LEASES, name="l", body=_lease(writer=w), if_match=first.version
+            )
+        )
+        for w in range(8)
+    ]
+
+    results = await asyncio.gather(*calls, return_exceptions=True)
+
+    winners = [r for r in results if isinstance(r, pb.PutObjectResponse)]
+    losers = [r for r in results if not isinstance(r, pb.PutObjectResponse)]
+    assert len(winners) == 1, results
+    assert all(
+        isinstance(r, grpc.aio.AioRpcError) and r.code() == grpc.StatusCode.ABORTED for r in losers
+    ), losers
+    got = await stub.GetObject(pb.GetObjectRequest(namespace=LEASES, name="l"))
+    assert got.version == winners[0].version
+
+
+async def test_list_objects_pages_with_bodies_and_versions(stub: Any) -> None:
+    versions = {}
+    for n in range(5):
+        name = f"key-{n}"
+        answer = await stub.PutObject(
+            pb.PutObjectRequest(namespace=IDEMPOTENCY, name=name, body=_lease(owner=name))
+        )
+        versions[name] = answer.version
+
+    first = await stub.ListObjects(pb.ListObjectsRequest(namespace=IDEMPOTENCY, page_size=3))
+    rest = await stub.ListObjects(
+        pb.ListObjectsRequest(namespace=IDEMPOTENCY, page_token=first.next_page_token)
+    )
+    everything = await stub.ListObjects(pb.ListObjectsRequest(namespace=IDEMPOTENCY))
+
+    listed = list(first.objects) + list(rest.objects)
+    assert [o.name for o in first.objects] == ["key-0", "key-1", "key-2"]
+    assert ([o.name for o in rest.objects], rest.next_page_token) == (["key-3", "key-4"], "")
+    assert {o.name: o.version for o in listed} == versions
+    assert all(o.body == _lease(owner=o.name) for o in listed)
+    assert ([o.name for o in everything.objects], everything.next_page_token) == (
+        sorted(versions),
+        "",
+    )
+    empty = await stub.ListObjects(pb.ListObjectsRequest(namespace=LEASES))
+    assert (list(empty.objects), empty.next_page_token) == ([], "")
+
+
+async def test_delete_object_semantics(stub: Any) -> None:
+    put = await stub.PutObject(pb.PutObjectRequest(namespace=LEASES, name="l", body=_lease()))
+    await _fails(
+        stub.DeleteObject(pb.DeleteObjectRequest(namespace=LEASES, name="l", if_match='"old"')),
+        grpc.StatusCode.ABORTED,
+    )
+
+    await stub.DeleteObject(
+        pb.DeleteObjectRequest(namespace=LEASES, name="l", if_match=put.version)
+    )
+
+    await _fails(
+        stub.GetObject(pb.GetObjectRequest(namespace=LEASES, name="l")), grpc.StatusCode.NOT_FOUND
+    )
+    details = await _fails(
+        stub.DeleteObject(pb.DeleteObjectRequest(namespace=LEASES, name="l", if_match=put.version)),
+        grpc.StatusCode.NOT_FOUND,
+    )
+    assert "object leases/l not found" in details
+    await stub.DeleteObject(pb.DeleteObjectRequest(namespace=LEASES, name="l"))
+
+
+async def test_bad_object_requests_are_invalid_argument(stub: Any) -> None:
+    unspecified = pb.NAMESPACE_UNSPECIFIED
+    calls = [
+        stub.PutObject(pb.PutObjectRequest(namespace=unspecified, name="l", body=_lease())),
+        stub.PutObject(pb.PutObjectRequest(namespace=7, name="l", body=_lease())),
+        stub.PutObject(pb.PutObjectRequest(namespace=LEASES, name="a/b", body=_lease())),
+        stub.PutObject(pb.PutObjectRequest(namespace=LEASES, name="", body=_lease())),
+        stub.PutObject(pb.PutObjectRequest(namespace=LEASES, name="l", body=b"[]")),
+        stub.PutObject(pb.PutObjectRequest(namespace=LEASES, name="l", body=b"\xff")),
+        stub.PutObject(pb.PutObjectRequest(namespace=LEASES, name="l", body=b"{" * 70_000)),
+        stub.PutObject(pb.PutObjectRequest(namespace=LEASES, name="l", body=_lease(), if_match="")),
+        stub.GetObject(pb.GetObjectRequest(namespace=unspecified, name="l")),
+        stub.GetObject(pb.GetObjectRequest(namespace=LEASES, name="../l")),
+        stub.DeleteObject(pb.DeleteObjectRequest(namespace=unspecified, name="l")),
+        stub.DeleteObject(pb.DeleteObjectRequest(namespace=LEASES, name="l" * 129)),
+        stub.ListObjects(pb.ListObjectsRequest(namespace=unspecified)),
+        stub.ListObjects(pb.ListObjectsRequest(namespace=LEASES, page_size=1001)),
+        stub.ListObjects(pb.ListObjectsRequest(namespace=LEASES, page_size=-1)),
+        stub.ListObjects(pb.ListObjectsRequest(namespace=LEASES, page_token="garbage")),
+    ]
+    details = [await _fails(call, grpc.StatusCode.INVALID_ARGUMENT) for call in calls]
+    assert "namespace 0 is not" in details[0]
+    assert "object name" in details[2]
+    assert "must be a JSON object" in details[4]
+    assert "at most 65536" in details[6]
+    assert "page_size" in details[13]
+    assert "page_token" in details[15]
+    listed = await stub.ListObjects(pb.ListObjectsRequest(namespace=LEASES))
+    assert list(listed.objects) == []
+
+
+async def test_task_rpcs_never_see_objects(stub: Any) -> None:
+    tid = task_id()
+    await stub.PutTask(pb.PutTaskRequest(task_id=tid, document=document(tid), active_index=ADD))
+    for namespace in (LEASES, IDEMPOTENCY):
+        name = task_id(n=1)
+        await stub.PutObject(
+            pb.PutObjectRequest(namespace=namespace, name=name, body=document(name))
+        )
+
+    tasks = await stub.ListTasks(pb.ListTasksRequest(page_size=100))
+    active = await stub.ListActiveTasks(pb.ListActiveTasksRequest())
+
+    assert [t.task_id for t in tasks.tasks] == [tid]
+    assert list(active.task_ids) == [tid]
