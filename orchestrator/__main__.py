@@ -45,8 +45,8 @@ async def serve(settings: OrchestratorSettings) -> None:
         OrchestratorServicer(orchestrator),
         SERVICE_NAME,
     )
-    await host.start()
-    await orchestrator.start()
+    port = await host.start()
+    await orchestrator.start(settings.advertise_address or f"{settings.host}:{port}")
     try:
         await host.run_until_signal()
     finally:

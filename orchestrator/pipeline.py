@@ -76,19 +76,12 @@ class TaskRun:
     deps: Deps
     watchers: set[asyncio.Queue[dict[str, Any]]] = field(default_factory=set)
     cancel_requested: bool = False
-    finished_elsewhere: bool = False
     task: asyncio.Task[None] | None = None
     _write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def task_id(self) -> str:
         return self.record.task_id
-
-    def stop_finished_elsewhere(self) -> None:
-        """Stops this run because another writer finished the task (nothing more is written)."""
-        if self.task is not None and not self.task.done():
-            self.finished_elsewhere = True
-            self.task.cancel()
 
     # -- watching ---------------------------------------------------------------------------
 
@@ -134,7 +127,6 @@ class TaskRun:
 
     async def _persist(self, change: Callable[[TaskRecord], None]) -> None:
         """Applies ``change`` and writes the record, retrying while storage is unavailable.
-        The write that makes the task terminal also drops it from the index of unfinished tasks.
 
         On a lost compare-and-swap the stored record is re-read: if another writer finished
         the task this run stops; otherwise ``change`` is applied to the fresh record.
@@ -144,9 +136,7 @@ class TaskRun:
             delay = 0.2
             while True:
                 try:
-                    self.version = await self.deps.storage.update(
-                        self.record, self.version, finished=self.record.status.terminal
-                    )
+                    self.version = await self.deps.storage.update(self.record, self.version)
                     return
                 except Conflict:
                     fresh, version = await self.deps.storage.get(self.task_id)
@@ -186,14 +176,9 @@ class TaskRun:
             logger.info("task changed elsewhere (status, owner: %s); this run stops", stopped)
             self._publish()
         except asyncio.CancelledError:
-            if self.cancel_requested:
-                await self._finish_cancelled()
-            elif self.finished_elsewhere:
-                with contextlib.suppress(AppError):
-                    self.record, self.version = await self.deps.storage.get(self.task_id)
-                self._publish()
-            else:
+            if not self.cancel_requested:
                 raise
+            await self._finish_cancelled()
         except Exception as exc:
             logger.exception("task failed unexpectedly")
             reason = exc.message if isinstance(exc, AppError) else "internal error"

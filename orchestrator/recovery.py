@@ -1,24 +1,28 @@
 """Leases and takeover: how several orchestrator replicas share one bucket safely.
 
-Each replica keeps one lease object (``<prefix>_leases/<replica_id>.json``) and rewrites it every
-``lease_renew_s``: keeping leases alive costs one S3 write per replica per interval, whatever
-the number of running tasks. A task's document names its ``owner``. A replica counts another as
-dead when that replica's lease version has not changed for ``lease_ttl_s`` *as measured on the
-observer's own clock*, or when a lease it saw before is gone (a replica deletes its lease when
-it stops) — no clock synchronisation between hosts is needed.
+Each replica keeps one lease object (``<prefix>_leases/<replica_id>.json``) holding its gRPC
+address and the ids of the unfinished tasks it owns, and rewrites it every ``lease_renew_s``:
+keeping leases alive costs one S3 write per replica per interval, whatever the number of
+running tasks, and the leases *are* the index of unfinished work — a task costs no extra write
+to be findable. A replica counts another as dead when that replica's lease version has not
+changed for ``lease_ttl_s`` *as measured on the observer's own clock* — no clock
+synchronisation between hosts is needed — or at once when its last lease says it stopped.
 
-At each renewal a replica also reads the index of unfinished tasks (one LIST per 1000 of them,
-never the whole bucket). A task it runs that has left the index was finished by another writer
-(a cancel through another replica): it stops running it. For a task it does not run whose
-owner is dead, it writes itself as the owner with compare-and-swap on the task's version: of
-several replicas racing for the same task exactly one write succeeds; the others get Conflict
-and back off. The winner continues from what was persisted, so finished sections are reused,
-not re-run. The previous owner, if it was only slow and not dead, loses its next
-compare-and-swap and stops running the task.
+For a dead replica, the tasks to look at are the ones its lease lists plus the ones it created
+after its last renewal (task ids carry their creation second in the creator's own clock, the
+same clock that wrote ``renewed_at``; a newest-first listing stops at that point). So finding
+orphans costs S3 calls in proportion to the dead replica's unfinished tasks and its last few
+seconds of submissions, never to all tasks ever stored. For each such task whose owner is still
+the dead replica, the observer writes itself as owner with compare-and-swap on the task's
+version: of several replicas racing, exactly one write succeeds, the others get Conflict and
+back off. The winner continues from what was persisted, so finished sections are reused, not
+re-run. Once every task of a dead lease is handled, the lease is deleted. A replica that was
+only cut off, not dead, loses its next compare-and-swap on each task and stops running it.
 
-A task taken over more than ``max_takeovers`` times (it keeps killing its owners) is
-dead-lettered: it ends in ``error`` with the reason in its trace, listable by status and
-retriable with ``RetryTask``.
+A replica renews at once after taking tasks over or reopening one (retry), because those tasks
+are not found through the creation-time window. A task taken over more than ``max_takeovers``
+times (it keeps killing its owners) is dead-lettered: it ends in ``error`` with the reason in its
+trace, listable by status and retriable.
 """
 
 from __future__ import annotations
@@ -29,27 +33,32 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 from common.errors import AppError, Conflict, NotFound
-from common.timeutil import iso, utcnow
+from common.timeutil import iso, parse_iso, utcnow
 from orchestrator.models import SectionState, TaskRecord, TraceEntry
 from orchestrator.pipeline import TaskRun, aggregate
 from orchestrator.storage_client import LEASES, StorageClient
 
 logger = logging.getLogger(__name__)
 
-# A marker younger than this may belong to a submission still in flight on another replica.
-_ORPHAN_MARKER_AGE = timedelta(minutes=10)
-# A lease dead for this many TTLs is deleted so the lease namespace stays small.
-_FORGET_AFTER_TTLS = 10
+# Task ids have one-second resolution; look a little further back than the last renewal.
+_WINDOW_MARGIN = timedelta(seconds=2)
+_WINDOW_PAGE = 10
 
 
 @dataclass
-class _Seen:
+class Lease:
+    """What a replica's lease says, and since when (our clock) it has said it."""
+
     version: str
-    since: float  # monotonic time this version was first seen
+    since: float
+    address: str = ""
+    renewed_at: str = ""
+    tasks: list[str] = field(default_factory=list)
+    stopped: bool = False
 
 
 class Recovery:
@@ -60,6 +69,7 @@ class Recovery:
         storage: StorageClient,
         replica_id: str,
         *,
+        address: str,
         ttl_s: float,
         renew_s: float,
         max_takeovers: int,
@@ -68,18 +78,21 @@ class Recovery:
     ) -> None:
         self.storage = storage
         self.replica_id = replica_id
+        self.address = address
         self.ttl_s = ttl_s
         self.renew_s = renew_s
         self.max_takeovers = max_takeovers
         self._launch = launch
         self._runs = runs
         self._lease_version: str | None = None
-        self._seen: dict[str, _Seen] = {}
-        self._owners: dict[str, str] = {}
+        self.leases: dict[str, Lease] = {}
         self._started = time.monotonic()
         self._loop_task: asyncio.Task[None] | None = None
-        self.alive: set[str] = {replica_id}
+        self._renew_lock = asyncio.Lock()
+        self._blind = False
         self.taken_over = 0
+
+    # -- own lease --------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Writes the first lease (retrying while storage is down), then renews and scans."""
@@ -95,127 +108,175 @@ class Recovery:
         logger.info("replica %s holds its lease (ttl %.1fs)", self.replica_id, self.ttl_s)
         self._loop_task = asyncio.create_task(self._loop(), name="lease-and-recovery")
 
-    async def stop(self) -> None:
-        """Stops renewing and gives the lease up, so others take over at once."""
+    async def stop(self, unfinished: list[str]) -> None:
+        """Stops renewing and writes a last lease that lists the tasks this replica leaves
+        unfinished and says it stopped, so the other replicas take them over at once."""
         if self._loop_task:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
-        if self._lease_version:
-            with contextlib.suppress(AppError):
-                await self.storage.delete_object(LEASES, self.replica_id, self._lease_version)
+        with contextlib.suppress(AppError):
+            await self.renew(unfinished, stopped=True)
 
     async def _loop(self) -> None:
+        # Renewal runs on its own so a long scan can never make this replica look dead.
+        renewer = asyncio.create_task(self._renew_loop(), name="lease-renewal")
+        try:
+            while True:
+                await asyncio.sleep(self.renew_s)
+                try:
+                    if await self.scan():
+                        await self.renew()
+                except AppError as exc:
+                    self._blind = True
+                    logger.warning("scan for orphaned tasks failed: %s", exc)
+                except Exception:
+                    self._blind = True
+                    logger.exception("scan for orphaned tasks failed")
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+
+    async def _renew_loop(self) -> None:
         while True:
             await asyncio.sleep(self.renew_s)
             try:
                 await self.renew()
-                await self.scan()
             except AppError as exc:
-                logger.warning("lease renewal or scan failed: %s", exc)
-            except Exception:
-                logger.exception("lease renewal or scan failed")
+                logger.warning("lease renewal failed: %s", exc)
 
-    async def renew(self) -> None:
-        body = json.dumps({"replica_id": self.replica_id, "renewed_at": iso(utcnow())}).encode()
-        try:
-            self._lease_version = await self.storage.put_object(
-                LEASES, self.replica_id, body, version=self._lease_version
-            )
-        except (Conflict, NotFound):
-            # Our lease was removed as long dead (we were cut off); write a new one.
-            logger.warning("lease of %s was lost; taking a new one", self.replica_id)
-            self._lease_version = await self.storage.put_object(
-                LEASES, self.replica_id, body, version=None
-            )
+    async def renew(self, tasks: list[str] | None = None, *, stopped: bool = False) -> None:
+        """Rewrites the lease with the ids of the tasks this replica runs now."""
+        async with self._renew_lock:
+            body = json.dumps(
+                {
+                    "replica_id": self.replica_id,
+                    "address": self.address,
+                    "renewed_at": iso(utcnow()),
+                    "tasks": sorted(self._runs if tasks is None else tasks),
+                    "stopped": stopped,
+                }
+            ).encode()
+            try:
+                self._lease_version = await self.storage.put_object(
+                    LEASES, self.replica_id, body, version=self._lease_version
+                )
+            except (Conflict, NotFound):
+                # Our lease was handled as dead (we were cut off); start a new one.
+                logger.warning("lease of %s was lost; taking a new one", self.replica_id)
+                self._lease_version = await self.storage.put_object(
+                    LEASES, self.replica_id, body, version=None
+                )
 
-    # -- finding and taking orphaned tasks ---------------------------------------------------
+    # -- other replicas ---------------------------------------------------------------------
 
-    async def scan(self) -> None:
-        """Updates which replicas are alive, then takes over tasks whose owner is dead."""
-        now = time.monotonic()
-        current: dict[str, _Seen] = {}
-        for name, _body, version in await self.storage.list_objects(LEASES):
-            seen = self._seen.get(name)
-            current[name] = seen if seen and seen.version == version else _Seen(version, now)
-            if (
-                name != self.replica_id
-                and now - current[name].since > _FORGET_AFTER_TTLS * self.ttl_s
-            ):
-                with contextlib.suppress(AppError):
-                    await self.storage.delete_object(LEASES, name, version)
-        self._seen = current
-        self.alive = {n for n, s in current.items() if now - s.since <= self.ttl_s}
-        self.alive.add(self.replica_id)
-
-        # Runs started before the listing had their marker written before it, so a run of
-        # that set whose marker is gone was finished by another writer (a cancel through
-        # another replica, or a takeover after we were cut off): stop it.
-        ours = set(self._runs)
-        active = [task_id async for task_id in self.storage.active_ids()]
-        for task_id in ours.difference(active):
-            if run := self._runs.get(task_id):
-                run.stop_finished_elsewhere()
-        self._owners = {t: o for t, o in self._owners.items() if t in set(active)}
-        for task_id in active:
-            if task_id in self._runs:
-                continue
-            owner = self._owners.get(task_id)
-            if owner is None or not self._is_alive(owner):
-                await self.consider(task_id)
-
-    def _is_alive(self, owner: str) -> bool:
-        if owner in self.alive:
+    def is_alive(self, replica: str) -> bool:
+        if replica == self.replica_id:
             return True
-        # An owner whose lease we never saw is given one TTL after our own start to show up.
-        never_seen = owner not in self._seen
-        return never_seen and time.monotonic() - self._started <= self.ttl_s
+        lease = self.leases.get(replica)
+        if lease is not None and lease.stopped:
+            return False
+        since = lease.since if lease else self._started
+        return time.monotonic() - since <= self.ttl_s
 
-    async def consider(self, task_id: str) -> bool:
-        """Takes ``task_id`` over if its owner is dead; True when this replica now runs it."""
-        try:
-            record, version = await self.storage.get(task_id)
-        except NotFound:
-            await self._drop_orphan_marker(task_id)
-            return False
-        if record.status.terminal:
-            # A crash came between the finishing write and the marker's removal.
-            await self.storage.update(record, version, finished=True)
-            return False
-        if record.owner and self._is_alive(record.owner):
-            self._owners[task_id] = record.owner
-            return False
+    def address_of(self, replica: str) -> str:
+        lease = self.leases.get(replica)
+        return lease.address if lease and self.is_alive(replica) else ""
+
+    @property
+    def alive(self) -> set[str]:
+        return {name for name in self.leases if self.is_alive(name)} | {self.replica_id}
+
+    async def scan(self) -> int:
+        """Reads every lease and takes over the tasks of dead replicas; returns how many."""
+        listed = await self.storage.list_objects(LEASES)
+        now = time.monotonic()
+        # After a stretch without storage, nobody's lease could be seen changing: judge them
+        # afresh rather than declare every replica dead (they could not write either).
+        fresh_start, self._blind = self._blind, False
+        current: dict[str, Lease] = {}
+        for name, raw, version in listed:
+            seen = self.leases.get(name)
+            body = json.loads(raw)
+            unchanged = seen is not None and seen.version == version and not fresh_start
+            current[name] = Lease(
+                version=version,
+                since=seen.since if seen and unchanged else now,
+                address=str(body.get("address", "")),
+                renewed_at=str(body.get("renewed_at", "")),
+                tasks=list(body.get("tasks", [])),
+                stopped=bool(body.get("stopped", False)),
+            )
+        self.leases = current
+        taken = 0
+        for name, lease in list(current.items()):
+            if not self.is_alive(name):
+                taken += await self._recover(name, lease)
+        return taken
+
+    async def _recover(self, dead: str, lease: Lease) -> int:
+        """Takes over every unfinished task of ``dead``, then deletes its lease."""
+        logger.info("replica %s is dead; recovering its tasks", dead)
+        taken = 0
+        seen: set[str] = set()
+        async for record, version in self._created_after(lease.renewed_at):
+            seen.add(record.task_id)
+            if record.owner == dead and not record.status.terminal:
+                taken += await self.take_over(record, version)
+        for task_id in lease.tasks:
+            if task_id in seen or task_id in self._runs:
+                continue
+            try:
+                record, version = await self.storage.get(task_id)
+            except NotFound:
+                continue
+            if record.owner == dead and not record.status.terminal:
+                taken += await self.take_over(record, version)
+        with contextlib.suppress(AppError):
+            await self.storage.delete_object(LEASES, dead, lease.version)
+        self.leases.pop(dead, None)
+        return taken
+
+    async def _created_after(self, renewed_at: str):  # type: ignore[no-untyped-def]
+        """Tasks created since shortly before ``renewed_at``, newest first."""
+        if not renewed_at:
+            return
+        start = f"task_{parse_iso(renewed_at) - _WINDOW_MARGIN:%Y%m%d%H%M%S}"
+        token = ""
+        while True:
+            records, token = await self.storage.list_tasks(_WINDOW_PAGE, token)
+            for record, version in records:
+                if record.task_id < start:
+                    return
+                yield record, version
+            if not token:
+                return
+
+    async def take_over(self, record: TaskRecord, version: str) -> int:
+        """Makes this replica the owner of ``record`` (compare-and-swap on ``version``) and
+        runs it, or dead-letters it; 1 when this replica won the task."""
         previous = record.owner or "none"
         record.owner = self.replica_id
         record.takeovers += 1
-        now = iso(utcnow())
         if record.takeovers > self.max_takeovers:
             _dead_letter(record, f"its owner died {record.takeovers} times (last: {previous})")
-            try:
-                await self.storage.update(record, version, finished=True)
-            except Conflict:
-                return False
-            logger.warning("task %s dead-lettered after %d takeovers", task_id, record.takeovers)
-            return False
+            with contextlib.suppress(Conflict):
+                await self.storage.update(record, version)
+                logger.warning("task %s dead-lettered", record.task_id)
+            return 0
         record.trace.append(
-            TraceEntry(step="Takeover", status="completed", at=now, detail=f"from {previous}")
+            TraceEntry(step="Takeover", status="completed", at=iso(utcnow()), detail=previous)
         )
         try:
-            version = await self.storage.update(record, version, finished=False)
+            version = await self.storage.update(record, version)
         except Conflict:
-            logger.info("task %s was taken over by another replica first", task_id)
-            self._owners.pop(task_id, None)
-            return False
-        logger.info("took task %s over from %s", task_id, previous)
+            logger.info("task %s was taken over by another replica first", record.task_id)
+            return 0
+        logger.info("took task %s over from %s", record.task_id, previous)
         self.taken_over += 1
         self._launch(record, version)
-        return True
-
-    async def _drop_orphan_marker(self, task_id: str) -> None:
-        """Removes the marker of a task whose first write never landed, once it is old."""
-        created = datetime.strptime(task_id[5:19], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
-        if utcnow() - created > _ORPHAN_MARKER_AGE:
-            await self.storage.delete(task_id)
+        return 1
 
 
 def _dead_letter(record: TaskRecord, reason: str) -> None:

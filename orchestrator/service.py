@@ -21,6 +21,7 @@ from common.timeutil import iso, utcnow
 from orchestrator.detection import detect
 from orchestrator.idempotency import check_key, claim, request_digest
 from orchestrator.models import SectionResult, SectionState, TaskRecord, TaskState, TraceEntry
+from orchestrator.peers import cancel_on_owner
 from orchestrator.pipeline import Deps, TaskRun, mark_cancelled
 from orchestrator.recovery import Recovery
 from orchestrator.settings import OrchestratorSettings
@@ -65,9 +66,11 @@ class Orchestrator:
         self.submitted = 0
         self.finished: Counter[str] = Counter()
         self._digest_key = digest_key
+        self.replica_id = deps.replica_id
         self.recovery = Recovery(
             deps.storage,
             deps.replica_id,
+            address="",
             ttl_s=settings.lease_ttl_s,
             renew_s=settings.lease_renew_s,
             max_takeovers=settings.max_takeovers,
@@ -77,19 +80,22 @@ class Orchestrator:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Joins the replicas (lease), then finds work: unfinished tasks whose owner is dead."""
+    async def start(self, address: str) -> None:
+        """Joins the replicas (lease, published with this replica's ``address``), then finds
+        work: unfinished tasks whose owner is dead."""
+        self.recovery.address = address
         await self.deps.pool.start()
         await self.recovery.start()
 
     async def stop(self) -> None:
         """Stops every run without finishing it and gives the lease up: the tasks stay
         unfinished in storage and another replica (or the next start) takes them over."""
+        unfinished = list(self.runs)
         runs = [r.task for r in self.runs.values() if r.task]
         for task in runs:
             task.cancel()
         await asyncio.gather(*runs, return_exceptions=True)
-        await self.recovery.stop()
+        await self.recovery.stop(unfinished)
         await self.deps.pool.close()
         await self.deps.storage.close()
 
@@ -212,13 +218,13 @@ class Orchestrator:
         if status and status not in {s.value for s in TaskState}:
             allowed = ", ".join(s.value for s in TaskState)
             raise InvalidInput(f"status: must be one of {allowed}")
-        records, token = await self.deps.storage.list_tasks(limit or 20, status, page_token)
-        return [
-            self.runs[r.task_id].record if r.task_id in self.runs else r for r in records
-        ], token
+        page, token = await self.deps.storage.list_tasks(limit or 20, page_token, status)
+        live = [self.runs[r.task_id].record if r.task_id in self.runs else r for r, _ in page]
+        return live, token
 
     async def cancel(self, task_id: str) -> TaskRecord:
-        """Stops the task's running sections and records it as cancelled."""
+        """Stops the task's running sections and records it as cancelled. A task another live
+        replica runs is cancelled by that replica (it alone can stop the sections)."""
         check_task_id(task_id)
         if (run := self.runs.get(task_id)) and run.task:
             run.cancel_requested = True
@@ -229,8 +235,12 @@ class Orchestrator:
         record, version = await self.deps.storage.get(task_id)
         if record.status.terminal:
             raise WrongState(f"task {task_id} already finished as {record.status.value}")
+        owner = self.recovery.address_of(record.owner) if record.owner != self.replica_id else ""
+        if owner and await cancel_on_owner(owner, task_id):
+            record, _ = await self.deps.storage.get(task_id)
+            return record
         mark_cancelled(record)
-        await self.deps.storage.update(record, version, finished=True)
+        await self.deps.storage.update(record, version)
         return record
 
     async def retry(self, task_id: str) -> TaskRecord:
@@ -261,8 +271,9 @@ class Orchestrator:
         record.trace.append(
             TraceEntry(step="Retry", status="started", at=now, detail=", ".join(failed))
         )
-        version = await self.deps.storage.update(record, version, finished=False, reopened=True)
+        version = await self.deps.storage.update(record, version)
         self._launch(record, version)
+        await self.recovery.renew()  # the lease now lists it: found again if this replica dies
         return record
 
     async def watch(self, task_id: str) -> AsyncIterator[dict[str, Any]]:

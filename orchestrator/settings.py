@@ -44,6 +44,11 @@ class OrchestratorSettings(ServiceSettings):
         description="Readable prefix of this replica's id (default: the host name); a random "
         "suffix keeps every process's id unique.",
     )
+    advertise_address: str = Field(
+        "",
+        description="host:port other replicas reach this one at (default: host and port); "
+        "set it to the pod address when binding 0.0.0.0.",
+    )
     lease_ttl_s: float = Field(
         10.0, gt=0, description="A replica whose lease is not renewed for this long is dead."
     )

@@ -6,8 +6,6 @@ sees a gRPC type.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -18,9 +16,6 @@ from wealthai.storage.v1 import storage_pb2, storage_pb2_grpc
 
 _CALL_TIMEOUT_S = 30.0
 
-ADD = storage_pb2.ACTIVE_INDEX_ADD
-REMOVE = storage_pb2.ACTIVE_INDEX_REMOVE
-UNCHANGED = storage_pb2.ACTIVE_INDEX_UNCHANGED
 LEASES = storage_pb2.NAMESPACE_LEASES
 IDEMPOTENCY = storage_pb2.NAMESPACE_IDEMPOTENCY
 
@@ -39,23 +34,14 @@ class StorageClient:
     async def create(self, record: TaskRecord) -> str:
         """Stores a new task (fails with Conflict if the id exists); returns its version."""
         request = storage_pb2.PutTaskRequest(
-            task_id=record.task_id,
-            document=record.to_json(),
-            if_none_match=True,
-            active_index=ADD,
+            task_id=record.task_id, document=record.to_json(), if_none_match=True
         )
         return await self._put(request)
 
-    async def update(
-        self, record: TaskRecord, version: str, *, finished: bool, reopened: bool = False
-    ) -> str:
-        """Replaces the task if it is still at ``version``; returns the new version.
-        ``finished`` drops it from the index of unfinished tasks, ``reopened`` adds it back."""
+    async def update(self, record: TaskRecord, version: str) -> str:
+        """Replaces the task if it is still at ``version``; returns the new version."""
         request = storage_pb2.PutTaskRequest(
-            task_id=record.task_id,
-            document=record.to_json(),
-            if_match=version,
-            active_index=REMOVE if finished else ADD if reopened else UNCHANGED,
+            task_id=record.task_id, document=record.to_json(), if_match=version
         )
         return await self._put(request)
 
@@ -65,15 +51,6 @@ class StorageClient:
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err, "storage") from err
         return str(response.version)
-
-    async def delete(self, task_id: str) -> None:
-        """Deletes the task document and its unfinished-marker (missing is fine)."""
-        try:
-            await self._stub.DeleteTask(
-                storage_pb2.DeleteTaskRequest(task_id=task_id), timeout=_CALL_TIMEOUT_S
-            )
-        except grpc.aio.AioRpcError as err:
-            raise from_rpc_error(err, "storage") from err
 
     async def get(self, task_id: str) -> tuple[TaskRecord, str]:
         """The stored task and its version; NotFound when there is none."""
@@ -86,9 +63,9 @@ class StorageClient:
         return TaskRecord.from_json(response.document), str(response.version)
 
     async def list_tasks(
-        self, limit: int, status: str, page_token: str
-    ) -> tuple[list[TaskRecord], str]:
-        """A page of tasks, newest first, and the token of the next page."""
+        self, limit: int, page_token: str, status: str = ""
+    ) -> tuple[list[tuple[TaskRecord, str]], str]:
+        """A page of tasks with their versions, newest first, and the next page's token."""
         try:
             response = await self._stub.ListTasks(
                 storage_pb2.ListTasksRequest(page_size=limit, status=status, page_token=page_token),
@@ -96,23 +73,8 @@ class StorageClient:
             )
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err, "storage") from err
-        return [TaskRecord.from_json(t.document) for t in response.tasks], response.next_page_token
-
-    async def active_ids(self) -> AsyncIterator[str]:
-        """Ids of every task the storage index holds as unfinished, oldest first."""
-        token = ""
-        while True:
-            try:
-                response = await self._stub.ListActiveTasks(
-                    storage_pb2.ListActiveTasksRequest(page_token=token), timeout=_CALL_TIMEOUT_S
-                )
-            except grpc.aio.AioRpcError as err:
-                raise from_rpc_error(err, "storage") from err
-            for task_id in response.task_ids:
-                yield task_id
-            token = response.next_page_token
-            if not token:
-                return
+        page = [(TaskRecord.from_json(t.document), str(t.version)) for t in response.tasks]
+        return page, response.next_page_token
 
     async def put_object(
         self, namespace: int, name: str, body: bytes, *, version: str | None

@@ -2,8 +2,8 @@
 
 It keeps one JSON document per task at ``<prefix><task_id>.json`` and small JSON objects in
 namespaces at ``<prefix>_<namespace>/<name>.json`` (orchestrator leases, idempotency keys),
-guards every write with the object's ETag (compare-and-swap), keeps a small index of unfinished
-tasks, and serves all of it over the ``wealthai.storage.v1.StorageService`` gRPC contract.
+guards every write with the object's ETag (compare-and-swap), and serves all of it over the
+``wealthai.storage.v1.StorageService`` gRPC contract.
 
 - :mod:`storage_svc.settings` — what can be configured (``STORAGE_*`` environment variables).
 - :mod:`storage_svc.documents` — ids, names, bodies, preconditions, page tokens: checks, no I/O.

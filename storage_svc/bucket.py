@@ -1,6 +1,6 @@
 """Start-up preparation of the bucket: create it if missing and keep our lifecycle rule in place.
 
-The rule expires every object under the task prefix (task documents and active-index markers)
+The rule expires every object under the task prefix (task documents and namespaced objects)
 ``task_retention_days`` after it was last written. It is identified by its ID, so putting it is
 idempotent and leaves rules that other tools keep on the same bucket untouched.
 """

@@ -23,7 +23,6 @@ OBJECT_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}\Z")
 MAX_OBJECT_BODY = 64 * 1024
 
 _TASKS_PAGE = "t1:"
-_ACTIVE_PAGE = "a1:"
 _OBJECTS_PAGE = "o1:"
 
 
@@ -127,16 +126,6 @@ def encode_tasks_token(last_task_id: str) -> str:
 def decode_tasks_token(token: str) -> str:
     """The task id a :func:`encode_tasks_token` token carries; InvalidInput if it is not one."""
     return _decode(token, _TASKS_PAGE)
-
-
-def encode_active_token(last_task_id: str) -> str:
-    """Opaque token of an active-task page: the next page starts after this id."""
-    return _encode(_ACTIVE_PAGE + last_task_id)
-
-
-def decode_active_token(token: str) -> str:
-    """The task id a :func:`encode_active_token` token carries; InvalidInput if it is not one."""
-    return _decode(token, _ACTIVE_PAGE)
 
 
 def encode_objects_token(namespace: str, last_name: str) -> str:

@@ -50,7 +50,7 @@ class NewestFirst:
         """Task ids created on ``day`` (older than ``after``), newest first."""
         client = self._s3.client
         # The delimiter keeps objects nested under a task's name out; the day prefix keeps the
-        # active-index markers (``<prefix>_active/…``) out.
+        # namespaced objects (``<prefix>_leases/…``, ``<prefix>_idempotency/…``) out.
         kwargs: dict[str, Any] = {
             "Bucket": self._s3.bucket,
             "Prefix": f"{self._prefix}task_{day:%Y%m%d}",

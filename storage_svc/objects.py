@@ -10,7 +10,7 @@ Writes take the same preconditions as task documents and go through the same cod
 compare-and-swap is :class:`~common.errors.Conflict`, and a write whose answer was lost but that
 did land is recognised on retry. The objects share the task prefix, so the lifecycle rule
 expires them too unless they are rewritten; task listings never see them, since tasks are
-listed by the day prefixes ``<prefix>task_YYYYMMDD`` and the active index under ``_active/``.
+listed by the day prefixes ``<prefix>task_YYYYMMDD``.
 """
 
 from __future__ import annotations

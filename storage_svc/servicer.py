@@ -15,22 +15,14 @@ import grpc
 from common.errors import InvalidInput
 from common.logging import task_id_var
 from storage_svc.objects import MAX_OBJECTS_PAGE, Namespace, ObjectStore
-from storage_svc.store import ActiveIndex, TaskStore
+from storage_svc.store import TaskStore
 from wealthai.storage.v1 import storage_pb2, storage_pb2_grpc
 
 SERVICE_NAME: str = storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name
 
 DEFAULT_TASKS_PAGE = 20
 MAX_TASKS_PAGE = 100
-DEFAULT_ACTIVE_PAGE = 1000
-MAX_ACTIVE_PAGE = 1000
 DEFAULT_OBJECTS_PAGE = MAX_OBJECTS_PAGE
-
-_ACTIVE_INDEX = {
-    storage_pb2.ACTIVE_INDEX_UNCHANGED: ActiveIndex.UNCHANGED,
-    storage_pb2.ACTIVE_INDEX_ADD: ActiveIndex.ADD,
-    storage_pb2.ACTIVE_INDEX_REMOVE: ActiveIndex.REMOVE,
-}
 
 _NAMESPACE = {
     storage_pb2.NAMESPACE_LEASES: Namespace.LEASES,
@@ -72,11 +64,8 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):  # type: ignore[
 
     async def PutTask(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         task_id_var.set(request.task_id)
-        active_index = _ACTIVE_INDEX.get(request.active_index)
-        if active_index is None:
-            raise InvalidInput(f"active_index {request.active_index} is not a known ActiveIndex")
         version = await self._store.put(
-            request.task_id, request.document, active_index=active_index, **_preconditions(request)
+            request.task_id, request.document, **_preconditions(request)
         )
         return storage_pb2.PutTaskResponse(version=version)
 
@@ -95,11 +84,6 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):  # type: ignore[
             ],
             next_page_token=token,
         )
-
-    async def ListActiveTasks(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        size = _page_size(request.page_size, DEFAULT_ACTIVE_PAGE, MAX_ACTIVE_PAGE)
-        task_ids, token = await self._store.list_active(size, request.page_token)
-        return storage_pb2.ListActiveTasksResponse(task_ids=task_ids, next_page_token=token)
 
     async def DeleteTask(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         task_id_var.set(request.task_id)

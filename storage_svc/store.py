@@ -3,26 +3,16 @@
 Layout under the prefix (``tasks/`` by default)::
 
     tasks/task_20251230182721_01e09305.json   the task document (SSE AES256)
-    tasks/_active/task_20251230182721_01e09305 empty marker: the task is not finished yet
 
 Namespaced objects (``tasks/_leases/…``, ``tasks/_idempotency/…``) live in
-:mod:`storage_svc.objects`; neither listing here ever sees them (see below).
+:mod:`storage_svc.objects`; task listings never see them (see below).
 
 **Compare-and-swap.** Every document write may carry the version (ETag) it replaces
 (``If-Match``) or demand that no document exists yet (``If-None-Match: *``); of many writers
 holding the same version exactly one succeeds and the others get
 :class:`~common.errors.Conflict`; they re-read and try again. The write, and its recovery of an
 answer lost to a timeout, is :meth:`~storage_svc.s3calls.S3Calls.put_json`, shared with the
-namespaced objects.
-
-**Active index, and why a crash cannot lose an unfinished task.** The first write of a task
-(``ActiveIndex.ADD``) stores the marker *before* the document; the write that finishes the task
-(``ActiveIndex.REMOVE``) deletes the marker only *after* the document write succeeded; deleting
-a task deletes the document first and the marker second. A crash between the two steps therefore
-leaves at worst a *stale* marker — one whose task is missing or already finished — and never an
-unfinished task without a marker. Whoever reads :meth:`TaskStore.list_active` loads each task
-and drops the ids that are missing or finished (a delete of the id clears the marker). Stale
-markers also expire with the lifecycle rule.
+namespaced objects. Writing or deleting a task touches its document alone.
 
 **What listing costs.** Task ids embed their UTC creation second, so keys sort by creation time,
 but ListObjectsV2 only lists ascending. :meth:`TaskStore.list` therefore walks back one UTC day
@@ -37,39 +27,32 @@ lifecycle rule has expired anything older. One call costs about
   batches; if the page is not filled by then, the call returns what it found and a token to
   continue.
 
-Only keys ``<prefix>task_YYYYMMDD….json`` are listed as tasks: the day prefixes leave out the
-active markers and the namespaced objects (``_active/``, ``_leases/``, ``_idempotency/``), and
-the active index is listed under ``_active/`` alone.
+Only keys ``<prefix>task_YYYYMMDD….json`` are listed as tasks: the day prefixes leave the
+namespaced objects (``_leases/``, ``_idempotency/``) out.
 
 Listing never reads every task document: the key names alone give the order, so only the
 documents of the page (or, filtered, the bounded scan) are read. The last page's token is empty:
 the store looks one task past a full page to know whether anything older exists. Documents
 deleted between the LIST and the GET are skipped, so a page may hold fewer tasks than asked.
-
-:meth:`TaskStore.list_active` is one LIST per 1000 unfinished tasks, whatever the total.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, NamedTuple
 
-from common.errors import AppError, NotFound
+from common.errors import NotFound
 from common.timeutil import utcnow
 from storage_svc.bucket import ensure_bucket
 from storage_svc.documents import (
-    TASK_ID_RE,
     check_document,
     check_page_size,
     check_precondition,
     check_task_id,
-    decode_active_token,
     decode_tasks_token,
-    encode_active_token,
     encode_tasks_token,
     status_of,
 )
@@ -79,17 +62,8 @@ from storage_svc.settings import StorageSettings
 
 logger = logging.getLogger(__name__)
 
-ACTIVE_DIR = "_active/"
 # Another replica's clock may run slightly ahead; its newest ids can already carry tomorrow's date.
 _CLOCK_SKEW = timedelta(minutes=10)
-
-
-class ActiveIndex(enum.StrEnum):
-    """What a write does to the index of unfinished tasks."""
-
-    UNCHANGED = "unchanged"
-    ADD = "add"
-    REMOVE = "remove"
 
 
 class StoredTask(NamedTuple):
@@ -101,7 +75,6 @@ class StoredTask(NamedTuple):
 
 
 TaskPage = tuple[list[StoredTask], str]
-IdPage = tuple[list[str], str]
 
 
 class TaskStore:
@@ -123,7 +96,6 @@ class TaskStore:
         self.s3 = S3Calls(settings, session)
         self._clock = clock
         self._prefix = settings.s3_prefix
-        self._active_prefix = settings.s3_prefix + ACTIVE_DIR
 
     async def start(self) -> None:
         """Opens the S3 client (no S3 request is made yet)."""
@@ -149,10 +121,6 @@ class TaskStore:
         """The object key of a task's document."""
         return f"{self._prefix}{task_id}.json"
 
-    def marker_key(self, task_id: str) -> str:
-        """The object key of a task's active-index marker."""
-        return f"{self._active_prefix}{task_id}"
-
     async def ensure_bucket(self) -> None:
         """Creates the bucket if missing and puts the retention lifecycle rule (idempotent)."""
         s = self.settings
@@ -165,7 +133,6 @@ class TaskStore:
         *,
         if_match: str | None = None,
         if_none_match: bool = False,
-        active_index: ActiveIndex = ActiveIndex.UNCHANGED,
     ) -> str:
         """Writes a task document; returns its new version.
 
@@ -175,8 +142,6 @@ class TaskStore:
         check_task_id(task_id)
         status = check_document(task_id, document)
         check_precondition(if_match, if_none_match)
-        if active_index is ActiveIndex.ADD:
-            await self._put_marker(task_id)
         version = await self.s3.put_json(
             self.document_key(task_id),
             document,
@@ -185,16 +150,6 @@ class TaskStore:
             if_none_match=if_none_match,
         )
         logger.debug("task %s stored: status %s, version %s", task_id, status, version)
-        if active_index is ActiveIndex.REMOVE:
-            try:
-                await self._delete_marker(task_id)
-            except AppError as exc:
-                # The document is written; a stale marker is tolerated by every reader.
-                logger.warning(
-                    "task %s finished but its active marker stays (%s); readers drop it",
-                    task_id,
-                    exc.message,
-                )
         return version
 
     async def get(self, task_id: str) -> tuple[bytes, str]:
@@ -206,42 +161,13 @@ class TaskStore:
         return found.document, found.version
 
     async def delete(self, task_id: str, if_match: str | None = None) -> None:
-        """Deletes a task's document (only at version ``if_match`` if given), then its marker.
+        """Deletes a task's document (only at version ``if_match`` if given).
 
         Without ``if_match`` deleting a missing task succeeds (deletes are idempotent).
         """
         check_task_id(task_id)
-        try:
-            await self.s3.delete(
-                self.document_key(task_id), what=f"task {task_id}", if_match=if_match
-            )
-        except NotFound:
-            await self._delete_marker(task_id)
-            raise
-        await self._delete_marker(task_id)
+        await self.s3.delete(self.document_key(task_id), what=f"task {task_id}", if_match=if_match)
         logger.info("task %s deleted", task_id)
-
-    async def list_active(self, page_size: int, page_token: str = "") -> IdPage:
-        """Ids of unfinished tasks, oldest first, from the active index (no document is read)."""
-        check_page_size(page_size, 1000)
-        client = self.s3.client
-        kwargs: dict[str, Any] = {
-            "Bucket": self.s3.bucket,
-            "Prefix": self._active_prefix,
-            "Delimiter": "/",
-            "MaxKeys": page_size,
-        }
-        if page_token:
-            kwargs["StartAfter"] = self.marker_key(decode_active_token(page_token))
-        answer = await self.s3.call("ListObjectsV2", lambda: client.list_objects_v2(**kwargs))
-        start = len(self._active_prefix)
-        ids = [
-            item["Key"][start:]
-            for item in answer.get("Contents", [])
-            if TASK_ID_RE.match(item["Key"][start:])
-        ]
-        more = bool(answer.get("IsTruncated")) and bool(ids)
-        return ids, encode_active_token(ids[-1]) if more else ""
 
     async def _scan_for_status(
         self, walker: NewestFirst, page_size: int, status: str
@@ -279,25 +205,6 @@ class TaskStore:
     async def _read(self, task_id: str) -> StoredTask | None:
         got = await self.s3.read(self.document_key(task_id))
         return None if got is None else StoredTask(task_id, got.body, got.version)
-
-    async def _put_marker(self, task_id: str) -> None:
-        client = self.s3.client
-        await self.s3.call(
-            "PutObject",
-            lambda: client.put_object(
-                Bucket=self.s3.bucket,
-                Key=self.marker_key(task_id),
-                Body=b"",
-                ServerSideEncryption="AES256",
-            ),
-        )
-
-    async def _delete_marker(self, task_id: str) -> None:
-        client = self.s3.client
-        await self.s3.call(
-            "DeleteObject",
-            lambda: client.delete_object(Bucket=self.s3.bucket, Key=self.marker_key(task_id)),
-        )
 
     async def list(
         self, page_size: int, page_token: str = "", status: str | None = None

@@ -17,7 +17,7 @@ from common.timeutil import iso, utcnow
 from orchestrator.credentials import Sealer, decode_key
 from orchestrator.models import SectionResult, TaskRecord
 from orchestrator.recovery import Recovery
-from orchestrator.storage_client import StorageClient
+from orchestrator.storage_client import LEASES, StorageClient
 from scripts.devstack import Ports, Stack
 from tests.e2e.conftest import BUCKET, FAST
 from tests.e2e.test_platform import PASSWORD, SEED, submit, wait_finished
@@ -113,12 +113,13 @@ async def test_two_orchestrators_racing_for_an_orphan_get_one_owner(api, stack: 
         updated_at=iso(now),
         owner="ghost-of-a-dead-replica",
     )
-    await storage.create(record)
+    version = await storage.create(record)
     launched: list[str] = []
     racers = [
         Recovery(
             storage,
             f"racer-{n}",
+            address="",
             ttl_s=0.01,
             renew_s=0.005,
             max_takeovers=3,
@@ -127,13 +128,17 @@ async def test_two_orchestrators_racing_for_an_orphan_get_one_owner(api, stack: 
         )
         for n in range(2)
     ]
-    await asyncio.sleep(0.05)  # past both racers' first TTL
-    won = await asyncio.gather(*(r.consider(task_id) for r in racers))
-    assert sorted(won) == [False, True]
+    copies = [TaskRecord.model_validate(record.model_dump()) for _ in racers]
+    won = await asyncio.gather(
+        *(r.take_over(c, version) for r, c in zip(racers, copies, strict=True))
+    )
+    assert sorted(won) == [0, 1]
     stored, _ = await storage.get(task_id)
     assert launched == [stored.owner]
     assert stored.takeovers == 1
-    # The racers hold no lease, so the real replicas take the task over and finish it.
+    winner = racers[won.index(1)]
+    await winner.renew([task_id])  # then it "dies": the lease is never renewed again
+    # The winner's lease goes stale, so the real replicas take the task over and finish it.
     done = await wait_finished(api, [task_id], within=30)
     assert done[task_id]["status"] == "completed"
     steps = [t["step"] for t in done[task_id]["trace"]]
@@ -240,6 +245,8 @@ async def test_a_task_that_keeps_killing_its_owners_is_dead_lettered(api, stack:
         takeovers=3,
     )
     await storage.create(record)
+    lease = {"replica_id": "ghost-3", "address": "", "renewed_at": iso(now), "tasks": [task_id]}
+    await storage.put_object(LEASES, "ghost-3", json.dumps(lease).encode(), version=None)
     done = (await wait_finished(api, [task_id], within=30))[task_id]
     assert done["status"] == "error"
     assert done["message"].startswith("Dead-lettered: its owner died 4 times")

@@ -12,10 +12,8 @@ from storage_svc.documents import (
     check_object_body,
     check_object_name,
     check_task_id,
-    decode_active_token,
     decode_objects_token,
     decode_tasks_token,
-    encode_active_token,
     encode_objects_token,
     encode_tasks_token,
     status_of,
@@ -36,16 +34,13 @@ def test_task_day_is_the_utc_creation_day() -> None:
     assert task_day("task_20251230235959_01e09305") == date(2025, 12, 30)
 
 
-def test_page_tokens_round_trip_and_are_not_interchangeable() -> None:
+def test_task_tokens_round_trip_and_are_not_object_tokens() -> None:
     tid = task_id()
-    tasks_token, active_token = encode_tasks_token(tid), encode_active_token(tid)
+    tasks_token = encode_tasks_token(tid)
     assert tid not in tasks_token
     assert decode_tasks_token(tasks_token) == tid
-    assert decode_active_token(active_token) == tid
     with pytest.raises(InvalidInput):
-        decode_tasks_token(active_token)
-    with pytest.raises(InvalidInput):
-        decode_active_token(tasks_token)
+        decode_tasks_token(encode_objects_token("leases", tid))
 
 
 def test_object_tokens_round_trip_and_belong_to_their_namespace() -> None:
@@ -54,7 +49,7 @@ def test_object_tokens_round_trip_and_belong_to_their_namespace() -> None:
     assert decode_objects_token("leases", token) == "orch-1.a_b"
     for other, namespace in [
         (token, "idempotency"),
-        (encode_active_token(task_id()), "leases"),
+        (encode_tasks_token(task_id()), "leases"),
         (encode_objects_token("leases", "x/y"), "leases"),
     ]:
         with pytest.raises(InvalidInput, match="page_token"):

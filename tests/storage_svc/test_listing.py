@@ -8,8 +8,8 @@ import pytest
 
 from common.errors import InvalidInput
 from storage_svc import listing
-from storage_svc.documents import encode_active_token
-from storage_svc.store import ActiveIndex, StoredTask, TaskStore
+from storage_svc.documents import encode_objects_token
+from storage_svc.store import StoredTask, TaskStore
 from tests.storage_svc.conftest import BUCKET, StoreFactory, document, task_id
 
 RETENTION_DAYS = 7
@@ -34,8 +34,7 @@ async def _fill(store: TaskStore) -> list[tuple[str, str]]:
     made = []
     for n, (days_ago, status) in enumerate(LAYOUT):
         tid = task_id(days_ago, n, second=n)
-        active = ActiveIndex.ADD if status in ("pending", "processing") else ActiveIndex.UNCHANGED
-        await store.put(tid, document(tid, status), active_index=active)
+        await store.put(tid, document(tid, status))
         made.append((tid, status))
     return sorted((m for m in made if m[0] != TOO_OLD), reverse=True)
 
@@ -156,12 +155,12 @@ async def test_filtered_list_stops_at_the_scan_limit_and_continues_by_token(
     assert len(gets) == len(ids)
 
 
-async def test_markers_nested_objects_and_foreign_keys_are_not_tasks(
+async def test_nested_objects_and_foreign_keys_are_not_tasks(
     make_store: StoreFactory,
 ) -> None:
     store = await make_store(task_retention_days=2)
     tid = task_id()
-    await store.put(tid, document(tid), active_index=ActiveIndex.ADD)
+    await store.put(tid, document(tid))
     client = store.s3.client
     for key in (f"tasks/{tid}/upload.bin", f"tasks/{task_id()[:19]}_notes.txt", "other/x.json"):
         await client.put_object(Bucket=BUCKET, Key=key, Body=b"{}")
@@ -179,7 +178,12 @@ async def test_empty_store_lists_nothing(make_store: StoreFactory) -> None:
 
 async def test_a_token_this_list_did_not_issue_is_invalid_input(make_store: StoreFactory) -> None:
     store = await make_store(prepare=False)
-    for token in ["not a token!", "bm9wZQ", encode_active_token(task_id()), "dDE6dGFza18xMjM"]:
+    for token in [
+        "not a token!",
+        "bm9wZQ",
+        encode_objects_token("leases", "orch-1"),
+        "dDE6dGFza18xMjM",
+    ]:
         with pytest.raises(InvalidInput, match="page_token"):
             await store.list(10, token)
 
@@ -189,8 +193,6 @@ async def test_page_size_out_of_range_is_invalid_input(make_store: StoreFactory)
     for size in (0, -1, 1001):
         with pytest.raises(InvalidInput, match="page_size"):
             await store.list(size)
-        with pytest.raises(InvalidInput, match="page_size"):
-            await store.list_active(size)
 
 
 def _record(store: TaskStore, operation: str) -> list[str]:

@@ -12,7 +12,7 @@ from botocore.exceptions import ReadTimeoutError
 from common.errors import Conflict, InvalidInput, NotFound
 from storage_svc.documents import encode_objects_token
 from storage_svc.objects import Namespace, ObjectStore, StoredObject
-from storage_svc.store import ActiveIndex, TaskStore
+from storage_svc.store import TaskStore
 from tests.storage_svc.conftest import BUCKET, document, task_id
 
 LEASES, IDEMPOTENCY = Namespace.LEASES, Namespace.IDEMPOTENCY
@@ -232,7 +232,7 @@ async def test_task_listings_never_see_namespaced_objects(
     store: TaskStore, objects: ObjectStore
 ) -> None:
     tid = task_id()
-    await store.put(tid, document(tid), active_index=ActiveIndex.ADD)
+    await store.put(tid, document(tid))
     # Names shaped like task ids, in both namespaces: only the key prefix tells them apart.
     for namespace in Namespace:
         for n in (1, 2):
@@ -240,7 +240,6 @@ async def test_task_listings_never_see_namespaced_objects(
 
     assert await store.list(100) == ([(tid, document(tid), (await store.get(tid))[1])], "")
     assert await store.list(100, "", "pending") == (await store.list(100))
-    assert await store.list_active(1000) == ([tid], "")
     assert [o.name for o in (await objects.list(LEASES, 1000))[0]] == [
         task_id(n=1),
         task_id(n=2),
@@ -249,11 +248,9 @@ async def test_task_listings_never_see_namespaced_objects(
         await store.get(task_id(n=1))
 
 
-async def test_namespace_listing_never_sees_tasks_or_markers(
-    store: TaskStore, objects: ObjectStore
-) -> None:
+async def test_namespace_listing_never_sees_tasks(store: TaskStore, objects: ObjectStore) -> None:
     tid = task_id()
-    await store.put(tid, document(tid), active_index=ActiveIndex.ADD)
+    await store.put(tid, document(tid))
 
     assert await objects.list(LEASES, 1000) == ([], "")
     assert await objects.list(IDEMPOTENCY, 1000) == ([], "")

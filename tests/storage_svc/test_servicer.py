@@ -17,8 +17,6 @@ from tests.storage_svc.conftest import BUCKET, HostFactory, StoreFactory, docume
 from wealthai.storage.v1 import storage_pb2 as pb
 from wealthai.storage.v1 import storage_pb2_grpc
 
-ADD, REMOVE = pb.ACTIVE_INDEX_ADD, pb.ACTIVE_INDEX_REMOVE
-
 
 async def _fails(call: Any, code: grpc.StatusCode) -> str:
     """Awaits a call that must fail with ``code``; returns the status details."""
@@ -79,7 +77,6 @@ async def test_bad_put_requests_are_invalid_argument(stub: Any) -> None:
         pb.PutTaskRequest(task_id=tid, document=b"not json"),
         pb.PutTaskRequest(task_id=tid, document=document(task_id(n=1))),
         pb.PutTaskRequest(task_id=tid, document=document(tid), if_match=""),
-        pb.PutTaskRequest(task_id=tid, document=document(tid), active_index=7),
     ]:
         await _fails(stub.PutTask(request), grpc.StatusCode.INVALID_ARGUMENT)
     await _fails(stub.GetTask(pb.GetTaskRequest(task_id=tid)), grpc.StatusCode.NOT_FOUND)
@@ -114,39 +111,9 @@ async def test_bad_list_requests_are_invalid_argument(stub: Any) -> None:
         assert "page_" in details
 
 
-async def test_active_tasks_follow_add_and_remove(stub: Any) -> None:
-    ids = [task_id(n=n) for n in range(3)]
-    versions = {}
-    for tid in ids:
-        answer = await stub.PutTask(
-            pb.PutTaskRequest(task_id=tid, document=document(tid), active_index=ADD)
-        )
-        versions[tid] = answer.version
-    await stub.PutTask(
-        pb.PutTaskRequest(
-            task_id=ids[1],
-            document=document(ids[1], "completed"),
-            if_match=versions[ids[1]],
-            active_index=REMOVE,
-        )
-    )
-
-    page = await stub.ListActiveTasks(pb.ListActiveTasksRequest(page_size=1))
-    rest = await stub.ListActiveTasks(pb.ListActiveTasksRequest(page_token=page.next_page_token))
-
-    assert list(page.task_ids) + list(rest.task_ids) == [ids[0], ids[2]]
-    assert rest.next_page_token == ""
-    await _fails(
-        stub.ListActiveTasks(pb.ListActiveTasksRequest(page_size=1001)),
-        grpc.StatusCode.INVALID_ARGUMENT,
-    )
-
-
 async def test_delete_task_removes_it_and_checks_the_version(stub: Any) -> None:
     tid = task_id()
-    put = await stub.PutTask(
-        pb.PutTaskRequest(task_id=tid, document=document(tid), active_index=ADD)
-    )
+    put = await stub.PutTask(pb.PutTaskRequest(task_id=tid, document=document(tid)))
     await _fails(
         stub.DeleteTask(pb.DeleteTaskRequest(task_id=tid, if_match='"stale"')),
         grpc.StatusCode.ABORTED,
@@ -155,7 +122,6 @@ async def test_delete_task_removes_it_and_checks_the_version(stub: Any) -> None:
     await stub.DeleteTask(pb.DeleteTaskRequest(task_id=tid, if_match=put.version))
 
     await _fails(stub.GetTask(pb.GetTaskRequest(task_id=tid)), grpc.StatusCode.NOT_FOUND)
-    assert list((await stub.ListActiveTasks(pb.ListActiveTasksRequest())).task_ids) == []
 
 
 async def test_health_reports_serving(store: TaskStore, serve: HostFactory) -> None:
@@ -335,7 +301,7 @@ async def test_bad_object_requests_are_invalid_argument(stub: Any) -> None:
 
 async def test_task_rpcs_never_see_objects(stub: Any) -> None:
     tid = task_id()
-    await stub.PutTask(pb.PutTaskRequest(task_id=tid, document=document(tid), active_index=ADD))
+    await stub.PutTask(pb.PutTaskRequest(task_id=tid, document=document(tid)))
     for namespace in (LEASES, IDEMPOTENCY):
         name = task_id(n=1)
         await stub.PutObject(
@@ -343,7 +309,5 @@ async def test_task_rpcs_never_see_objects(stub: Any) -> None:
         )
 
     tasks = await stub.ListTasks(pb.ListTasksRequest(page_size=100))
-    active = await stub.ListActiveTasks(pb.ListActiveTasksRequest())
 
     assert [t.task_id for t in tasks.tasks] == [tid]
-    assert list(active.task_ids) == [tid]

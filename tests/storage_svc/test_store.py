@@ -1,4 +1,4 @@
-"""TaskStore against a real moto S3 server: writes, compare-and-swap, the active index."""
+"""TaskStore against a real moto S3 server: writes, compare-and-swap, deletes."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import json
 from typing import Any
 
 import pytest
-from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
+from botocore.exceptions import ReadTimeoutError
 
 from common.errors import Conflict, InvalidInput, NotFound, Unavailable
-from storage_svc.store import ActiveIndex, TaskStore
+from storage_svc.store import TaskStore
 from tests.helpers import free_port
 from tests.storage_svc.conftest import BUCKET, StoreFactory, document, task_id
 
@@ -119,11 +119,9 @@ async def test_get_and_conditional_delete_of_a_missing_task_are_not_found(
         await store.delete(tid, if_match='"0123"')
 
 
-async def test_delete_removes_document_and_marker_and_honours_if_match(
-    store: TaskStore,
-) -> None:
+async def test_delete_removes_the_document_and_honours_if_match(store: TaskStore) -> None:
     tid = task_id()
-    version = await store.put(tid, document(tid), if_none_match=True, active_index=ActiveIndex.ADD)
+    version = await store.put(tid, document(tid), if_none_match=True)
 
     with pytest.raises(Conflict):
         await store.delete(tid, if_match='"not-the-version"')
@@ -132,7 +130,6 @@ async def test_delete_removes_document_and_marker_and_honours_if_match(
     await store.delete(tid, if_match=version)
     with pytest.raises(NotFound):
         await store.get(tid)
-    assert await store.list_active(10) == ([], "")
 
 
 MALFORMED = [
@@ -154,9 +151,7 @@ async def test_malformed_ids_and_documents_are_refused_before_anything_is_writte
 ) -> None:
     for tid, body, problem in MALFORMED:
         with pytest.raises(InvalidInput, match=problem):
-            await store.put(
-                tid, body if body is not None else document(tid), active_index=ActiveIndex.ADD
-            )
+            await store.put(tid, body if body is not None else document(tid))
     answer = await store.s3.client.list_objects_v2(Bucket=BUCKET)
     assert answer.get("KeyCount", 0) == 0
 
@@ -167,86 +162,18 @@ async def test_two_preconditions_at_once_are_refused(store: TaskStore) -> None:
         await store.put(tid, document(tid), if_match='"abc"', if_none_match=True)
 
 
-async def test_active_index_follows_the_task_from_first_to_finishing_write(
-    store: TaskStore,
-) -> None:
+async def test_a_write_and_a_delete_touch_the_task_document_alone(store: TaskStore) -> None:
+    puts, deletes = _count_calls(store, "PutObject"), _count_calls(store, "DeleteObject")
     tid = task_id()
-    version = await store.put(tid, document(tid), if_none_match=True, active_index=ActiveIndex.ADD)
-    head = await store.s3.client.head_object(Bucket=BUCKET, Key=f"tasks/_active/{tid}")
-    assert head["ServerSideEncryption"] == "AES256"
-    assert await store.list_active(10) == ([tid], "")
 
-    version = await store.put(tid, document(tid, "processing"), if_match=version)
-    assert await store.list_active(10) == ([tid], "")
+    version = await store.put(tid, document(tid), if_none_match=True)
+    version = await store.put(tid, document(tid, "completed"), if_match=version)
+    await store.delete(tid, if_match=version)
 
-    await store.put(
-        tid, document(tid, "completed"), if_match=version, active_index=ActiveIndex.REMOVE
-    )
-    assert await store.list_active(10) == ([], "")
-
-
-async def test_list_active_pages_oldest_first_without_reading_documents(
-    store: TaskStore,
-) -> None:
-    ids = [task_id(days_ago=d, n=d) for d in (3, 2, 1, 0)]
-    for tid in reversed(ids):
-        await store.put(tid, document(tid), active_index=ActiveIndex.ADD)
-    gets = _count_calls(store, "GetObject")
-
-    first, token = await store.list_active(3)
-    second, last_token = await store.list_active(3, token)
-
-    assert first == ids[:3]
-    assert token
-    assert (second, last_token) == (ids[3:], "")
-    assert gets == []
-    with pytest.raises(InvalidInput, match="page_token"):
-        await store.list_active(3, "bm9wZQ")
-
-
-async def test_a_stale_marker_of_a_missing_task_is_tolerated_and_cleared(
-    store: TaskStore,
-) -> None:
-    # The crash between writing the marker and writing the document, reproduced by hand.
-    tid = task_id()
-    await store.s3.client.put_object(Bucket=BUCKET, Key=f"tasks/_active/{tid}", Body=b"")
-    live = task_id(n=1)
-    await store.put(live, document(live), active_index=ActiveIndex.ADD)
-
-    ids, _ = await store.list_active(10)
-    assert ids == [tid, live]
-    with pytest.raises(NotFound):
-        await store.get(tid)
-
-    await store.delete(tid)
-    assert await store.list_active(10) == ([live], "")
-
-
-async def test_finishing_write_succeeds_even_if_the_marker_cannot_be_removed(
-    store: TaskStore,
-) -> None:
-    tid = task_id()
-    version = await store.put(tid, document(tid), active_index=ActiveIndex.ADD)
-
-    def s3_gone(**_: Any) -> None:
-        raise EndpointConnectionError(endpoint_url="http://s3")
-
-    store.s3.client.meta.events.register("before-parameter-build.s3.DeleteObject", s3_gone)
-    done = document(tid, "completed")
-
-    new_version = await store.put(tid, done, if_match=version, active_index=ActiveIndex.REMOVE)
-
-    # The document is final; the marker left behind is stale, which readers tolerate.
-    assert await store.get(tid) == (done, new_version)
-    assert await store.list_active(10) == ([tid], "")
-
-
-async def test_creating_an_existing_task_keeps_its_marker(store: TaskStore) -> None:
-    tid = task_id()
-    await store.put(tid, document(tid), if_none_match=True, active_index=ActiveIndex.ADD)
-    with pytest.raises(Conflict):
-        await store.put(tid, document(tid), if_none_match=True, active_index=ActiveIndex.ADD)
-    assert await store.list_active(10) == ([tid], "")
+    assert puts == [f"tasks/{tid}.json"] * 2
+    assert deletes == [f"tasks/{tid}.json"]
+    answer = await store.s3.client.list_objects_v2(Bucket=BUCKET)
+    assert answer.get("KeyCount", 0) == 0
 
 
 async def test_s3_down_is_unavailable_with_a_clear_message(make_store: StoreFactory) -> None:
