@@ -211,8 +211,12 @@ class Recovery:
         self.leases = current
         taken = 0
         for name, lease in list(current.items()):
-            if not self.is_alive(name):
+            if self.is_alive(name):
+                continue
+            try:
                 taken += await self._recover(name, lease)
+            except AppError as exc:  # the next scan tries again; others go on meanwhile
+                logger.warning("recovering the tasks of %s failed: %s", name, exc)
         return taken
 
     async def _recover(self, dead: str, lease: Lease) -> int:

@@ -138,7 +138,7 @@ class Orchestrator:
             claimed = await claim(self.deps.storage, username, idempotency_key, digest, task_id)
             if claimed.replayed:
                 with contextlib.suppress(NotFound):
-                    return await self.get(claimed.task_id), True
+                    return await self._replay(claimed.task_id), True
             task_id = claimed.task_id  # the claim's first attempt never wrote its task
         record = TaskRecord(
             task_id=task_id,
@@ -166,16 +166,33 @@ class Orchestrator:
                 detail=f"{len(records)} records",
             )
         )
+        # Shielded: a caller that goes away mid-call must not leave a stored task unstarted.
+        return await asyncio.shield(self._store_and_start(record, bool(idempotency_key)))
+
+    async def _store_and_start(self, record: TaskRecord, keyed: bool) -> tuple[TaskRecord, bool]:
         try:
             version = await self.deps.storage.create(record)
         except Conflict:
-            if not idempotency_key:
+            if not keyed:
                 raise
-            return await self.get(task_id), True  # a concurrent repeat wrote it first
+            return await self._replay(record.task_id), True  # a concurrent repeat was first
         self.submitted += 1
-        logger.info("task %s submitted with sections %s", task_id, record.section_detected)
+        logger.info("task %s submitted with sections %s", record.task_id, record.section_detected)
         self._launch(record, version)
         return record, False
+
+    async def _replay(self, task_id: str) -> TaskRecord:
+        """The task an earlier submission created. If it is not running — its owner died before
+        its lease listed it, or it is this replica and the task is not among its runs — this
+        replica takes it over, so a repeated submission never finds an orphan."""
+        if run := self.runs.get(task_id):
+            return run.record
+        record, version = await self.deps.storage.get(task_id)
+        orphaned = record.owner == self.replica_id or not self.recovery.is_alive(record.owner)
+        if not record.status.terminal and orphaned:
+            await self.recovery.take_over(record, version)
+            await self.recovery.renew()
+        return record
 
     def _validate(
         self, username: str, password: str, tenant: str, records_json: list[str]
@@ -271,10 +288,13 @@ class Orchestrator:
         record.trace.append(
             TraceEntry(step="Retry", status="started", at=now, detail=", ".join(failed))
         )
+        await asyncio.shield(self._reopen(record, version))
+        return record
+
+    async def _reopen(self, record: TaskRecord, version: str) -> None:
         version = await self.deps.storage.update(record, version)
         self._launch(record, version)
         await self.recovery.renew()  # the lease now lists it: found again if this replica dies
-        return record
 
     async def watch(self, task_id: str) -> AsyncIterator[dict[str, Any]]:
         """One event now, then one per change, until the task is finished."""
