@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum requirements.lock | cut -c1-12)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv protos run test lint fmt lock clean
+.PHONY: help venv protos run test lint fmt lock clean chaos
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -27,10 +27,13 @@ run: protos ## Start the whole platform locally (moto S3, simulator, every servi
 test: protos ## Run the whole test suite.
 	$(BIN)/python -m pytest
 
+chaos: protos ## Chaos run: kill -9 services at random under load (bench/README.md; ARGS=--help).
+	$(BIN)/python -m bench.chaos $(ARGS)
+
 lint: protos ## Lint, format check, type check and generated-stub drift check.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy common gateway orchestrator section_worker storage_svc simulator scripts
+	$(BIN)/mypy common gateway orchestrator section_worker storage_svc simulator scripts bench
 	$(BIN)/python scripts/gen_protos.py --check
 
 fmt: $(STAMP) ## Format the code and sort imports.

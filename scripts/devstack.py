@@ -34,7 +34,9 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:
-    """Runs in each child before exec: the kernel kills it if the launcher dies, even by -9."""
+    """Runs in each child before exec: the kernel kills it if the launcher dies, even by -9.
+    The kernel ties this to the launching *thread*: launch from a thread that outlives the
+    child (the main thread, or one long-lived thread), or the child is stopped with it."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 

@@ -10,6 +10,8 @@ POST     /magicplatform/v1/genai/conversation/addmessage/stream      message_id
 GET      /magicplatform/v1/genai/conversation/response/{conv}/{msg}  status, response, cost
 GET      /_sim/health                                                {"status": "ok"}
 GET      /_sim/stats                                                 counters (see PlatformState)
+GET      /_sim/prompts                                               input digest -> times of its
+                                                                     latest prompts (UTC ISO)
 POST     /_sim/reset[?config=true]                                   clears counters and state
 GET      /_sim/config                                                the runtime knobs
 PATCH    /_sim/config                                                changes knobs (422 when bad)
@@ -155,6 +157,10 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
     @app.get("/_sim/stats")
     async def stats() -> dict[str, Any]:
         return state.snapshot()
+
+    @app.get("/_sim/prompts")
+    async def prompts() -> dict[str, list[str]]:
+        return state.prompt_times()
 
     @app.post("/_sim/reset")
     async def reset(config: bool = False) -> dict[str, Any]:

@@ -14,15 +14,19 @@ import math
 import random
 import secrets
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
 from simulator.settings import SimulatorSettings, Tunables
 
 CallKind = Literal["auth", "create", "prompt", "poll"]
+
+# Enough to see a prompt sent again after its section was finished, small enough to keep.
+PROMPT_TIMES_PER_INPUT = 8
 
 
 class AnswerStatus(StrEnum):
@@ -100,6 +104,9 @@ class Stats:
         self.rejected: Counter[str] = Counter({code: 0 for code in ("401", "429", "5xx")})
         self.answers: Counter[str] = Counter({"success": 0, "failed": 0})
         self.prompts_by_input: Counter[str] = Counter()
+        # When the latest prompts of each input arrived (wall clock, UTC ISO), newest input
+        # last; ``GET /_sim/prompts`` shows them so a caller can tell *when* a repeat came.
+        self.prompt_times: OrderedDict[str, deque[str]] = OrderedDict()
         self.cost_served = 0.0
 
 
@@ -107,11 +114,15 @@ class PlatformState:
     """The whole simulated platform; one per app."""
 
     def __init__(
-        self, settings: SimulatorSettings, clock: Callable[[], float] = time.monotonic
+        self,
+        settings: SimulatorSettings,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
         self.tunables = settings.tunables()
         self._clock = clock
+        self._wall_clock = wall_clock
         self._rng = random.Random(settings.seed)
         self._tokens: OrderedDict[str, Session] = OrderedDict()
         self._conversations: OrderedDict[str, Conversation] = OrderedDict()
@@ -152,6 +163,11 @@ class PlatformState:
                 "messages": len(self._messages),
             },
         }
+
+    def prompt_times(self) -> dict[str, list[str]]:
+        """``GET /_sim/prompts``: input digest -> arrival times of its latest prompts, oldest
+        first (at most ``PROMPT_TIMES_PER_INPUT`` per input, ``max_messages`` inputs)."""
+        return {digest: list(times) for digest, times in self.stats.prompt_times.items()}
 
     # -- calls ------------------------------------------------------------------------------
 
@@ -206,7 +222,9 @@ class PlatformState:
         self._trim()
         knobs = self.tunables
         asset_id = conversation.asset_id
-        self.stats.prompts_by_input[input_digest(asset_id, message)] += 1
+        digest = input_digest(asset_id, message)
+        self.stats.prompts_by_input[digest] += 1
+        self._record_prompt_time(digest)
         latency = knobs.latency_median_s * math.exp(knobs.latency_sigma * self._rng.gauss())
         ready_at = self._clock() + min(latency, knobs.latency_max_s)
         failed = asset_id in knobs.fail_assets or (
@@ -232,6 +250,18 @@ class PlatformState:
         while len(self._messages) > self.settings.max_messages:
             self._messages.popitem(last=False)
         return message_id
+
+    def _record_prompt_time(self, digest: str) -> None:
+        """Remembers when this input was prompted; the least recently prompted inputs go
+        first once more than ``max_messages`` are kept."""
+        times = self.stats.prompt_times.get(digest)
+        if times is None:
+            times = self.stats.prompt_times[digest] = deque(maxlen=PROMPT_TIMES_PER_INPUT)
+        else:
+            self.stats.prompt_times.move_to_end(digest)
+        times.append(self._wall_clock().astimezone(UTC).isoformat(timespec="microseconds"))
+        while len(self.stats.prompt_times) > self.settings.max_messages:
+            self.stats.prompt_times.popitem(last=False)
 
     def poll(self, session: Session, conv_id: str, message_id: str) -> dict[str, Any] | None:
         """The poll answer, or None when the conversation or message is unknown."""

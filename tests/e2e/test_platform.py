@@ -8,6 +8,7 @@ import json
 import signal
 import time
 
+import grpc
 import httpx
 import pytest
 
@@ -225,3 +226,34 @@ async def test_events_stream_progress_until_the_task_finishes(api, sim):
     progress = [e["progress"] for e in events]
     assert progress == sorted(progress)
     assert any(e["section"] == "top_movers" for e in events)
+
+
+async def test_submits_cut_off_mid_call_leave_no_task_unstarted(api, stack: Stack):
+    """Callers whose deadline expires mid-submit, then repeat with the same key: every task
+    they were given ends, none is left stored but never started."""
+    from common.channels import open_channel
+    from wealthai.orchestrator.v1 import orchestrator_pb2 as pb
+    from wealthai.orchestrator.v1 import orchestrator_pb2_grpc
+
+    port = stack.ports.orchestrators[0]
+    requests = [
+        pb.SubmitTaskRequest(
+            username="user@example.com",
+            password=PASSWORD,
+            records_json=[json.dumps({**SEED[1], "n": n})],
+            idempotency_key=f"cut-{time.time_ns()}-{n}",
+        )
+        for n in range(30)
+    ]
+    async with open_channel(f"127.0.0.1:{port}") as channel:
+        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+        cut = []
+        for n, request in enumerate(requests):
+            try:
+                await stub.SubmitTask(request, timeout=0.002 + (n % 15) * 0.002)
+            except grpc.aio.AioRpcError:
+                cut.append(request)
+        assert cut, "no submission was cut off; the test proves nothing"
+        ids = [(await stub.SubmitTask(request, timeout=10)).task_id for request in cut]
+    done = await wait_finished(api, ids, within=30)
+    assert {s["status"] for s in done.values()} == {"completed"}

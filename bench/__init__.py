@@ -1,0 +1,1 @@
+"""Benchmarks and chaos runs against the whole platform started as real local processes."""
