@@ -61,7 +61,7 @@ class HttpServer:
 
     async def start(self) -> str:
         """Starts serving; returns the base URL once the socket listens."""
-        if self.port and not _can_bind(self.host, self.port):
+        if self.port and not can_bind(self.host, self.port):
             raise RuntimeError(f"{self.name}: cannot listen on {self.host}:{self.port}: in use")
         self._task = asyncio.create_task(self._server.serve(), name=self.name)
         while not self._server.started:
@@ -92,7 +92,9 @@ class HttpServer:
         await self.wait()
 
 
-def _can_bind(host: str, port: int) -> bool:
+def can_bind(host: str, port: int) -> bool:
+    """True when a server could listen on ``host:port`` now (connections in TIME_WAIT do not
+    count, as servers bind with SO_REUSEADDR)."""
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

@@ -1,5 +1,9 @@
-"""The orchestrator's domain: submit, read, list, cancel and watch tasks, and resume the
-unfinished ones at start-up. Plain async Python; :mod:`orchestrator.servicer` adapts it to gRPC.
+"""The orchestrator's domain: submit, read, list, cancel, retry and watch tasks; with
+:mod:`orchestrator.recovery`, take over the tasks of replicas that died. Plain async Python;
+:mod:`orchestrator.servicer` adapts it to gRPC.
+
+A task running on this replica is read from memory; one running elsewhere is read from storage,
+which holds it as of its last persisted step (submission or a finished section).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from orchestrator.settings import OrchestratorSettings
 
 logger = logging.getLogger(__name__)
 
-TASK_ID = re.compile(r"^task_\d{14}_[0-9a-f]{8}$")
+TASK_ID = re.compile(r"^task_\d{14}_[0-9a-f]{8}\Z")
 _TENANT = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _WATCH_POLL_S = 1.0
 

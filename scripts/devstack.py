@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from common.http_server import can_bind
 from gateway.models import EXAMPLE_DATA
 from orchestrator.credentials import new_key
 
@@ -39,17 +40,6 @@ def _die_with_parent() -> None:
     child (the main thread, or one long-lived thread), or the child is stopped with it."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as sock:
-        # Servers bind with SO_REUSEADDR, so connections in TIME_WAIT do not block them.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], name: str, timeout: float) -> None:
@@ -218,7 +208,7 @@ class Stack:
 
     def start(self, timeout: float = 30.0) -> None:
         specs = self.specs()
-        busy = [f"{s.name} port {s.port}" for s in specs if not port_free(s.port)]
+        busy = [f"{s.name} port {s.port}" for s in specs if not can_bind("127.0.0.1", s.port)]
         if busy:
             raise RuntimeError(
                 "already in use: "

@@ -2,14 +2,12 @@
 
 Output lands at the repository root (``wealthai/...``) so that the import path mirrors the
 proto package path: ``protos/wealthai/storage/v1/storage.proto`` becomes
-``wealthai.storage.v1.storage_pb2``. Run ``make protos``; ``--check`` exits 1 when the stubs on
-disk differ from what the protos generate.
+``wealthai.storage.v1.storage_pb2``. Run ``make protos`` (every make target that needs the
+stubs does). The stubs are build output, not committed, so they cannot drift from the protos.
 """
 
 from __future__ import annotations
 
-import argparse
-import filecmp
 import shutil
 import sys
 import tempfile
@@ -44,26 +42,12 @@ def generate(out_dir: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if stubs on disk are stale")
-    opts = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         generate(tmp_path)
-        fresh, current = tmp_path / OUT_PACKAGE, ROOT / OUT_PACKAGE
-        if opts.check:
-            cmp = filecmp.dircmp(fresh, current) if current.exists() else None
-            if cmp is None or _differs(cmp):
-                sys.exit("generated stubs are stale: run `make protos`")
-            return
+        current = ROOT / OUT_PACKAGE
         shutil.rmtree(current, ignore_errors=True)
-        shutil.copytree(fresh, current)
-
-
-def _differs(cmp: filecmp.dircmp[str]) -> bool:
-    if cmp.left_only or cmp.right_only or cmp.diff_files:
-        return True
-    return any(_differs(sub) for sub in cmp.subdirs.values())
+        shutil.copytree(tmp_path / OUT_PACKAGE, current)
 
 
 if __name__ == "__main__":

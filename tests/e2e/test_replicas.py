@@ -61,6 +61,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory, proxy: TcpProxy) -> Iterator
     platform.stop()
 
 
+def _orphan(task_id: str, sealed: str, *, owner: str, takeovers: int = 0) -> TaskRecord:
+    """A one-section task as a replica that then died would have stored it."""
+    now = iso(utcnow())
+    return TaskRecord(
+        task_id=task_id,
+        username="user@example.com",
+        tenant="wealth",
+        password_sealed=sealed,
+        data=[SEED[1]],
+        section_detected="top_movers",
+        result_data={"top_movers": SectionResult(record_index=0, asset_id=TOP_MOVERS_ASSET)},
+        created_at=now,
+        updated_at=now,
+        owner=owner,
+        takeovers=takeovers,
+    )
+
+
 async def _sim_stats(sim: httpx.AsyncClient) -> dict:
     return dict((await sim.get("/_sim/stats")).json())
 
@@ -99,20 +117,9 @@ async def test_kill_an_orchestrator_and_a_worker_mid_batch(api, sim, s3, stack: 
 async def test_two_orchestrators_racing_for_an_orphan_get_one_owner(api, stack: Stack):
     key = decode_key((stack.state_dir / "credential.key").read_text().strip())
     storage = StorageClient(f"127.0.0.1:{stack.ports.storage}")
-    now = utcnow()
-    task_id = f"task_{now:%Y%m%d%H%M%S}_0fa0fa00"
-    record = TaskRecord(
-        task_id=task_id,
-        username="user@example.com",
-        tenant="wealth",
-        password_sealed=Sealer(key).seal(PASSWORD, task_id),
-        data=[SEED[1]],
-        section_detected="top_movers",
-        result_data={"top_movers": SectionResult(record_index=0, asset_id=TOP_MOVERS_ASSET)},
-        created_at=iso(now),
-        updated_at=iso(now),
-        owner="ghost-of-a-dead-replica",
-    )
+    task_id = f"task_{utcnow():%Y%m%d%H%M%S}_0fa0fa00"
+    sealed = Sealer(key).seal(PASSWORD, task_id)
+    record = _orphan(task_id, sealed, owner="ghost-of-a-dead-replica")
     version = await storage.create(record)
     launched: list[str] = []
     racers = [
@@ -231,19 +238,7 @@ async def test_a_task_that_keeps_killing_its_owners_is_dead_lettered(api, stack:
     storage = StorageClient(f"127.0.0.1:{stack.ports.storage}")
     now = utcnow()
     task_id = f"task_{now:%Y%m%d%H%M%S}_dead1e77"
-    record = TaskRecord(
-        task_id=task_id,
-        username="user@example.com",
-        tenant="wealth",
-        password_sealed="aesgcm1:unused",
-        data=[SEED[1]],
-        section_detected="top_movers",
-        result_data={"top_movers": SectionResult(record_index=0, asset_id=TOP_MOVERS_ASSET)},
-        created_at=iso(now),
-        updated_at=iso(now),
-        owner="ghost-3",
-        takeovers=3,
-    )
+    record = _orphan(task_id, "aesgcm1:unused", owner="ghost-3", takeovers=3)
     await storage.create(record)
     lease = {"replica_id": "ghost-3", "address": "", "renewed_at": iso(now), "tasks": [task_id]}
     await storage.put_object(LEASES, "ghost-3", json.dumps(lease).encode(), version=None)
