@@ -27,6 +27,7 @@ from section_worker.platform_client import (
     PlatformError,
 )
 from section_worker.platform_session import PlatformSession
+from section_worker.polling import LatencyBook
 from section_worker.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class JobRunner:
     def __init__(self, client: PlatformClient, settings: WorkerSettings) -> None:
         self._client = client
         self._settings = settings
+        self._latencies = LatencyBook(settings)
         self._in_flight = 0
         self._accepting = True
         self._idle = asyncio.Event()
@@ -199,7 +201,6 @@ class JobRunner:
         trail: _Trail,
         emit: Callable[[Event], None],
     ) -> SectionResult:
-        settings = self._settings
         await session.authenticate()
         trail.doing = "creating the conversation"
         trail.conv_id = await session.create_conversation(job.asset_id)
@@ -208,12 +209,14 @@ class JobRunner:
         trail.message_id = await session.send_prompt(trail.conv_id, job.record_json)
         emit(Progress(Stage.PROMPT_SENT, trail.conv_id, trail.message_id))
         trail.doing = "waiting for the answer"
-        delay = settings.poll_initial_s
-        while True:
-            await asyncio.sleep(delay)
+        sent = time.monotonic()
+        not_before = 0.0
+        for offset in self._latencies.plan(job.asset_id):
+            await asyncio.sleep(max(0.0, sent + offset - time.monotonic()))
             answer = await session.poll(trail.conv_id, trail.message_id)
             trail.polls += 1
             if answer.status is AnswerStatus.SUCCESS:
+                self._latencies.observe(job.asset_id, not_before, time.monotonic() - sent)
                 return SectionResult(
                     success=True,
                     response=answer.response,
@@ -229,8 +232,9 @@ class JobRunner:
                     session,
                     f"the platform answered FAILED for asset {job.asset_id}: {answer.error}",
                 )
+            not_before = time.monotonic() - sent
             emit(Progress(Stage.POLLING, trail.conv_id, trail.message_id, trail.polls))
-            delay = min(delay * settings.poll_factor, settings.poll_max_s)
+        raise AssertionError("unreachable: poll plans never end")
 
     @staticmethod
     def _failed(trail: _Trail, session: PlatformSession, error: str) -> SectionResult:

@@ -24,7 +24,15 @@ class WorkerSettings(ServiceSettings):
     retry_after_max_s: float = Field(30.0, ge=0, description="Longest Retry-After honoured.")
     poll_initial_s: float = Field(0.2, gt=0, description="Wait before the first poll.")
     poll_factor: float = Field(1.5, ge=1, description="Growth of the wait between polls.")
-    poll_max_s: float = Field(2.0, gt=0, description="Longest wait between polls.")
+    poll_max_s: float = Field(
+        2.0, gt=0, description="Longest wait between polls until an asset's latencies are known."
+    )
+    poll_window: int = Field(
+        200, ge=10, le=100_000, description="Answers per asset the poll plan is learned from."
+    )
+    poll_min_samples: int = Field(
+        20, ge=4, description="Answers of an asset needed before its poll plan is learned."
+    )
     token_margin_s: float = Field(
         30.0, ge=0, description="Refresh a token this long before expiry."
     )
