@@ -46,7 +46,7 @@ def test_learned_plan_saves_polls_without_slower_median_answers() -> None:
     book = LatencyBook(WorkerSettings())
     draw = [rng.lognormvariate(math.log(20.0), 0.5) for _ in range(2000)]
     for latency in draw[:200]:  # learn from answers seen by the start-up schedule
-        polls, wait = _polls_and_wait(book, "asset", latency)
+        _, wait = _polls_and_wait(book, "asset", latency)
         book.observe("asset", latency + wait - 2.0, latency + wait)
     ours = [_polls_and_wait(book, "asset", latency) for latency in draw[200:]]
     fixed = [_fixed(latency) for latency in draw[200:]]
