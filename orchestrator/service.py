@@ -2,8 +2,9 @@
 :mod:`orchestrator.recovery`, take over the tasks of replicas that died. Plain async Python;
 :mod:`orchestrator.servicer` adapts it to gRPC.
 
-A task running on this replica is read from memory; one running elsewhere is read from storage,
-which holds it as of its last persisted step (submission or a finished section).
+A task running on this replica, or finished by it within the last minute, is read from memory;
+any other is read from storage, which holds it as of its last persisted step (submission or a
+finished section).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import re
 import secrets
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,9 @@ logger = logging.getLogger(__name__)
 TASK_ID = re.compile(r"^task_\d{14}_[0-9a-f]{8}\Z")
 _TENANT = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _WATCH_POLL_S = 1.0
+# Finished tasks kept in memory: a retry through another replica shows here after this long.
+_RECENT_SIZE = 4096
+_RECENT_S = 60.0
 
 
 def check_task_id(task_id: str) -> str:
@@ -69,6 +73,9 @@ class Orchestrator:
         self.runs: dict[str, TaskRun] = {}
         self.submitted = 0
         self.finished: Counter[str] = Counter()
+        # Tasks this replica just finished, so the status and result calls that follow a
+        # task's end are answered without reading it back from storage.
+        self._recent: OrderedDict[str, tuple[float, TaskRecord]] = OrderedDict()
         self._digest_key = digest_key
         self.replica_id = deps.replica_id
         self.recovery = Recovery(
@@ -116,6 +123,9 @@ class Orchestrator:
             self.runs.pop(run.task_id, None)
             if run.record.status.terminal:
                 self.finished[run.record.status.value] += 1
+                self._recent[run.task_id] = (time.monotonic(), run.record)
+                while len(self._recent) > _RECENT_SIZE:
+                    self._recent.popitem(last=False)
 
     # -- operations -------------------------------------------------------------------------
 
@@ -230,6 +240,8 @@ class Orchestrator:
         check_task_id(task_id)
         if run := self.runs.get(task_id):
             return run.record
+        if (recent := self._recent.get(task_id)) and time.monotonic() - recent[0] < _RECENT_S:
+            return recent[1]
         record, _ = await self.deps.storage.get(task_id)
         return record
 
