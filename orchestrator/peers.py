@@ -1,11 +1,17 @@
 """Calls from one orchestrator replica to another (the owner of a task), found through the
-address each replica publishes in its lease."""
+address each replica publishes in its lease.
+
+Reads of a task that runs on another replica are forwarded to it, so they see its live state
+and cost no S3 read; a forwarded call carries ``FORWARDED`` metadata and is never forwarded
+again, so stale leases cannot bounce a call between replicas.
+"""
 
 from __future__ import annotations
 
 import logging
 
 import grpc
+from google.protobuf.message import Message
 
 from common.channels import open_channel
 from common.errors import from_rpc_error
@@ -14,15 +20,42 @@ from wealthai.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 logger = logging.getLogger(__name__)
 
 _UNREACHABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+FORWARDED = ("x-wealthai-forwarded", "1")
+_channels: dict[str, grpc.aio.Channel] = {}
+
+
+def _stub(address: str) -> orchestrator_pb2_grpc.OrchestratorServiceStub:
+    if address not in _channels:
+        _channels[address] = open_channel(address)
+    return orchestrator_pb2_grpc.OrchestratorServiceStub(_channels[address])
+
+
+async def read_on_owner(address: str, method: str, request: Message) -> Message | None:
+    """Calls read ``method`` (GetTaskStatus or GetTaskResult) on the owner at ``address``;
+    None when it cannot be reached (the caller then reads storage)."""
+    try:
+        call = getattr(_stub(address), method)
+        response: Message = await call(request, timeout=5, metadata=(FORWARDED,))
+    except grpc.aio.AioRpcError as err:
+        if err.code() in _UNREACHABLE:
+            return None
+        raise from_rpc_error(err, "orchestrator") from err
+    return response
+
+
+async def close_all() -> None:
+    for channel in _channels.values():
+        await channel.close()
+    _channels.clear()
 
 
 async def cancel_on_owner(address: str, task_id: str) -> bool:
     """Asks the replica at ``address`` to cancel a task it runs. False when it cannot be
     reached (the caller then records the cancel itself); its refusals are raised as errors."""
     try:
-        async with open_channel(address) as channel:
-            stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
-            await stub.CancelTask(orchestrator_pb2.CancelTaskRequest(task_id=task_id), timeout=10)
+        await _stub(address).CancelTask(
+            orchestrator_pb2.CancelTaskRequest(task_id=task_id), timeout=10, metadata=(FORWARDED,)
+        )
     except grpc.aio.AioRpcError as err:
         if err.code() in _UNREACHABLE:
             logger.warning("owner at %s unreachable for cancel: %s", address, err.code().name)

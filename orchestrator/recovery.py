@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
 
 from common.errors import AppError, Conflict, NotFound
 from common.timeutil import iso, parse_iso, utcnow
@@ -59,6 +60,10 @@ class Lease:
     renewed_at: str = ""
     tasks: list[str] = field(default_factory=list)
     stopped: bool = False
+
+    @cached_property
+    def task_set(self) -> frozenset[str]:
+        return frozenset(self.tasks)
 
 
 class Recovery:
@@ -183,6 +188,13 @@ class Recovery:
     def address_of(self, replica: str) -> str:
         lease = self.leases.get(replica)
         return lease.address if lease and self.is_alive(replica) else ""
+
+    def owner_address(self, task_id: str) -> str:
+        """Address of the live replica whose lease lists ``task_id`` ("" when none does)."""
+        for name, lease in self.leases.items():
+            if name != self.replica_id and task_id in lease.task_set:
+                return self.address_of(name)
+        return ""
 
     @property
     def alive(self) -> set[str]:

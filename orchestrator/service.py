@@ -27,6 +27,7 @@ from orchestrator.detection import detect
 from orchestrator.idempotency import check_key, claim, request_digest
 from orchestrator.models import SectionResult, SectionState, TaskRecord, TaskState, TraceEntry
 from orchestrator.peers import cancel_on_owner
+from orchestrator.peers import close_all as close_peers
 from orchestrator.pipeline import Deps, TaskRun, mark_cancelled
 from orchestrator.recovery import Recovery
 from orchestrator.settings import OrchestratorSettings
@@ -107,6 +108,7 @@ class Orchestrator:
             task.cancel()
         await asyncio.gather(*runs, return_exceptions=True)
         await self.recovery.stop(unfinished)
+        await close_peers()
         await self.deps.pool.close()
         await self.deps.storage.close()
 
@@ -244,6 +246,10 @@ class Orchestrator:
             return recent[1]
         record, _ = await self.deps.storage.get(task_id)
         return record
+
+    def owner_address(self, task_id: str) -> str:
+        """Where the replica running ``task_id`` is, when that is not this one."""
+        return "" if task_id in self.runs else self.recovery.owner_address(task_id)
 
     async def list(self, limit: int, status: str, page_token: str) -> tuple[list[TaskRecord], str]:
         if limit < 0 or limit > 100:

@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 
 from orchestrator.models import TaskRecord
+from orchestrator.peers import FORWARDED, read_on_owner
 from orchestrator.pipeline import elapsed_seconds
 from orchestrator.service import Orchestrator
 from wealthai.orchestrator.v1 import orchestrator_pb2 as pb
@@ -102,12 +103,25 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):  
     async def GetTaskStatus(
         self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext
     ) -> pb.TaskStatus:
+        if forwarded := await self._on_owner("GetTaskStatus", request, context):
+            return forwarded
         return status_message(await self.orchestrator.get(request.task_id))
 
     async def GetTaskResult(
         self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext
     ) -> pb.TaskResult:
+        if forwarded := await self._on_owner("GetTaskResult", request, context):
+            return forwarded
         return result_message(await self.orchestrator.get(request.task_id))
+
+    async def _on_owner(
+        self, method: str, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        """The answer of the replica running the task, when that is another one."""
+        if FORWARDED in tuple(context.invocation_metadata() or ()):
+            return None
+        address = self.orchestrator.owner_address(request.task_id)
+        return await read_on_owner(address, method, request) if address else None
 
     async def ListTasks(
         self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext

@@ -270,3 +270,25 @@ async def test_cancel_through_another_replica_stops_the_owner(api, sim, s3, stac
     assert stats["answers"]["success"] == 0, stats
     status = (await api.get(f"/task/{task_id}/status")).json()
     assert status["status"] == "cancelled"
+
+
+async def test_reads_through_another_replica_see_the_owners_live_state(api, sim, s3, stack):
+    from common.channels import open_channel
+    from wealthai.orchestrator.v1 import orchestrator_pb2 as pb
+    from wealthai.orchestrator.v1 import orchestrator_pb2_grpc
+
+    await sim.patch("/_sim/config", json={"latency_median_s": 3.0, "latency_sigma": 0.1})
+    task_id = await submit(api, SEED)
+    doc = json.loads(s3.get_object(Bucket=BUCKET, Key=f"tasks/{task_id}.json")["Body"].read())
+    assert doc["status"] == "pending"  # what storage holds until a section finishes
+    other = stack.ports.orchestrators[1 - (int(doc["owner"].split("-")[1]) - 1)]
+    async with open_channel(f"127.0.0.1:{other}") as channel:
+        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+
+        async def status_via_other() -> str:
+            reply = await stub.GetTaskStatus(pb.GetTaskRequest(task_id=task_id))
+            return str(reply.status)
+
+        # Once the owner's lease lists the task, the other replica forwards the read.
+        await assert_eventually(status_via_other, lambda s: s == "processing", timeout=5)
+    await wait_finished(api, [task_id])
