@@ -49,16 +49,23 @@ async def close_all() -> None:
     _channels.clear()
 
 
-async def cancel_on_owner(address: str, task_id: str) -> bool:
-    """Asks the replica at ``address`` to cancel a task it runs. False when it cannot be
-    reached (the caller then records the cancel itself); its refusals are raised as errors."""
-    try:
-        await _stub(address).CancelTask(
+async def act_on_owner(address: str, action: str, task_id: str) -> bool:
+    """Asks the replica at ``address`` to ``cancel`` or ``retry`` a task it owns, so the replica
+    that runs (or last ran) it acts on it. False when it cannot be reached (the caller then acts
+    itself); its refusals are raised as errors."""
+    if action == "cancel":
+        call = _stub(address).CancelTask(
             orchestrator_pb2.CancelTaskRequest(task_id=task_id), timeout=10, metadata=(FORWARDED,)
         )
+    else:
+        call = _stub(address).RetryTask(
+            orchestrator_pb2.RetryTaskRequest(task_id=task_id), timeout=10, metadata=(FORWARDED,)
+        )
+    try:
+        await call
     except grpc.aio.AioRpcError as err:
         if err.code() in _UNREACHABLE:
-            logger.warning("owner at %s unreachable for cancel: %s", address, err.code().name)
+            logger.warning("owner at %s unreachable for %s: %s", address, action, err.code().name)
             return False
         raise from_rpc_error(err, "orchestrator") from err
     return True

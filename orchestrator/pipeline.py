@@ -128,16 +128,20 @@ class TaskRun:
     async def _persist(self, change: Callable[[TaskRecord], None]) -> None:
         """Applies ``change`` and writes the record, retrying while storage is unavailable.
 
-        On a lost compare-and-swap the stored record is re-read: if another writer finished
-        the task this run stops; otherwise ``change`` is applied to the fresh record.
+        The change is written from a copy and becomes visible to readers only once stored, so
+        no reader (here, or through another replica reading storage) sees a task finished
+        before it is. On a lost compare-and-swap the stored record is re-read: if another
+        writer finished the task or took it over this run stops; otherwise ``change`` is
+        applied to the fresh record.
         """
         async with self._write_lock:
-            change(self.record)
+            base = self.record
             delay = 0.2
             while True:
+                candidate = base.model_copy(deep=True)
+                change(candidate)
                 try:
-                    self.version = await self.deps.storage.update(self.record, self.version)
-                    return
+                    self.version = await self.deps.storage.update(candidate, self.version)
                 except Conflict:
                     fresh, version = await self.deps.storage.get(self.task_id)
                     if fresh.status.terminal or fresh.owner != self.deps.replica_id:
@@ -149,14 +153,22 @@ class TaskRun:
                         live.progress,
                         live.message,
                     )
-                    change(fresh)
-                    self.record, self.version = fresh, version
+                    base, self.version = fresh, version
+                    continue
                 except Unavailable as exc:
                     logger.warning(
                         "storage unavailable, retrying the write in %.1fs: %s", delay, exc
                     )
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, _STORAGE_RETRY_MAX_S)
+                    continue
+                if candidate.status.terminal or base is not self.record:
+                    self.record = candidate
+                else:
+                    # Sections still running hold references into the live record: update it
+                    # in place rather than replacing it.
+                    change(self.record)
+                return
 
     # -- the pipeline -----------------------------------------------------------------------
 

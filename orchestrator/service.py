@@ -26,7 +26,7 @@ from common.timeutil import iso, utcnow
 from orchestrator.detection import detect
 from orchestrator.idempotency import check_key, claim, request_digest
 from orchestrator.models import SectionResult, SectionState, TaskRecord, TaskState, TraceEntry
-from orchestrator.peers import cancel_on_owner
+from orchestrator.peers import act_on_owner
 from orchestrator.peers import close_all as close_peers
 from orchestrator.pipeline import Deps, TaskRun, mark_cancelled
 from orchestrator.recovery import Recovery
@@ -247,6 +247,14 @@ class Orchestrator:
         record, _ = await self.deps.storage.get(task_id)
         return record
 
+    async def _on_owner(self, record: TaskRecord, action: str) -> bool:
+        """Has the live replica that owns ``record`` (if another one) perform ``action``: it
+        alone can stop the task's sections, and it holds the task in memory."""
+        if record.owner == self.replica_id:
+            return False
+        address = self.recovery.address_of(record.owner)
+        return bool(address) and await act_on_owner(address, action, record.task_id)
+
     def owner_address(self, task_id: str) -> str:
         """Where the replica running ``task_id`` is, when that is not this one."""
         return "" if task_id in self.runs else self.recovery.owner_address(task_id)
@@ -262,8 +270,8 @@ class Orchestrator:
         return live, token
 
     async def cancel(self, task_id: str) -> TaskRecord:
-        """Stops the task's running sections and records it as cancelled. A task another live
-        replica runs is cancelled by that replica (it alone can stop the sections)."""
+        """Stops the task's running sections and records it as cancelled (through its owner
+        when that is another live replica)."""
         check_task_id(task_id)
         if (run := self.runs.get(task_id)) and run.task:
             run.cancel_requested = True
@@ -274,8 +282,7 @@ class Orchestrator:
         record, version = await self.deps.storage.get(task_id)
         if record.status.terminal:
             raise WrongState(f"task {task_id} already finished as {record.status.value}")
-        owner = self.recovery.address_of(record.owner) if record.owner != self.replica_id else ""
-        if owner and await cancel_on_owner(owner, task_id):
+        if await self._on_owner(record, "cancel"):
             record, _ = await self.deps.storage.get(task_id)
             return record
         mark_cancelled(record)
@@ -283,7 +290,8 @@ class Orchestrator:
         return record
 
     async def retry(self, task_id: str) -> TaskRecord:
-        """Runs again only the sections of an ``error`` task that did not complete."""
+        """Runs again only the sections of an ``error`` task that did not complete (on its
+        last owner when that replica is alive, so no replica keeps serving the old result)."""
         check_task_id(task_id)
         if task_id in self.runs:
             raise WrongState(f"task {task_id} is running")
@@ -293,6 +301,9 @@ class Orchestrator:
                 f"only a task that ended in error can be retried; {task_id} is "
                 f"{record.status.value}"
             )
+        if await self._on_owner(record, "retry"):
+            record, _ = await self.deps.storage.get(task_id)
+            return record
         failed = [n for n, s in record.result_data.items() if s.status != SectionState.COMPLETED]
         for name in failed:
             old = record.result_data[name]
