@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum requirements.lock | cut -c1-12)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv protos run test lint fmt lock clean chaos
+.PHONY: help venv protos run test lint fmt lock clean chaos bench
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ run: protos ## Start the whole platform locally (moto S3, simulator, every servi
 
 test: protos ## Run the whole test suite.
 	$(BIN)/python -m pytest
+
+bench: protos ## Benchmarks, every scenario (bench/README.md; ARGS="--scenario a").
+	$(BIN)/python -m bench.perf $(or $(ARGS),--scenario all)
 
 chaos: protos ## Chaos run: kill -9 services at random under load (bench/README.md; ARGS=--help).
 	$(BIN)/python -m bench.chaos $(ARGS)

@@ -12,6 +12,8 @@ GET      /_sim/health                                                {"status": 
 GET      /_sim/stats                                                 counters (see PlatformState)
 GET      /_sim/prompts                                               input digest -> times of its
                                                                      latest prompts (UTC ISO)
+GET      /_sim/timeline                                              message id -> its prompt's life
+                                                                     (simulator.timeline)
 POST     /_sim/reset[?config=true]                                   clears counters and state
 GET      /_sim/config                                                the runtime knobs
 PATCH    /_sim/config                                                changes knobs (422 when bad)
@@ -161,6 +163,10 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
     @app.get("/_sim/prompts")
     async def prompts() -> dict[str, list[str]]:
         return state.prompt_times()
+
+    @app.get("/_sim/timeline")
+    async def timeline() -> dict[str, dict[str, Any]]:
+        return state.timeline()
 
     @app.post("/_sim/reset")
     async def reset(config: bool = False) -> dict[str, Any]:

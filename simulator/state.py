@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from simulator.settings import SimulatorSettings, Tunables
+from simulator.timeline import Timeline
 
 CallKind = Literal["auth", "create", "prompt", "poll"]
 
@@ -77,6 +78,7 @@ class Conversation:
     tenant: str
     asset_id: str
     name: str
+    created_at: datetime | None = None  # wall clock, for the timeline
 
 
 @dataclass
@@ -97,7 +99,7 @@ class Message:
 class Stats:
     """What the simulator received and answered since the last reset."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeline_limit: int = 100_000) -> None:
         self.calls: Counter[str] = Counter(
             {kind: 0 for kind in ("auth", "create", "prompt", "poll")}
         )
@@ -108,6 +110,8 @@ class Stats:
         # last; ``GET /_sim/prompts`` shows them so a caller can tell *when* a repeat came.
         self.prompt_times: OrderedDict[str, deque[str]] = OrderedDict()
         self.cost_served = 0.0
+        # Every prompt's life (``GET /_sim/timeline``), bounded like the messages.
+        self.timeline = Timeline(timeline_limit)
 
 
 class PlatformState:
@@ -127,7 +131,7 @@ class PlatformState:
         self._tokens: OrderedDict[str, Session] = OrderedDict()
         self._conversations: OrderedDict[str, Conversation] = OrderedDict()
         self._messages: OrderedDict[str, Message] = OrderedDict()
-        self.stats = Stats()
+        self.stats = Stats(settings.max_messages)
 
     # -- administration ---------------------------------------------------------------------
 
@@ -137,7 +141,7 @@ class PlatformState:
         self._tokens.clear()
         self._conversations.clear()
         self._messages.clear()
-        self.stats = Stats()
+        self.stats = Stats(self.settings.max_messages)
         self._rng = random.Random(self.settings.seed)
         if config:
             self.tunables = self.settings.tunables()
@@ -163,6 +167,11 @@ class PlatformState:
                 "messages": len(self._messages),
             },
         }
+
+    def timeline(self) -> dict[str, dict[str, Any]]:
+        """``GET /_sim/timeline``: message id -> its prompt's life (see
+        :mod:`simulator.timeline`), oldest first, at most ``max_messages`` messages."""
+        return self.stats.timeline.as_json()
 
     def prompt_times(self) -> dict[str, list[str]]:
         """``GET /_sim/prompts``: input digest -> arrival times of its latest prompts, oldest
@@ -209,7 +218,9 @@ class PlatformState:
 
     def create_conversation(self, session: Session, name: str, asset_id: str) -> str:
         conv_id = new_id()
-        self._conversations[conv_id] = Conversation(session.tenant, asset_id, name)
+        self._conversations[conv_id] = Conversation(
+            session.tenant, asset_id, name, self._wall_clock().astimezone(UTC)
+        )
         while len(self._conversations) > self.settings.max_conversations:
             self._conversations.popitem(last=False)
         return conv_id
@@ -226,7 +237,8 @@ class PlatformState:
         self.stats.prompts_by_input[digest] += 1
         self._record_prompt_time(digest)
         latency = knobs.latency_median_s * math.exp(knobs.latency_sigma * self._rng.gauss())
-        ready_at = self._clock() + min(latency, knobs.latency_max_s)
+        latency = min(latency, knobs.latency_max_s)
+        ready_at = self._clock() + latency
         failed = asset_id in knobs.fail_assets or (
             knobs.failure_rate > 0 and self._rng.random() < knobs.failure_rate
         )
@@ -249,6 +261,15 @@ class PlatformState:
         )
         while len(self._messages) > self.settings.max_messages:
             self._messages.popitem(last=False)
+        prompted_at = self._wall_clock().astimezone(UTC)
+        self.stats.timeline.prompted(
+            message_id,
+            asset_id=asset_id,
+            digest=digest,
+            created_at=conversation.created_at or prompted_at,
+            prompted_at=prompted_at,
+            latency_s=latency,
+        )
         return message_id
 
     def _record_prompt_time(self, digest: str) -> None:
@@ -268,8 +289,11 @@ class PlatformState:
         message = self._messages.get(message_id)
         if message is None or message.conv_id != conv_id or message.tenant != session.tenant:
             return None
+        now = self._wall_clock().astimezone(UTC)
         if self._clock() < message.ready_at:
+            self.stats.timeline.polled(message_id, AnswerStatus.IN_PROGRESS, now)
             return {"status": AnswerStatus.IN_PROGRESS.value, "response": "", "cost": 0.0}
+        self.stats.timeline.polled(message_id, message.status, now)
         if not message.served:
             message.served = True
             if message.status is AnswerStatus.SUCCESS:
