@@ -32,7 +32,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
@@ -254,7 +254,7 @@ class Recovery:
         self.leases.pop(dead, None)
         return taken
 
-    async def _created_after(self, renewed_at: str):  # type: ignore[no-untyped-def]
+    async def _created_after(self, renewed_at: str) -> AsyncIterator[tuple[TaskRecord, str]]:
         """Tasks created since shortly before ``renewed_at``, newest first."""
         if not renewed_at:
             return

@@ -20,7 +20,8 @@ from common.errors import InvalidInput
 TASK_ID_RE = re.compile(r"^task_\d{14}_[0-9a-f]{8}\Z")
 OBJECT_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}\Z")
 # Bytes; namespaced objects are small records (leases, idempotency keys), not documents.
-MAX_OBJECT_BODY = 64 * 1024
+# A lease lists every unfinished task of its replica (~32 bytes each): room for ~30,000.
+MAX_OBJECT_BODY = 1024 * 1024
 
 _TASKS_PAGE = "t1:"
 _OBJECTS_PAGE = "o1:"
@@ -50,14 +51,7 @@ def check_document(task_id: str, document: bytes) -> str:
     It must be a UTF-8 JSON object whose ``task_id`` equals the id it is stored under and whose
     ``status`` is a string.
     """
-    try:
-        parsed: Any = json.loads(document.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(f"document of task {task_id} is not UTF-8: {exc.reason}") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"document of task {task_id} is not valid JSON: {exc}") from None
-    if not isinstance(parsed, dict):
-        raise InvalidInput(f"document of task {task_id} must be a JSON object")
+    parsed = _json_object(f"document of task {task_id}", document)
     if parsed.get("task_id") != task_id:
         raise InvalidInput(
             f"document of task {task_id} has task_id {parsed.get('task_id')!r}; "
@@ -67,6 +61,19 @@ def check_document(task_id: str, document: bytes) -> str:
     if not isinstance(status, str):
         raise InvalidInput(f"document of task {task_id} must have a string 'status'")
     return status
+
+
+def _json_object(what: str, raw: bytes) -> dict[str, Any]:
+    """``raw`` parsed as a UTF-8 JSON object, or InvalidInput naming ``what`` is wrong."""
+    try:
+        parsed: Any = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{what} is not UTF-8: {exc.reason}") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise InvalidInput(f"{what} must be a JSON object")
+    return parsed
 
 
 def check_object_name(name: str) -> str:
@@ -79,19 +86,12 @@ def check_object_name(name: str) -> str:
 
 
 def check_object_body(name: str, body: bytes) -> None:
-    """Checks the body of object ``name``: a UTF-8 JSON object of at most 64 KiB."""
+    """Checks the body of object ``name``: a UTF-8 JSON object of at most 1 MiB."""
     if len(body) > MAX_OBJECT_BODY:
         raise InvalidInput(
             f"body of object {name} is {len(body)} bytes; at most {MAX_OBJECT_BODY} are allowed"
         )
-    try:
-        parsed: Any = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(f"body of object {name} is not UTF-8: {exc.reason}") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"body of object {name} is not valid JSON: {exc}") from None
-    if not isinstance(parsed, dict):
-        raise InvalidInput(f"body of object {name} must be a JSON object")
+    _json_object(f"body of object {name}", body)
 
 
 def check_precondition(if_match: str | None, if_none_match: bool) -> None:

@@ -65,14 +65,7 @@ def test_orchestrator_refuses_to_start_with_a_bad_config(tmp_path: Path) -> None
         "ORCH_PORT": "0",
         "ORCH_CREDENTIAL_KEY": "A" * 43 + "=",
     }
-    proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    proc = _start_orchestrator(env)
     assert proc.returncode != 0
     assert "sections.top_movers.fields" in proc.stderr
     assert "Field required" in proc.stderr
@@ -80,7 +73,13 @@ def test_orchestrator_refuses_to_start_with_a_bad_config(tmp_path: Path) -> None
 
 def test_orchestrator_refuses_to_start_without_a_credential_key() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-    proc = subprocess.run(
+    proc = _start_orchestrator(env)
+    assert proc.returncode != 0
+    assert "ORCH_CREDENTIAL_KEY" in proc.stderr
+
+
+def _start_orchestrator(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "orchestrator"],
         cwd=ROOT,
         env=env,
@@ -88,5 +87,3 @@ def test_orchestrator_refuses_to_start_without_a_credential_key() -> None:
         text=True,
         timeout=30,
     )
-    assert proc.returncode != 0
-    assert "ORCH_CREDENTIAL_KEY" in proc.stderr

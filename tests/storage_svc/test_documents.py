@@ -8,6 +8,7 @@ import pytest
 
 from common.errors import InvalidInput
 from storage_svc.documents import (
+    MAX_OBJECT_BODY,
     check_document,
     check_object_body,
     check_object_name,
@@ -61,8 +62,9 @@ def test_object_names_and_bodies() -> None:
     assert check_object_name("x" * 128) == "x" * 128
     check_object_body("n", b'{"a": [1]}')
     check_object_body("n", b"{}")
-    with pytest.raises(InvalidInput, match="is 65537 bytes"):
-        check_object_body("n", b"{" + b" " * 65535 + b"}")
+    check_object_body("n", b"{" + b" " * (MAX_OBJECT_BODY - 2) + b"}")
+    with pytest.raises(InvalidInput, match=f"is {MAX_OBJECT_BODY + 1} bytes"):
+        check_object_body("n", b"{" + b" " * (MAX_OBJECT_BODY - 1) + b"}")
 
 
 def test_a_trailing_newline_is_not_part_of_a_valid_id_or_name() -> None:

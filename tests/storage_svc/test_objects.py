@@ -10,7 +10,7 @@ import pytest
 from botocore.exceptions import ReadTimeoutError
 
 from common.errors import Conflict, InvalidInput, NotFound
-from storage_svc.documents import encode_objects_token
+from storage_svc.documents import MAX_OBJECT_BODY, encode_objects_token
 from storage_svc.objects import Namespace, ObjectStore, StoredObject
 from storage_svc.store import TaskStore
 from tests.storage_svc.conftest import BUCKET, document, task_id
@@ -262,7 +262,7 @@ BAD_BODIES = [
     (b"{not json", "not valid JSON"),
     (b"[1, 2]", "must be a JSON object"),
     (b'"text"', "must be a JSON object"),
-    (json.dumps({"pad": "x" * 65536}).encode(), "at most 65536"),
+    (json.dumps({"pad": "x" * MAX_OBJECT_BODY}).encode(), f"at most {MAX_OBJECT_BODY}"),
 ]
 
 

@@ -10,6 +10,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from storage_svc.documents import MAX_OBJECT_BODY
 from storage_svc.servicer import SERVICE_NAME
 from storage_svc.store import TaskStore
 from tests.helpers import free_port
@@ -268,6 +269,9 @@ async def test_delete_object_semantics(stub: Any) -> None:
     await stub.DeleteObject(pb.DeleteObjectRequest(namespace=LEASES, name="l"))
 
 
+TOO_BIG = MAX_OBJECT_BODY + 1
+
+
 async def test_bad_object_requests_are_invalid_argument(stub: Any) -> None:
     unspecified = pb.NAMESPACE_UNSPECIFIED
     calls = [
@@ -277,7 +281,9 @@ async def test_bad_object_requests_are_invalid_argument(stub: Any) -> None:
         stub.PutObject(pb.PutObjectRequest(namespace=LEASES, name="", body=_lease())),
         stub.PutObject(pb.PutObjectRequest(namespace=LEASES, name="l", body=b"[]")),
         stub.PutObject(pb.PutObjectRequest(namespace=LEASES, name="l", body=b"\xff")),
-        stub.PutObject(pb.PutObjectRequest(namespace=LEASES, name="l", body=b"{" * 70_000)),
+        stub.PutObject(
+            pb.PutObjectRequest(namespace=LEASES, name="l", body=b"{" * (MAX_OBJECT_BODY + 1))
+        ),
         stub.PutObject(pb.PutObjectRequest(namespace=LEASES, name="l", body=_lease(), if_match="")),
         stub.GetObject(pb.GetObjectRequest(namespace=unspecified, name="l")),
         stub.GetObject(pb.GetObjectRequest(namespace=LEASES, name="../l")),
@@ -292,7 +298,7 @@ async def test_bad_object_requests_are_invalid_argument(stub: Any) -> None:
     assert "namespace 0 is not" in details[0]
     assert "object name" in details[2]
     assert "must be a JSON object" in details[4]
-    assert "at most 65536" in details[6]
+    assert f"at most {MAX_OBJECT_BODY}" in details[6]
     assert "page_size" in details[13]
     assert "page_token" in details[15]
     listed = await stub.ListObjects(pb.ListObjectsRequest(namespace=LEASES))
