@@ -194,7 +194,7 @@ class Chaos:
             kills.append(f"t+{time.monotonic() - started:.1f}s {name}")
             say(f"kill -9 {name}")
             # One long-lived thread relaunches: a child gets SIGTERM when the thread that started
-            # it ends (PR_SET_PDEATHSIG in scripts/devstack.py), so that thread must outlive it.
+            # it ends (PR_SET_PDEATHSIG in scripts/with_parent.py), so that thread must outlive it.
             await loop.run_in_executor(pool, self.stack.kill, name)
             await asyncio.sleep(self.opts.down * rng.uniform(0.5, 1.5))
             await loop.run_in_executor(pool, self.stack.launch, name)

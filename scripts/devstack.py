@@ -13,8 +13,6 @@ between runs: the credential key).
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -31,15 +29,6 @@ from gateway.models import EXAMPLE_DATA
 from orchestrator.credentials import new_key
 
 ROOT = Path(__file__).resolve().parent.parent
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Runs in each child before exec: the kernel kills it if the launcher dies, even by -9.
-    The kernel ties this to the launching *thread*: launch from a thread that outlives the
-    child (the main thread, or one long-lived thread), or the child is stopped with it."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], name: str, timeout: float) -> None:
@@ -233,13 +222,15 @@ class Stack:
             log_dir.mkdir(parents=True, exist_ok=True)
             log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115
         try:
+            # Each child dies with the launcher (scripts/with_parent.py): launch from a thread
+            # that outlives it (the main thread, or one long-lived thread).
+            guard = [sys.executable, "-S", "-m", "scripts.with_parent", str(os.getpid())]
             spec.popen = subprocess.Popen(
-                spec.argv,
+                guard + spec.argv,
                 env=spec.env,
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT if log is not None else None,
-                preexec_fn=_die_with_parent,
             )
         finally:
             if log is not None:

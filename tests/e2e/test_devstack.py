@@ -1,13 +1,17 @@
-"""The launcher behind ``make run``: a port in use is reported before anything starts."""
+"""The launcher behind ``make run``: a port in use is reported before anything starts, and
+no child outlives it."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from scripts.devstack import Ports, Stack
+from scripts.devstack import ROOT, Ports, Stack
 from tests.helpers import free_port
 
 
@@ -36,3 +40,47 @@ def test_ports_come_from_the_services_own_variables(monkeypatch: pytest.MonkeyPa
     ports = Ports.from_env()
     assert ports.gateway == 18000
     assert ports.workers == [19001, 19002, 19003]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process state from /proc")
+def test_a_child_dies_with_its_launcher_even_on_kill_9() -> None:
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, subprocess, sys, time\n"
+            "guard = [sys.executable, '-S', '-m', 'scripts.with_parent', str(os.getpid())]\n"
+            "child = subprocess.Popen(guard + ['sleep', '60'])\n"
+            "print(child.pid, flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+    ) as launcher:
+        assert launcher.stdout is not None
+        child = int(launcher.stdout.readline())
+        deadline = time.monotonic() + 10
+        while not Path(f"/proc/{child}/cmdline").read_bytes().startswith(b"sleep"):
+            assert time.monotonic() < deadline, "the wrapper never became the command"
+            time.sleep(0.02)
+
+        launcher.kill()
+
+    while _alive(child):
+        assert time.monotonic() < deadline, f"child {child} outlived its launcher"
+        time.sleep(0.02)
+
+
+def test_a_child_whose_launcher_is_already_gone_does_not_run() -> None:
+    done = subprocess.run(
+        [sys.executable, "-S", "-m", "scripts.with_parent", "1", "true"], cwd=ROOT, check=False
+    )
+    assert done.returncode == 1

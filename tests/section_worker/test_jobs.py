@@ -76,14 +76,14 @@ async def test_the_job_timeout_becomes_a_failed_result(sim: Sim, make_client: Ma
     await sim.configure(latency_median_s=10)
     runner = _runner(make_client)
 
-    events = await _events(runner, _job(timeout_s=0.3))
+    events = await _events(runner, _job(timeout_s=1.5))  # room to send on a busy machine
 
     result = events[-1]
     assert isinstance(result, SectionResult)
     assert not result.success
-    assert result.error == "section timed out after 0.3s while waiting for the answer"
+    assert result.error == "section timed out after 1.5s while waiting for the answer"
     assert result.message_id
-    assert 0.3 <= result.duration_s < 2
+    assert 1.5 <= result.duration_s < 4
 
 
 async def test_a_platform_outage_becomes_a_failed_result(sim: Sim, make_client: MakeClient) -> None:
