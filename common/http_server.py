@@ -51,7 +51,7 @@ class HttpServer:
             log_config=None,
             access_log=access_log,
             lifespan=lifespan,
-            http="h11",
+            http="httptools",
             ws="none",
             timeout_graceful_shutdown=int(grace_s) if grace_s else None,
         )

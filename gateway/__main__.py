@@ -6,6 +6,7 @@ import asyncio
 import signal
 import sys
 
+from common import eventloop
 from common.http_server import HttpServer
 from common.logging import configure
 from common.settings import load_settings
@@ -34,7 +35,7 @@ async def serve(settings: GatewaySettings) -> None:
 def main() -> None:
     settings = load_settings(GatewaySettings)
     configure("gateway", settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    eventloop.run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import secrets
 import socket
 import sys
 
+from common import eventloop
 from common.grpc_server import ServiceHost
 from common.logging import configure
 from common.settings import load_settings
@@ -56,7 +56,7 @@ async def serve(settings: OrchestratorSettings) -> None:
 def main() -> None:
     settings = load_settings(OrchestratorSettings)
     configure("orchestrator", settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    eventloop.run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@ workers, aggregate, finish.
 
 Writes to storage are few and each one matters: the task is stored at submission; then every
 finished section is persisted before it counts as done (a crash right after costs nothing
-twice); the write of the last section also finishes the task. Intermediate states
-(authenticating, processing, a section running) live in memory, where status calls and watchers
-read them, so a running task costs no storage read either.
+twice), sections finishing together sharing one write; the write of the last section also
+finishes the task. Intermediate states (authenticating, processing, a section running) live
+in memory, where status calls and watchers read them, so a running task costs no storage read
+either.
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ class TaskRun:
     cancel_requested: bool = False
     task: asyncio.Task[None] | None = None
     _write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _queued: list[tuple[Callable[[TaskRecord], None], asyncio.Future[None]]] = field(
+        default_factory=list
+    )
 
     @property
     def task_id(self) -> str:
@@ -128,47 +132,81 @@ class TaskRun:
     async def _persist(self, change: Callable[[TaskRecord], None]) -> None:
         """Applies ``change`` and writes the record, retrying while storage is unavailable.
 
-        The change is written from a copy and becomes visible to readers only once stored, so
-        no reader (here, or through another replica reading storage) sees a task finished
-        before it is. On a lost compare-and-swap the stored record is re-read: if another
-        writer finished the task or took it over this run stops; otherwise ``change`` is
-        applied to the fresh record.
+        Changes that arrive while a write is in flight are written together by the next one
+        (group commit): sections finishing at once cost one write, and each still returns only
+        once its change is stored. The change is written from a copy and becomes visible to
+        readers only once stored, so no reader (here, or through another replica reading
+        storage) sees a task finished before it is. On a lost compare-and-swap the stored
+        record is re-read: if another writer finished the task or took it over this run stops;
+        otherwise the changes are applied to the fresh record.
         """
-        async with self._write_lock:
-            base = self.record
-            delay = 0.2
-            while True:
-                candidate = base.model_copy(deep=True)
-                change(candidate)
-                try:
-                    self.version = await self.deps.storage.update(candidate, self.version)
-                except Conflict:
-                    fresh, version = await self.deps.storage.get(self.task_id)
-                    if fresh.status.terminal or fresh.owner != self.deps.replica_id:
-                        self.record, self.version = fresh, version
-                        raise TaskStopped(fresh.status.value, fresh.owner) from None
-                    live = self.record
-                    fresh.status, fresh.progress, fresh.message = (
-                        live.status,
-                        live.progress,
-                        live.message,
-                    )
-                    base, self.version = fresh, version
-                    continue
-                except Unavailable as exc:
-                    logger.warning(
-                        "storage unavailable, retrying the write in %.1fs: %s", delay, exc
-                    )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, _STORAGE_RETRY_MAX_S)
-                    continue
-                if candidate.status.terminal or base is not self.record:
-                    self.record = candidate
-                else:
-                    # Sections still running hold references into the live record: update it
-                    # in place rather than replacing it.
-                    change(self.record)
-                return
+        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (change, stored)
+        self._queued.append(entry)
+        try:
+            await self._write_lock.acquire()
+        except BaseException:  # cancelled while waiting: the change is not written
+            with contextlib.suppress(ValueError):
+                self._queued.remove(entry)
+            raise
+        try:
+            if stored.done():  # written (or refused) with an earlier caller's batch
+                return stored.result()
+            batch, self._queued = self._queued, []
+            try:
+                await self._write([c for c, _ in batch])
+            except Exception as exc:
+                for _, other in batch:
+                    if other is not stored:
+                        other.set_exception(exc)
+                raise
+            except BaseException:  # this caller was cancelled: the others go with the next write
+                self._queued[:0] = [e for e in batch if e is not entry]
+                raise
+            for _, other in batch:
+                if other is not stored:
+                    other.set_result(None)
+            return None
+        finally:
+            self._write_lock.release()
+
+    async def _write(self, changes: list[Callable[[TaskRecord], None]]) -> None:
+        def apply(record: TaskRecord) -> None:
+            for change in changes:
+                change(record)
+
+        base = self.record
+        delay = 0.2
+        while True:
+            candidate = base.model_copy(deep=True)
+            apply(candidate)
+            try:
+                self.version = await self.deps.storage.update(candidate, self.version)
+            except Conflict:
+                fresh, version = await self.deps.storage.get(self.task_id)
+                if fresh.status.terminal or fresh.owner != self.deps.replica_id:
+                    self.record, self.version = fresh, version
+                    raise TaskStopped(fresh.status.value, fresh.owner) from None
+                live = self.record
+                fresh.status, fresh.progress, fresh.message = (
+                    live.status,
+                    live.progress,
+                    live.message,
+                )
+                base, self.version = fresh, version
+                continue
+            except Unavailable as exc:
+                logger.warning("storage unavailable, retrying the write in %.1fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _STORAGE_RETRY_MAX_S)
+                continue
+            if candidate.status.terminal or base is not self.record:
+                self.record = candidate
+            else:
+                # Sections still running hold references into the live record: update it in
+                # place rather than replacing it.
+                apply(self.record)
+            return
 
     # -- the pipeline -----------------------------------------------------------------------
 

@@ -347,6 +347,11 @@ class Orchestrator:
                         continue
                     yield event
                     if TaskState(event["status"]).terminal:
+                        # Sections stored by one write each publish after it: pass them all on.
+                        if run.task is not None:
+                            await asyncio.wait({run.task}, timeout=_WATCH_POLL_S)
+                        while not queue.empty():
+                            yield queue.get_nowait()
                         return
             finally:
                 run.unsubscribe(queue)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-
+from common import eventloop
 from common.logging import configure
 from common.settings import load_settings
 from section_worker.jobs import JobRunner
@@ -29,7 +28,7 @@ async def serve(settings: WorkerSettings) -> None:
 def main() -> None:
     settings = load_settings(WorkerSettings)
     configure("section_worker", settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    eventloop.run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 
+from common import eventloop
 from common.logging import configure
 from common.settings import load_settings
 from simulator.server import SimulatorServer
@@ -28,7 +29,7 @@ async def serve(settings: SimulatorSettings) -> None:
 def main() -> None:
     settings = load_settings(SimulatorSettings)
     configure("simulator", settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    eventloop.run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 
+from common import eventloop
 from common.errors import AppError, Unavailable
 from common.grpc_server import ServiceHost
 from common.logging import configure
@@ -72,7 +73,7 @@ def main() -> None:
     """Entry point: settings from the environment, logging, then :func:`serve`."""
     settings = load_settings(StorageSettings)
     configure("storage_svc", settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    eventloop.run(serve(settings))
 
 
 if __name__ == "__main__":
