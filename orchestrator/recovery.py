@@ -19,10 +19,13 @@ back off. The winner continues from what was persisted, so finished sections are
 re-run. Once every task of a dead lease is handled, the lease is deleted. A replica that was
 only cut off, not dead, loses its next compare-and-swap on each task and stops running it.
 
-A replica renews at once after taking tasks over or reopening one (retry), because those tasks
-are not found through the creation-time window. A task taken over more than ``max_takeovers``
-times (it keeps killing its owners) is dead-lettered: it ends in ``error`` with the reason in its
-trace, listable by status and retriable.
+A replica lists a task in its lease *before* it writes itself as the task's owner (takeover,
+retry): those tasks are not found through the creation-time window, so a replica dying between
+the two writes must still leave the task findable — through its own lease once the owner write
+landed, through the dead owner's lease (deleted only after all its tasks are handled) before.
+A task taken over more than ``max_takeovers`` times (it keeps killing its owners) is
+dead-lettered: it ends in ``error`` with the reason in its trace, listable by status and
+retriable.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
@@ -94,6 +98,7 @@ class Recovery:
         self._started = time.monotonic()
         self._loop_task: asyncio.Task[None] | None = None
         self._renew_lock = asyncio.Lock()
+        self._claims: Counter[str] = Counter()
         self._blind = False
         self.taken_over = 0
 
@@ -130,8 +135,7 @@ class Recovery:
             while True:
                 await asyncio.sleep(self.renew_s)
                 try:
-                    if await self.scan():
-                        await self.renew()
+                    await self.scan()
                 except AppError as exc:
                     self._blind = True
                     logger.warning("scan for orphaned tasks failed: %s", exc)
@@ -152,14 +156,14 @@ class Recovery:
                 logger.warning("lease renewal failed: %s", exc)
 
     async def renew(self, tasks: list[str] | None = None, *, stopped: bool = False) -> None:
-        """Rewrites the lease with the ids of the tasks this replica runs now."""
+        """Rewrites the lease with the ids of the tasks this replica runs or is claiming."""
         async with self._renew_lock:
             body = json.dumps(
                 {
                     "replica_id": self.replica_id,
                     "address": self.address,
                     "renewed_at": iso(utcnow()),
-                    "tasks": sorted(self._runs if tasks is None else tasks),
+                    "tasks": sorted({*self._runs, *self._claims} if tasks is None else tasks),
                     "stopped": stopped,
                 }
             ).encode()
@@ -173,6 +177,18 @@ class Recovery:
                 self._lease_version = await self.storage.put_object(
                     LEASES, self.replica_id, body, version=None
                 )
+
+    @contextlib.asynccontextmanager
+    async def claiming(self, task_ids: Collection[str]) -> AsyncIterator[None]:
+        """Lists ``task_ids`` in this replica's lease for the duration (one lease write on
+        entry): wrap every write that makes this replica a task's owner in it."""
+        self._claims.update(task_ids)
+        try:
+            await self.renew()
+            yield
+        finally:
+            self._claims.subtract(task_ids)
+            self._claims += Counter()  # drops the ids no longer claimed
 
     # -- other replicas ---------------------------------------------------------------------
 
@@ -234,12 +250,12 @@ class Recovery:
     async def _recover(self, dead: str, lease: Lease) -> int:
         """Takes over every unfinished task of ``dead``, then deletes its lease."""
         logger.info("replica %s is dead; recovering its tasks", dead)
-        taken = 0
+        orphans: list[tuple[TaskRecord, str]] = []
         seen: set[str] = set()
         async for record, version in self._created_after(lease.renewed_at):
             seen.add(record.task_id)
             if record.owner == dead and not record.status.terminal:
-                taken += await self.take_over(record, version)
+                orphans.append((record, version))
         for task_id in lease.tasks:
             if task_id in seen or task_id in self._runs:
                 continue
@@ -248,7 +264,12 @@ class Recovery:
             except NotFound:
                 continue
             if record.owner == dead and not record.status.terminal:
-                taken += await self.take_over(record, version)
+                orphans.append((record, version))
+        taken = 0
+        if orphans:
+            async with self.claiming([record.task_id for record, _ in orphans]):
+                for record, version in orphans:
+                    taken += await self.take_over(record, version)
         with contextlib.suppress(AppError):
             await self.storage.delete_object(LEASES, dead, lease.version)
         self.leases.pop(dead, None)
@@ -271,7 +292,8 @@ class Recovery:
 
     async def take_over(self, record: TaskRecord, version: str) -> int:
         """Makes this replica the owner of ``record`` (compare-and-swap on ``version``) and
-        runs it, or dead-letters it; 1 when this replica won the task."""
+        runs it, or dead-letters it; 1 when this replica won the task. Call it inside
+        :meth:`claiming` for the task."""
         previous = record.owner or "none"
         record.owner = self.replica_id
         record.takeovers += 1

@@ -206,8 +206,8 @@ class Orchestrator:
         record, version = await self.deps.storage.get(task_id)
         orphaned = record.owner == self.replica_id or not self.recovery.is_alive(record.owner)
         if not record.status.terminal and orphaned:
-            await self.recovery.take_over(record, version)
-            await self.recovery.renew()
+            async with self.recovery.claiming([task_id]):
+                await self.recovery.take_over(record, version)
         return record
 
     def _validate(
@@ -325,9 +325,9 @@ class Orchestrator:
         return record
 
     async def _reopen(self, record: TaskRecord, version: str) -> None:
-        version = await self.deps.storage.update(record, version)
-        self._launch(record, version)
-        await self.recovery.renew()  # the lease now lists it: found again if this replica dies
+        async with self.recovery.claiming([record.task_id]):
+            version = await self.deps.storage.update(record, version)
+            self._launch(record, version)
 
     async def watch(self, task_id: str) -> AsyncIterator[dict[str, Any]]:
         """One event now, then one per change, until the task is finished."""

@@ -136,16 +136,19 @@ async def test_two_orchestrators_racing_for_an_orphan_get_one_owner(api, stack: 
         for n in range(2)
     ]
     copies = [TaskRecord.model_validate(record.model_dump()) for _ in racers]
-    won = await asyncio.gather(
-        *(r.take_over(c, version) for r, c in zip(racers, copies, strict=True))
-    )
+
+    async def claim(racer: Recovery, copy: TaskRecord) -> int:
+        async with racer.claiming([task_id]):
+            return await racer.take_over(copy, version)
+
+    won = await asyncio.gather(*(claim(r, c) for r, c in zip(racers, copies, strict=True)))
     assert sorted(won) == [0, 1]
     stored, _ = await storage.get(task_id)
     assert launched == [stored.owner]
     assert stored.takeovers == 1
-    winner = racers[won.index(1)]
-    await winner.renew([task_id])  # then it "dies": the lease is never renewed again
-    # The winner's lease goes stale, so the real replicas take the task over and finish it.
+    # Then both "die" at once: their leases are never renewed again. The winner's lease listed
+    # the task before it wrote itself as owner, so when that lease goes stale the real
+    # replicas find the task there, take it over and finish it.
     done = await wait_finished(api, [task_id], within=30)
     assert done[task_id]["status"] == "completed"
     steps = [t["step"] for t in done[task_id]["trace"]]
