@@ -42,6 +42,7 @@ from bench.procstats import machine_busy, sample
 from bench.scenarios import OVERRIDES, SCALE_OUT_WORKERS, SCENARIOS, Scenario, chosen
 from bench.stack import BenchStack
 from bench.targets import check, render
+from orchestrator.settings import OrchestratorSettings
 from scripts.devstack import ROOT
 
 
@@ -90,6 +91,9 @@ async def measure(stack: BenchStack, sc: Scenario) -> dict[str, Any]:
         warm = Load(submit_api, poll_api, f"warm-{run_id}", 0.05, time.monotonic() + 60)
         if sum(t.status == "completed" for t in await warm.closed(2, 4)) < 4:
             raise RuntimeError(f"warm-up tasks did not complete: {warm.outcomes}")
+        if sc.orchestrators > 1:
+            # Replicas learn each other's leases (and so where a task runs) at each renewal.
+            await asyncio.sleep(2 * OrchestratorSettings.model_fields["lease_renew_s"].default)
         knobs = {"latency_median_s": sc.latency, "latency_sigma": sc.sigma}
         (await sim.patch("/_sim/config", json=knobs)).raise_for_status()
         (await ctl.post("/reset")).raise_for_status()

@@ -7,6 +7,9 @@ running tasks, and the leases *are* the index of unfinished work — a task cost
 to be findable. A replica counts another as dead when that replica's lease version has not
 changed for ``lease_ttl_s`` *as measured on the observer's own clock* — no clock
 synchronisation between hosts is needed — or at once when its last lease says it stopped.
+A lease also carries the replica's *tag*, two hex digits that start the random part of the ids
+of the tasks it creates: another replica forwards a read of a new task to its creator before
+any renewal lists it, so reads of running or just-finished tasks cost no S3 read anywhere.
 
 For a dead replica, the tasks to look at are the ones its lease lists plus the ones it created
 after its last renewal (task ids carry their creation second in the creator's own clock, the
@@ -34,6 +37,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
@@ -64,6 +68,7 @@ class Lease:
     renewed_at: str = ""
     tasks: list[str] = field(default_factory=list)
     stopped: bool = False
+    tag: str = ""
 
     @cached_property
     def task_set(self) -> frozenset[str]:
@@ -99,6 +104,9 @@ class Recovery:
         self._loop_task: asyncio.Task[None] | None = None
         self._renew_lock = asyncio.Lock()
         self._claims: Counter[str] = Counter()
+        # Two hex digits this replica puts in the ids of the tasks it creates, and in its lease,
+        # so the other replicas know where a new task runs before a renewal lists it.
+        self.tag = secrets.token_hex(1)
         self._blind = False
         self.taken_over = 0
 
@@ -165,6 +173,7 @@ class Recovery:
                     "renewed_at": iso(utcnow()),
                     "tasks": sorted({*self._runs, *self._claims} if tasks is None else tasks),
                     "stopped": stopped,
+                    "tag": self.tag,
                 }
             ).encode()
             try:
@@ -206,9 +215,15 @@ class Recovery:
         return lease.address if lease and self.is_alive(replica) else ""
 
     def owner_address(self, task_id: str) -> str:
-        """Address of the live replica whose lease lists ``task_id`` ("" when none does)."""
+        """Address of the live replica whose lease lists ``task_id``, else of the live replica
+        that created it (its tag in the id: a task runs where it was submitted until a
+        takeover, which the leases then show); "" when neither is another live replica."""
         for name, lease in self.leases.items():
             if name != self.replica_id and task_id in lease.task_set:
+                return self.address_of(name)
+        tag = task_id[-8:-6]
+        for name, lease in self.leases.items():
+            if name != self.replica_id and lease.tag == tag:
                 return self.address_of(name)
         return ""
 
@@ -235,6 +250,7 @@ class Recovery:
                 renewed_at=str(body.get("renewed_at", "")),
                 tasks=list(body.get("tasks", [])),
                 stopped=bool(body.get("stopped", False)),
+                tag=str(body.get("tag", "")),
             )
         self.leases = current
         taken = 0

@@ -146,7 +146,7 @@ class Orchestrator:
         tenant = tenant or self.settings.default_tenant
         detected = detect(records, self.deps.config)
         now = utcnow()
-        task_id = f"task_{now:%Y%m%d%H%M%S}_{secrets.token_hex(4)}"
+        task_id = f"task_{now:%Y%m%d%H%M%S}_{self.recovery.tag}{secrets.token_hex(3)}"
         if idempotency_key:
             check_key(idempotency_key)
             request = {"username": username, "password": password, "tenant": tenant}

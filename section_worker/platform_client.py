@@ -131,6 +131,7 @@ class PlatformClient:
             ),
             transport=transport,
         )
+        self._slots = asyncio.Semaphore(settings.http_max_connections)
         # Keys hold a keyed hash of the password, so a memory dump does not reveal it either.
         self._hash_key = secrets.token_bytes(32)
         self._tokens: dict[_CacheKey, Token] = {}
@@ -310,7 +311,8 @@ class PlatformClient:
             retry_after: float | None = None
             error: PlatformError
             try:
-                async with asyncio.timeout(settings.request_timeout_s):
+                # Queue here, not in the pool: httpx scans its whole queue for every request.
+                async with self._slots, asyncio.timeout(settings.request_timeout_s):
                     response = await self._http.request(
                         method, path, headers=headers, auth=auth, json=json
                     )

@@ -37,7 +37,7 @@ class WorkerSettings(ServiceSettings):
         30.0, ge=0, description="Refresh a token this long before expiry."
     )
     http_max_connections: int = Field(100, ge=1, description="Pooled connections to the platform.")
-    http_max_keepalive: int = Field(20, ge=0, description="Idle connections kept open.")
+    http_max_keepalive: int = Field(100, ge=0, description="Idle connections kept open.")
 
     @field_validator("platform_url")
     @classmethod
