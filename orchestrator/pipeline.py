@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +58,31 @@ class TaskStopped(Exception):
     """Another writer finished the task (a cancel through another replica) or took it over."""
 
 
+class VerifiedCredentials:
+    """Credentials a worker verified with the platform lately: the tasks that follow with the
+    same ones skip that round trip (their section jobs still authenticate, with the token the
+    workers hold). Only keyed hashes of the credentials are kept, never the passwords."""
+
+    _PRUNE_AT = 1024
+
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(32)
+        self._until: dict[bytes, float] = {}
+
+    def _digest(self, credentials: worker_pb2.Credentials) -> bytes:
+        text = "\0".join((credentials.tenant, credentials.username, credentials.password))
+        return hmac.digest(self._key, text.encode(), "sha256")
+
+    def fresh(self, credentials: worker_pb2.Credentials) -> bool:
+        return self._until.get(self._digest(credentials), 0.0) > time.monotonic()
+
+    def add(self, credentials: worker_pb2.Credentials, valid_s: float) -> None:
+        now = time.monotonic()
+        if len(self._until) >= self._PRUNE_AT:
+            self._until = {k: t for k, t in self._until.items() if t > now}
+        self._until[self._digest(credentials)] = now + valid_s
+
+
 @dataclass
 class Deps:
     """What every task run needs from its orchestrator."""
@@ -66,6 +93,7 @@ class Deps:
     sealer: Sealer
     replica_id: str
     auth_wait_s: float = 60.0
+    verified: VerifiedCredentials = field(default_factory=VerifiedCredentials)
 
 
 @dataclass
@@ -238,14 +266,20 @@ class TaskRun:
     async def _authenticate(self, credentials: worker_pb2.Credentials) -> bool:
         started = time.monotonic()
         self._set_state(TaskState.AUTHENTICATING, "Authenticating with the AI platform")
+        if self.deps.verified.fresh(credentials):
+            self._trace("1. Authentication", "completed", started, "verified by an earlier task")
+            self._set_state(TaskState.AUTHENTICATED, "Authenticated")
+            return True
         deadline = started + self.deps.auth_wait_s
         delay = 0.2
         while True:
             try:
                 worker = self.deps.pool.any_ready()
-                await worker.stub.Authenticate(
+                reply = await worker.stub.Authenticate(
                     worker_pb2.AuthenticateRequest(credentials=credentials), timeout=30
                 )
+                # Half the token's life: a password changed at the platform shows up soon.
+                self.deps.verified.add(credentials, reply.expires_in / 2)
                 break
             except (grpc.aio.AioRpcError, Unavailable) as exc:
                 transient = isinstance(exc, Unavailable) or exc.code() in (
