@@ -9,7 +9,9 @@ changed for ``lease_ttl_s`` *as measured on the observer's own clock* — no clo
 synchronisation between hosts is needed — or at once when its last lease says it stopped.
 A lease also carries the replica's *tag*, two hex digits that start the random part of the ids
 of the tasks it creates: another replica forwards a read of a new task to its creator before
-any renewal lists it, so reads of running or just-finished tasks cost no S3 read anywhere.
+any renewal lists it, so reads of running or just-finished tasks cost no S3 read anywhere. A
+replica picks its tag among those no lease uses, so replicas started apart never share one and
+never draw the same task id (one replica never draws the same id twice).
 
 For a dead replica, the tasks to look at are the ones its lease lists plus the ones it created
 after its last renewal (task ids carry their creation second in the creator's own clock, the
@@ -113,10 +115,18 @@ class Recovery:
     # -- own lease --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Writes the first lease (retrying while storage is down), then renews and scans."""
+        """Picks a tag no live replica uses and writes the first lease (retrying while storage
+        is down), then renews and scans."""
         delay = 0.2
         while True:
             try:
+                used = {
+                    json.loads(raw).get("tag")
+                    for _, raw, _ in await self.storage.list_objects(LEASES)
+                }
+                free = [tag for tag in (f"{n:02x}" for n in range(256)) if tag not in used]
+                if self.tag in used and free:
+                    self.tag = secrets.choice(free)
                 await self.renew()
                 break
             except AppError as exc:

@@ -19,6 +19,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from common.errors import Conflict, InvalidInput, NotFound, TooLarge, WrongState
@@ -40,6 +41,15 @@ _WATCH_POLL_S = 1.0
 # Finished tasks kept in memory: a retry through another replica shows here after this long.
 _RECENT_SIZE = 4096
 _RECENT_S = 60.0
+
+
+def _check_same_submission(record: TaskRecord, username: str, data: list[dict[str, Any]]) -> None:
+    """Guards replays against a task id another submission drew (see README's limits)."""
+    if record.username != username or record.data != data:
+        raise Conflict(
+            f"task {record.task_id} belongs to another submission; "
+            "submit again with a new Idempotency-Key"
+        )
 
 
 def check_task_id(task_id: str) -> str:
@@ -78,6 +88,8 @@ class Orchestrator:
         # task's end are answered without reading it back from storage.
         self._recent: OrderedDict[str, tuple[float, TaskRecord]] = OrderedDict()
         self._digest_key = digest_key
+        self._id_second = ""
+        self._ids_issued: set[str] = set()
         self.replica_id = deps.replica_id
         self.recovery = Recovery(
             deps.storage,
@@ -146,7 +158,7 @@ class Orchestrator:
         tenant = tenant or self.settings.default_tenant
         detected = detect(records, self.deps.config)
         now = utcnow()
-        task_id = f"task_{now:%Y%m%d%H%M%S}_{self.recovery.tag}{secrets.token_hex(3)}"
+        task_id = self._new_task_id(now)
         if idempotency_key:
             check_key(idempotency_key)
             request = {"username": username, "password": password, "tenant": tenant}
@@ -154,7 +166,7 @@ class Orchestrator:
             claimed = await claim(self.deps.storage, username, idempotency_key, digest, task_id)
             if claimed.replayed:
                 with contextlib.suppress(NotFound):
-                    return await self._replay(claimed.task_id), True
+                    return await self._replay(claimed.task_id, username, records), True
             task_id = claimed.task_id  # the claim's first attempt never wrote its task
         record = TaskRecord(
             task_id=task_id,
@@ -185,25 +197,40 @@ class Orchestrator:
         # Shielded: a caller that goes away mid-call must not leave a stored task unstarted.
         return await asyncio.shield(self._store_and_start(record, bool(idempotency_key)))
 
+    def _new_task_id(self, now: datetime) -> str:
+        """``task_<creation second>_<8 hex>``: this replica's tag (see :mod:`recovery`), then six
+        random hex digits never issued twice by this replica within one second."""
+        second = f"{now:%Y%m%d%H%M%S}"
+        if second != self._id_second:
+            self._id_second, self._ids_issued = second, set()
+        while (suffix := secrets.token_hex(3)) in self._ids_issued:
+            pass
+        self._ids_issued.add(suffix)
+        return f"task_{second}_{self.recovery.tag}{suffix}"
+
     async def _store_and_start(self, record: TaskRecord, keyed: bool) -> tuple[TaskRecord, bool]:
         try:
             version = await self.deps.storage.create(record)
         except Conflict:
             if not keyed:
                 raise
-            return await self._replay(record.task_id), True  # a concurrent repeat was first
+            # A concurrent repeat was first.
+            return await self._replay(record.task_id, record.username, record.data), True
         self.submitted += 1
         logger.info("task %s submitted with sections %s", record.task_id, record.section_detected)
         self._launch(record, version)
         return record, False
 
-    async def _replay(self, task_id: str) -> TaskRecord:
-        """The task an earlier submission created. If it is not running — its owner died before
-        its lease listed it, or it is this replica and the task is not among its runs — this
-        replica takes it over, so a repeated submission never finds an orphan."""
+    async def _replay(self, task_id: str, username: str, data: list[dict[str, Any]]) -> TaskRecord:
+        """The task an earlier submission of the same user and records created. If it is not
+        running — its owner died before its lease listed it, or it is this replica and the task
+        is not among its runs — this replica takes it over, so a repeated submission never
+        finds an orphan."""
         if run := self.runs.get(task_id):
+            _check_same_submission(run.record, username, data)
             return run.record
         record, version = await self.deps.storage.get(task_id)
+        _check_same_submission(record, username, data)
         orphaned = record.owner == self.replica_id or not self.recovery.is_alive(record.owner)
         if not record.status.terminal and orphaned:
             async with self.recovery.claiming([task_id]):
