@@ -218,8 +218,9 @@ class Orchestrator:
             return await self._replay(record.task_id, record.username, record.data), True
         self.submitted += 1
         logger.info("task %s submitted with sections %s", record.task_id, record.section_detected)
+        submitted = record.model_copy()  # the answer shows the task as stored, not as it runs
         self._launch(record, version)
-        return record, False
+        return submitted, False
 
     async def _replay(self, task_id: str, username: str, data: list[dict[str, Any]]) -> TaskRecord:
         """The task an earlier submission of the same user and records created. If it is not

@@ -39,7 +39,10 @@ async def submit(api: httpx.AsyncClient, data: list[dict] | None = None, n: int 
         "/task/submit", json={"username": "user@example.com", "password": PASSWORD, "data": records}
     )
     assert reply.status_code == 202, reply.text
-    return str(reply.json()["task_id"])
+    body = reply.json()
+    # The seed's answer, whatever the task's run has reached by the time it is sent.
+    assert (body["status"], body["message"]) == ("pending", "Task submitted successfully"), body
+    return str(body["task_id"])
 
 
 async def wait_finished(api: httpx.AsyncClient, task_ids: list[str], within: float = 60) -> dict:
