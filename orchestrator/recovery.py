@@ -115,7 +115,7 @@ class Recovery:
     # -- own lease --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Picks a tag no live replica uses and writes the first lease (retrying while storage
+        """Picks a tag no lease uses and writes the first lease (retrying while storage
         is down), then renews and scans."""
         delay = 0.2
         while True:
@@ -206,8 +206,7 @@ class Recovery:
             await self.renew()
             yield
         finally:
-            self._claims.subtract(task_ids)
-            self._claims += Counter()  # drops the ids no longer claimed
+            self._claims -= Counter(task_ids)  # keeps only ids still claimed
 
     # -- other replicas ---------------------------------------------------------------------
 

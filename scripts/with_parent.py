@@ -22,7 +22,10 @@ _PR_SET_PDEATHSIG = 1
 
 def main(argv: list[str]) -> None:
     if len(argv) < 2 or not argv[0].isdigit():
-        sys.exit("usage: python -m scripts.with_parent <parent-pid> <command> [args...]")
+        print(
+            "usage: python -m scripts.with_parent <parent-pid> <command> [args...]", file=sys.stderr
+        )
+        sys.exit(2)
     parent, command = int(argv[0]), argv[1:]
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)

@@ -3,6 +3,7 @@ no child outlives it."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -79,8 +80,12 @@ def test_a_child_dies_with_its_launcher_even_on_kill_9() -> None:
         time.sleep(0.02)
 
 
-def test_a_child_whose_launcher_is_already_gone_does_not_run() -> None:
-    done = subprocess.run(
-        [sys.executable, "-S", "-m", "scripts.with_parent", "1", "true"], cwd=ROOT, check=False
-    )
-    assert done.returncode == 1
+def test_a_child_whose_launcher_is_already_gone_does_not_run(tmp_path: Path) -> None:
+    def run(parent: str) -> tuple[int, bool]:
+        marker = tmp_path / f"ran-{parent}"
+        argv = [sys.executable, "-S", "-m", "scripts.with_parent", parent, "touch", str(marker)]
+        return subprocess.run(argv, cwd=ROOT, check=False).returncode, marker.exists()
+
+    assert run(str(os.getpid())) == (0, True)  # launched by us: the command runs
+    assert run("1") == (1, False)  # our parent is not pid 1: the launcher "died"
+    assert run("not-a-pid") == (2, False)

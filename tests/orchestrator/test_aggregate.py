@@ -3,14 +3,12 @@ import pytest
 from orchestrator.credentials import Sealer, SealError, decode_key, new_key
 from orchestrator.models import SectionResult, SectionState, TaskRecord, TaskState
 from orchestrator.pipeline import aggregate, elapsed_seconds, mark_cancelled
+from tests.orchestrator.factories import task_record
 
 
 def _record(**sections: SectionResult) -> TaskRecord:
-    return TaskRecord(
+    return task_record(
         task_id="task_20251230182721_01e09305",
-        username="u",
-        tenant="t",
-        password_sealed="x",
         data=[{}] * len(sections),
         result_data=sections,
         created_at="2025-12-30T18:27:21.000000",

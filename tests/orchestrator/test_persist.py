@@ -16,6 +16,7 @@ import pytest
 from orchestrator.models import SectionResult, TaskRecord
 from orchestrator.pipeline import Deps, TaskRun
 from orchestrator.storage_client import StorageClient
+from tests.orchestrator.factories import task_record
 
 
 class HeldStorage:
@@ -37,15 +38,9 @@ class HeldStorage:
 
 def _run() -> tuple[TaskRun, HeldStorage]:
     storage = HeldStorage()
-    record = TaskRecord(
-        task_id="task_20261128000000_0123abcd",
-        username="u",
-        tenant="t",
-        password_sealed="x",
+    record = task_record(
         data=[{}, {}, {}],
         result_data={n: SectionResult(record_index=i, asset_id="a") for i, n in enumerate("xyz")},
-        created_at="2026-11-28T00:00:00.000000",
-        updated_at="2026-11-28T00:00:00.000000",
     )
     deps = Deps(
         storage=cast(StorageClient, storage),

@@ -14,10 +14,10 @@ import pytest
 from common.errors import Conflict
 from orchestrator import service
 from orchestrator.credentials import new_key
-from orchestrator.models import TaskRecord
 from orchestrator.pipeline import Deps
 from orchestrator.service import TASK_ID, Orchestrator
 from orchestrator.settings import OrchestratorSettings
+from tests.orchestrator.factories import task_record
 
 
 def _orchestrator() -> Orchestrator:
@@ -53,15 +53,7 @@ def test_ids_carry_the_replica_tag_and_never_repeat_within_a_second(
 
 async def test_a_replay_never_answers_with_another_submissions_task() -> None:
     orchestrator = _orchestrator()
-    record = TaskRecord(
-        task_id="task_20261128010203_7f0a0a0a",
-        username="someone-else@example.com",
-        tenant="t",
-        password_sealed="x",
-        data=[{"asset_id": "a"}],
-        created_at="2026-11-28T01:02:03.000000",
-        updated_at="2026-11-28T01:02:03.000000",
-    )
+    record = task_record(username="someone-else@example.com", data=[{"asset_id": "a"}])
     orchestrator.runs[record.task_id] = cast(Any, SimpleNamespace(record=record))
 
     with pytest.raises(Conflict, match="belongs to another submission"):
