@@ -119,12 +119,11 @@ class ServiceHost:
         register(servicer, self.server)
         self._full_names.append(name)
 
-    async def start(self) -> int:
-        """Binds and starts serving; returns the bound port."""
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            [*self._full_names, reflection.SERVICE_NAME, "grpc.health.v1.Health"], self.server
-        )
+    def bind(self) -> int:
+        """Binds the listening port (before :meth:`start`, so the service can be built knowing
+        its address); returns the bound port."""
+        if self.port:
+            return self.port
         address = f"{self.settings.host}:{self.settings.port}"
         try:
             self.port = self.server.add_insecure_port(address)
@@ -133,6 +132,15 @@ class ServiceHost:
                 f"{self.service_name}: cannot listen on {address} (port in use or address "
                 f"not local): {exc}"
             ) from exc
+        return self.port
+
+    async def start(self) -> int:
+        """Binds (unless :meth:`bind` did) and starts serving; returns the bound port."""
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [*self._full_names, reflection.SERVICE_NAME, "grpc.health.v1.Health"], self.server
+        )
+        self.bind()
         await self.server.start()
         for name in ["", *self._full_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)

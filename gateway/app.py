@@ -293,7 +293,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             tasks_finished=dict(stats.tasks_finished),
             worker_capacity=stats.worker_capacity,
             sections_running=stats.sections_running,
-            storage=StorageHealth(status="healthy" if stats.storage_ok else "unhealthy"),
+            storage=StorageHealth(
+                status="healthy" if stats.storage_ok else "unhealthy",
+                bucket=stats.storage_bucket,
+                cache_size=stats.cache_size,
+            ),
         )
         return JSONResponse(status_code=200 if healthy else 503, content=body.model_dump())
 

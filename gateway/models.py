@@ -149,7 +149,11 @@ class TaskListResponse(BaseModel):
 
 
 class StorageHealth(BaseModel):
-    status: str
+    status: str = Field(description="healthy | unhealthy | unknown")
+    bucket: str = Field("", description="The bucket holding the task documents.")
+    cache_size: int = Field(
+        0, description="Tasks the orchestrator holds in memory (running or just finished)."
+    )
 
 
 class PingResponse(BaseModel):

@@ -38,15 +38,16 @@ async def serve(settings: OrchestratorSettings) -> None:
         auth_wait_s=settings.auth_wait_s,
     )
     digest_key = hashlib.sha256(b"idempotency\0" + key).digest()
-    orchestrator = Orchestrator(settings, deps, digest_key)
     host = ServiceHost(settings, "orchestrator")
+    address = settings.advertise_address or f"{settings.host}:{host.bind()}"
+    orchestrator = Orchestrator(settings, deps, digest_key, address)
     host.add(
         orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server,
         OrchestratorServicer(orchestrator),
         SERVICE_NAME,
     )
-    port = await host.start()
-    await orchestrator.start(settings.advertise_address or f"{settings.host}:{port}")
+    await host.start()
+    await orchestrator.start()
     try:
         await host.run_until_signal()
     finally:

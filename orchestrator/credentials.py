@@ -4,16 +4,24 @@ A task must survive an orchestrator restart, and resuming it needs the user's pa
 authenticate again; the password is therefore stored, but only encrypted with AES-256-GCM under
 a key from settings (``ORCH_CREDENTIAL_KEY``) and bound to its task id, so a sealed value copied
 into another task does not open. Without the key the stored value is useless.
+
+:class:`VerifiedCredentials` remembers, as keyed hashes only, which credentials the platform
+accepted lately.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import os
+import secrets
+import time
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from orchestrator.worker_client import Credentials
 
 _PREFIX = "aesgcm1:"
 
@@ -57,3 +65,28 @@ class Sealer:
             return self._aead.decrypt(blob[:12], blob[12:], task_id.encode()).decode()
         except (InvalidTag, binascii.Error, ValueError) as exc:
             raise SealError("sealed password cannot be opened with the configured key") from exc
+
+
+class VerifiedCredentials:
+    """Credentials a worker verified with the platform lately: the tasks that follow with the
+    same ones skip that round trip (their section jobs still authenticate, with the token the
+    workers hold). Only keyed hashes of the credentials are kept, never the passwords."""
+
+    _PRUNE_AT = 1024
+
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(32)
+        self._until: dict[bytes, float] = {}
+
+    def _digest(self, credentials: Credentials) -> bytes:
+        text = "\0".join((credentials.tenant, credentials.username, credentials.password))
+        return hmac.digest(self._key, text.encode(), "sha256")
+
+    def fresh(self, credentials: Credentials) -> bool:
+        return self._until.get(self._digest(credentials), 0.0) > time.monotonic()
+
+    def add(self, credentials: Credentials, valid_s: float) -> None:
+        now = time.monotonic()
+        if len(self._until) >= self._PRUNE_AT:
+            self._until = {k: t for k, t in self._until.items() if t > now}
+        self._until[self._digest(credentials)] = now + valid_s

@@ -8,6 +8,7 @@ orchestrator can resume the task; the platform token is never part of it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -102,3 +103,31 @@ class TaskRecord(BaseModel):
     @classmethod
     def from_json(cls, raw: bytes) -> TaskRecord:
         return cls.model_validate_json(raw)
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """One change of a task, as watchers see it; ``section`` names the section that changed,
+    if one did."""
+
+    task_id: str
+    status: str
+    progress: int
+    message: str
+    at: str
+    section: str = ""
+
+    @classmethod
+    def of(cls, record: TaskRecord, section: str = "") -> TaskEvent:
+        return cls(
+            task_id=record.task_id,
+            status=record.status.value,
+            progress=record.progress,
+            message=record.message,
+            at=record.updated_at,
+            section=section,
+        )
+
+    @property
+    def terminal(self) -> bool:
+        return TaskState(self.status).terminal

@@ -1,71 +1,105 @@
-"""Calls from one orchestrator replica to another (the owner of a task), found through the
-address each replica publishes in its lease.
+"""Calls from one orchestrator replica to another (the one that runs a task), at the address
+:meth:`orchestrator.membership.Membership.locate` finds for it.
 
-Reads of a task that runs on another replica are forwarded to it, so they see its live state
-and cost no S3 read; a forwarded call carries ``FORWARDED`` metadata and is never forwarded
-again, so stale leases cannot bounce a call between replicas.
+A forwarded call carries ``FORWARDED`` metadata and is never forwarded again, so stale leases
+cannot bounce a call between replicas. A peer that cannot be reached gives ``None`` (or
+``False``), and the caller serves the call itself from storage; any other refusal is raised as
+the platform's own error.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
 from common.channels import open_channel
 from common.errors import from_rpc_error
-from wealthai.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from orchestrator.models import TaskEvent
+from wealthai.orchestrator.v1 import orchestrator_pb2 as pb
+from wealthai.orchestrator.v1 import orchestrator_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
-_UNREACHABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+_UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 FORWARDED = ("x-wealthai-forwarded", "1")
-_channels: dict[str, grpc.aio.Channel] = {}
+_READ_TIMEOUT_S = 5.0
+_ACT_TIMEOUT_S = 10.0
+
+Reply = TypeVar("Reply", bound=Message)
 
 
-def _stub(address: str) -> orchestrator_pb2_grpc.OrchestratorServiceStub:
-    if address not in _channels:
-        _channels[address] = open_channel(address)
-    return orchestrator_pb2_grpc.OrchestratorServiceStub(_channels[address])
+class Peers:
+    """Channels to the other replicas, opened on first use and kept."""
 
+    def __init__(self) -> None:
+        self._channels: dict[str, grpc.aio.Channel] = {}
 
-async def read_on_owner(address: str, method: str, request: Message) -> Message | None:
-    """Calls read ``method`` (GetTaskStatus or GetTaskResult) on the owner at ``address``;
-    None when it cannot be reached (the caller then reads storage)."""
-    try:
-        call = getattr(_stub(address), method)
-        response: Message = await call(request, timeout=5, metadata=(FORWARDED,))
-    except grpc.aio.AioRpcError as err:
-        if err.code() in _UNREACHABLE:
-            return None
-        raise from_rpc_error(err, "orchestrator") from err
-    return response
+    def _stub(self, address: str) -> orchestrator_pb2_grpc.OrchestratorServiceStub:
+        if address not in self._channels:
+            self._channels[address] = open_channel(address)
+        return orchestrator_pb2_grpc.OrchestratorServiceStub(self._channels[address])
 
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
 
-async def close_all() -> None:
-    for channel in _channels.values():
-        await channel.close()
-    _channels.clear()
+    async def _call(self, address: str, call: Awaitable[Reply]) -> Reply | None:
+        try:
+            return await call
+        except grpc.aio.AioRpcError as err:
+            if err.code() in _UNREACHABLE:
+                logger.warning("replica at %s unreachable: %s", address, err.code().name)
+                return None
+            raise from_rpc_error(err, "orchestrator") from err
 
+    async def status(self, address: str, task_id: str) -> pb.TaskStatus | None:
+        stub = self._stub(address)
+        request = pb.GetTaskRequest(task_id=task_id)
+        call = stub.GetTaskStatus(request, timeout=_READ_TIMEOUT_S, metadata=(FORWARDED,))
+        return await self._call(address, call)
 
-async def act_on_owner(address: str, action: str, task_id: str) -> bool:
-    """Asks the replica at ``address`` to ``cancel`` or ``retry`` a task it owns, so the replica
-    that runs (or last ran) it acts on it. False when it cannot be reached (the caller then acts
-    itself); its refusals are raised as errors."""
-    if action == "cancel":
-        call = _stub(address).CancelTask(
-            orchestrator_pb2.CancelTaskRequest(task_id=task_id), timeout=10, metadata=(FORWARDED,)
+    async def result(self, address: str, task_id: str) -> pb.TaskResult | None:
+        stub = self._stub(address)
+        request = pb.GetTaskRequest(task_id=task_id)
+        call = stub.GetTaskResult(request, timeout=_READ_TIMEOUT_S, metadata=(FORWARDED,))
+        return await self._call(address, call)
+
+    async def cancel(self, address: str, task_id: str) -> pb.TaskStatus | None:
+        stub = self._stub(address)
+        request = pb.CancelTaskRequest(task_id=task_id)
+        call = stub.CancelTask(request, timeout=_ACT_TIMEOUT_S, metadata=(FORWARDED,))
+        return await self._call(address, call)
+
+    async def retry(self, address: str, task_id: str) -> pb.TaskStatus | None:
+        stub = self._stub(address)
+        request = pb.RetryTaskRequest(task_id=task_id)
+        call = stub.RetryTask(request, timeout=_ACT_TIMEOUT_S, metadata=(FORWARDED,))
+        return await self._call(address, call)
+
+    async def watch(self, address: str, task_id: str) -> AsyncIterator[TaskEvent]:
+        """The owner's events for ``task_id``; ends early (without error) when the owner goes
+        away, so the caller can look for the task again."""
+        call = self._stub(address).WatchTask(
+            pb.WatchTaskRequest(task_id=task_id), metadata=(FORWARDED,)
         )
-    else:
-        call = _stub(address).RetryTask(
-            orchestrator_pb2.RetryTaskRequest(task_id=task_id), timeout=10, metadata=(FORWARDED,)
-        )
-    try:
-        await call
-    except grpc.aio.AioRpcError as err:
-        if err.code() in _UNREACHABLE:
-            logger.warning("owner at %s unreachable for %s: %s", address, action, err.code().name)
-            return False
-        raise from_rpc_error(err, "orchestrator") from err
-    return True
+        try:
+            async for event in call:
+                yield TaskEvent(
+                    task_id=event.task_id,
+                    status=event.status,
+                    progress=event.progress,
+                    message=event.message,
+                    at=event.at,
+                    section=event.section,
+                )
+        except grpc.aio.AioRpcError as err:
+            if err.code() not in _UNREACHABLE and err.code() != grpc.StatusCode.CANCELLED:
+                raise from_rpc_error(err, "orchestrator") from err
+            logger.info("watch of %s on %s ended: %s", task_id, address, err.code().name)
+        finally:
+            call.cancel()

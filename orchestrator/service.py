@@ -1,10 +1,11 @@
-"""The orchestrator's domain: submit, read, list, cancel, retry and watch tasks; with
-:mod:`orchestrator.recovery`, take over the tasks of replicas that died. Plain async Python;
-:mod:`orchestrator.servicer` adapts it to gRPC.
+"""The orchestrator's domain: submit, read, list, cancel, retry and watch tasks. Plain async
+Python; :mod:`orchestrator.servicer` adapts it to gRPC.
 
-A task running on this replica, or finished by it within the last minute, is read from memory;
-any other is read from storage, which holds it as of its last persisted step (submission or a
-finished section).
+A replica joins the others through :mod:`orchestrator.membership` (its lease) and takes over the
+tasks of dead ones through :mod:`orchestrator.takeover`. A call about one task is served where
+:meth:`Orchestrator.locate` says: on the replica that runs it, else here. A task running on this
+replica, or finished by it within the last minute, is read from memory; any other is read from
+storage, which holds it as of its last persisted step (submission or a finished section).
 """
 
 from __future__ import annotations
@@ -13,34 +14,36 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import secrets
 import time
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from common.errors import Conflict, InvalidInput, NotFound, TooLarge, WrongState
+from common import task_ids
+from common.backoff import Backoff
+from common.errors import AppError, Conflict, InvalidInput, NotFound, TooLarge, WrongState
 from common.timeutil import iso, utcnow
+from orchestrator import transitions
 from orchestrator.detection import detect
 from orchestrator.idempotency import check_key, claim, request_digest
-from orchestrator.models import SectionResult, SectionState, TaskRecord, TaskState, TraceEntry
-from orchestrator.peers import act_on_owner
-from orchestrator.peers import close_all as close_peers
-from orchestrator.pipeline import Deps, TaskRun, mark_cancelled
-from orchestrator.recovery import Recovery
+from orchestrator.membership import Membership
+from orchestrator.models import SectionResult, TaskEvent, TaskRecord, TaskState
+from orchestrator.peers import Peers
+from orchestrator.pipeline import Deps, TaskRun
 from orchestrator.settings import OrchestratorSettings
+from orchestrator.takeover import Takeover
 
 logger = logging.getLogger(__name__)
 
-TASK_ID = re.compile(r"^task_\d{14}_[0-9a-f]{8}\Z")
-_TENANT = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_TENANT_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 _WATCH_POLL_S = 1.0
 # Finished tasks kept in memory: a retry through another replica shows here after this long.
 _RECENT_SIZE = 4096
 _RECENT_S = 60.0
+_JOIN_BACKOFF = Backoff(initial_s=0.2, max_s=5.0)
 
 
 def _check_same_submission(record: TaskRecord, username: str, data: list[dict[str, Any]]) -> None:
@@ -50,13 +53,6 @@ def _check_same_submission(record: TaskRecord, username: str, data: list[dict[st
             f"task {record.task_id} belongs to another submission; "
             "submit again with a new Idempotency-Key"
         )
-
-
-def check_task_id(task_id: str) -> str:
-    """``task_id`` if it has the platform's id form, else InvalidInput."""
-    if not TASK_ID.match(task_id):
-        raise InvalidInput("task_id must look like task_YYYYMMDDHHMMSS_<8 hex digits>")
-    return task_id
 
 
 @dataclass
@@ -73,14 +69,24 @@ class Stats:
     replica_id: str
     replicas_alive: int
     tasks_taken_over: int
+    cache_size: int
+    storage_bucket: str
 
 
 class Orchestrator:
     """Owns the lifecycle of every task submitted to (or resumed by) this replica."""
 
-    def __init__(self, settings: OrchestratorSettings, deps: Deps, digest_key: bytes) -> None:
+    def __init__(
+        self,
+        settings: OrchestratorSettings,
+        deps: Deps,
+        digest_key: bytes,
+        address: str,
+        peers: Peers | None = None,
+    ) -> None:
         self.settings = settings
         self.deps = deps
+        self.replica_id = deps.replica_id
         self.runs: dict[str, TaskRun] = {}
         self.submitted = 0
         self.finished: Counter[str] = Counter()
@@ -90,42 +96,75 @@ class Orchestrator:
         self._digest_key = digest_key
         self._id_second = ""
         self._ids_issued: set[str] = set()
-        self.replica_id = deps.replica_id
-        self.recovery = Recovery(
+        self.peers = peers or Peers()
+        self.membership = Membership(
+            deps.storage, deps.replica_id, address, ttl_s=settings.lease_ttl_s, held=self._held
+        )
+        self.takeover = Takeover(
             deps.storage,
-            deps.replica_id,
-            address="",
-            ttl_s=settings.lease_ttl_s,
-            renew_s=settings.lease_renew_s,
+            self.membership,
             max_takeovers=settings.max_takeovers,
             launch=self._launch,
-            runs=self.runs,
+            held=self._held,
         )
+        self._loops: list[asyncio.Task[None]] = []
+
+    def _held(self) -> set[str]:
+        return set(self.runs)
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    async def start(self, address: str) -> None:
-        """Joins the replicas (lease, published with this replica's ``address``), then finds
-        work: unfinished tasks whose owner is dead."""
-        self.recovery.address = address
+    async def start(self) -> None:
+        """Joins the replicas (retrying while storage is down), then renews the lease and looks
+        for orphaned work every ``lease_renew_s``."""
         await self.deps.pool.start()
-        await self.recovery.start()
+        delays = _JOIN_BACKOFF.delays()
+        while True:
+            try:
+                await self.membership.join()
+                break
+            except AppError as exc:
+                delay = next(delays)
+                logger.warning("cannot write lease yet (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+        logger.info(
+            "replica %s holds its lease (ttl %.1fs)", self.replica_id, self.settings.lease_ttl_s
+        )
+        self._loops = [
+            asyncio.create_task(self._every_renewal("lease renewal", self.membership.renew)),
+            asyncio.create_task(self._every_renewal("scan for orphaned tasks", self.takeover.scan)),
+        ]
+
+    async def _every_renewal(self, what: str, step: Callable[[], Awaitable[object]]) -> None:
+        # Renewal and scans run apart so a long scan can never make this replica look dead.
+        while True:
+            await asyncio.sleep(self.settings.lease_renew_s)
+            try:
+                await step()
+            except AppError as exc:
+                logger.warning("%s failed: %s", what, exc)
+            except Exception:
+                logger.exception("%s failed", what)
 
     async def stop(self) -> None:
-        """Stops every run without finishing it and gives the lease up: the tasks stay
-        unfinished in storage and another replica (or the next start) takes them over."""
+        """Stops every run without finishing it and gives the lease up with a last lease that
+        lists the tasks left unfinished and says this replica stopped, so the other replicas
+        take them over at once."""
         unfinished = list(self.runs)
+        for loop in self._loops:
+            loop.cancel()
         runs = [r.task for r in self.runs.values() if r.task]
         for task in runs:
             task.cancel()
-        await asyncio.gather(*runs, return_exceptions=True)
-        await self.recovery.stop(unfinished)
-        await close_peers()
+        await asyncio.gather(*self._loops, *runs, return_exceptions=True)
+        with contextlib.suppress(AppError):
+            await self.membership.renew(unfinished, stopped=True)
+        await self.peers.close()
         await self.deps.pool.close()
         await self.deps.storage.close()
 
     def _launch(self, record: TaskRecord, version: str) -> TaskRun:
-        run = TaskRun(record=record, version=version, deps=self.deps)
+        run = TaskRun(record, version, self.deps)
         self.runs[record.task_id] = run
         run.task = asyncio.create_task(self._drive(run), name=record.task_id)
         return run
@@ -141,7 +180,7 @@ class Orchestrator:
                 while len(self._recent) > _RECENT_SIZE:
                     self._recent.popitem(last=False)
 
-    # -- operations -------------------------------------------------------------------------
+    # -- submission -------------------------------------------------------------------------
 
     async def submit(
         self,
@@ -183,14 +222,14 @@ class Orchestrator:
             },
             created_at=iso(now),
             updated_at=iso(now),
-            owner=self.deps.replica_id,
+            owner=self.replica_id,
         )
         record.trace.append(
-            TraceEntry(
-                step="Submit",
-                status="completed",
-                at=iso(now),
-                duration_ms=int((time.monotonic() - started) * 1000),
+            transitions.trace_entry(
+                "Submit",
+                "completed",
+                started=started,
+                at=record.created_at,
                 detail=f"{len(records)} records",
             )
         )
@@ -198,15 +237,15 @@ class Orchestrator:
         return await asyncio.shield(self._store_and_start(record, bool(idempotency_key)))
 
     def _new_task_id(self, now: datetime) -> str:
-        """``task_<creation second>_<8 hex>``: this replica's tag (see :mod:`recovery`), then six
-        random hex digits never issued twice by this replica within one second."""
-        second = f"{now:%Y%m%d%H%M%S}"
+        """An id with this replica's tag and six random hex digits never issued twice by this
+        replica within one second."""
+        second = task_ids.second_prefix(now)
         if second != self._id_second:
             self._id_second, self._ids_issued = second, set()
         while (suffix := secrets.token_hex(3)) in self._ids_issued:
             pass
         self._ids_issued.add(suffix)
-        return f"task_{second}_{self.recovery.tag}{suffix}"
+        return task_ids.new(now, self.membership.tag, suffix)
 
     async def _store_and_start(self, record: TaskRecord, keyed: bool) -> tuple[TaskRecord, bool]:
         try:
@@ -232,10 +271,10 @@ class Orchestrator:
             return run.record
         record, version = await self.deps.storage.get(task_id)
         _check_same_submission(record, username, data)
-        orphaned = record.owner == self.replica_id or not self.recovery.is_alive(record.owner)
+        orphaned = record.owner == self.replica_id or not self.membership.is_alive(record.owner)
         if not record.status.terminal and orphaned:
-            async with self.recovery.claiming([task_id]):
-                await self.recovery.take_over(record, version)
+            async with self.membership.claiming([task_id]):
+                await self.takeover.take_over(record, version)
         return record
 
     def _validate(
@@ -246,7 +285,7 @@ class Orchestrator:
             raise InvalidInput("username: required, at most 256 characters")
         if not password or len(password) > 1024:
             raise InvalidInput("password: required, at most 1024 characters")
-        if tenant and not _TENANT.match(tenant):
+        if tenant and (len(tenant) > 64 or not set(tenant) <= _TENANT_CHARS):
             raise InvalidInput("tenant: 1-64 letters, digits, '.', '_' or '-'")
         if not records_json:
             raise InvalidInput("data: at least one record is required")
@@ -254,38 +293,38 @@ class Orchestrator:
             raise TooLarge(f"data: at most {limits.max_records} records per task")
         records = []
         for index, text in enumerate(records_json):
+            where = f"data[{index}]"
             if len(text.encode()) > limits.max_record_bytes:
-                raise TooLarge(f"data[{index}]: larger than {limits.max_record_bytes} bytes")
+                raise TooLarge(f"{where}: larger than {limits.max_record_bytes} bytes")
             try:
                 record = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise InvalidInput(f"data[{index}]: not valid JSON ({exc.msg})") from exc
+                raise InvalidInput(f"{where}: not valid JSON ({exc.msg})") from exc
+            except RecursionError:
+                raise InvalidInput(f"{where}: nested too deeply") from None
             if not isinstance(record, dict) or not record:
-                raise InvalidInput(f"data[{index}]: must be a non-empty JSON object")
+                raise InvalidInput(f"{where}: must be a non-empty JSON object")
             records.append(record)
         return records
 
+    # -- task-scoped calls ------------------------------------------------------------------
+
+    def locate(self, task_id: str) -> str:
+        """Where calls about ``task_id`` are served: the address of the live replica that runs
+        it when that is another one, else "" (here)."""
+        task_ids.check(task_id)
+        return self.membership.locate(task_id)
+
     async def get(self, task_id: str) -> TaskRecord:
-        """The freshest view of a task: live if it runs here, else as stored."""
-        check_task_id(task_id)
+        """The freshest view of a task this replica can give: live if it runs here, else as
+        stored."""
+        task_ids.check(task_id)
         if run := self.runs.get(task_id):
             return run.record
         if (recent := self._recent.get(task_id)) and time.monotonic() - recent[0] < _RECENT_S:
             return recent[1]
         record, _ = await self.deps.storage.get(task_id)
         return record
-
-    async def _on_owner(self, record: TaskRecord, action: str) -> bool:
-        """Has the live replica that owns ``record`` (if another one) perform ``action``: it
-        alone can stop the task's sections, and it holds the task in memory."""
-        if record.owner == self.replica_id:
-            return False
-        address = self.recovery.address_of(record.owner)
-        return bool(address) and await act_on_owner(address, action, record.task_id)
-
-    def owner_address(self, task_id: str) -> str:
-        """Where the replica running ``task_id`` is, when that is not this one."""
-        return "" if task_id in self.runs else self.recovery.owner_address(task_id)
 
     async def list(self, limit: int, status: str, page_token: str) -> tuple[list[TaskRecord], str]:
         if limit < 0 or limit > 100:
@@ -300,7 +339,7 @@ class Orchestrator:
     async def cancel(self, task_id: str) -> TaskRecord:
         """Stops the task's running sections and records it as cancelled (through its owner
         when that is another live replica)."""
-        check_task_id(task_id)
+        task_ids.check(task_id)
         if (run := self.runs.get(task_id)) and run.task:
             run.cancel_requested = True
             run.task.cancel()
@@ -310,17 +349,18 @@ class Orchestrator:
         record, version = await self.deps.storage.get(task_id)
         if record.status.terminal:
             raise WrongState(f"task {task_id} already finished as {record.status.value}")
-        if await self._on_owner(record, "cancel"):
+        owner = self.membership.locate(task_id, record.owner)
+        if owner and await self.peers.cancel(owner, task_id) is not None:
             record, _ = await self.deps.storage.get(task_id)
             return record
-        mark_cancelled(record)
+        transitions.cancel(record)
         await self.deps.storage.update(record, version)
         return record
 
     async def retry(self, task_id: str) -> TaskRecord:
         """Runs again only the sections of an ``error`` task that did not complete (on its
         last owner when that replica is alive, so no replica keeps serving the old result)."""
-        check_task_id(task_id)
+        task_ids.check(task_id)
         if task_id in self.runs:
             raise WrongState(f"task {task_id} is running")
         record, version = await self.deps.storage.get(task_id)
@@ -329,74 +369,68 @@ class Orchestrator:
                 f"only a task that ended in error can be retried; {task_id} is "
                 f"{record.status.value}"
             )
-        if await self._on_owner(record, "retry"):
+        owner = self.membership.locate(task_id, record.owner)
+        if owner and await self.peers.retry(owner, task_id) is not None:
             record, _ = await self.deps.storage.get(task_id)
             return record
-        failed = [n for n, s in record.result_data.items() if s.status != SectionState.COMPLETED]
-        for name in failed:
-            old = record.result_data[name]
-            record.result_data[name] = SectionResult(
-                record_index=old.record_index, asset_id=old.asset_id
-            )
-        now = iso(utcnow())
-        record.status = TaskState.PENDING
-        record.progress = 0
-        record.message = f"Retrying {len(failed)} failed sections: {', '.join(failed)}"
-        record.updated_at = now
-        record.completed_at = None
-        record.owner = self.deps.replica_id
-        record.takeovers = 0
-        record.trace.append(
-            TraceEntry(step="Retry", status="started", at=now, detail=", ".join(failed))
-        )
+        transitions.retry(record, self.replica_id)
         await asyncio.shield(self._reopen(record, version))
         return record
 
     async def _reopen(self, record: TaskRecord, version: str) -> None:
-        async with self.recovery.claiming([record.task_id]):
+        async with self.membership.claiming([record.task_id]):
             version = await self.deps.storage.update(record, version)
+            self._recent.pop(record.task_id, None)
             self._launch(record, version)
 
-    async def watch(self, task_id: str) -> AsyncIterator[dict[str, Any]]:
-        """One event now, then one per change, until the task is finished."""
-        record = await self.get(task_id)
-        run = self.runs.get(task_id)
-        if run is not None:
-            queue = run.subscribe()
-            try:
-                yield _event(run.record)
-                while True:
-                    try:
-                        event = await asyncio.wait_for(queue.get(), _WATCH_POLL_S)
-                    except TimeoutError:
-                        if run.task is None or run.task.done():
-                            yield _event(run.record)  # the run stopped without a last event
-                            return
-                        continue
-                    yield event
-                    if TaskState(event["status"]).terminal:
-                        # Sections stored by one write each publish after it: pass them all on.
-                        if run.task is not None:
-                            await asyncio.wait({run.task}, timeout=_WATCH_POLL_S)
-                        while not queue.empty():
-                            yield queue.get_nowait()
-                        return
-            finally:
-                run.unsubscribe(queue)
-            return
-        yield _event(record)
-        if record.status.terminal:
-            return
-        last = _event(record)
+    async def watch(self, task_id: str, forwarded: bool = False) -> AsyncIterator[TaskEvent]:
+        """One event now, then one per change, until the task is finished: from its run when
+        it runs here, from its owner when another replica runs it (unless this call was
+        forwarded already), else from storage until an owner shows up."""
+        last: TaskEvent | None = None
         while True:
-            await asyncio.sleep(_WATCH_POLL_S)
-            record = await self.get(task_id)
-            event = _event(record)
+            if run := self.runs.get(task_id):
+                async for event in self._watch_run(run):
+                    if event != last:
+                        yield event
+                return
+            if owner := ("" if forwarded else self.locate(task_id)):
+                async for event in self.peers.watch(owner, task_id):
+                    if event != last:
+                        yield event
+                        last = event
+                if last is not None and last.terminal:
+                    return
+            event = TaskEvent.of(await self.get(task_id))
             if event != last:
                 yield event
                 last = event
-            if record.status.terminal:
+            if event.terminal:
                 return
+            await asyncio.sleep(_WATCH_POLL_S)
+
+    async def _watch_run(self, run: TaskRun) -> AsyncIterator[TaskEvent]:
+        queue = run.subscribe()
+        try:
+            yield TaskEvent.of(run.record)
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), _WATCH_POLL_S)
+                except TimeoutError:
+                    if run.task is None or run.task.done():
+                        yield TaskEvent.of(run.record)  # the run stopped without a last event
+                        return
+                    continue
+                yield event
+                if event.terminal:
+                    # Sections stored by one write each publish after it: pass them all on.
+                    if run.task is not None:
+                        await asyncio.wait({run.task}, timeout=_WATCH_POLL_S)
+                    while not queue.empty():
+                        yield queue.get_nowait()
+                    return
+        finally:
+            run.unsubscribe(queue)
 
     async def stats(self) -> Stats:
         pool = self.deps.pool.stats()
@@ -410,18 +444,9 @@ class Orchestrator:
             tasks_submitted=self.submitted,
             tasks_finished=dict(self.finished),
             storage_ok=await self.deps.storage.healthy(),
-            replica_id=self.deps.replica_id,
-            replicas_alive=len(self.recovery.alive),
-            tasks_taken_over=self.recovery.taken_over,
+            replica_id=self.replica_id,
+            replicas_alive=len(self.membership.alive),
+            tasks_taken_over=self.takeover.taken_over,
+            cache_size=len(self.runs) + len(self._recent),
+            storage_bucket=await self.deps.storage.bucket(),
         )
-
-
-def _event(record: TaskRecord) -> dict[str, Any]:
-    return {
-        "task_id": record.task_id,
-        "status": record.status.value,
-        "progress": record.progress,
-        "message": record.message,
-        "section": "",
-        "at": record.updated_at,
-    }

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 
 from orchestrator.models import TaskRecord
-from orchestrator.peers import FORWARDED, read_on_owner
-from orchestrator.pipeline import elapsed_seconds
+from orchestrator.peers import FORWARDED
 from orchestrator.service import Orchestrator
+from orchestrator.transitions import elapsed_seconds
 from wealthai.orchestrator.v1 import orchestrator_pb2 as pb
 from wealthai.orchestrator.v1 import orchestrator_pb2_grpc
 
@@ -79,6 +78,7 @@ def _summary(record: TaskRecord) -> pb.TaskSummary:
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):  # type: ignore[misc]
     def __init__(self, orchestrator: Orchestrator) -> None:
         self.orchestrator = orchestrator
+        self.peers = orchestrator.peers
 
     async def SubmitTask(
         self, request: pb.SubmitTaskRequest, context: grpc.aio.ServicerContext
@@ -100,28 +100,27 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):  
             replayed=replayed,
         )
 
+    def _owner(self, task_id: str, context: grpc.aio.ServicerContext) -> str:
+        """The replica to forward a call about ``task_id`` to, "" to serve it here."""
+        if FORWARDED in tuple(context.invocation_metadata() or ()):
+            return ""
+        return self.orchestrator.locate(task_id)
+
     async def GetTaskStatus(
         self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext
     ) -> pb.TaskStatus:
-        if forwarded := await self._on_owner("GetTaskStatus", request, context):
+        owner = self._owner(request.task_id, context)
+        if owner and (forwarded := await self.peers.status(owner, request.task_id)):
             return forwarded
         return status_message(await self.orchestrator.get(request.task_id))
 
     async def GetTaskResult(
         self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext
     ) -> pb.TaskResult:
-        if forwarded := await self._on_owner("GetTaskResult", request, context):
+        owner = self._owner(request.task_id, context)
+        if owner and (forwarded := await self.peers.result(owner, request.task_id)):
             return forwarded
         return result_message(await self.orchestrator.get(request.task_id))
-
-    async def _on_owner(
-        self, method: str, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext
-    ) -> Any:
-        """The answer of the replica running the task, when that is another one."""
-        if FORWARDED in tuple(context.invocation_metadata() or ()):
-            return None
-        address = self.orchestrator.owner_address(request.task_id)
-        return await read_on_owner(address, method, request) if address else None
 
     async def ListTasks(
         self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext
@@ -134,19 +133,32 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):  
     async def CancelTask(
         self, request: pb.CancelTaskRequest, context: grpc.aio.ServicerContext
     ) -> pb.TaskStatus:
+        owner = self._owner(request.task_id, context)
+        if owner and (forwarded := await self.peers.cancel(owner, request.task_id)):
+            return forwarded
         return status_message(await self.orchestrator.cancel(request.task_id))
 
     async def RetryTask(
         self, request: pb.RetryTaskRequest, context: grpc.aio.ServicerContext
     ) -> pb.TaskStatus:
+        owner = self._owner(request.task_id, context)
+        if owner and (forwarded := await self.peers.retry(owner, request.task_id)):
+            return forwarded
         return status_message(await self.orchestrator.retry(request.task_id))
 
     async def WatchTask(
         self, request: pb.WatchTaskRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.TaskEvent]:
-        event: dict[str, Any]
-        async for event in self.orchestrator.watch(request.task_id):
-            yield pb.TaskEvent(**event)
+        forwarded = FORWARDED in tuple(context.invocation_metadata() or ())
+        async for event in self.orchestrator.watch(request.task_id, forwarded=forwarded):
+            yield pb.TaskEvent(
+                task_id=event.task_id,
+                status=event.status,
+                progress=event.progress,
+                message=event.message,
+                section=event.section,
+                at=event.at,
+            )
 
     async def GetStats(
         self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext
@@ -165,4 +177,6 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):  
             replica_id=stats.replica_id,
             replicas_alive=stats.replicas_alive,
             tasks_taken_over=stats.tasks_taken_over,
+            cache_size=stats.cache_size,
+            storage_bucket=stats.storage_bucket,
         )

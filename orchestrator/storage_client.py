@@ -27,6 +27,7 @@ class StorageClient:
         self._channel = open_channel(target)
         self._stub = storage_pb2_grpc.StorageServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._bucket = ""
 
     async def close(self) -> None:
         await self._channel.close()
@@ -126,6 +127,16 @@ class StorageClient:
             )
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err, "storage") from err
+
+    async def bucket(self) -> str:
+        """The bucket storage_svc keeps the documents in; "" when it cannot be asked."""
+        if not self._bucket:
+            try:
+                reply = await self._stub.Describe(storage_pb2.DescribeRequest(), timeout=2.0)
+            except grpc.aio.AioRpcError:
+                return ""
+            self._bucket = reply.bucket
+        return self._bucket
 
     async def healthy(self) -> bool:
         """True when storage_svc answers its health check as SERVING."""

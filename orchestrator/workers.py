@@ -3,9 +3,10 @@
 Workers are configured as a list of ``host:port`` targets; a host name that resolves to several
 addresses (a headless Kubernetes service) stands for one worker per address, re-resolved every
 refresh so replicas that come and go are picked up with no restart. Each worker reports its
-capacity (``GetLoad``); a job is handed only to a ready worker with a free slot, the least loaded
-first, and waits while every slot is taken. A worker that fails a call is set aside until it
-answers ``GetLoad`` again.
+capacity and load (:meth:`WorkerClient.load`); a job is handed only to a ready worker with a
+free slot, the least loaded first, and waits on the pool's condition while every slot is taken.
+A worker that fails a call is set aside until it answers a load probe again; one that said it
+was full (its slots taken by other replicas' jobs) stays out until a probe says it has room.
 """
 
 from __future__ import annotations
@@ -14,14 +15,11 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-import grpc
-
-from common.channels import open_channel
 from common.errors import Unavailable
-from wealthai.worker.v1 import worker_pb2, worker_pb2_grpc
+from orchestrator.worker_client import GrpcWorkerClient, WorkerClient, WorkerError
 
 logger = logging.getLogger(__name__)
 
@@ -30,14 +28,16 @@ logger = logging.getLogger(__name__)
 class Worker:
     """One worker replica as the orchestrator sees it."""
 
-    address: str
-    channel: grpc.aio.Channel
-    stub: worker_pb2_grpc.SectionWorkerServiceStub
+    client: WorkerClient
     capacity: int = 0
     in_flight: int = 0
     ready: bool = False
     gone: bool = False
     full: bool = False
+
+    @property
+    def address(self) -> str:
+        return self.client.address
 
     @property
     def free(self) -> int:
@@ -61,9 +61,11 @@ class WorkerPool:
 
     targets: list[str]
     refresh_s: float = 2.0
+    connect: Callable[[str], WorkerClient] = GrpcWorkerClient
     workers: dict[str, Worker] = field(default_factory=dict)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _waiting: int = 0
+    refused_full: int = 0
     _refresher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -76,7 +78,7 @@ class WorkerPool:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
         for worker in self.workers.values():
-            await worker.channel.close()
+            await worker.client.close()
 
     def stats(self) -> PoolStats:
         live = [w for w in self.workers.values() if not w.gone]
@@ -100,24 +102,22 @@ class WorkerPool:
         """Re-resolves the targets and asks every worker for its load."""
         addresses = await _resolve_all(self.targets)
         for address in addresses - self.workers.keys():
-            channel = open_channel(address)
-            stub = worker_pb2_grpc.SectionWorkerServiceStub(channel)
-            self.workers[address] = Worker(address, channel, stub)
+            self.workers[address] = Worker(self.connect(address))
             logger.info("worker %s added", address)
         for address, worker in list(self.workers.items()):
             worker.gone = address not in addresses
             if worker.gone and worker.in_flight == 0:
                 logger.info("worker %s removed", address)
                 del self.workers[address]
-                await worker.channel.close()
+                await worker.client.close()
         await asyncio.gather(*(self._probe(w) for w in self.workers.values() if not w.gone))
         async with self._changed:
             self._changed.notify_all()
 
     async def _probe(self, worker: Worker) -> None:
         try:
-            load = await worker.stub.GetLoad(worker_pb2.GetLoadRequest(), timeout=1.5)
-        except grpc.aio.AioRpcError:
+            load = await worker.client.load()
+        except WorkerError:
             if worker.ready:
                 logger.warning("worker %s is not answering", worker.address)
             worker.ready = False
@@ -129,9 +129,11 @@ class WorkerPool:
         worker.full = load.in_flight >= load.capacity and worker.in_flight < load.capacity
 
     def set_aside(self, worker: Worker, *, full: bool) -> None:
-        """Stops handing jobs to ``worker`` until its next successful probe."""
+        """Stops handing jobs to ``worker`` until a probe says it is back (``full``: that it
+        has a free slot again)."""
         if full:
             worker.full = True
+            self.refused_full += 1
         else:
             worker.ready = False
 
@@ -158,7 +160,6 @@ class WorkerPool:
         finally:
             async with self._changed:
                 worker.in_flight -= 1
-                worker.full = False
                 self._changed.notify_all()
 
     def _pick(self, avoid: Worker | None) -> Worker | None:

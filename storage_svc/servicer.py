@@ -117,3 +117,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):  # type: ignore[
             _namespace(request.namespace), request.name, request.if_match or None
         )
         return storage_pb2.DeleteObjectResponse()
+
+    async def Describe(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        settings = self._store.settings
+        return storage_pb2.Description(bucket=settings.s3_bucket, prefix=settings.s3_prefix)

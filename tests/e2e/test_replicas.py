@@ -15,9 +15,10 @@ import pytest
 
 from common.timeutil import iso, utcnow
 from orchestrator.credentials import Sealer, decode_key
+from orchestrator.membership import Membership
 from orchestrator.models import SectionResult, TaskRecord
-from orchestrator.recovery import Recovery
 from orchestrator.storage_client import LEASES, StorageClient
+from orchestrator.takeover import Takeover
 from scripts.devstack import Ports, Stack
 from tests.e2e.conftest import BUCKET, FAST
 from tests.e2e.test_platform import PASSWORD, SEED, submit, wait_finished
@@ -122,23 +123,22 @@ async def test_two_orchestrators_racing_for_an_orphan_get_one_owner(api, stack: 
     record = _orphan(task_id, sealed, owner="ghost-of-a-dead-replica")
     version = await storage.create(record)
     launched: list[str] = []
-    racers = [
-        Recovery(
-            storage,
-            f"racer-{n}",
-            address="",
-            ttl_s=0.01,
-            renew_s=0.005,
-            max_takeovers=3,
-            launch=lambda rec, _v, n=n: launched.append(f"racer-{n}"),
-            runs={},
+    racers = []
+    for n in range(2):
+        membership = Membership(storage, f"racer-{n}", "", ttl_s=0.01, held=set)
+        racers.append(
+            Takeover(
+                storage,
+                membership,
+                max_takeovers=3,
+                launch=lambda rec, _v, n=n: launched.append(f"racer-{n}"),
+                held=set,
+            )
         )
-        for n in range(2)
-    ]
     copies = [TaskRecord.model_validate(record.model_dump()) for _ in racers]
 
-    async def claim(racer: Recovery, copy: TaskRecord) -> int:
-        async with racer.claiming([task_id]):
+    async def claim(racer: Takeover, copy: TaskRecord) -> int:
+        async with racer.membership.claiming([task_id]):
             return await racer.take_over(copy, version)
 
     won = await asyncio.gather(*(claim(r, c) for r, c in zip(racers, copies, strict=True)))

@@ -85,6 +85,8 @@ class ScriptedOrchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             tasks_submitted=7,
             storage_ok=True,
             tasks_finished={"completed": 5},
+            cache_size=3,
+            storage_bucket="wealth-ai-tasks",
         )
 
 
@@ -197,7 +199,8 @@ async def test_ping_healthy_and_unhealthy(env):
     assert ping.status_code == 200
     body = ping.json()
     assert body["status"] == "healthy" and body["workers"] == 2 and body["total_tasks"] == 7
-    assert body["storage"] == {"status": "healthy"}
+    # The seed's monitoring reads the bucket and the cache size under "storage".
+    assert body["storage"] == {"status": "healthy", "bucket": "wealth-ai-tasks", "cache_size": 3}
     scripted.fail_with = errors.Unavailable("down")
     down = await client.get("/ping")
     assert down.status_code == 503 and down.json()["status"] == "unhealthy"

@@ -11,11 +11,12 @@ from typing import Any, cast
 
 import pytest
 
+from common import task_ids
 from common.errors import Conflict
 from orchestrator import service
 from orchestrator.credentials import new_key
 from orchestrator.pipeline import Deps
-from orchestrator.service import TASK_ID, Orchestrator
+from orchestrator.service import Orchestrator
 from orchestrator.settings import OrchestratorSettings
 from tests.orchestrator.factories import task_record
 
@@ -29,14 +30,14 @@ def _orchestrator() -> Orchestrator:
         sealer=cast(Any, None),
         replica_id="r1",
     )
-    return Orchestrator(settings, deps, b"k" * 32)
+    return Orchestrator(settings, deps, b"k" * 32, "127.0.0.1:1")
 
 
 def test_ids_carry_the_replica_tag_and_never_repeat_within_a_second(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     orchestrator = _orchestrator()
-    orchestrator.recovery.tag = "7f"
+    orchestrator.membership.tag = "7f"
     draws = itertools.chain(["0a0a0a", "0a0a0a", "0a0a0a", "0b0b0b"], itertools.repeat("0a0a0a"))
     monkeypatch.setattr(service.secrets, "token_hex", lambda _n: next(draws))
     now = datetime(2026, 11, 28, 1, 2, 3, tzinfo=UTC)
@@ -48,7 +49,7 @@ def test_ids_carry_the_replica_tag_and_never_repeat_within_a_second(
     assert first == "task_20261128010203_7f0a0a0a"
     assert second == "task_20261128010203_7f0b0b0b"
     assert next_second == "task_20261128010204_7f0a0a0a"  # another second: no clash possible
-    assert all(TASK_ID.match(t) for t in (first, second, next_second))
+    assert all(task_ids.is_valid(t) for t in (first, second, next_second))
 
 
 async def test_a_replay_never_answers_with_another_submissions_task() -> None:

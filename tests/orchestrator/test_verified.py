@@ -7,14 +7,14 @@ import time
 
 import pytest
 
-from orchestrator.pipeline import VerifiedCredentials
-from wealthai.worker.v1 import worker_pb2
+from orchestrator.credentials import VerifiedCredentials
+from orchestrator.worker_client import Credentials
 
 PASSWORD = "s3cret-pass"
 
 
-def _creds(password: str = PASSWORD, username: str = "u@example.com") -> worker_pb2.Credentials:
-    return worker_pb2.Credentials(tenant="t", username=username, password=password)
+def _creds(password: str = PASSWORD, username: str = "u@example.com") -> Credentials:
+    return Credentials(tenant="t", username=username, password=password)
 
 
 def test_verified_credentials_are_fresh_until_they_expire(monkeypatch: pytest.MonkeyPatch) -> None:

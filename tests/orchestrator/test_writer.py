@@ -1,4 +1,4 @@
-"""Group commit in the pipeline's writes: changes that arrive while a write is in flight share
+"""Group commit in a running task's writes: changes that arrive while a write is in flight share
 the next write, and each caller returns only once its own change is stored.
 
 Storage here is an in-memory stand-in whose writes the test holds open, so the moment a change
@@ -14,8 +14,8 @@ from typing import Any, cast
 import pytest
 
 from orchestrator.models import SectionResult, TaskRecord
-from orchestrator.pipeline import Deps, TaskRun
 from orchestrator.storage_client import StorageClient
+from orchestrator.writer import RecordWriter
 from tests.orchestrator.factories import task_record
 
 
@@ -36,20 +36,13 @@ class HeldStorage:
         return f"v{len(self.writes)}"
 
 
-def _run() -> tuple[TaskRun, HeldStorage]:
+def _run() -> tuple[RecordWriter, HeldStorage]:
     storage = HeldStorage()
     record = task_record(
         data=[{}, {}, {}],
         result_data={n: SectionResult(record_index=i, asset_id="a") for i, n in enumerate("xyz")},
     )
-    deps = Deps(
-        storage=cast(StorageClient, storage),
-        pool=cast(Any, None),
-        config=cast(Any, None),
-        sealer=cast(Any, None),
-        replica_id="r1",
-    )
-    return TaskRun(record=record, version="v0", deps=deps), storage
+    return RecordWriter(cast(StorageClient, storage), record, "v0", "r1"), storage
 
 
 def _respond(name: str) -> Any:
@@ -61,9 +54,9 @@ def _respond(name: str) -> Any:
 
 async def test_changes_arriving_during_a_write_share_the_next_one() -> None:
     run, storage = _run()
-    first = asyncio.create_task(run._persist(_respond("x")))
+    first = asyncio.create_task(run.persist(_respond("x")))
     await storage.started.wait()
-    others = [asyncio.create_task(run._persist(_respond(n))) for n in "yz"]
+    others = [asyncio.create_task(run.persist(_respond(n))) for n in "yz"]
     await asyncio.sleep(0.01)
     assert not any(t.done() for t in [first, *others])
 
@@ -86,9 +79,9 @@ async def test_changes_arriving_during_a_write_share_the_next_one() -> None:
 
 async def test_a_failed_write_fails_every_change_in_it() -> None:
     run, storage = _run()
-    first = asyncio.create_task(run._persist(_respond("x")))
+    first = asyncio.create_task(run.persist(_respond("x")))
     await storage.started.wait()
-    others = [asyncio.create_task(run._persist(_respond(n))) for n in "yz"]
+    others = [asyncio.create_task(run.persist(_respond(n))) for n in "yz"]
     storage.release.put_nowait(None)
     await first
     storage.release.put_nowait(RuntimeError("disk on fire"))
@@ -101,10 +94,10 @@ async def test_a_failed_write_fails_every_change_in_it() -> None:
 
 async def test_a_change_whose_caller_is_cancelled_while_waiting_is_not_written() -> None:
     run, storage = _run()
-    first = asyncio.create_task(run._persist(_respond("x")))
+    first = asyncio.create_task(run.persist(_respond("x")))
     await storage.started.wait()
-    dropped = asyncio.create_task(run._persist(_respond("y")))
-    kept = asyncio.create_task(run._persist(_respond("z")))
+    dropped = asyncio.create_task(run.persist(_respond("y")))
+    kept = asyncio.create_task(run.persist(_respond("z")))
     await asyncio.sleep(0.01)
     dropped.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -120,11 +113,11 @@ async def test_a_change_whose_caller_is_cancelled_while_waiting_is_not_written()
 
 async def test_when_the_writing_caller_is_cancelled_the_others_are_still_written() -> None:
     run, storage = _run()
-    first = asyncio.create_task(run._persist(_respond("x")))
+    first = asyncio.create_task(run.persist(_respond("x")))
     await storage.started.wait()
-    writer = asyncio.create_task(run._persist(_respond("y")))
+    writer = asyncio.create_task(run.persist(_respond("y")))
     await asyncio.sleep(0.01)
-    waiting = asyncio.create_task(run._persist(_respond("z")))
+    waiting = asyncio.create_task(run.persist(_respond("z")))
     await asyncio.sleep(0.01)
     storage.started.clear()
     storage.release.put_nowait(None)

@@ -1,0 +1,186 @@
+"""Every change of state a task record goes through, as plain functions on the record.
+
+Each function takes a record (and what happened) and changes that record, nothing else: no
+storage, no clock other than the timestamps it writes, no workers. The pipeline, cancel, retry
+and takeover apply them to a copy and persist it; the unit tests call them directly.
+
+Progress follows the user's seed flow (SPEC §5): pending 0, authenticating 10, authenticated 20,
+detecting_section 40, processing 50, then the sections share the span up to 95 as they finish,
+and a finished task is 100.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from common.timeutil import iso, parse_iso, utcnow
+from orchestrator.models import SectionResult, SectionState, TaskRecord, TaskState, TraceEntry
+from orchestrator.worker_client import Outcome
+
+PROGRESS = {
+    TaskState.PENDING: 0,
+    TaskState.AUTHENTICATING: 10,
+    TaskState.AUTHENTICATED: 20,
+    TaskState.DETECTING: 40,
+    TaskState.PROCESSING: 50,
+}
+_SECTIONS_SPAN = (50, 95)
+
+
+def trace_entry(
+    step: str, status: str, *, started: float | None = None, detail: str = "", at: str = ""
+) -> TraceEntry:
+    """A trace entry stamped now; ``started`` (a ``time.monotonic()`` reading) gives its
+    duration."""
+    duration_ms = int((time.monotonic() - started) * 1000) if started is not None else 0
+    return TraceEntry(
+        step=step, status=status, at=at or iso(utcnow()), duration_ms=duration_ms, detail=detail
+    )
+
+
+def set_state(record: TaskRecord, state: TaskState, message: str) -> TaskRecord:
+    """Moves a running task to ``state`` (one of the pipeline's steps before the end)."""
+    record.status = state
+    record.progress = PROGRESS.get(state, record.progress)
+    record.message = message
+    record.updated_at = iso(utcnow())
+    return record
+
+
+def start_section(record: TaskRecord, name: str) -> TaskRecord:
+    record.result_data[name].status = SectionState.RUNNING
+    return record
+
+
+def finish_section(
+    record: TaskRecord, name: str, outcome: Outcome, *, dispatches: int, started: float
+) -> TaskRecord:
+    """Records a section's outcome; the last section to finish also finishes the task."""
+    section = record.result_data[name]
+    section.status = SectionState.COMPLETED if outcome.success else SectionState.ERROR
+    section.response = outcome.response
+    section.cost = outcome.cost
+    section.conv_id = outcome.conv_id
+    section.message_id = outcome.message_id
+    section.error = outcome.error
+    section.dispatches = dispatches
+    detail = f"cost ${outcome.cost:.4f}" if outcome.success else outcome.error
+    record.trace.append(
+        trace_entry(f"3. Section {name}", section.status.value, started=started, detail=detail)
+    )
+    states = [s.status for s in record.result_data.values()]
+    low, high = _SECTIONS_SPAN
+    record.progress = low + ((high - low) * sum(s.terminal for s in states)) // len(states)
+    record.updated_at = iso(utcnow())
+    if all(s.terminal for s in states):
+        aggregate(record)
+    return record
+
+
+def _close_unfinished(record: TaskRecord, status: SectionState, error: str = "") -> None:
+    """Every section that did not finish ends as ``status`` (keeping an error it had)."""
+    for section in record.result_data.values():
+        if not section.status.terminal:
+            section.status = status
+            if error:
+                section.error = section.error or error
+
+
+def _end(record: TaskRecord, status: TaskState, message: str, now: datetime) -> None:
+    record.status = status
+    record.message = message
+    record.progress = 100
+    record.updated_at = record.completed_at = iso(now)
+
+
+def fail(record: TaskRecord, message: str) -> TaskRecord:
+    """Ends the task in error before its sections ran (authentication failed, a bug)."""
+    _close_unfinished(record, SectionState.ERROR, "not run")
+    _end(record, TaskState.ERROR, message, utcnow())
+    return record
+
+
+def cancel(record: TaskRecord) -> TaskRecord:
+    """Ends the task as cancelled; sections that did not finish become cancelled."""
+    now = utcnow()
+    _close_unfinished(record, SectionState.CANCELLED)
+    _end(record, TaskState.CANCELLED, "Task cancelled", now)
+    record.trace.append(trace_entry("Cancel", "cancelled", at=iso(now)))
+    return record
+
+
+def dead_letter(record: TaskRecord, reason: str) -> TaskRecord:
+    """Ends the task in error for good, keeping the sections that had finished."""
+    _close_unfinished(record, SectionState.ERROR, "not finished: task dead-lettered")
+    aggregate(record)
+    record.message = f"Dead-lettered: {reason}"
+    record.trace.append(trace_entry("Dead letter", "error", at=record.updated_at, detail=reason))
+    return record
+
+
+def aggregate(record: TaskRecord) -> TaskRecord:
+    """Joins ids, sums cost and sets the final status. The joined ids keep one position per
+    detected section, empty for a section that has none, as the user's clients index them."""
+    started = time.monotonic()
+    sections = record.result_data
+    record.conv_id = ", ".join(s.conv_id for s in sections.values())
+    record.message_id = ", ".join(s.message_id for s in sections.values())
+    record.cost = round(sum(s.cost for s in sections.values()), 6)
+    failed = {n: s.error for n, s in sections.items() if s.status != SectionState.COMPLETED}
+    if failed:
+        reasons = "; ".join(f"{n}: {e or 'failed'}" for n, e in failed.items())
+        message = f"{len(failed)} of {len(sections)} sections failed: {reasons}"
+        _end(record, TaskState.ERROR, message, utcnow())
+    else:
+        _end(record, TaskState.COMPLETED, f"All {len(sections)} sections completed", utcnow())
+    record.trace.append(
+        trace_entry(
+            "4. Aggregate",
+            "completed" if not failed else "error",
+            started=started,
+            at=record.updated_at,
+            detail=f"cost ${record.cost:.4f}; elapsed {elapsed_seconds(record):.2f}s",
+        )
+    )
+    return record
+
+
+def retry(record: TaskRecord, owner: str) -> list[str]:
+    """Reopens an ``error`` task on ``owner``: the sections that did not complete start over,
+    the completed ones are kept. Returns the reopened sections' names."""
+    failed = [n for n, s in record.result_data.items() if s.status != SectionState.COMPLETED]
+    for name in failed:
+        old = record.result_data[name]
+        record.result_data[name] = SectionResult(
+            record_index=old.record_index, asset_id=old.asset_id
+        )
+    now = iso(utcnow())
+    record.status = TaskState.PENDING
+    record.progress = 0
+    record.message = f"Retrying {len(failed)} failed sections: {', '.join(failed)}"
+    record.updated_at = now
+    record.completed_at = None
+    record.owner = owner
+    record.takeovers = 0
+    record.trace.append(trace_entry("Retry", "started", at=now, detail=", ".join(failed)))
+    return failed
+
+
+def take_over(record: TaskRecord, owner: str, max_takeovers: int) -> bool:
+    """Makes ``owner`` the task's owner, or dead-letters the task when its owners died more than
+    ``max_takeovers`` times. True when the task is to run on ``owner``."""
+    previous = record.owner or "none"
+    record.owner = owner
+    record.takeovers += 1
+    if record.takeovers > max_takeovers:
+        dead_letter(record, f"its owner died {record.takeovers} times (last: {previous})")
+        return False
+    record.trace.append(trace_entry("Takeover", "completed", detail=previous))
+    return True
+
+
+def elapsed_seconds(record: TaskRecord) -> float:
+    """Seconds from creation to completion, or to now while the task runs."""
+    end = parse_iso(record.completed_at) if record.completed_at else utcnow()
+    return round((end - parse_iso(record.created_at)).total_seconds(), 3)

@@ -1,0 +1,207 @@
+"""The orchestrator's view of one section worker: domain calls in, domain answers and errors out.
+
+Twin of :mod:`orchestrator.storage_client`: the pipeline, the dispatcher and the pool never see
+a gRPC type. A failed call becomes one of three errors, each asking the caller for something
+different::
+
+    WorkerError
+    ├── WorkerLost      the worker died, went away or broke off the job: send it elsewhere
+    ├── WorkerFull      the worker had no free slot: wait for one, the job did not start
+    └── JobRejected     the worker refused the job itself: sending it again will not help
+
+:class:`WorkerClient` is the interface the pool holds; :class:`GrpcWorkerClient` implements it
+over a channel, and the unit tests implement it with scripted fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import grpc
+
+from common.channels import open_channel
+from wealthai.worker.v1 import worker_pb2, worker_pb2_grpc
+
+# The worker died or the connection broke: the job may be sent to another worker.
+_LOST = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    }
+)
+_LOAD_TIMEOUT_S = 1.5
+_AUTH_TIMEOUT_S = 30.0
+# A job's call may outlive the job's own timeout by this much (the worker reports its timeout).
+_JOB_CALL_MARGIN_S = 15.0
+
+
+class WorkerError(Exception):
+    """A call to a worker failed; ``address`` says which worker."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"worker {address}: {reason}")
+        self.address = address
+        self.reason = reason
+
+
+class WorkerLost(WorkerError):
+    """The worker is gone or broke off the call; the job may run elsewhere."""
+
+
+class WorkerFull(WorkerError):
+    """The worker had no free slot; the job did not start there."""
+
+
+class JobRejected(WorkerError):
+    """The worker refused the job (or the credentials) itself; retrying will not help."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The platform credentials a task runs with. The password never shows in a repr."""
+
+    tenant: str
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SectionJob:
+    """One section's work, as a worker runs it."""
+
+    job_id: str
+    task_id: str
+    section: str
+    asset_id: str
+    record_json: str
+    credentials: Credentials
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The platform ids a running job has reached so far."""
+
+    conv_id: str = ""
+    message_id: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a section's job ended."""
+
+    success: bool
+    response: str = ""
+    cost: float = 0.0
+    conv_id: str = ""
+    message_id: str = ""
+    error: str = ""
+
+    @classmethod
+    def failed(cls, error: str) -> Outcome:
+        return cls(success=False, error=error)
+
+
+@dataclass(frozen=True)
+class Load:
+    """What a worker says of its capacity."""
+
+    capacity: int
+    in_flight: int
+    accepting: bool
+
+
+class WorkerClient(Protocol):
+    """One worker replica, as the pool and the dispatcher use it."""
+
+    address: str
+
+    async def load(self) -> Load:
+        """The worker's capacity and load; WorkerLost when it does not answer."""
+        ...
+
+    async def authenticate(self, credentials: Credentials) -> float:
+        """Checks ``credentials`` with the platform; the token's lifetime in seconds."""
+        ...
+
+    def run(self, job: SectionJob) -> AsyncIterator[Progress | Outcome]:
+        """Runs ``job``: progress as it comes, then one outcome (WorkerError otherwise)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class GrpcWorkerClient:
+    """:class:`WorkerClient` over a gRPC channel to ``address``."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._channel = open_channel(address)
+        self._stub = worker_pb2_grpc.SectionWorkerServiceStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def load(self) -> Load:
+        try:
+            load = await self._stub.GetLoad(worker_pb2.GetLoadRequest(), timeout=_LOAD_TIMEOUT_S)
+        except grpc.aio.AioRpcError as err:
+            raise self._error(err) from err
+        return Load(capacity=load.capacity, in_flight=load.in_flight, accepting=load.accepting)
+
+    async def authenticate(self, credentials: Credentials) -> float:
+        request = worker_pb2.AuthenticateRequest(credentials=_credentials(credentials))
+        try:
+            reply = await self._stub.Authenticate(request, timeout=_AUTH_TIMEOUT_S)
+        except grpc.aio.AioRpcError as err:
+            raise self._error(err) from err
+        return float(reply.expires_in)
+
+    async def run(self, job: SectionJob) -> AsyncIterator[Progress | Outcome]:
+        request = worker_pb2.SectionJob(
+            job_id=job.job_id,
+            task_id=job.task_id,
+            section=job.section,
+            asset_id=job.asset_id,
+            record_json=job.record_json,
+            credentials=_credentials(job.credentials),
+            timeout_s=job.timeout_s,
+        )
+        try:
+            async for event in self._stub.RunSection(
+                request, timeout=job.timeout_s + _JOB_CALL_MARGIN_S
+            ):
+                if event.HasField("result"):
+                    result = event.result
+                    yield Outcome(
+                        success=result.success,
+                        response=result.response,
+                        cost=result.cost,
+                        conv_id=result.conv_id,
+                        message_id=result.message_id,
+                        error=result.error,
+                    )
+                    return
+                yield Progress(conv_id=event.progress.conv_id, message_id=event.progress.message_id)
+        except grpc.aio.AioRpcError as err:
+            raise self._error(err) from err
+        raise WorkerLost(self.address, "ended the job without a result")
+
+    def _error(self, err: grpc.aio.AioRpcError) -> WorkerError:
+        code = err.code()
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return WorkerFull(self.address, "no free slot")
+        if code in _LOST:
+            return WorkerLost(self.address, f"lost: {code.name}")
+        return JobRejected(self.address, err.details() or code.name)
+
+
+def _credentials(credentials: Credentials) -> worker_pb2.Credentials:
+    return worker_pb2.Credentials(
+        tenant=credentials.tenant, username=credentials.username, password=credentials.password
+    )
