@@ -1,24 +1,39 @@
 """The one error table of the platform.
 
-Every domain error knows its gRPC status code and its HTTP status. Servers turn a raised
-``AppError`` into a gRPC status in one interceptor (:mod:`common.grpc_server`); callers turn a
-gRPC status back into the same ``AppError`` (:func:`from_rpc_error`), and the gateway answers
-with the HTTP status of that same row (:func:`http_status_for`)::
+Every domain error knows its gRPC status code, its HTTP status and a stable REST error code of
+its own, so REST clients never see transport vocabulary. Servers turn a raised ``AppError``
+into a gRPC status in one interceptor (:mod:`common.grpc_server`); callers turn a gRPC status
+back into the same ``AppError`` (:func:`from_rpc_error`), and the gateway answers with the HTTP
+status and REST code of that same row (:func:`error_body`)::
 
-    AppError                    gRPC                 HTTP
-    ├── InvalidInput            INVALID_ARGUMENT     422
-    ├── Unauthenticated         UNAUTHENTICATED      401
-    ├── NotFound                NOT_FOUND            404
-    ├── Conflict                ABORTED              409
-    ├── WrongState              FAILED_PRECONDITION  409
-    ├── TooLarge                OUT_OF_RANGE         413
-    ├── Overloaded              RESOURCE_EXHAUSTED   429
-    ├── Unavailable             UNAVAILABLE          503
-    ├── Timeout                 DEADLINE_EXCEEDED    504
-    └── Internal                INTERNAL / other     500
+    AppError                    gRPC                 HTTP  REST code
+    ├── InvalidInput            INVALID_ARGUMENT     422   invalid_input
+    ├── Unauthenticated         UNAUTHENTICATED      401   unauthenticated
+    ├── NotFound                NOT_FOUND            404   not_found
+    ├── Conflict                ABORTED              409   conflict
+    ├── WrongState              FAILED_PRECONDITION  409   wrong_state
+    ├── TooLarge                OUT_OF_RANGE         413   too_large
+    ├── Overloaded              RESOURCE_EXHAUSTED   429   rate_limited
+    ├── UpstreamError           DATA_LOSS            502   upstream_error
+    ├── Unavailable             UNAVAILABLE          503   unavailable
+    ├── Timeout                 DEADLINE_EXCEEDED    504   timeout
+    └── Internal                INTERNAL / other     500   internal
+
+``UpstreamError`` is an outside system (the AI platform) refusing a request for good or
+answering outside its contract: retrying will not help until someone fixes one side. gRPC has
+no code for that, and each row needs a code of its own to survive a round trip. UNAVAILABLE
+would make channels and callers repeat a request that fails the same way; FAILED_PRECONDITION
+and ABORTED belong to other rows; UNKNOWN is what gRPC itself reports for a crashed handler.
+DATA_LOSS is never produced by the gRPC library, is not retried by any policy here, and reads
+as "the data we got is unusable", which is what a contract breach is.
+
+HTTP errors no row owns (405 from the router) take their HTTP name (:func:`http_error_body`).
 """
 
 from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
 
 import grpc
 
@@ -28,6 +43,7 @@ class AppError(Exception):
 
     grpc_code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     http_status: int = 500
+    code: str = "internal"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -39,6 +55,7 @@ class InvalidInput(AppError):
 
     grpc_code = grpc.StatusCode.INVALID_ARGUMENT
     http_status = 422
+    code = "invalid_input"
 
 
 class Unauthenticated(AppError):
@@ -46,6 +63,7 @@ class Unauthenticated(AppError):
 
     grpc_code = grpc.StatusCode.UNAUTHENTICATED
     http_status = 401
+    code = "unauthenticated"
 
 
 class NotFound(AppError):
@@ -53,6 +71,7 @@ class NotFound(AppError):
 
     grpc_code = grpc.StatusCode.NOT_FOUND
     http_status = 404
+    code = "not_found"
 
 
 class Conflict(AppError):
@@ -60,6 +79,7 @@ class Conflict(AppError):
 
     grpc_code = grpc.StatusCode.ABORTED
     http_status = 409
+    code = "conflict"
 
 
 class WrongState(AppError):
@@ -67,6 +87,7 @@ class WrongState(AppError):
 
     grpc_code = grpc.StatusCode.FAILED_PRECONDITION
     http_status = 409
+    code = "wrong_state"
 
 
 class TooLarge(AppError):
@@ -74,6 +95,7 @@ class TooLarge(AppError):
 
     grpc_code = grpc.StatusCode.OUT_OF_RANGE
     http_status = 413
+    code = "too_large"
 
 
 class Overloaded(AppError):
@@ -81,6 +103,16 @@ class Overloaded(AppError):
 
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
     http_status = 429
+    code = "rate_limited"
+
+
+class UpstreamError(AppError):
+    """An outside system rejected the request (a 4xx that is not about credentials or load) or
+    answered outside its contract; the same request will fail again."""
+
+    grpc_code = grpc.StatusCode.DATA_LOSS
+    http_status = 502
+    code = "upstream_error"
 
 
 class Unavailable(AppError):
@@ -88,6 +120,7 @@ class Unavailable(AppError):
 
     grpc_code = grpc.StatusCode.UNAVAILABLE
     http_status = 503
+    code = "unavailable"
 
 
 class Timeout(AppError):
@@ -95,28 +128,32 @@ class Timeout(AppError):
 
     grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
     http_status = 504
+    code = "timeout"
 
 
 class Internal(AppError):
     """A bug or an unexpected failure; details are in the server's log, not in the message."""
 
 
-_BY_GRPC_CODE: dict[grpc.StatusCode, type[AppError]] = {
-    cls.grpc_code: cls
-    for cls in (
-        InvalidInput,
-        Unauthenticated,
-        NotFound,
-        Conflict,
-        WrongState,
-        TooLarge,
-        Overloaded,
-        Unavailable,
-        Timeout,
-        Internal,
-    )
-}
+ROWS: tuple[type[AppError], ...] = (
+    InvalidInput,
+    Unauthenticated,
+    NotFound,
+    Conflict,
+    WrongState,
+    TooLarge,
+    Overloaded,
+    UpstreamError,
+    Unavailable,
+    Timeout,
+    Internal,
+)
+"""Every row of the table, in the order of the docstring."""
+
+_BY_GRPC_CODE: dict[grpc.StatusCode, type[AppError]] = {cls.grpc_code: cls for cls in ROWS}
 _BY_GRPC_CODE[grpc.StatusCode.CANCELLED] = Unavailable
+# Where two rows share an HTTP status (409), the first one names it.
+_BY_HTTP_STATUS: dict[int, type[AppError]] = {cls.http_status: cls for cls in reversed(ROWS)}
 
 
 def error_for_code(code: grpc.StatusCode) -> type[AppError]:
@@ -127,6 +164,24 @@ def error_for_code(code: grpc.StatusCode) -> type[AppError]:
 def http_status_for(code: grpc.StatusCode) -> int:
     """The HTTP status the gateway answers for a gRPC status code."""
     return error_for_code(code).http_status
+
+
+def error_body(error: AppError) -> dict[str, Any]:
+    """The REST body of an error: its row's stable code and its (safe) message."""
+    return {"error": error.code, "detail": error.message}
+
+
+def http_error_body(status: int, detail: str) -> dict[str, Any]:
+    """The REST body of an error known only by its HTTP status (raised by the web framework):
+    the code of the row that owns the status, else the status's HTTP name."""
+    cls = _BY_HTTP_STATUS.get(status)
+    if cls is not None:
+        return error_body(cls(detail))
+    try:
+        name = HTTPStatus(status).phrase
+    except ValueError:
+        name = "http error"
+    return {"error": name.lower().replace(" ", "_").replace("-", "_"), "detail": detail}
 
 
 def from_rpc_error(err: grpc.aio.AioRpcError, service: str) -> AppError:

@@ -1,8 +1,9 @@
 """The REST application: the user's existing contract (SPEC §6) over the orchestrator's gRPC API.
 
 Errors come from the one table in :mod:`common.errors`: a gRPC status from the orchestrator
-becomes the HTTP status of the same row, with the orchestrator's message. Bad input is 422 and
-names the field; the submitted password is never echoed, not even in a validation error.
+becomes the HTTP status and REST code of the same row, with the orchestrator's message; the
+gateway's own refusals (body limit, validation, unknown route) use the same rows. Bad input is
+422 and names the field; the submitted password is never echoed, not even in a validation error.
 """
 
 from __future__ import annotations
@@ -19,9 +20,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common.channels import open_channel
-from common.errors import http_status_for
+from common.errors import (
+    InvalidInput,
+    Timeout,
+    TooLarge,
+    Unavailable,
+    error_body,
+    error_for_code,
+    http_error_body,
+)
 from gateway.models import (
     ErrorResponse,
     PingResponse,
@@ -43,11 +53,14 @@ TaskId = Annotated[str, Path(pattern=TASK_ID_PATTERN, examples=["task_2025123018
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
-        404: "Unknown task",
-        409: "Conflict with the task's state",
-        413: "Request too large",
-        422: "Invalid input: which field and why",
-        503: "A dependency is down",
+        404: "Unknown task (`not_found`)",
+        409: "Changed by another writer (`conflict`), or not possible in the task's state "
+        "(`wrong_state`)",
+        413: "Request too large (`too_large`)",
+        422: "Invalid input: which field and why (`invalid_input`)",
+        500: "A bug; details are in the service log (`internal`)",
+        503: "A dependency is down (`unavailable`)",
+        504: "The platform did not answer in time (`timeout`)",
     }.items()
 }
 
@@ -80,23 +93,24 @@ class BodyLimit:
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
                 # FastAPI passes HTTPException through its body parsing untouched.
-                raise HTTPException(413, f"request body larger than {self.max_bytes} bytes")
+                raise HTTPException(413, self._error().message)
             return message
 
         await self.app(scope, limited, send)
 
+    def _error(self) -> TooLarge:
+        return TooLarge(f"request body larger than {self.max_bytes} bytes")
+
     async def _too_large(self, send: Send) -> None:
-        body = json.dumps(
-            {"error": "too_large", "detail": f"request body larger than {self.max_bytes} bytes"}
-        ).encode()
+        error = self._error()
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": error.http_status,
                 "headers": [(b"content-type", b"application/json")],
             }
         )
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": json.dumps(error_body(error)).encode()})
 
 
 def _to_dict(message: Message) -> dict[str, Any]:
@@ -139,22 +153,21 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     @app.exception_handler(grpc.aio.AioRpcError)
     async def rpc_error(_: Request, err: grpc.aio.AioRpcError) -> JSONResponse:
-        status = http_status_for(err.code())
-        if status >= 500:
+        cls = error_for_code(err.code())
+        if cls.http_status >= 500:
             logger.warning("orchestrator call failed: %s %s", err.code().name, err.details())
         detail = err.details() or err.code().name
-        if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        if cls in (Unavailable, Timeout):
             detail = f"the platform is unavailable right now: {detail}"
-        return JSONResponse(
-            status_code=status, content={"error": err.code().name.lower(), "detail": detail}
-        )
+        return JSONResponse(status_code=cls.http_status, content=error_body(cls(detail)))
 
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        names = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+    # Starlette's own exception, so the router's 404 and 405 are answered here as well.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse(
             status_code=exc.status_code,
-            content={"error": names.get(exc.status_code, "http_error"), "detail": exc.detail},
+            content=http_error_body(exc.status_code, str(exc.detail)),
+            headers=exc.headers,
         )
 
     @app.exception_handler(RequestValidationError)
@@ -163,10 +176,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         errors = [
             {"field": ".".join(str(p) for p in e["loc"]), "reason": e["msg"]} for e in exc.errors()
         ]
-        detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
+        error = InvalidInput("; ".join(f"{e['field']}: {e['reason']}" for e in errors))
         return JSONResponse(
-            status_code=422,
-            content={"error": "invalid_argument", "detail": detail, "errors": errors},
+            status_code=error.http_status, content={**error_body(error), "errors": errors}
         )
 
     @app.post("/task/submit", status_code=202, response_model=SubmitResponse, responses=_ERRORS)

@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, SecretStr
 
+from common.errors import ROWS
+
 EXAMPLE_TASK_ID = "task_20251230182721_01e09305"
 EXAMPLE_DATA: list[JsonValue] = [
     {"Market Value": "12000000", "Investment Value": "11000000", "Top Asset": "Equity (65%)"},
@@ -171,9 +173,23 @@ class PingResponse(BaseModel):
     storage: StorageHealth
 
 
+_CODES = ", ".join(f"`{row.code}` ({row.http_status})" for row in ROWS)
+
+
 class ErrorResponse(BaseModel):
     """Every error: a stable code and a message that says what is wrong."""
 
-    error: str
-    detail: str
-    errors: list[dict[str, str]] | None = None
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"error": "not_found", "detail": f"task {EXAMPLE_TASK_ID} not found"}]
+        }
+    )
+
+    error: str = Field(
+        description=f"Stable error code, one of {_CODES}; an unknown route or method is "
+        "`not_found` or `method_not_allowed`."
+    )
+    detail: str = Field(description="What is wrong, safe to show; never echoes a password.")
+    errors: list[dict[str, str]] | None = Field(
+        None, description="On `invalid_input` from the gateway: each `field` and its `reason`."
+    )

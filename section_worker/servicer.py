@@ -14,7 +14,14 @@ from typing import Any
 
 import grpc
 
-from common.errors import AppError, InvalidInput, Overloaded, Unauthenticated, Unavailable
+from common.errors import (
+    AppError,
+    InvalidInput,
+    Overloaded,
+    Unauthenticated,
+    Unavailable,
+    UpstreamError,
+)
 from common.grpc_server import ServiceHost
 from section_worker.jobs import Event, JobRunner, Progress, SectionJob, Stage
 from section_worker.platform_client import (
@@ -22,6 +29,7 @@ from section_worker.platform_client import (
     Credentials,
     PlatformClient,
     PlatformError,
+    PlatformRejected,
     Throttled,
 )
 from section_worker.settings import WorkerSettings
@@ -134,4 +142,7 @@ def _app_error(exc: PlatformError) -> AppError:
         return Unauthenticated(str(exc))
     if isinstance(exc, Throttled):
         return Overloaded(str(exc))
+    if isinstance(exc, PlatformRejected):
+        # Not an outage: the same request would be refused again, so nobody should retry it.
+        return UpstreamError(str(exc))
     return Unavailable(str(exc))

@@ -125,25 +125,36 @@ async def test_validation_error_names_the_field_and_never_echoes_the_password(en
     assert reply.status_code == 422
     fields = {e["field"] for e in reply.json()["errors"]}
     assert {"body.password", "body.data"} <= fields
+    assert reply.json()["error"] == "invalid_input"
     wrong_type = await client.post("/task/submit", json={**BODY, "password": ["hunter2-secret"]})
     assert wrong_type.status_code == 422
+    assert wrong_type.json()["error"] == "invalid_input"
     assert "hunter2-secret" not in wrong_type.text
 
 
 @pytest.mark.parametrize(
-    ("error", "status"),
+    ("error", "status", "code"),
     [
-        (errors.InvalidInput("data[1] matches no section"), 422),
-        (errors.TooLarge("data: at most 20 records"), 413),
-        (errors.Unavailable("storage unavailable: S3 down"), 503),
-        (errors.Conflict("changed by another writer"), 409),
+        (errors.InvalidInput("data[1] matches no section"), 422, "invalid_input"),
+        (errors.Unauthenticated("the platform refused the credentials"), 401, "unauthenticated"),
+        (errors.NotFound("task task_1 not found"), 404, "not_found"),
+        (errors.Conflict("changed by another writer"), 409, "conflict"),
+        (errors.WrongState("task already finished as completed"), 409, "wrong_state"),
+        (errors.TooLarge("data: at most 20 records"), 413, "too_large"),
+        (errors.Overloaded("every worker is busy"), 429, "rate_limited"),
+        (errors.UpstreamError("the platform answered 400"), 502, "upstream_error"),
+        (errors.Unavailable("storage unavailable: S3 down"), 503, "unavailable"),
+        (errors.Timeout("storage did not answer"), 504, "timeout"),
+        (errors.Internal("internal error; see the service log"), 500, "internal"),
     ],
+    ids=lambda value: type(value).__name__ if isinstance(value, errors.AppError) else None,
 )
-async def test_orchestrator_errors_map_through_the_error_table(env, error, status):
+async def test_orchestrator_errors_map_through_the_error_table(env, error, status, code):
     client, scripted = env
     scripted.fail_with = error
     reply = await client.post("/task/submit", json=BODY)
     assert reply.status_code == status
+    assert reply.json()["error"] == code
     assert error.message in reply.json()["detail"]
     assert "hunter2-secret" not in reply.text
 
@@ -176,6 +187,17 @@ async def test_unknown_and_malformed_task_ids(env):
     assert malformed.status_code in (404, 422)
     malformed = await client.get("/task/not-a-task/status")
     assert malformed.status_code == 422
+    assert malformed.json()["error"] == "invalid_input"
+
+
+async def test_unknown_routes_and_methods_answer_in_rest_terms(env):
+    client, _ = env
+    missing = await client.get("/no/such/route")
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "not_found", "detail": "Not Found"}
+    wrong_method = await client.get("/task/submit")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"] == "method_not_allowed"
 
 
 async def test_body_over_the_limit_is_413(env):
@@ -183,6 +205,10 @@ async def test_body_over_the_limit_is_413(env):
     big = {**BODY, "data": [{"top_movers_data": "x" * 5000}]}
     declared = await client.post("/task/submit", json=big)
     assert declared.status_code == 413
+    assert declared.json() == {
+        "error": "too_large",
+        "detail": "request body larger than 4096 bytes",
+    }
 
     async def chunks():
         yield json.dumps(big).encode()
@@ -191,6 +217,7 @@ async def test_body_over_the_limit_is_413(env):
         "/task/submit", content=chunks(), headers={"content-type": "application/json"}
     )
     assert streamed.status_code == 413
+    assert streamed.json()["error"] == "too_large"
 
 
 async def test_ping_healthy_and_unhealthy(env):
@@ -221,6 +248,11 @@ async def test_openapi_has_the_contract_and_examples(env):
         "top_movers_data": "AAPL +3.2%, MSFT -1.1%, NVDA +5.4%"
     }
     assert (await client.get("/docs")).status_code == 200
+    cancel = spec["paths"]["/task/{task_id}/cancel"]["post"]["responses"]
+    assert {"404", "409", "422", "500", "503", "504"} <= set(cancel)
+    codes = spec["components"]["schemas"]["ErrorResponse"]["properties"]["error"]["description"]
+    for row in errors.ROWS:
+        assert f"`{row.code}`" in codes
 
 
 async def test_orchestrator_down_is_503():
@@ -230,4 +262,5 @@ async def test_orchestrator_down_is_503():
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as other:
             reply = await other.get(f"/task/{TASK}/status")
     assert reply.status_code == 503
+    assert reply.json()["error"] == "unavailable"
     assert "unavailable" in reply.json()["detail"]

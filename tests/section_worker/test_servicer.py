@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 import pytest
 
+from common.errors import UpstreamError, from_rpc_error
 from simulator.state import answer_for
 from tests.helpers import assert_eventually
 from tests.section_worker.conftest import (
@@ -141,3 +142,17 @@ async def test_authenticate_with_a_bad_password_does_not_echo_it(worker: Worker)
     assert "refused the credentials" in details
     assert "guess-Pa55word" not in details
     assert "guess-Pa55word" not in str(refused.value.debug_error_string())
+
+
+async def test_authenticate_refused_by_the_platform_is_an_upstream_error_not_an_outage(
+    sim: Sim, start_worker: StartWorker
+) -> None:
+    # A platform that answers 404 to the token call will answer it again: nothing to retry.
+    worker = await start_worker(platform_url=f"{sim.url}/moved")
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await worker.stub.Authenticate(worker_pb2.AuthenticateRequest(credentials=_credentials()))
+
+    assert refused.value.code() == grpc.StatusCode.DATA_LOSS
+    assert refused.value.details() == "authenticate: the platform answered 404"
+    assert type(from_rpc_error(refused.value, "worker")) is UpstreamError
