@@ -80,6 +80,10 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
         "AWS_DEFAULT_PROFILE",
         "AWS_ROLE_ARN",
         "AWS_WEB_IDENTITY_TOKEN_FILE",
+        # Read by StorageSettings as the seed's names of bucket, prefix and region.
+        "AWS_REGION",
+        "S3_BUCKET_NAME",
+        "S3_PREFIX",
     ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
