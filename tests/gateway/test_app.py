@@ -174,6 +174,10 @@ async def test_unknown_and_malformed_task_ids(env):
     assert malformed.status_code in (404, 422)
     malformed = await client.get("/task/not-a-task/status")
     assert malformed.status_code == 422
+    # Digits of another script match \d, never the id form.
+    arabic_indic = "".join(chr(0x0660 + int(d)) for d in "20251230182721")
+    malformed = await client.get(f"/task/task_{arabic_indic}_01e09305/status")
+    assert malformed.status_code == 422
 
 
 async def test_body_over_the_limit_is_413(env):
