@@ -1,12 +1,19 @@
 """Settings shared by every service. Each service subclasses :class:`ServiceSettings` with its
-own env prefix and builds it once in ``main()``; a bad value stops start-up naming the variable."""
+own env prefix and builds it once in ``main()``; a bad value stops start-up naming the variable.
+
+A setting may also be read from a second, unprefixed name (the seed's ``S3_BUCKET_NAME``,
+``BASE_URL``, ...): its field then carries ``validation_alias=AliasChoices(<prefixed name>,
+<other name>)``. pydantic-settings applies no env prefix to a validation alias, so the prefixed
+name is spelled out, and first: when both are set, the prefixed one wins.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Literal, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 S = TypeVar("S", bound=BaseSettings)
@@ -15,7 +22,9 @@ S = TypeVar("S", bound=BaseSettings)
 class ServiceSettings(BaseSettings):
     """Host, port and logging of one gRPC service."""
 
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    # populate_by_name: code and tests build settings by field name even where the field is
+    # read from aliased environment variables.
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
     host: str = Field("127.0.0.1", description="Address the server binds to.")
     port: int = Field(0, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
@@ -26,14 +35,35 @@ class ServiceSettings(BaseSettings):
     )
 
 
+def env_names(cls: type[BaseSettings], field: str) -> list[str]:
+    """The environment variables ``field`` of ``cls`` is read from, the winning one first."""
+    alias = cls.model_fields[field].validation_alias
+    if isinstance(alias, str):
+        return [alias.upper()]
+    if isinstance(alias, AliasChoices):
+        return [choice.upper() for choice in alias.choices if isinstance(choice, str)]
+    return [f"{cls.model_config.get('env_prefix', '')}{field}".upper()]
+
+
 def load_settings(cls: type[S]) -> S:
     """Builds settings from the environment, or exits with a message naming each bad variable."""
     try:
         return cls()
     except ValidationError as exc:
-        prefix = str(cls.model_config.get("env_prefix", ""))
-        lines = [
-            f"  {prefix}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-            for err in exc.errors()
-        ]
+        lines = [f"  {_label(cls, err['loc'])}: {err['msg']}" for err in exc.errors()]
         sys.exit(f"invalid settings for {cls.__name__}:\n" + "\n".join(lines))
+
+
+def _label(cls: type[BaseSettings], loc: tuple[int | str, ...]) -> str:
+    """Names an error location: the environment variable behind its field (of those the field
+    reads, the one that is set), then any position inside the value."""
+    if not loc:
+        return "(settings together)"  # a model validator's error: several variables at once
+    head, rest = str(loc[0]), [str(part) for part in loc[1:]]
+    for field in cls.model_fields:
+        names = env_names(cls, field)
+        if head == field or head.upper() in names:
+            set_names = {name.upper() for name in os.environ}
+            head = next((name for name in names if name in set_names), names[0])
+            break
+    return ".".join([head, *rest])

@@ -1,69 +1,91 @@
-"""The task id, owned here: ``task_<YYYYMMDDHHMMSS>_<8 hex>`` (SPEC §5).
+"""The task id, owned here for every service: ``task_<YYYYMMDDHHMMSS>_<8 hex>``.
 
-The 14 digits are the creation second in UTC on the creating replica's clock, so ids sort by
-creation time; the first two hex digits are the creating replica's tag (see
-:mod:`orchestrator.membership`), the other six are random.
+The digits are the task's UTC creation second, so ids sort by creation time and storage lists
+one UTC day with one key prefix (:func:`day_prefix`). The first two hex digits are the *tag* of
+the orchestrator replica that created the task (a task runs where it was submitted); the other
+six are random. The form is the seed's: ``task_20251230182721_01e09305``.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from common.errors import InvalidInput
 
-PATTERN = r"^task_\d{14}_[0-9a-f]{8}$"
-_REGEX = re.compile(r"task_(\d{14})_([0-9a-f]{2})([0-9a-f]{6})")
+# ASCII digits only: \d would also take other scripts' digits, which no id ever has.
+_BODY = r"task_[0-9]{14}_[0-9a-f]{8}"
+PATTERN = f"^{_BODY}$"
+"""The form as a pattern string for FastAPI ``Path(pattern=...)`` and JSON schema, where ``$``
+is the end of the text. Python's ``$`` also matches before a final newline: use :data:`REGEX`."""
+REGEX = re.compile(r"task_(?P<created>[0-9]{14})_(?P<tag>[0-9a-f]{2})[0-9a-f]{6}\Z")
+"""The form compiled; ``REGEX.match(text)`` is true only for the whole of an id."""
 EXAMPLE = "task_20251230182721_01e09305"
+
+_SECOND = "%Y%m%d%H%M%S"
+_HEX2 = re.compile(r"[0-9a-f]{2}\Z")
+_HEX6 = re.compile(r"[0-9a-f]{6}\Z")
 
 
 @dataclass(frozen=True)
 class TaskId:
-    """What a task id says."""
+    """What a task id says: its creation second (UTC) and the tag of the replica that made it."""
 
+    value: str
     created_at: datetime
     tag: str
-    random: str
 
     @property
-    def day(self) -> str:
-        """The creation day, ``YYYYMMDD``."""
-        return f"{self.created_at:%Y%m%d}"
+    def day(self) -> date:
+        """The UTC day the task was created on: the unit storage lists tasks by."""
+        return self.created_at.date()
 
 
-def new(created_at: datetime, tag: str, random: str) -> str:
-    """The id of a task created at ``created_at`` by the replica tagged ``tag`` (2 hex digits),
-    with ``random`` (6 hex digits) drawn by that replica."""
-    task_id = f"task_{created_at.astimezone(UTC):%Y%m%d%H%M%S}_{tag}{random}"
-    if not _REGEX.fullmatch(task_id):
-        raise ValueError(f"tag {tag!r} and random part {random!r} do not make a task id")
-    return task_id
+def new(now: datetime, tag: str, suffix: str | None = None) -> str:
+    """The id of a task created at ``now`` (timezone-aware) by the replica tagged ``tag`` (two
+    lowercase hex digits); ``suffix`` is the six random hex digits (drawn when None).
 
-
-def second_prefix(at: datetime) -> str:
-    """The prefix shared by the ids of tasks created in ``at``'s second; ids compare with it in
-    creation order."""
-    return f"task_{at.astimezone(UTC):%Y%m%d%H%M%S}"
-
-
-def is_valid(task_id: str) -> bool:
-    return _REGEX.fullmatch(task_id) is not None
+    ValueError for a naive ``now`` or a malformed tag or suffix: these are the caller's bugs.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware: ids carry the UTC creation second")
+    if not _HEX2.match(tag):
+        raise ValueError(f"tag must be two lowercase hex digits, got {tag!r}")
+    if suffix is None:
+        suffix = secrets.token_hex(3)
+    elif not _HEX6.match(suffix):
+        raise ValueError(f"suffix must be six lowercase hex digits, got {suffix!r}")
+    return f"task_{now.astimezone(UTC):{_SECOND}}_{tag}{suffix}"
 
 
 def parse(task_id: str) -> TaskId:
-    """What ``task_id`` says; InvalidInput when it is not a task id."""
-    match = _REGEX.fullmatch(task_id)
-    if match is None:
-        raise InvalidInput("task_id must look like task_YYYYMMDDHHMMSS_<8 hex digits>")
+    """The parts of ``task_id``; InvalidInput if it is not a task id."""
+    found = REGEX.match(task_id)
+    if found is None:
+        raise InvalidInput(
+            f"task_id {task_id[:80]!r} is malformed: expected task_YYYYMMDDHHMMSS_<8 hex digits>"
+        )
     try:
-        created_at = datetime.strptime(match[1], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+        created_at = datetime.strptime(found["created"], _SECOND).replace(tzinfo=UTC)
     except ValueError:
-        raise InvalidInput(f"task_id {task_id!r} names no real second") from None
-    return TaskId(created_at=created_at, tag=match[2], random=match[3])
+        raise InvalidInput(f"task_id {task_id!r} does not embed a valid UTC timestamp") from None
+    return TaskId(task_id, created_at, found["tag"])
 
 
 def check(task_id: str) -> str:
-    """``task_id`` when it is a task id, else InvalidInput."""
+    """``task_id`` if it is a task id, else InvalidInput saying what is wrong with it."""
     parse(task_id)
     return task_id
+
+
+def day_prefix(day: date) -> str:
+    """The start every id created on UTC ``day`` shares (what storage lists a day by)."""
+    return f"task_{day:%Y%m%d}"
+
+
+def second_prefix(at: datetime) -> str:
+    """The start every id created in ``at``'s UTC second shares; ids compare with it in
+    creation order (a newest-first listing stops at it)."""
+    return f"task_{at.astimezone(UTC):{_SECOND}}"

@@ -22,6 +22,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from common import task_ids
 from common.channels import open_channel
 from common.errors import (
     InvalidInput,
@@ -48,8 +49,7 @@ from wealthai.orchestrator.v1 import orchestrator_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
-TASK_ID_PATTERN = r"^task_\d{14}_[0-9a-f]{8}$"
-TaskId = Annotated[str, Path(pattern=TASK_ID_PATTERN, examples=["task_20251230182721_01e09305"])]
+TaskId = Annotated[str, Path(pattern=task_ids.PATTERN, examples=[task_ids.EXAMPLE])]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {

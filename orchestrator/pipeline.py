@@ -42,7 +42,7 @@ from orchestrator.writer import Change, RecordWriter, TaskStopped
 
 logger = logging.getLogger(__name__)
 
-_AUTH_BACKOFF = Backoff(initial_s=0.2, max_s=2.0)
+_AUTH_BACKOFF = Backoff(initial_s=0.2, max_s=2.0, jitter=0.5)
 _DEFAULT_TIMEOUT_S = 120.0
 _DEFAULT_MAX_DISPATCHES = 4
 

@@ -43,7 +43,7 @@ _WATCH_POLL_S = 1.0
 # Finished tasks kept in memory: a retry through another replica shows here after this long.
 _RECENT_SIZE = 4096
 _RECENT_S = 60.0
-_JOIN_BACKOFF = Backoff(initial_s=0.2, max_s=5.0)
+_JOIN_BACKOFF = Backoff(initial_s=0.2, max_s=5.0, jitter=0.5)
 
 
 def _check_same_submission(record: TaskRecord, username: str, data: list[dict[str, Any]]) -> None:

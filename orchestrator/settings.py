@@ -1,4 +1,5 @@
-"""Orchestrator settings (env prefix ``ORCH_``)."""
+"""Orchestrator settings (env prefix ``ORCH_``; the default tenant is also read from the seed's
+``TENANT_ID``, ``ORCH_DEFAULT_TENANT`` winning when both are set)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from common.settings import ServiceSettings
@@ -30,7 +31,15 @@ class OrchestratorSettings(ServiceSettings):
         "Every replica must share it."
     )
     config_path: Path = Field(Path("config.json"), description="Sections configuration.")
-    default_tenant: str = Field("wealth", min_length=1, max_length=64)
+    default_tenant: str = Field(
+        "wealth",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._-]+$",  # what a submission's own tenant may be
+        # The seed's name too; the prefixed one wins when both are set.
+        validation_alias=AliasChoices("ORCH_DEFAULT_TENANT", "TENANT_ID"),
+        description="Platform tenant of a submission that names none.",
+    )
     max_records: int = Field(20, ge=1, le=1000, description="Records per task.")
     max_record_bytes: int = Field(256 * 1024, ge=64, description="Size of one record as JSON.")
     worker_refresh_s: float = Field(2.0, gt=0, description="How often worker loads are read.")

@@ -24,7 +24,7 @@ from orchestrator.storage_client import StorageClient
 logger = logging.getLogger(__name__)
 
 Change = Callable[[TaskRecord], object]
-_STORAGE_BACKOFF = Backoff(initial_s=0.2, max_s=5.0)
+_STORAGE_BACKOFF = Backoff(initial_s=0.2, max_s=5.0, jitter=0.5)
 
 
 class TaskStopped(Exception):

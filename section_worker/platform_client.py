@@ -21,7 +21,6 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import random
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from urllib.parse import quote
 
 import httpx
 
+from common.backoff import Backoff
 from section_worker.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
@@ -132,6 +132,8 @@ class PlatformClient:
             transport=transport,
         )
         self._slots = asyncio.Semaphore(settings.http_max_connections)
+        # Half of each wait fixed, half drawn: waits never shrink to nothing on a busy platform.
+        self._backoff = Backoff(settings.backoff_base_s, settings.backoff_max_s, jitter=0.5)
         # Keys hold a keyed hash of the password, so a memory dump does not reveal it either.
         self._hash_key = secrets.token_bytes(32)
         self._tokens: dict[_CacheKey, Token] = {}
@@ -351,11 +353,9 @@ class PlatformClient:
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds before the next attempt: the platform's wish (capped) or jittered backoff."""
-        settings = self._settings
         if retry_after is not None:
-            return min(retry_after, settings.retry_after_max_s)
-        ceiling = min(settings.backoff_max_s, settings.backoff_base_s * 2.0 ** (attempt - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+            return min(retry_after, self._settings.retry_after_max_s)
+        return self._backoff.delay(attempt)
 
 
 def _retry_after(response: httpx.Response) -> float | None:

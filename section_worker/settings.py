@@ -1,8 +1,9 @@
-"""Settings of the section worker (env prefix ``WORKER_``)."""
+"""Settings of the section worker (env prefix ``WORKER_``; the platform URL is also read from
+the seed's ``BASE_URL``, ``WORKER_PLATFORM_URL`` winning when both are set)."""
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import ServiceSettings
@@ -14,7 +15,12 @@ class WorkerSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore", frozen=True)
 
     port: int = Field(50061, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
-    platform_url: str = Field("http://127.0.0.1:8100", description="Base URL of the platform.")
+    platform_url: str = Field(
+        "http://127.0.0.1:8100",
+        # The seed's name too; the prefixed one wins when both are set.
+        validation_alias=AliasChoices("WORKER_PLATFORM_URL", "BASE_URL"),
+        description="Base URL of the platform.",
+    )
     max_concurrent_jobs: int = Field(16, ge=1, description="Jobs run at once; more are refused.")
     job_timeout_s: float = Field(120.0, gt=0, description="Longest a job may take by default.")
     request_timeout_s: float = Field(10.0, gt=0, description="Longest one platform call may take.")

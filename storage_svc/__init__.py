@@ -6,7 +6,8 @@ guards every write with the object's ETag (compare-and-swap), and serves all of 
 ``wealthai.storage.v1.StorageService`` gRPC contract.
 
 - :mod:`storage_svc.settings` — what can be configured (``STORAGE_*`` environment variables).
-- :mod:`storage_svc.documents` — ids, names, bodies, preconditions, page tokens: checks, no I/O.
+- :mod:`storage_svc.documents` — documents, names, bodies, preconditions, page tokens: checks, no
+  I/O (task ids are :mod:`common.task_ids`).
 - :mod:`storage_svc.s3calls` — the S3 client, bounded retries, S3 errors → platform errors, and
   the one way JSON objects are read, written (compare-and-swap) and deleted.
 - :mod:`storage_svc.bucket` — start-up: create the bucket, keep the lifecycle rule.

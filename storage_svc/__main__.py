@@ -15,6 +15,7 @@ import logging
 import time
 
 from common import eventloop
+from common.backoff import Backoff
 from common.errors import AppError, Unavailable
 from common.grpc_server import ServiceHost
 from common.logging import configure
@@ -27,20 +28,21 @@ from wealthai.storage.v1 import storage_pb2_grpc
 
 logger = logging.getLogger("storage_svc")
 
-_FIRST_RETRY_S = 0.5
-_LONGEST_RETRY_S = 10.0
+# One process waiting for S3 to come up: no herd to spread, so no jitter.
+_STARTUP_BACKOFF = Backoff(initial_s=0.5, max_s=10.0, jitter=0.0)
 
 
 async def prepare_bucket(store: TaskStore, settings: StorageSettings) -> None:
     """Runs ``ensure_bucket`` until it succeeds; SystemExit when it cannot."""
     where = f"bucket {settings.s3_bucket} at {settings.s3_endpoint_url or 'AWS S3'}"
     deadline = time.monotonic() + settings.startup_timeout_s
-    delay = _FIRST_RETRY_S
+    delays = _STARTUP_BACKOFF.delays()
     while True:
         try:
             await store.ensure_bucket()
             return
         except Unavailable as exc:
+            delay = next(delays)
             if time.monotonic() + delay > deadline:
                 logger.error("giving up on S3: %s", exc.message)
                 raise SystemExit(
@@ -49,7 +51,6 @@ async def prepare_bucket(store: TaskStore, settings: StorageSettings) -> None:
                 ) from None
             logger.warning("S3 not reachable yet (%s); retrying in %.1fs", exc.message, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, _LONGEST_RETRY_S)
         except AppError as exc:
             logger.error("cannot prepare %s: %s", where, exc.message)
             raise SystemExit(f"storage_svc: cannot prepare {where}: {exc.message}") from None

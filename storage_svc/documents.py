@@ -1,8 +1,8 @@
-"""The checks storage_svc makes before touching S3: task ids and documents, object names and
-bodies, write preconditions, page sizes and page tokens.
+"""The checks storage_svc makes before touching S3: task documents, object names and bodies,
+write preconditions, page sizes and page tokens (task ids are :mod:`common.task_ids`).
 
-Pure functions, no I/O. A task id (``task_YYYYMMDDHHMMSS_<8 hex>``) embeds its UTC creation
-second, which is what lets the store list tasks newest first without reading them.
+Pure functions, no I/O. A task id (:mod:`common.task_ids`) embeds its UTC creation second,
+which is what lets the store list tasks newest first without reading them.
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ import base64
 import binascii
 import json
 import re
-from datetime import UTC, date, datetime
 from typing import Any
 
+from common import task_ids
 from common.errors import InvalidInput
 
 # \Z, not $: "$" also matches before a trailing newline, which would then reach the key.
-TASK_ID_RE = re.compile(r"^task_\d{14}_[0-9a-f]{8}\Z")
 OBJECT_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}\Z")
 # Bytes; namespaced objects are small records (leases, idempotency keys), not documents.
 # A lease lists every unfinished task of its replica (~32 bytes each): room for ~30,000.
@@ -25,24 +24,6 @@ MAX_OBJECT_BODY = 1024 * 1024
 
 _TASKS_PAGE = "t1:"
 _OBJECTS_PAGE = "o1:"
-
-
-def check_task_id(task_id: str) -> str:
-    """Returns ``task_id`` if it is well formed, else raises :class:`InvalidInput`."""
-    if not TASK_ID_RE.match(task_id):
-        raise InvalidInput(
-            f"task_id {task_id[:80]!r} is malformed: expected task_YYYYMMDDHHMMSS_<8 hex digits>"
-        )
-    try:
-        datetime.strptime(task_id[5:19], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
-    except ValueError:
-        raise InvalidInput(f"task_id {task_id!r} does not embed a valid UTC timestamp") from None
-    return task_id
-
-
-def task_day(task_id: str) -> date:
-    """The UTC day a (well-formed) task id was created on."""
-    return datetime.strptime(task_id[5:13], "%Y%m%d").replace(tzinfo=UTC).date()
 
 
 def check_document(task_id: str, document: bytes) -> str:
@@ -143,7 +124,7 @@ def _encode(text: str) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def _decode(token: str, kind: str, pattern: re.Pattern[str] = TASK_ID_RE) -> str:
+def _decode(token: str, kind: str, pattern: re.Pattern[str] = task_ids.REGEX) -> str:
     try:
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):

@@ -12,7 +12,7 @@ from collections import deque
 from datetime import date, timedelta
 from typing import Any
 
-from storage_svc.documents import TASK_ID_RE, task_day
+from common import task_ids
 from storage_svc.s3calls import S3Calls
 
 # Keys per LIST request; 1000 is the most S3 returns.
@@ -29,7 +29,7 @@ class NewestFirst:
         self._s3 = s3
         self._prefix = prefix
         self._after = after
-        self._day = min(newest, task_day(after)) if after else newest
+        self._day = min(newest, task_ids.parse(after).day) if after else newest
         self._oldest = oldest
         self._pending: deque[str] = deque()
 
@@ -42,9 +42,9 @@ class NewestFirst:
             self._day -= timedelta(days=1)
         return self._pending.popleft()
 
-    def push_back(self, task_ids: list[str]) -> None:
+    def push_back(self, ids: list[str]) -> None:
         """Gives back ids taken by :meth:`next` but not used; they come out next again."""
-        self._pending.extendleft(reversed(task_ids))
+        self._pending.extendleft(reversed(ids))
 
     async def _list_day(self, day: date) -> list[str]:
         """Task ids created on ``day`` (older than ``after``), newest first."""
@@ -53,7 +53,7 @@ class NewestFirst:
         # namespaced objects (``<prefix>_leases/…``, ``<prefix>_idempotency/…``) out.
         kwargs: dict[str, Any] = {
             "Bucket": self._s3.bucket,
-            "Prefix": f"{self._prefix}task_{day:%Y%m%d}",
+            "Prefix": self._prefix + task_ids.day_prefix(day),
             "Delimiter": "/",
             "MaxKeys": LIST_PAGE_KEYS,
         }
@@ -65,7 +65,7 @@ class NewestFirst:
             keys = [item["Key"] for item in answer.get("Contents", [])]
             for key in keys:
                 task_id = key[start:].removesuffix(".json")
-                if key.endswith(".json") and TASK_ID_RE.match(task_id):
+                if key.endswith(".json") and task_ids.REGEX.match(task_id):
                     ids.append(task_id)
             # Keys come in ascending order: nothing past the token's id is wanted.
             past_token = before is not None and bool(keys) and keys[-1][start:] >= before

@@ -1,8 +1,9 @@
 """The one S3 client of storage_svc and the way every call to it is made.
 
 :class:`S3Calls` owns a long-lived aioboto3 client and runs each call through one bounded retry
-loop (exponential backoff with full jitter). botocore's own retries are switched off so the two
-layers never multiply. Failures become the platform's errors (:mod:`common.errors`)::
+loop (exponential backoff with full jitter, :class:`~common.backoff.Backoff`). botocore's own
+retries are switched off so the two layers never multiply. Failures become the platform's
+errors (:mod:`common.errors`)::
 
     S3 answer                                              platform error
     NoSuchKey, 404                                         NotFound
@@ -31,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any, NamedTuple, TypeVar
@@ -48,6 +48,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from common.backoff import Backoff
 from common.errors import AppError, Conflict, Internal, NotFound, Unavailable
 from storage_svc.settings import StorageSettings
 
@@ -159,6 +160,7 @@ class S3Calls:
         self._client: Any = None
         # Shared by every listing, so concurrent list calls together stay within the bound.
         self._reads = asyncio.Semaphore(settings.list_get_concurrency)
+        self._backoff = Backoff(settings.s3_backoff_base_s, settings.s3_backoff_max_s)
 
     @property
     def client(self) -> Any:
@@ -233,9 +235,7 @@ class S3Calls:
                         "S3 %s failed %d times, giving up: %s", op, number, describe(exc)
                     )
                     raise Unavailable(f"S3 unavailable: {op} failed: {describe(exc)}") from exc
-                delay = random.uniform(
-                    0, min(s.s3_backoff_max_s, s.s3_backoff_base_s * 2 ** (number - 1))
-                )
+                delay = self._backoff.delay(number)
                 logger.warning(
                     "S3 %s failed (%s); attempt %d of %d in %.2fs",
                     op,

@@ -1,4 +1,6 @@
-"""Settings of storage_svc, read from ``STORAGE_*`` environment variables.
+"""Settings of storage_svc, read from ``STORAGE_*`` environment variables; bucket, prefix and
+region also from the seed's ``S3_BUCKET_NAME``, ``S3_PREFIX`` and ``AWS_REGION`` (the
+``STORAGE_*`` name wins when both are set).
 
 AWS credentials are deliberately *not* settings: the S3 client finds them through the standard
 AWS chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, web identity, instance
@@ -25,22 +27,33 @@ class StorageSettings(ServiceSettings):
 
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
 
-    s3_bucket: str = Field("wealth-ai-tasks", description="Bucket holding the task documents.")
-    s3_prefix: str = Field("tasks/", description="Key prefix of the task documents; ends in '/'.")
+    # The seed's names are read too (common.settings: the prefixed name wins over them).
+    s3_bucket: str = Field(
+        "wealth-ai-tasks",
+        validation_alias=AliasChoices("STORAGE_S3_BUCKET", "S3_BUCKET_NAME"),
+        description="Bucket holding the task documents.",
+    )
+    s3_prefix: str = Field(
+        "tasks/",
+        validation_alias=AliasChoices("STORAGE_S3_PREFIX", "S3_PREFIX"),
+        description="Key prefix of the task documents; ends in '/'.",
+    )
     s3_endpoint_url: str | None = Field(
         None, description="S3-compatible endpoint (moto, MinIO); unset means AWS S3."
     )
-    s3_region: str = Field("us-east-1", min_length=1, description="Region of the bucket.")
+    s3_region: str = Field(
+        "us-east-1",
+        min_length=1,
+        validation_alias=AliasChoices("STORAGE_S3_REGION", "AWS_REGION"),
+        description="Region of the bucket.",
+    )
     create_bucket: bool = Field(True, description="Create the bucket at start-up if missing.")
     task_retention_days: int = Field(
         30,
         ge=1,
         le=3650,
-        # The plain name is the platform-wide knob; the prefixed one wins if both are set. The
-        # field's own name comes last so StorageSettings(task_retention_days=...) works too.
-        validation_alias=AliasChoices(
-            "STORAGE_TASK_RETENTION_DAYS", "TASK_RETENTION_DAYS", "task_retention_days"
-        ),
+        # The plain name is the platform-wide knob; the prefixed one wins if both are set.
+        validation_alias=AliasChoices("STORAGE_TASK_RETENTION_DAYS", "TASK_RETENTION_DAYS"),
         description="Days after which the lifecycle rule expires task objects.",
     )
 

@@ -44,6 +44,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, NamedTuple
 
+from common import task_ids
 from common.errors import NotFound
 from common.timeutil import utcnow
 from storage_svc.bucket import ensure_bucket
@@ -51,7 +52,6 @@ from storage_svc.documents import (
     check_document,
     check_page_size,
     check_precondition,
-    check_task_id,
     decode_tasks_token,
     encode_tasks_token,
     status_of,
@@ -139,7 +139,7 @@ class TaskStore:
         ``if_match`` writes only over that version, ``if_none_match`` only if no document
         exists; otherwise :class:`Conflict`. The document is checked first (InvalidInput).
         """
-        check_task_id(task_id)
+        task_ids.check(task_id)
         status = check_document(task_id, document)
         check_precondition(if_match, if_none_match)
         version = await self.s3.put_json(
@@ -154,7 +154,7 @@ class TaskStore:
 
     async def get(self, task_id: str) -> tuple[bytes, str]:
         """The stored document of a task and its version; NotFound when there is none."""
-        check_task_id(task_id)
+        task_ids.check(task_id)
         found = await self._read(task_id)
         if found is None:
             raise NotFound(f"task {task_id} not found")
@@ -165,7 +165,7 @@ class TaskStore:
 
         Without ``if_match`` deleting a missing task succeeds (deletes are idempotent).
         """
-        check_task_id(task_id)
+        task_ids.check(task_id)
         await self.s3.delete(self.document_key(task_id), what=f"task {task_id}", if_match=if_match)
         logger.info("task %s deleted", task_id)
 
@@ -195,11 +195,11 @@ class TaskStore:
                         break
         return found, last
 
-    async def _read_many(self, task_ids: list[str]) -> list[StoredTask | None]:
-        found = await self.s3.read_many([self.document_key(tid) for tid in task_ids])
+    async def _read_many(self, ids: list[str]) -> list[StoredTask | None]:
+        found = await self.s3.read_many([self.document_key(tid) for tid in ids])
         return [
             None if got is None else StoredTask(tid, got.body, got.version)
-            for tid, got in zip(task_ids, found, strict=True)
+            for tid, got in zip(ids, found, strict=True)
         ]
 
     async def _read(self, task_id: str) -> StoredTask | None:

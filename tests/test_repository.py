@@ -12,6 +12,7 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
+from common.settings import env_names
 from gateway.settings import GatewaySettings
 from orchestrator.settings import OrchestratorSettings
 from section_worker.settings import WorkerSettings
@@ -28,20 +29,22 @@ SETTINGS: list[type[BaseSettings]] = [
 ]
 
 
-def _env_names(cls: type[BaseSettings]) -> list[str]:
-    prefix = str(cls.model_config.get("env_prefix", ""))
-    return [f"{prefix}{name}".upper() for name in cls.model_fields]
-
-
 @pytest.mark.parametrize("cls", SETTINGS, ids=lambda c: c.__name__)
 def test_every_setting_is_in_env_example(cls: type[BaseSettings]) -> None:
+    example = (ROOT / ".env.example").read_text()
     documented = {
-        line.split("=", 1)[0].lstrip("# ").strip()
-        for line in (ROOT / ".env.example").read_text().splitlines()
-        if "=" in line
+        line.split("=", 1)[0].lstrip("# ").strip() for line in example.splitlines() if "=" in line
     }
-    missing = [name for name in _env_names(cls) if name not in documented]
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    names = {field: env_names(cls, field) for field in cls.model_fields}
+    # The prefixed name is the one that wins, and the one listed with its default.
+    assert all(n[0] == f"{prefix}{field}".upper() for field, n in names.items())
+    missing = [n[0] for n in names.values() if n[0] not in documented]
     assert not missing, f".env.example lacks {missing}"
+    readme = (ROOT / "README.md").read_text()
+    others = [other for n in names.values() for other in n[1:]]
+    assert not [o for o in others if f"`{o}`" not in readme], "README lacks a second name"
+    assert not [o for o in others if f" {o} " not in example], ".env.example lacks a second name"
 
 
 def test_compose_runs_every_service_with_several_workers() -> None:

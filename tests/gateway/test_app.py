@@ -188,6 +188,10 @@ async def test_unknown_and_malformed_task_ids(env):
     malformed = await client.get("/task/not-a-task/status")
     assert malformed.status_code == 422
     assert malformed.json()["error"] == "invalid_input"
+    # Digits of another script match \d, never the id form.
+    arabic_indic = "".join(chr(0x0660 + int(d)) for d in "20251230182721")
+    malformed = await client.get(f"/task/task_{arabic_indic}_01e09305/status")
+    assert malformed.status_code == 422
 
 
 async def test_unknown_routes_and_methods_answer_in_rest_terms(env):

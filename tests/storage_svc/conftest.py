@@ -18,6 +18,7 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
+from common import task_ids
 from common.grpc_server import ServiceHost
 from storage_svc.objects import ObjectStore
 from storage_svc.servicer import SERVICE_NAME, StorageServicer
@@ -34,7 +35,8 @@ BUCKET = "test-wealth-tasks"
 def task_id(days_ago: int = 0, n: int = 0, *, second: int = 0) -> str:
     """A task id created ``days_ago`` days before NOW; ``n`` and ``second`` make it unique."""
     created = NOW - timedelta(days=days_ago) + timedelta(seconds=second)
-    return f"task_{created:%Y%m%d%H%M%S}_{n:08x}"
+    random_part = f"{n:08x}"
+    return task_ids.new(created, random_part[:2], random_part[2:])
 
 
 def document(tid: str, status: str = "pending", **fields: Any) -> bytes:
@@ -80,6 +82,10 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
         "AWS_DEFAULT_PROFILE",
         "AWS_ROLE_ARN",
         "AWS_WEB_IDENTITY_TOKEN_FILE",
+        # Read by StorageSettings as the seed's names of bucket, prefix and region.
+        "AWS_REGION",
+        "S3_BUCKET_NAME",
+        "S3_PREFIX",
     ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")

@@ -1,8 +1,6 @@
-"""Task id, document and page-token checks (pure functions)."""
+"""Document, object and page-token checks (pure functions; task ids: tests/common)."""
 
 from __future__ import annotations
-
-from datetime import date
 
 import pytest
 
@@ -12,13 +10,11 @@ from storage_svc.documents import (
     check_document,
     check_object_body,
     check_object_name,
-    check_task_id,
     decode_objects_token,
     decode_tasks_token,
     encode_objects_token,
     encode_tasks_token,
     status_of,
-    task_day,
 )
 from tests.storage_svc.conftest import document, task_id
 
@@ -29,10 +25,6 @@ def test_a_valid_document_gives_its_status() -> None:
     assert status_of(document(tid, "completed")) == "completed"
     assert status_of(b"not json") is None
     assert status_of(b'{"status": 1}') is None
-
-
-def test_task_day_is_the_utc_creation_day() -> None:
-    assert task_day("task_20251230235959_01e09305") == date(2025, 12, 30)
 
 
 def test_task_tokens_round_trip_and_are_not_object_tokens() -> None:
@@ -67,8 +59,6 @@ def test_object_names_and_bodies() -> None:
         check_object_body("n", b"{" + b" " * (MAX_OBJECT_BODY - 1) + b"}")
 
 
-def test_a_trailing_newline_is_not_part_of_a_valid_id_or_name() -> None:
+def test_a_trailing_newline_is_not_part_of_a_valid_name() -> None:
     with pytest.raises(InvalidInput, match="malformed"):
         check_object_name("orch-1\n")
-    with pytest.raises(InvalidInput, match="malformed"):
-        check_task_id(task_id() + "\n")

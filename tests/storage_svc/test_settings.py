@@ -8,13 +8,15 @@ from pydantic import ValidationError
 from common.settings import load_settings
 from storage_svc.settings import StorageSettings
 
+SEED_NAMES = ("S3_BUCKET_NAME", "S3_PREFIX", "AWS_REGION")
+
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
     for var in list(os.environ):
-        if var.startswith("STORAGE_") or var == "TASK_RETENTION_DAYS":
+        if var.startswith("STORAGE_") or var in (*SEED_NAMES, "TASK_RETENTION_DAYS"):
             monkeypatch.delenv(var)
 
 
@@ -43,6 +45,22 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     assert StorageSettings().task_retention_days == 5
 
 
+def test_the_seeds_names_are_read_and_the_prefixed_names_win(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("S3_BUCKET_NAME", "seed-bucket")
+    monkeypatch.setenv("S3_PREFIX", "seed/")
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    s = StorageSettings()
+    assert (s.s3_bucket, s.s3_prefix, s.s3_region) == ("seed-bucket", "seed/", "eu-west-3")
+
+    monkeypatch.setenv("STORAGE_S3_BUCKET", "own-bucket")
+    monkeypatch.setenv("STORAGE_S3_PREFIX", "own/")
+    monkeypatch.setenv("STORAGE_S3_REGION", "us-west-2")
+    s = StorageSettings()
+    assert (s.s3_bucket, s.s3_prefix, s.s3_region) == ("own-bucket", "own/", "us-west-2")
+
+
 def test_empty_endpoint_means_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STORAGE_S3_ENDPOINT_URL", "")
     assert StorageSettings().s3_endpoint_url is None
@@ -69,3 +87,18 @@ def test_bad_environment_stops_start_up_naming_the_variable(
     with pytest.raises(SystemExit) as stopped:
         load_settings(StorageSettings)
     assert "STORAGE_S3_PREFIX" in str(stopped.value.code)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("S3_PREFIX", "no-slash"), ("TASK_RETENTION_DAYS", "soon"), ("S3_BUCKET_NAME", "Bad")],
+)
+def test_a_bad_second_name_is_the_variable_named(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit) as stopped:
+        load_settings(StorageSettings)
+    message = str(stopped.value.code)
+    assert f"\n  {variable}: " in message
+    assert "STORAGE_" not in message

@@ -137,6 +137,12 @@ MALFORMED = [
     ("task_20251230182721_01E09305", None, "malformed"),
     ("../task_20251230182721_01e09305", None, "malformed"),
     ("task_20251399182721_01e09305", None, "valid UTC timestamp"),
+    # Digits of another script, which \d (and strptime) would take.
+    (
+        "task_" + "".join(chr(0x0660 + int(d)) for d in "20251230182721") + "_01e09305",
+        None,
+        "malformed",
+    ),
     (task_id(), b"\xff\xfe", "not UTF-8"),
     (task_id(), b"{not json", "not valid JSON"),
     (task_id(), b"[1, 2]", "must be a JSON object"),
