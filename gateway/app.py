@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -18,6 +18,7 @@ import grpc
 from fastapi import FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -33,6 +34,7 @@ from common.errors import (
     error_for_code,
     http_error_body,
 )
+from common.json_limits import MAX_DEPTH
 from gateway.models import (
     ErrorResponse,
     PingResponse,
@@ -113,6 +115,30 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": json.dumps(error_body(error)).encode()})
 
 
+class _JsonBodyRequest(Request):
+    """A request whose JSON body, when nested too deep for the json module to parse, is 422
+    rather than the 400 FastAPI answers for any parse failure but malformed JSON."""
+
+    async def json(self) -> Any:
+        try:
+            return await super().json()
+        except RecursionError:
+            # FastAPI passes HTTPException through its body parsing untouched.
+            raise HTTPException(422, f"body: nested deeper than {MAX_DEPTH} levels") from None
+
+
+class _JsonBodyRoute(APIRoute):
+    """Routes that read their JSON body through :class:`_JsonBodyRequest`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            return await handler(_JsonBodyRequest(request.scope, request.receive))
+
+        return route
+
+
 def _to_dict(message: Message) -> dict[str, Any]:
     data: dict[str, Any] = MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
@@ -146,6 +172,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         "the generative-AI platform in parallel and keeps the task in S3.",
         lifespan=lifespan,
     )
+    app.router.route_class = _JsonBodyRoute
     timeout = settings.call_timeout_s
 
     def stub() -> orchestrator_pb2_grpc.OrchestratorServiceStub:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, SecretStr, field_validator
+from pydantic_core import PydanticCustomError
 
-from common.errors import ROWS
+from common.errors import ROWS, InvalidInput
+from common.json_limits import check_json_shape
 
 EXAMPLE_TASK_ID = "task_20251230182721_01e09305"
 EXAMPLE_DATA: list[JsonValue] = [
@@ -34,6 +36,16 @@ class SubmitRequest(BaseModel):
     password: SecretStr = Field(min_length=1, max_length=1024)
     tenant: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
     data: list[dict[str, Any]] = Field(min_length=1)
+
+    @field_validator("data")
+    @classmethod
+    def _records_fit_the_shape_limits(cls, data: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for index, record in enumerate(data):
+            try:
+                check_json_shape(record, f"data[{index}]")
+            except InvalidInput as exc:
+                raise PydanticCustomError("json_shape", exc.message) from None
+        return data
 
 
 class SubmitResponse(BaseModel):

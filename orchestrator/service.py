@@ -25,6 +25,7 @@ from typing import Any
 from common import task_ids
 from common.backoff import Backoff
 from common.errors import AppError, Conflict, InvalidInput, NotFound, TooLarge, WrongState
+from common.json_limits import check_json_shape
 from common.timeutil import iso, utcnow
 from orchestrator import transitions
 from orchestrator.detection import detect
@@ -304,6 +305,7 @@ class Orchestrator:
                 raise InvalidInput(f"{where}: nested too deeply") from None
             if not isinstance(record, dict) or not record:
                 raise InvalidInput(f"{where}: must be a non-empty JSON object")
+            check_json_shape(record, where)
             records.append(record)
         return records
 

@@ -1,23 +1,53 @@
 """The orchestrator's view of storage_svc: task records in, task records out.
 
 gRPC failures become the platform's own errors (:mod:`common.errors`), so the pipeline never
-sees a gRPC type.
+sees a gRPC type. A stored document that does not parse as a task record (written before the
+record shape limits, or by hand) is :class:`UnreadableTask` when read alone and is left out of
+a listing, with a warning, so it never hides the tasks around it.
 """
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import ValidationError
 
 from common.channels import open_channel
-from common.errors import from_rpc_error
+from common.errors import Internal, from_rpc_error
 from orchestrator.models import TaskRecord
 from wealthai.storage.v1 import storage_pb2, storage_pb2_grpc
+
+logger = logging.getLogger(__name__)
 
 _CALL_TIMEOUT_S = 30.0
 
 LEASES = storage_pb2.NAMESPACE_LEASES
 IDEMPOTENCY = storage_pb2.NAMESPACE_IDEMPOTENCY
+
+
+class UnreadableTask(Internal):
+    """A stored task document that does not parse as a task record."""
+
+    def __init__(self, task_id: str, reason: str) -> None:
+        super().__init__(f"task {task_id}: its stored document cannot be read")
+        self.task_id = task_id
+        self.reason = reason
+
+
+def _parse(task_id: str, document: bytes) -> TaskRecord:
+    """``document`` as a task record, or :class:`UnreadableTask` saying why not (never what the
+    document holds: it may hold the user's records)."""
+    try:
+        return TaskRecord.from_json(document)
+    except ValidationError as err:
+        problems = err.errors(include_url=False, include_context=False, include_input=False)
+        reason = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc']) or 'document'}: {problem['msg']}"
+            for problem in problems[:3]
+        )
+        raise UnreadableTask(task_id, reason) from None
 
 
 class StorageClient:
@@ -61,12 +91,20 @@ class StorageClient:
             )
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err, "storage") from err
-        return TaskRecord.from_json(response.document), str(response.version)
+        try:
+            record = _parse(task_id, response.document)
+        except UnreadableTask as exc:
+            logger.warning("%s (%s)", exc.message, exc.reason)
+            raise
+        return record, str(response.version)
 
     async def list_tasks(
         self, limit: int, page_token: str, status: str = ""
     ) -> tuple[list[tuple[TaskRecord, str]], str]:
-        """A page of tasks with their versions, newest first, and the next page's token."""
+        """A page of tasks with their versions, newest first, and the next page's token.
+
+        A document that cannot be read is left out (and logged), so a page may hold fewer tasks
+        than asked while the token still leads past it."""
         try:
             response = await self._stub.ListTasks(
                 storage_pb2.ListTasksRequest(page_size=limit, status=status, page_token=page_token),
@@ -74,7 +112,12 @@ class StorageClient:
             )
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err, "storage") from err
-        page = [(TaskRecord.from_json(t.document), str(t.version)) for t in response.tasks]
+        page: list[tuple[TaskRecord, str]] = []
+        for stored in response.tasks:
+            try:
+                page.append((_parse(stored.task_id, stored.document), str(stored.version)))
+            except UnreadableTask as exc:
+                logger.warning("%s; left out of the listing (%s)", exc.message, exc.reason)
         return page, response.next_page_token
 
     async def put_object(

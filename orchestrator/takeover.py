@@ -31,7 +31,7 @@ from common.timeutil import parse_iso
 from orchestrator import transitions
 from orchestrator.membership import Lease, Membership
 from orchestrator.models import TaskRecord
-from orchestrator.storage_client import LEASES, StorageClient
+from orchestrator.storage_client import LEASES, StorageClient, UnreadableTask
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,9 @@ class Takeover:
             try:
                 record, version = await self.storage.get(task_id)
             except NotFound:
+                continue
+            except UnreadableTask as exc:  # one bad document must not hold the others back
+                logger.warning("task %s of %s cannot be taken over: %s", task_id, dead, exc.reason)
                 continue
             if record.owner == dead and not record.status.terminal:
                 orphans.append((record, version))

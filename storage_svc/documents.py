@@ -52,6 +52,8 @@ def _json_object(what: str, raw: bytes) -> dict[str, Any]:
         raise InvalidInput(f"{what} is not UTF-8: {exc.reason}") from None
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInput(f"{what} is nested too deeply to parse") from None
     if not isinstance(parsed, dict):
         raise InvalidInput(f"{what} must be a JSON object")
     return parsed
@@ -93,7 +95,7 @@ def status_of(document: bytes) -> str | None:
     """The ``status`` of a stored document, or None if it cannot be read as a task."""
     try:
         parsed: Any = json.loads(document)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     status = parsed.get("status") if isinstance(parsed, dict) else None
     return status if isinstance(status, str) else None

@@ -91,12 +91,20 @@ class ScriptedOrchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
 
 @pytest.fixture
-async def env():
+def body_limit():
+    """The gateway's body limit in bytes; a test parametrizes it to send a larger body."""
+    return 4096
+
+
+@pytest.fixture
+async def env(body_limit):
     scripted = ScriptedOrchestrator()
     host = ServiceHost(ServiceSettings(), "fake-orchestrator")
     host.add(orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server, scripted, "o")
     port = await host.start()
-    app = create_app(GatewaySettings(orchestrator_target=f"127.0.0.1:{port}", max_body_bytes=4096))
+    app = create_app(
+        GatewaySettings(orchestrator_target=f"127.0.0.1:{port}", max_body_bytes=body_limit)
+    )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
@@ -130,6 +138,52 @@ async def test_validation_error_names_the_field_and_never_echoes_the_password(en
     assert wrong_type.status_code == 422
     assert wrong_type.json()["error"] == "invalid_input"
     assert "hunter2-secret" not in wrong_type.text
+
+
+def nested_body(depth):
+    """A submission whose one record nests ``depth`` containers, written out as text: the json
+    module cannot even serialize the deepest of them."""
+    record = '{"a":' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+    head = json.dumps({k: v for k, v in BODY.items() if k != "data"})[:-1]
+    return f'{head}, "data": [{{"top_movers_data": "x"}}, {record}]}}'
+
+
+@pytest.mark.parametrize("body_limit", [64 * 1024])
+@pytest.mark.parametrize("depth", [33, 220, 260, 5000])
+async def test_a_record_nested_too_deep_is_422_and_never_reaches_the_orchestrator(env, depth):
+    client, scripted = env
+    reply = await client.post(
+        "/task/submit", content=nested_body(depth), headers={"content-type": "application/json"}
+    )
+    assert reply.status_code == 422, reply.text
+    assert reply.json()["error"] == "invalid_argument"
+    assert reply.json()["detail"] in (
+        "body.data: data[1]: nested deeper than 32 levels",  # parsed, then checked
+        "body: nested deeper than 32 levels",  # too deep for the json module to parse
+    )
+    assert "hunter2-secret" not in reply.text
+    assert scripted.submitted == []
+
+
+async def test_a_record_nested_32_deep_is_accepted(env):
+    client, scripted = env
+    reply = await client.post(
+        "/task/submit", content=nested_body(32), headers={"content-type": "application/json"}
+    )
+    assert reply.status_code == 202, reply.text
+    assert len(scripted.submitted) == 1
+
+
+@pytest.mark.parametrize("body_limit", [64 * 1024])
+async def test_absurd_keys_and_value_counts_are_422(env):
+    client, scripted = env
+    long_key = await client.post("/task/submit", json={**BODY, "data": [{"k" * 257: 1}]})
+    assert long_key.status_code == 422
+    assert "data[0]: has a key longer than 256 characters" in long_key.json()["detail"]
+    many = await client.post("/task/submit", json={**BODY, "data": [{"v": [0] * 20_000}]})
+    assert many.status_code == 422
+    assert "data[0]: holds more than 20000 values" in many.json()["detail"]
+    assert scripted.submitted == []
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,16 @@ def test_a_valid_document_gives_its_status() -> None:
     assert status_of(document(tid, "completed")) == "completed"
     assert status_of(b"not json") is None
     assert status_of(b'{"status": 1}') is None
+    assert status_of(b'{"status": "completed", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}") is None
+
+
+def test_a_document_or_body_too_deep_to_parse_is_invalid_input() -> None:
+    tid = task_id()
+    deep = b"[" * 5000 + b"]" * 5000
+    with pytest.raises(InvalidInput, match=f"document of task {tid} is nested too deeply"):
+        check_document(tid, b'{"task_id": "%s", "x": %s}' % (tid.encode(), deep))
+    with pytest.raises(InvalidInput, match="body of object n is nested too deeply"):
+        check_object_body("n", b'{"x": %s}' % deep)
 
 
 def test_task_tokens_round_trip_and_are_not_object_tokens() -> None:

@@ -170,6 +170,27 @@ async def test_nested_objects_and_foreign_keys_are_not_tasks(
     assert (_ids(tasks), token) == ([tid], "")
 
 
+async def test_a_document_too_deep_to_parse_is_listed_but_never_matches_a_status(
+    make_store: StoreFactory,
+) -> None:
+    store = await make_store(task_retention_days=2)
+    good = [task_id(0, n, second=n) for n in (0, 2)]
+    for tid in good:
+        await store.put(tid, document(tid, "completed"))
+    deep = task_id(0, 1, second=1)
+    # Straight to S3: the store refuses to write it, but S3 holds what it is given.
+    body = b'{"task_id": "%s", "status": "completed", "x": ' % deep.encode()
+    await store.s3.client.put_object(
+        Bucket=BUCKET, Key=f"tasks/{deep}.json", Body=body + b"[" * 5000 + b"]" * 5000 + b"}"
+    )
+
+    unfiltered, _ = await store.list(10)
+    filtered, token = await store.list(10, status="completed")
+
+    assert _ids(unfiltered) == [good[1], deep, good[0]]  # the reader decides what to skip
+    assert (_ids(filtered), token) == ([good[1], good[0]], "")
+
+
 async def test_empty_store_lists_nothing(make_store: StoreFactory) -> None:
     store = await make_store(task_retention_days=RETENTION_DAYS)
     assert await store.list(20) == ([], "")

@@ -1,0 +1,41 @@
+"""Fixtures for the orchestrator's tests that need a real storage_svc: moto in server mode and
+the storage service on loopback, reached through the orchestrator's own client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from common.grpc_server import ServiceHost
+from orchestrator.storage_client import StorageClient
+from storage_svc.objects import ObjectStore
+from storage_svc.servicer import SERVICE_NAME, StorageServicer
+from storage_svc.store import TaskStore
+from tests.storage_svc import conftest as storage_svc_fixtures
+from wealthai.storage.v1 import storage_pb2_grpc
+
+# storage_svc's fixtures, here under the names pytest finds them by.
+moto_url = storage_svc_fixtures.moto_url
+aws_env = storage_svc_fixtures.aws_env
+s3_url = storage_svc_fixtures.s3_url
+aws_session = storage_svc_fixtures.aws_session
+make_settings = storage_svc_fixtures.make_settings
+make_store = storage_svc_fixtures.make_store
+store = storage_svc_fixtures.store
+
+
+@pytest.fixture
+async def storage(store: TaskStore) -> AsyncIterator[StorageClient]:
+    """The orchestrator's client of a real storage_svc over ``store``."""
+    host = ServiceHost(store.settings, "storage_svc")
+    host.add(
+        storage_pb2_grpc.add_StorageServiceServicer_to_server,
+        StorageServicer(store, ObjectStore(store.s3)),
+        SERVICE_NAME,
+    )
+    port = await host.start()
+    client = StorageClient(f"127.0.0.1:{port}")
+    yield client
+    await client.close()
+    await host.server.stop(None)
