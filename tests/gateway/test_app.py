@@ -156,7 +156,7 @@ async def test_a_record_nested_too_deep_is_422_and_never_reaches_the_orchestrato
         "/task/submit", content=nested_body(depth), headers={"content-type": "application/json"}
     )
     assert reply.status_code == 422, reply.text
-    assert reply.json()["error"] == "invalid_argument"
+    assert reply.json()["error"] == "invalid_input"
     assert reply.json()["detail"] in (
         "body.data: data[1]: nested deeper than 32 levels",  # parsed, then checked
         "body: nested deeper than 32 levels",  # too deep for the json module to parse
