@@ -126,12 +126,22 @@ class Membership:
             self._version = await self.storage.put_object(
                 LEASES, self.replica_id, raw, version=self._version
             )
-        except (Conflict, NotFound):
-            # Our lease was handled as dead (we were cut off); start a new one.
-            logger.warning("lease of %s was lost; taking a new one", self.replica_id)
-            self._version = await self.storage.put_object(
-                LEASES, self.replica_id, raw, version=None
-            )
+            return
+        except NotFound:
+            pass
+        except Conflict:
+            # Either our last write landed but its reply was lost, or our lease was handled as
+            # dead while we were cut off: write over whatever stands there now.
+            try:
+                _, self._version = await self.storage.get_object(LEASES, self.replica_id)
+                self._version = await self.storage.put_object(
+                    LEASES, self.replica_id, raw, version=self._version
+                )
+                return
+            except NotFound:
+                pass
+        logger.warning("lease of %s was lost; taking a new one", self.replica_id)
+        self._version = await self.storage.put_object(LEASES, self.replica_id, raw, version=None)
 
     @contextlib.asynccontextmanager
     async def claiming(self, task_ids: Collection[str]) -> AsyncIterator[None]:

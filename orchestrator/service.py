@@ -376,8 +376,9 @@ class Orchestrator:
             record, _ = await self.deps.storage.get(task_id)
             return record
         transitions.retry(record, self.replica_id)
+        reopened = record.model_copy()  # the answer shows the task as stored, not as it runs
         await asyncio.shield(self._reopen(record, version))
-        return record
+        return reopened
 
     async def _reopen(self, record: TaskRecord, version: str) -> None:
         async with self.membership.claiming([record.task_id]):

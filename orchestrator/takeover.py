@@ -80,7 +80,7 @@ class Takeover:
             if record.owner == dead and not record.status.terminal:
                 orphans.append((record, version))
         held = self._held()
-        for task_id in lease.tasks - seen:
+        for task_id in sorted(lease.tasks - seen):
             if task_id in held:
                 continue
             try:

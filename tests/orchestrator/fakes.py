@@ -1,0 +1,359 @@
+"""Scripted stand-ins for the orchestrator's clients: storage, section workers, peers and a clock.
+
+Each implements the interface the orchestrator calls (``StorageClient``, ``WorkerClient``,
+``Peers``) in memory, with the semantics the real service has where the code under test depends
+on them: compare-and-swap on string versions, ``Conflict`` on a version mismatch or on creating
+what exists, ``NotFound`` for what is missing, tasks listed newest first. Nothing here opens a
+socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from common.errors import AppError, Conflict, NotFound, Unavailable
+from orchestrator.models import TaskEvent, TaskRecord
+from orchestrator.storage_client import StorageClient
+from orchestrator.worker_client import (
+    Credentials,
+    JobRejected,
+    Load,
+    Outcome,
+    Progress,
+    SectionJob,
+    WorkerFull,
+    WorkerLost,
+)
+from orchestrator.workers import WorkerPool
+from tests.helpers import assert_eventually
+
+# -- polling --------------------------------------------------------------------------------
+
+
+async def eventually(
+    check: Callable[[], bool], *, timeout: float = 2.0, what: str = "condition"
+) -> None:
+    """Waits (polling, with a deadline) until ``check()`` holds."""
+
+    async def probe() -> bool:
+        return check()
+
+    await assert_eventually(probe, bool, timeout=timeout, interval=0.002, what=what)
+
+
+async def still_pending(task: asyncio.Future[Any], within: float = 0.3) -> bool:
+    """True when ``task`` has not finished ``within`` seconds (waits on the task itself)."""
+    done, _ = await asyncio.wait({task}, timeout=within)
+    return not done
+
+
+# -- clock ----------------------------------------------------------------------------------
+
+
+class FakeClock:
+    """Stands in for the ``time`` module where only ``monotonic()`` is read."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+# -- storage --------------------------------------------------------------------------------
+
+
+class FakeStorage:
+    """In-memory storage_svc with compare-and-swap on every write.
+
+    ``history`` records every successful write as ``(operation, name)``; ``fail(operation,
+    error)`` makes the next call of that operation raise ``error`` instead; ``lose_reply(op)``
+    makes the next call of ``op`` apply its write and then raise Unavailable, as when the
+    answer is lost on the way back.
+    """
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, tuple[bytes, str]] = {}
+        self.objects: dict[tuple[int, str], tuple[bytes, str]] = {}
+        self.history: list[tuple[str, str]] = []
+        self.calls: list[tuple[str, str]] = []
+        self.closed = False
+        self._versions = 0
+        self._failures: dict[str, list[BaseException]] = {}
+        self._lost_replies: dict[str, int] = {}
+
+    def as_client(self) -> StorageClient:
+        return cast(StorageClient, self)
+
+    # -- scripting --------------------------------------------------------------------------
+
+    def fail(self, operation: str, error: BaseException, times: int = 1) -> None:
+        self._failures.setdefault(operation, []).extend([error] * times)
+
+    def lose_reply(self, operation: str) -> None:
+        self._lost_replies[operation] = self._lost_replies.get(operation, 0) + 1
+
+    async def _enter(self, operation: str, name: str) -> None:
+        # Every call is a suspension point, as a real call is: concurrent callers interleave.
+        await asyncio.sleep(0)
+        self.calls.append((operation, name))
+        if queued := self._failures.get(operation):
+            raise queued.pop(0)
+
+    def _reply(self, operation: str, version: str) -> str:
+        if self._lost_replies.get(operation):
+            self._lost_replies[operation] -= 1
+            raise Unavailable("storage unavailable: reply lost")
+        return version
+
+    def _next_version(self) -> str:
+        self._versions += 1
+        return f"v{self._versions}"
+
+    # -- direct access for tests ------------------------------------------------------------
+
+    def record(self, task_id: str) -> TaskRecord:
+        """The stored record (a copy)."""
+        return TaskRecord.from_json(self.tasks[task_id][0])
+
+    def version(self, task_id: str) -> str:
+        return self.tasks[task_id][1]
+
+    def put_record(self, record: TaskRecord) -> str:
+        """Stores ``record`` as is, outside any precondition; returns its version."""
+        version = self._next_version()
+        self.tasks[record.task_id] = (record.to_json(), version)
+        return version
+
+    # -- StorageClient ----------------------------------------------------------------------
+
+    async def close(self) -> None:
+        self.closed = True
+
+    async def create(self, record: TaskRecord) -> str:
+        await self._enter("create", record.task_id)
+        if record.task_id in self.tasks:
+            raise Conflict(f"task {record.task_id} already exists")
+        version = self._next_version()
+        self.tasks[record.task_id] = (record.to_json(), version)
+        self.history.append(("create", record.task_id))
+        return self._reply("create", version)
+
+    async def update(self, record: TaskRecord, version: str) -> str:
+        await self._enter("update", record.task_id)
+        stored = self.tasks.get(record.task_id)
+        if stored is None or stored[1] != version:
+            raise Conflict(f"task {record.task_id} changed since version {version}")
+        new = self._next_version()
+        self.tasks[record.task_id] = (record.to_json(), new)
+        self.history.append(("update", record.task_id))
+        return self._reply("update", new)
+
+    async def get(self, task_id: str) -> tuple[TaskRecord, str]:
+        await self._enter("get", task_id)
+        if task_id not in self.tasks:
+            raise NotFound(f"task {task_id} not found")
+        raw, version = self.tasks[task_id]
+        return TaskRecord.from_json(raw), version
+
+    async def list_tasks(
+        self, limit: int, page_token: str, status: str = ""
+    ) -> tuple[list[tuple[TaskRecord, str]], str]:
+        await self._enter("list_tasks", page_token)
+        ids = sorted(self.tasks, reverse=True)
+        if page_token:
+            ids = [i for i in ids if i < page_token]
+        page: list[tuple[TaskRecord, str]] = []
+        last = ""
+        for task_id in ids:
+            if len(page) == limit:
+                return page, last
+            raw, version = self.tasks[task_id]
+            record = TaskRecord.from_json(raw)
+            last = task_id
+            if not status or record.status.value == status:
+                page.append((record, version))
+        return page, ""
+
+    async def put_object(
+        self, namespace: int, name: str, body: bytes, *, version: str | None
+    ) -> str:
+        await self._enter("put_object", name)
+        stored = self.objects.get((namespace, name))
+        if version is None and stored is not None:
+            raise Conflict(f"object {name} already exists")
+        if version is not None and (stored is None or stored[1] != version):
+            raise Conflict(f"object {name} changed since version {version}")
+        new = self._next_version()
+        self.objects[(namespace, name)] = (body, new)
+        self.history.append(("put_object", name))
+        return self._reply("put_object", new)
+
+    async def get_object(self, namespace: int, name: str) -> tuple[bytes, str]:
+        await self._enter("get_object", name)
+        if (namespace, name) not in self.objects:
+            raise NotFound(f"object {name} not found")
+        return self.objects[(namespace, name)]
+
+    async def list_objects(self, namespace: int) -> list[tuple[str, bytes, str]]:
+        await self._enter("list_objects", str(namespace))
+        return [
+            (name, body, version)
+            for (ns, name), (body, version) in sorted(self.objects.items())
+            if ns == namespace
+        ]
+
+    async def delete_object(self, namespace: int, name: str, version: str) -> None:
+        await self._enter("delete_object", name)
+        stored = self.objects.get((namespace, name))
+        if stored is None:
+            raise NotFound(f"object {name} not found")
+        if stored[1] != version:
+            raise Conflict(f"object {name} changed since version {version}")
+        del self.objects[(namespace, name)]
+        self.history.append(("delete_object", name))
+
+    async def bucket(self) -> str:
+        return "fake-bucket"
+
+    async def healthy(self) -> bool:
+        return True
+
+
+# -- section workers ------------------------------------------------------------------------
+
+# One run() call's script: items yielded in order; these words raise instead.
+FULL = "full"
+LOST = "lost"
+
+
+def reject(reason: str) -> str:
+    return f"reject:{reason}"
+
+
+OK = Outcome(success=True, response="done", cost=0.01, conv_id="c", message_id="m")
+
+Step = Progress | Outcome | str | asyncio.Event
+Plan = Callable[[SectionJob], Sequence[Step]]
+
+
+@dataclass
+class FakeWorker:
+    """A section worker whose ``run`` follows ``script``, one entry per call (the last entry
+    repeats), or ``plan(job)`` when set. An ``asyncio.Event`` in a script holds the job until
+    it is set."""
+
+    address: str
+    script: list[Sequence[Step]] = field(default_factory=lambda: [[OK]])
+    plan: Plan | None = None
+    reply: Load | AppError | WorkerLost = field(
+        default_factory=lambda: Load(capacity=1, in_flight=0, accepting=True)
+    )
+    token_lifetime: float = 3600.0
+    auth_error: Exception | None = None
+    runs: list[SectionJob] = field(default_factory=list)
+    authentications: list[Credentials] = field(default_factory=list)
+    probes: int = 0
+    closed: bool = False
+
+    async def load(self) -> Load:
+        self.probes += 1
+        if isinstance(self.reply, Exception):
+            raise self.reply
+        return self.reply
+
+    async def authenticate(self, credentials: Credentials) -> float:
+        self.authentications.append(credentials)
+        if self.auth_error is not None:
+            raise self.auth_error
+        return self.token_lifetime
+
+    async def run(self, job: SectionJob) -> AsyncIterator[Progress | Outcome]:
+        self.runs.append(job)
+        if self.plan is not None:
+            steps = self.plan(job)
+        else:
+            steps = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        for step in steps:
+            if isinstance(step, asyncio.Event):
+                await step.wait()
+            elif step == FULL:
+                raise WorkerFull(self.address, "no free slot")
+            elif step == LOST:
+                raise WorkerLost(self.address, "lost: UNAVAILABLE")
+            elif isinstance(step, str) and step.startswith("reject:"):
+                raise JobRejected(self.address, step.removeprefix("reject:"))
+            else:
+                assert isinstance(step, Progress | Outcome)
+                yield step
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def room(capacity: int = 1, in_flight: int = 0) -> Load:
+    return Load(capacity=capacity, in_flight=in_flight, accepting=True)
+
+
+async def pool_of(*workers: FakeWorker, refresh_s: float = 60.0) -> WorkerPool:
+    """A pool of ``workers`` (their addresses are loopback targets), probed once."""
+    by_address = {w.address: w for w in workers}
+    pool = WorkerPool(list(by_address), refresh_s=refresh_s, connect=by_address.__getitem__)
+    await pool.refresh()
+    return pool
+
+
+def job(section: str = "s", task_id: str = "task_20260101000000_00abcdef") -> SectionJob:
+    return SectionJob(
+        job_id=f"{task_id}:{section}",
+        task_id=task_id,
+        section=section,
+        asset_id="asset",
+        record_json="{}",
+        credentials=Credentials(tenant="t", username="u", password="p"),
+        timeout_s=5.0,
+    )
+
+
+# -- peers ----------------------------------------------------------------------------------
+
+
+class FakePeers:
+    """The other replicas, as the orchestrator calls them; records every call. ``answer``
+    None stands for an unreachable peer."""
+
+    def __init__(self, events: Sequence[TaskEvent] = (), answer: object = "forwarded") -> None:
+        self.calls: list[tuple[str, str, str]] = []
+        self.events = list(events)
+        self.answer = answer
+        self.closed = False
+
+    async def status(self, address: str, task_id: str) -> object:
+        self.calls.append(("status", address, task_id))
+        return self.answer
+
+    async def result(self, address: str, task_id: str) -> object:
+        self.calls.append(("result", address, task_id))
+        return self.answer
+
+    async def cancel(self, address: str, task_id: str) -> object:
+        self.calls.append(("cancel", address, task_id))
+        return self.answer
+
+    async def retry(self, address: str, task_id: str) -> object:
+        self.calls.append(("retry", address, task_id))
+        return self.answer
+
+    async def watch(self, address: str, task_id: str) -> AsyncIterator[TaskEvent]:
+        self.calls.append(("watch", address, task_id))
+        for event in self.events:
+            yield event
+
+    async def close(self) -> None:
+        self.closed = True

@@ -1,0 +1,515 @@
+"""The orchestrator's domain calls over in-memory storage, scripted workers and scripted peers,
+with the real config.json: submit and idempotency, cancel, retry, watch, forwarding to the
+replica that runs a task, and input validation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from common import task_ids
+from common.errors import AppError, Conflict, InvalidInput, NotFound, TooLarge, WrongState
+from orchestrator.config import load_config
+from orchestrator.credentials import Sealer, decode_key, new_key
+from orchestrator.idempotency import claim, request_digest
+from orchestrator.membership import LeaseBody
+from orchestrator.models import SectionResult, SectionState, TaskEvent, TaskRecord, TaskState
+from orchestrator.peers import Peers
+from orchestrator.pipeline import Deps
+from orchestrator.service import Orchestrator
+from orchestrator.settings import OrchestratorSettings
+from orchestrator.storage_client import LEASES
+from orchestrator.worker_client import JobRejected, Outcome, Progress, SectionJob
+from tests.orchestrator.factories import task_record
+from tests.orchestrator.fakes import (
+    FakePeers,
+    FakeStorage,
+    FakeWorker,
+    Step,
+    eventually,
+    pool_of,
+    room,
+)
+
+CONFIG = Path(__file__).resolve().parents[2] / "config.json"
+DIGEST_KEY = b"d" * 32
+SECTIONS = ["portfolio_snapshot", "top_movers", "model_and_rebalancing"]
+RECORDS = [
+    json.dumps({"Market Value": 1, "XIRR_SI": 2}),
+    json.dumps({"top_movers_data": "AAPL +3%"}),
+    json.dumps({"total_portfolio_mv": 10, "assets": []}),
+]
+
+
+@dataclass
+class World:
+    orch: Orchestrator
+    storage: FakeStorage
+    worker: FakeWorker
+    peers: FakePeers
+    failing: set[str] = field(default_factory=set)
+    gate: asyncio.Event | None = None
+
+    def plan(self, job: SectionJob) -> Sequence[Step]:
+        steps: list[Step] = [Progress(conv_id=f"c-{job.section}")]
+        if self.gate is not None:
+            steps.append(self.gate)
+        if job.section in self.failing:
+            steps.append(Outcome.failed("boom"))
+        else:
+            steps.append(
+                Outcome(
+                    success=True,
+                    response=f"report {job.section}",
+                    cost=0.01,
+                    conv_id=f"c-{job.section}",
+                    message_id=f"m-{job.section}",
+                )
+            )
+        return steps
+
+    def runs_of(self, section: str) -> int:
+        return sum(job.section == section for job in self.worker.runs)
+
+    async def status(self, task_id: str) -> TaskState:
+        return (await self.orch.get(task_id)).status
+
+    async def finished(self, task_id: str) -> TaskRecord:
+        await eventually(lambda: task_id not in self.orch.runs, what=f"{task_id} finished")
+        return await self.orch.get(task_id)
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    storage = FakeStorage()
+    worker = FakeWorker("127.0.0.1:7001", reply=room(8))
+    pool = await pool_of(worker)
+    settings = OrchestratorSettings(
+        credential_key=new_key(), lease_ttl_s=5.0, lease_renew_s=1.0, max_records=5
+    )
+    deps = Deps(
+        storage=storage.as_client(),
+        pool=pool,
+        config=load_config(CONFIG),
+        sealer=Sealer(decode_key(new_key())),
+        replica_id="r1",
+        auth_wait_s=0.5,
+    )
+    peers = FakePeers()
+    orch = Orchestrator(settings, deps, DIGEST_KEY, "addr-r1", peers=cast(Peers, peers))
+    made = World(orch=orch, storage=storage, worker=worker, peers=peers)
+    worker.plan = made.plan
+    yield made
+    await orch.stop()
+
+
+# -- submit ---------------------------------------------------------------------------------
+
+
+async def test_submit_stores_pending_and_the_task_completes(world: World) -> None:
+    record, replayed = await world.orch.submit("alice", "pw", "", RECORDS)
+
+    assert not replayed
+    assert record.status == TaskState.PENDING
+    assert record.tenant == "wealth"
+    assert record.owner == "r1"
+    assert record.section_detected == ", ".join(SECTIONS)
+    assert "pw" not in record.password_sealed
+    assert task_ids.parse(record.task_id).tag == world.orch.membership.tag
+    assert world.storage.history[0] == ("create", record.task_id)
+
+    done = await world.finished(record.task_id)
+    assert done.status == TaskState.COMPLETED
+    stored = world.storage.record(record.task_id)
+    assert stored.status == TaskState.COMPLETED
+    assert stored.progress == 100
+    assert stored.conv_id == ", ".join(f"c-{s}" for s in SECTIONS)
+    assert {n: s.response for n, s in stored.result_data.items()} == {
+        s: f"report {s}" for s in SECTIONS
+    }
+    assert all(s.dispatches == 1 for s in stored.result_data.values())
+    assert len(world.worker.authentications) == 1
+    assert world.worker.authentications[0].password == "pw"
+    stats = await world.orch.stats()
+    assert (stats.tasks_submitted, stats.tasks_finished, stats.tasks_running) == (
+        1,
+        {"completed": 1},
+        0,
+    )
+
+
+async def test_rejected_credentials_end_the_task_in_error(world: World) -> None:
+    world.worker.auth_error = JobRejected(world.worker.address, "bad password")
+    record, _ = await world.orch.submit("alice", "pw", "", RECORDS)
+    done = await world.finished(record.task_id)
+    assert done.status == TaskState.ERROR
+    assert done.message == "Authentication failed: bad password"
+    assert world.worker.runs == []
+
+
+async def test_same_key_and_body_replays_the_task(world: World) -> None:
+    first, replayed_first = await world.orch.submit("alice", "pw", "", RECORDS, "key-1")
+    second, replayed_second = await world.orch.submit("alice", "pw", "", RECORDS, "key-1")
+
+    assert not replayed_first
+    assert replayed_second
+    assert second.task_id == first.task_id
+    assert list(world.storage.tasks) == [first.task_id]
+
+    await world.finished(first.task_id)
+    third, replayed_third = await world.orch.submit("alice", "pw", "", RECORDS, "key-1")
+    assert replayed_third
+    assert third.task_id == first.task_id
+    assert third.status == TaskState.COMPLETED
+    assert world.orch.submitted == 1
+
+
+async def test_same_key_with_another_body_is_a_conflict(world: World) -> None:
+    await world.orch.submit("alice", "pw", "", RECORDS, "key-1")
+    with pytest.raises(Conflict, match="different request"):
+        await world.orch.submit("alice", "pw", "", RECORDS[:2], "key-1")
+    with pytest.raises(Conflict):
+        await world.orch.submit("alice", "other-pw", "", RECORDS, "key-1")
+    assert len(world.storage.tasks) == 1
+
+
+async def test_same_key_of_another_user_is_another_task(world: World) -> None:
+    first, _ = await world.orch.submit("alice", "pw", "", RECORDS, "key-1")
+    second, replayed = await world.orch.submit("bob", "pw", "", RECORDS, "key-1")
+    assert not replayed
+    assert second.task_id != first.task_id
+
+
+async def test_claimed_key_whose_task_was_never_written_writes_it(world: World) -> None:
+    records = [json.loads(r) for r in RECORDS]
+    request = {"username": "alice", "password": "pw", "tenant": "wealth", "records": records}
+    digest = request_digest(DIGEST_KEY, request)
+    claimed_id = "task_20260101000000_aa123456"
+    await claim(world.storage.as_client(), "alice", "key-1", digest, claimed_id)
+
+    record, replayed = await world.orch.submit("alice", "pw", "", RECORDS, "key-1")
+
+    assert not replayed
+    assert record.task_id == claimed_id
+    assert claimed_id in world.storage.tasks
+
+
+async def test_replay_of_an_orphan_takes_it_over(world: World) -> None:
+    records = [json.loads(r) for r in RECORDS]
+    request = {"username": "alice", "password": "pw", "tenant": "wealth", "records": records}
+    task_id = "task_20260101000000_aa123456"
+    await claim(
+        world.storage.as_client(), "alice", "k", request_digest(DIGEST_KEY, request), task_id
+    )
+    # Stored by this replica's earlier life, never run since.
+    orphan = task_record(
+        task_id=task_id,
+        username="alice",
+        tenant="wealth",
+        password_sealed=world.orch.deps.sealer.seal("pw", task_id),
+        data=records,
+        result_data={
+            s: SectionResult(record_index=i, asset_id="a") for i, s in enumerate(SECTIONS)
+        },
+        owner="r1",
+    )
+    world.storage.put_record(orphan)
+
+    record, replayed = await world.orch.submit("alice", "pw", "", RECORDS, "k")
+
+    assert replayed
+    assert record.task_id == task_id
+    done = await world.finished(task_id)
+    assert done.status == TaskState.COMPLETED
+    assert world.storage.record(task_id).takeovers == 1
+
+
+# -- cancel ---------------------------------------------------------------------------------
+
+
+async def test_cancel_of_a_running_task(world: World) -> None:
+    world.gate = asyncio.Event()  # jobs never finish
+    record, _ = await world.orch.submit("alice", "pw", "", RECORDS)
+    await eventually(lambda: len(world.worker.runs) == 3)
+
+    cancelled = await asyncio.wait_for(world.orch.cancel(record.task_id), 2)
+
+    assert cancelled.status == TaskState.CANCELLED
+    stored = world.storage.record(record.task_id)
+    assert stored.status == TaskState.CANCELLED
+    assert {s.status for s in stored.result_data.values()} == {SectionState.CANCELLED}
+    assert record.task_id not in world.orch.runs
+    assert world.orch.deps.pool.stats().running == 0
+    assert world.peers.calls == []
+
+
+async def test_cancel_of_a_finished_task_is_wrong_state(world: World) -> None:
+    record, _ = await world.orch.submit("alice", "pw", "", RECORDS)
+    await world.finished(record.task_id)
+    with pytest.raises(WrongState, match="already finished as completed"):
+        await world.orch.cancel(record.task_id)
+    assert world.storage.record(record.task_id).status == TaskState.COMPLETED
+
+
+async def test_cancel_of_a_stored_task_nobody_runs_is_done_here(world: World) -> None:
+    task_id = "task_20260101000000_bb000001"
+    world.storage.put_record(
+        task_record(task_id=task_id, status=TaskState.PROCESSING, owner="gone")
+    )
+    cancelled = await world.orch.cancel(task_id)
+    assert cancelled.status == TaskState.CANCELLED
+    assert world.storage.record(task_id).status == TaskState.CANCELLED
+    assert world.peers.calls == []
+
+
+async def test_cancel_of_an_unknown_task_is_not_found(world: World) -> None:
+    with pytest.raises(NotFound):
+        await world.orch.cancel("task_20260101000000_bb000001")
+    with pytest.raises(InvalidInput):
+        await world.orch.cancel("not-a-task")
+
+
+# -- retry ----------------------------------------------------------------------------------
+
+
+async def test_retry_reruns_only_the_failed_sections(world: World) -> None:
+    world.failing = {"top_movers"}
+    record, _ = await world.orch.submit("alice", "pw", "", RECORDS)
+    failed = await world.finished(record.task_id)
+    assert failed.status == TaskState.ERROR
+    assert world.storage.record(record.task_id).status == TaskState.ERROR
+
+    world.failing = set()
+    reopened = await world.orch.retry(record.task_id)
+
+    # The answer is the reopened task (already running again here).
+    assert not reopened.status.terminal
+    assert reopened.owner == "r1"
+    assert reopened.takeovers == 0
+    assert record.task_id in world.orch.runs or world.runs_of("top_movers") == 2
+    done = await world.finished(record.task_id)
+    assert done.status == TaskState.COMPLETED
+    assert world.storage.record(record.task_id).status == TaskState.COMPLETED
+    assert {s: world.runs_of(s) for s in SECTIONS} == {
+        "portfolio_snapshot": 1,
+        "top_movers": 2,
+        "model_and_rebalancing": 1,
+    }
+
+
+async def test_retry_of_a_task_not_in_error_is_wrong_state(world: World) -> None:
+    record, _ = await world.orch.submit("alice", "pw", "", RECORDS)
+    await world.finished(record.task_id)
+    with pytest.raises(WrongState, match="only a task that ended in error"):
+        await world.orch.retry(record.task_id)
+
+
+async def test_retry_of_a_running_task_is_wrong_state(world: World) -> None:
+    world.gate = asyncio.Event()
+    record, _ = await world.orch.submit("alice", "pw", "", RECORDS)
+    with pytest.raises(WrongState, match="is running"):
+        await world.orch.retry(record.task_id)
+    world.gate.set()
+    await world.finished(record.task_id)
+
+
+# -- watch ----------------------------------------------------------------------------------
+
+
+async def _collect(events: AsyncIterator[TaskEvent], into: list[TaskEvent]) -> None:
+    async for event in events:
+        into.append(event)
+
+
+async def test_watch_yields_events_until_the_terminal_one(world: World) -> None:
+    world.gate = asyncio.Event()
+    record, _ = await world.orch.submit("alice", "pw", "", RECORDS)
+    seen: list[TaskEvent] = []
+    watcher = asyncio.create_task(_collect(world.orch.watch(record.task_id), seen))
+    await eventually(lambda: len(seen) >= 1)
+    world.gate.set()
+
+    await asyncio.wait_for(watcher, 3)
+
+    assert seen[-1].terminal
+    assert seen[-1].status == "completed"
+    assert seen[-1].progress == 100
+    # Only the events of the one write that finished the task come after the first terminal.
+    first_end = next(i for i, e in enumerate(seen) if e.terminal)
+    assert all(e.terminal for e in seen[first_end:])
+    assert first_end > 0
+    assert all(e.task_id == record.task_id for e in seen)
+    progress = [e.progress for e in seen]
+    assert progress == sorted(progress)
+    assert {e.section for e in seen} >= set(SECTIONS)
+
+
+async def test_watch_of_a_finished_task_yields_it_once(world: World) -> None:
+    task_id = "task_20260101000000_bb000001"
+    world.storage.put_record(task_record(task_id=task_id, status=TaskState.ERROR, progress=100))
+    seen: list[TaskEvent] = []
+    await asyncio.wait_for(_collect(world.orch.watch(task_id), seen), 2)
+    assert [(e.status, e.progress) for e in seen] == [("error", 100)]
+
+
+# -- forwarding to the replica that runs the task -------------------------------------------
+
+
+OTHERS_TASK = "task_20260101000000_bb000001"
+
+
+async def _owned_by_r2(world: World, status: TaskState) -> None:
+    world.storage.put_record(task_record(task_id=OTHERS_TASK, status=status, owner="r2"))
+    lease = LeaseBody(replica_id="r2", address="addr-r2", tasks=[OTHERS_TASK], tag="bb")
+    world.storage.objects[(LEASES, "r2")] = (lease.model_dump_json().encode(), "l1")
+    await world.orch.membership.refresh()
+    assert world.orch.locate(OTHERS_TASK) == "addr-r2"
+
+
+async def test_cancel_goes_to_the_owner(world: World) -> None:
+    await _owned_by_r2(world, TaskState.PROCESSING)
+    writes = len(world.storage.history)
+
+    record = await world.orch.cancel(OTHERS_TASK)
+
+    assert world.peers.calls == [("cancel", "addr-r2", OTHERS_TASK)]
+    assert len(world.storage.history) == writes  # the owner writes it, not this replica
+    assert record.task_id == OTHERS_TASK
+
+
+async def test_cancel_is_done_here_when_the_owner_is_unreachable(world: World) -> None:
+    await _owned_by_r2(world, TaskState.PROCESSING)
+    world.peers.answer = None
+
+    record = await world.orch.cancel(OTHERS_TASK)
+
+    assert world.peers.calls == [("cancel", "addr-r2", OTHERS_TASK)]
+    assert record.status == TaskState.CANCELLED
+    assert world.storage.record(OTHERS_TASK).status == TaskState.CANCELLED
+
+
+async def test_retry_goes_to_the_owner(world: World) -> None:
+    await _owned_by_r2(world, TaskState.ERROR)
+
+    record = await world.orch.retry(OTHERS_TASK)
+
+    assert world.peers.calls == [("retry", "addr-r2", OTHERS_TASK)]
+    assert record.status == TaskState.ERROR  # as stored; the owner reruns it
+    assert world.orch.runs == {}
+
+
+async def test_watch_goes_to_the_owner(world: World) -> None:
+    await _owned_by_r2(world, TaskState.PROCESSING)
+    events = [
+        TaskEvent(OTHERS_TASK, "processing", 50, "Processing", "t1"),
+        TaskEvent(OTHERS_TASK, "completed", 100, "All done", "t2"),
+    ]
+    world.peers.events = events
+    seen: list[TaskEvent] = []
+
+    await asyncio.wait_for(_collect(world.orch.watch(OTHERS_TASK), seen), 2)
+
+    assert seen == events
+    assert world.peers.calls == [("watch", "addr-r2", OTHERS_TASK)]
+
+
+async def test_watch_falls_back_to_storage_when_the_owner_stream_ends_early(world: World):
+    await _owned_by_r2(world, TaskState.CANCELLED)
+    world.peers.events = [TaskEvent(OTHERS_TASK, "processing", 50, "Processing", "t1")]
+    seen: list[TaskEvent] = []
+
+    await asyncio.wait_for(_collect(world.orch.watch(OTHERS_TASK), seen), 2)
+
+    assert [e.status for e in seen] == ["processing", "cancelled"]
+
+
+async def test_forwarded_watch_is_not_forwarded_again(world: World) -> None:
+    await _owned_by_r2(world, TaskState.COMPLETED)
+    seen: list[TaskEvent] = []
+    await asyncio.wait_for(_collect(world.orch.watch(OTHERS_TASK, forwarded=True), seen), 2)
+    assert [e.status for e in seen] == ["completed"]
+    assert world.peers.calls == []
+
+
+# -- reads ----------------------------------------------------------------------------------
+
+
+async def test_get_and_list(world: World) -> None:
+    world.gate = asyncio.Event()
+    record, _ = await world.orch.submit("alice", "pw", "", RECORDS)
+    await eventually(lambda: len(world.worker.runs) == 3)
+    live = await world.orch.get(record.task_id)
+    assert live.status == TaskState.PROCESSING  # from memory; storage still says pending
+    assert world.storage.record(record.task_id).status == TaskState.PENDING
+
+    listed, token = await world.orch.list(10, "", "")
+    assert [r.status for r in listed] == [TaskState.PROCESSING]
+    assert token == ""
+    with pytest.raises(InvalidInput):
+        await world.orch.list(101, "", "")
+    with pytest.raises(InvalidInput, match="status"):
+        await world.orch.list(10, "bogus", "")
+    with pytest.raises(NotFound):
+        await world.orch.get("task_20260101000000_bb000001")
+    world.gate.set()
+    await world.finished(record.task_id)
+
+
+# -- validation -----------------------------------------------------------------------------
+
+
+def _nested(depth: int) -> str:
+    """A record for the top_movers section whose value is nested ``depth`` levels in all."""
+    return '{"top_movers_data": ' + "[" * (depth - 1) + "1" + "]" * (depth - 1) + "}"
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "tenant", "records", "error", "match"),
+    [
+        ("", "pw", "", RECORDS, InvalidInput, "username"),
+        ("   ", "pw", "", RECORDS, InvalidInput, "username"),
+        ("u" * 257, "pw", "", RECORDS, InvalidInput, "username"),
+        ("alice", "", "", RECORDS, InvalidInput, "password"),
+        ("alice", "p" * 1025, "", RECORDS, InvalidInput, "password"),
+        ("alice", "pw", "bad tenant!", RECORDS, InvalidInput, "tenant"),
+        ("alice", "pw", "t" * 65, RECORDS, InvalidInput, "tenant"),
+        ("alice", "pw", "", [], InvalidInput, "at least one record"),
+        ("alice", "pw", "", RECORDS * 2, TooLarge, "at most 5 records"),
+        ("alice", "pw", "", ["{not json"], InvalidInput, r"data\[0\]: not valid JSON"),
+        ("alice", "pw", "", [RECORDS[0], "{}"], InvalidInput, r"data\[1\]: must be a non-empty"),
+        ("alice", "pw", "", ["[1, 2]"], InvalidInput, "must be a non-empty JSON object"),
+        ("alice", "pw", "", ["[" * 100_000 + "]" * 100_000], InvalidInput, "nested too deeply"),
+        # Deep enough to be stored and never parsed back, before records were limited.
+        ("alice", "pw", "", [_nested(220)], InvalidInput, "nested deeper than 32 levels"),
+        ("alice", "pw", "", [_nested(33)], InvalidInput, "nested deeper than 32 levels"),
+        ("alice", "pw", "", ['{"x": "' + "a" * 300_000 + '"}'], TooLarge, "larger than"),
+        ("alice", "pw", "", ['{"unknown": 1}'], InvalidInput, "matches no section"),
+        ("alice", "pw", "", [RECORDS[1], RECORDS[1]], InvalidInput, "both feed section"),
+    ],
+)
+async def test_submit_rejects_bad_input(
+    world: World,
+    username: str,
+    password: str,
+    tenant: str,
+    records: list[str],
+    error: type[AppError],
+    match: str,
+) -> None:
+    with pytest.raises(error, match=match):
+        await world.orch.submit(username, password, tenant, records)
+    assert world.storage.tasks == {}
+
+
+async def test_submit_accepts_a_valid_tenant_and_rejects_a_bad_key(world: World) -> None:
+    record, _ = await world.orch.submit("alice", "pw", "acme.eu-1_x", RECORDS[:1])
+    assert record.tenant == "acme.eu-1_x"
+    with pytest.raises(InvalidInput, match="idempotency key"):
+        await world.orch.submit("alice", "pw", "", RECORDS, "bad\nkey")
+    await world.finished(record.task_id)

@@ -1,0 +1,298 @@
+"""Every state change of a task record, called directly on records: progress milestones,
+sections finishing, the ends (fail, cancel, dead letter, aggregate), retry and takeover."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from orchestrator import transitions
+from orchestrator.models import SectionResult, SectionState, TaskRecord, TaskState
+from orchestrator.worker_client import Outcome
+from tests.orchestrator.factories import task_record
+
+
+def _section(
+    i: int, status: SectionState = SectionState.PENDING, **fields: object
+) -> SectionResult:
+    return SectionResult(status=status, record_index=i, asset_id=f"asset{i}", **fields)  # type: ignore[arg-type]
+
+
+def _record(*statuses: SectionState, **fields: object) -> TaskRecord:
+    sections = {f"s{i}": _section(i, status) for i, status in enumerate(statuses)}
+    return task_record(
+        data=[{}] * len(sections),
+        result_data=sections,
+        created_at="2026-01-01T00:00:00.000000",
+        updated_at="2026-01-01T00:00:00.000000",
+        **fields,
+    )
+
+
+def _ok(conv: str = "", msg: str = "", cost: float = 0.0) -> Outcome:
+    return Outcome(success=True, response="r", cost=cost, conv_id=conv, message_id=msg)
+
+
+# -- milestones -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "progress"),
+    [
+        (TaskState.PENDING, 0),
+        (TaskState.AUTHENTICATING, 10),
+        (TaskState.AUTHENTICATED, 20),
+        (TaskState.DETECTING, 40),
+        (TaskState.PROCESSING, 50),
+    ],
+)
+def test_set_state_sets_the_milestone_progress(state: TaskState, progress: int) -> None:
+    record = _record(SectionState.PENDING, progress=33)
+    transitions.set_state(record, state, "step")
+    assert record.status == state
+    assert record.progress == progress
+    assert record.message == "step"
+    assert record.updated_at != "2026-01-01T00:00:00.000000"
+
+
+def test_detecting_section_is_40() -> None:
+    assert transitions.PROGRESS[TaskState.DETECTING] == 40
+
+
+def test_set_state_to_a_state_without_milestone_keeps_progress() -> None:
+    record = _record(SectionState.PENDING, progress=70)
+    transitions.set_state(record, TaskState.COMPLETED, "x")
+    assert record.progress == 70
+
+
+def test_start_section_marks_it_running() -> None:
+    record = _record(SectionState.PENDING, SectionState.PENDING)
+    transitions.start_section(record, "s1")
+    assert record.result_data["s1"].status == SectionState.RUNNING
+    assert record.result_data["s0"].status == SectionState.PENDING
+
+
+# -- finishing sections ---------------------------------------------------------------------
+
+
+def test_finish_section_records_the_outcome_and_shares_the_span() -> None:
+    record = _record(SectionState.RUNNING, SectionState.RUNNING, SectionState.RUNNING)
+    record.status = TaskState.PROCESSING
+    outcome = _ok("c0", "m0", cost=0.5)
+    transitions.finish_section(record, "s0", outcome, dispatches=2, started=time.monotonic())
+
+    section = record.result_data["s0"]
+    assert section.status == SectionState.COMPLETED
+    assert (section.response, section.cost, section.conv_id, section.message_id) == (
+        "r",
+        0.5,
+        "c0",
+        "m0",
+    )
+    assert section.dispatches == 2
+    assert record.progress == 50 + 45 // 3  # 65
+    assert record.status == TaskState.PROCESSING  # others still run
+    assert record.trace[-1].step == "3. Section s0"
+    assert record.trace[-1].detail == "cost $0.5000"
+
+    transitions.finish_section(
+        record, "s1", Outcome.failed("boom"), dispatches=1, started=time.monotonic()
+    )
+    assert record.result_data["s1"].status == SectionState.ERROR
+    assert record.result_data["s1"].error == "boom"
+    assert record.trace[-1].detail == "boom"
+    assert record.progress == 50 + (45 * 2) // 3  # 80
+
+
+def test_last_section_to_finish_aggregates_the_task() -> None:
+    record = _record(SectionState.COMPLETED, SectionState.RUNNING)
+    record.result_data["s0"].conv_id = "c0"
+    record.result_data["s0"].cost = 0.25
+    transitions.finish_section(
+        record, "s1", _ok("c1", "m1", 0.5), dispatches=1, started=time.monotonic()
+    )
+    assert record.status == TaskState.COMPLETED
+    assert record.progress == 100
+    assert record.cost == 0.75
+    assert record.conv_id == "c0, c1"
+    assert record.completed_at is not None
+    assert record.trace[-1].step == "4. Aggregate"
+
+
+def test_last_section_failing_ends_the_task_in_error() -> None:
+    record = _record(SectionState.COMPLETED, SectionState.RUNNING)
+    transitions.finish_section(
+        record, "s1", Outcome.failed("boom"), dispatches=4, started=time.monotonic()
+    )
+    assert record.status == TaskState.ERROR
+    assert record.message == "1 of 2 sections failed: s1: boom"
+
+
+# -- aggregate ------------------------------------------------------------------------------
+
+
+def test_aggregate_keeps_one_position_per_section() -> None:
+    record = _record(SectionState.COMPLETED, SectionState.COMPLETED, SectionState.COMPLETED)
+    ids = {"s0": ("c1", "m1"), "s1": ("", ""), "s2": ("c3", "m3")}
+    for name, (conv, msg) in ids.items():
+        record.result_data[name].conv_id = conv
+        record.result_data[name].message_id = msg
+    transitions.aggregate(record)
+    assert record.conv_id == "c1, , c3"
+    assert record.message_id == "m1, , m3"
+    assert record.status == TaskState.COMPLETED
+    assert record.message == "All 3 sections completed"
+    assert record.trace[-1].status == "completed"
+
+
+def test_aggregate_sums_cost_rounded_and_names_every_failed_section() -> None:
+    record = _record(SectionState.COMPLETED, SectionState.ERROR, SectionState.CANCELLED)
+    record.result_data["s0"].cost = 0.1
+    record.result_data["s1"].cost = 0.2
+    record.result_data["s1"].error = "boom"
+    transitions.aggregate(record)
+    assert record.cost == 0.3
+    assert record.status == TaskState.ERROR
+    assert record.message == "2 of 3 sections failed: s1: boom; s2: failed"
+    assert record.progress == 100
+    assert record.trace[-1].status == "error"
+
+
+# -- ends -----------------------------------------------------------------------------------
+
+
+def test_fail_closes_only_unfinished_sections() -> None:
+    record = _record(
+        SectionState.COMPLETED, SectionState.RUNNING, SectionState.PENDING, SectionState.ERROR
+    )
+    record.result_data["s3"].error = "earlier"
+    transitions.fail(record, "Task failed: x")
+    states = {n: (s.status, s.error) for n, s in record.result_data.items()}
+    assert states == {
+        "s0": (SectionState.COMPLETED, ""),
+        "s1": (SectionState.ERROR, "not run"),
+        "s2": (SectionState.ERROR, "not run"),
+        "s3": (SectionState.ERROR, "earlier"),
+    }
+    assert record.status == TaskState.ERROR
+    assert record.message == "Task failed: x"
+    assert record.progress == 100
+    assert record.completed_at == record.updated_at
+
+
+def test_fail_keeps_an_error_a_running_section_had() -> None:
+    record = _record(SectionState.RUNNING)
+    record.result_data["s0"].error = "partial"
+    transitions.fail(record, "m")
+    assert record.result_data["s0"].error == "partial"
+
+
+def test_cancel_closes_only_unfinished_sections() -> None:
+    record = _record(SectionState.COMPLETED, SectionState.RUNNING, SectionState.ERROR)
+    transitions.cancel(record)
+    assert [s.status for s in record.result_data.values()] == [
+        SectionState.COMPLETED,
+        SectionState.CANCELLED,
+        SectionState.ERROR,
+    ]
+    assert record.status == TaskState.CANCELLED
+    assert record.message == "Task cancelled"
+    assert record.progress == 100
+    assert record.completed_at is not None
+    assert record.trace[-1].step == "Cancel"
+    assert record.result_data["s1"].error == ""
+
+
+def test_dead_letter_keeps_finished_sections() -> None:
+    record = _record(SectionState.COMPLETED, SectionState.RUNNING)
+    record.result_data["s0"].conv_id = "c0"
+    record.result_data["s0"].response = "kept"
+    transitions.dead_letter(record, "too many deaths")
+    assert record.result_data["s0"].status == SectionState.COMPLETED
+    assert record.result_data["s0"].response == "kept"
+    assert record.result_data["s1"].status == SectionState.ERROR
+    assert record.result_data["s1"].error == "not finished: task dead-lettered"
+    assert record.status == TaskState.ERROR
+    assert record.message == "Dead-lettered: too many deaths"
+    assert record.conv_id == "c0, "
+    assert record.trace[-1].step == "Dead letter"
+    assert record.trace[-1].detail == "too many deaths"
+
+
+# -- retry and takeover ---------------------------------------------------------------------
+
+
+def test_retry_resets_only_sections_that_did_not_complete() -> None:
+    record = _record(
+        SectionState.COMPLETED,
+        SectionState.ERROR,
+        SectionState.CANCELLED,
+        owner="old",
+        takeovers=2,
+    )
+    record.result_data["s0"].response = "kept"
+    record.result_data["s1"].error = "boom"
+    record.result_data["s1"].dispatches = 4
+    transitions.fail(record, "x")
+
+    reopened = transitions.retry(record, "r2")
+
+    assert reopened == ["s1", "s2"]
+    assert record.result_data["s0"].status == SectionState.COMPLETED
+    assert record.result_data["s0"].response == "kept"
+    assert record.result_data["s1"] == _section(1)
+    assert record.result_data["s2"] == _section(2)
+    assert record.status == TaskState.PENDING
+    assert record.progress == 0
+    assert record.completed_at is None
+    assert record.owner == "r2"
+    assert record.takeovers == 0
+    assert record.message == "Retrying 2 failed sections: s1, s2"
+    assert record.trace[-1].step == "Retry"
+    assert record.trace[-1].detail == "s1, s2"
+
+
+def test_take_over_increments_and_records_the_previous_owner() -> None:
+    record = _record(SectionState.RUNNING, owner="dead", takeovers=1)
+    assert transitions.take_over(record, "me", max_takeovers=2)
+    assert record.owner == "me"
+    assert record.takeovers == 2
+    assert record.status == TaskState.PENDING
+    assert record.trace[-1].step == "Takeover"
+    assert record.trace[-1].detail == "dead"
+
+
+def test_take_over_without_owner_names_none() -> None:
+    record = _record(SectionState.RUNNING)
+    assert transitions.take_over(record, "me", max_takeovers=1)
+    assert record.trace[-1].detail == "none"
+
+
+def test_take_over_past_max_dead_letters() -> None:
+    record = _record(SectionState.COMPLETED, SectionState.RUNNING, owner="dead", takeovers=2)
+    assert not transitions.take_over(record, "me", max_takeovers=2)
+    assert record.takeovers == 3
+    assert record.owner == "me"
+    assert record.status == TaskState.ERROR
+    assert record.message == "Dead-lettered: its owner died 3 times (last: dead)"
+    assert record.result_data["s0"].status == SectionState.COMPLETED
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def test_trace_entry_duration_and_defaults() -> None:
+    entry = transitions.trace_entry("step", "completed", started=time.monotonic() - 0.25)
+    assert 250 <= entry.duration_ms < 5000
+    assert entry.at  # stamped now
+    plain = transitions.trace_entry("step", "error", detail="d", at="2026-01-01T00:00:00.000000")
+    assert (plain.duration_ms, plain.detail, plain.at) == (0, "d", "2026-01-01T00:00:00.000000")
+
+
+def test_elapsed_seconds_to_completion_or_now() -> None:
+    record = _record(SectionState.COMPLETED, completed_at="2026-01-01T00:00:02.500000")
+    assert transitions.elapsed_seconds(record) == 2.5
+    running = _record(SectionState.RUNNING)
+    running.created_at = "2020-01-01T00:00:00.000000"
+    assert transitions.elapsed_seconds(running) > 3600 * 24 * 365  # still running, years on

@@ -1,0 +1,164 @@
+"""The worker pool's decisions with scripted workers: who is ready, who is full, who gets the
+next slot, and when a set-aside worker comes back. (test_workers.py runs real workers.)"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from common.errors import Unavailable
+from orchestrator.worker_client import Load, WorkerLost
+from orchestrator.workers import Worker, WorkerPool
+from tests.orchestrator.fakes import FakeWorker, eventually, pool_of, room, still_pending
+
+
+async def _take(pool: WorkerPool, avoid: Worker | None = None) -> str:
+    async with pool.slot(avoid=avoid) as worker:
+        return worker.address
+
+
+def _worker(pool: WorkerPool, address: str) -> Worker:
+    return pool.workers[address]
+
+
+async def test_full_worker_stays_out_after_its_slot_is_left_until_a_probe_finds_room() -> None:
+    fake = FakeWorker("127.0.0.1:7001", reply=room(1))
+    pool = await pool_of(fake)
+    async with pool.slot() as worker:
+        pool.set_aside(worker, full=True)
+    assert pool.refused_full == 1
+
+    waiter = asyncio.create_task(_take(pool))
+    assert await still_pending(waiter, 0.2)
+    assert pool.stats().queued == 1
+
+    fake.reply = room(1, in_flight=1)  # other replicas' jobs still hold its slot
+    await pool.refresh()
+    assert await still_pending(waiter, 0.1)
+
+    fake.reply = room(1, in_flight=0)
+    await pool.refresh()
+    assert await asyncio.wait_for(waiter, 1) == fake.address
+    assert pool.stats().queued == 0
+
+
+async def test_probe_reporting_own_jobs_only_does_not_mark_full() -> None:
+    fake = FakeWorker("127.0.0.1:7001", reply=room(1))
+    pool = await pool_of(fake)
+    async with pool.slot() as worker:
+        fake.reply = room(1, in_flight=1)  # the one job it runs is ours
+        await pool.refresh()
+        assert not worker.full
+    assert await asyncio.wait_for(_take(pool), 1) == fake.address
+
+
+async def test_failing_probe_marks_not_ready_and_a_later_probe_restores() -> None:
+    fake = FakeWorker("127.0.0.1:7001", reply=room(2))
+    pool = await pool_of(fake)
+    assert pool.stats().ready == 1
+
+    fake.reply = WorkerLost(fake.address, "lost: UNAVAILABLE")
+    await pool.refresh()
+    assert pool.stats().ready == 0
+    assert pool.stats().capacity == 0
+    assert pool.stats().configured == 1
+
+    fake.reply = room(2)
+    await pool.refresh()
+    assert pool.stats().ready == 1
+    assert pool.stats().capacity == 2
+
+
+async def test_worker_not_accepting_is_not_ready() -> None:
+    fake = FakeWorker("127.0.0.1:7001", reply=room(2))
+    pool = await pool_of(fake)
+    fake.reply = Load(capacity=2, in_flight=0, accepting=False)
+    await pool.refresh()
+    assert pool.stats().ready == 0
+    with pytest.raises(Unavailable):
+        pool.any_ready()
+
+
+async def test_any_ready_raises_when_none_is_ready() -> None:
+    fake = FakeWorker("127.0.0.1:7001", reply=WorkerLost("127.0.0.1:7001", "down"))
+    pool = await pool_of(fake)
+    with pytest.raises(Unavailable, match="no section worker is reachable"):
+        pool.any_ready()
+
+
+async def test_any_ready_picks_the_least_busy_ready_worker() -> None:
+    a = FakeWorker("127.0.0.1:7001", reply=room(4))
+    b = FakeWorker("127.0.0.1:7002", reply=room(1))
+    pool = await pool_of(a, b)
+    async with pool.slot():  # goes to a, the one with most room
+        assert pool.any_ready().address == b.address
+    # A full worker still answers calls that need no slot.
+    pool.set_aside(_worker(pool, b.address), full=True)
+    assert pool.any_ready().address in {a.address, b.address}
+    pool.set_aside(_worker(pool, a.address), full=False)
+    assert pool.any_ready().address == b.address
+
+
+async def test_pick_prefers_most_free_then_least_in_flight() -> None:
+    small = FakeWorker("127.0.0.1:7001", reply=room(2))
+    big = FakeWorker("127.0.0.1:7002", reply=room(3))
+    pool = await pool_of(small, big)
+    held = [pool.slot() for _ in range(5)]
+    picked = [(await slot.__aenter__()).address for slot in held]
+    try:
+        # big (3 free) first; then both have 2 free and small runs less; then alternate.
+        assert picked[:2] == [big.address, small.address]
+        assert sorted(picked) == sorted([small.address] * 2 + [big.address] * 3)
+        assert pool.stats().running == 5
+        waiter = asyncio.create_task(_take(pool))
+        assert await still_pending(waiter, 0.1)
+        assert pool.stats().queued == 1
+    finally:
+        for slot in held:
+            await slot.__aexit__(None, None, None)
+    assert await asyncio.wait_for(waiter, 1) in {small.address, big.address}
+    assert pool.stats().running == 0
+
+
+async def test_slot_avoids_the_given_worker_when_another_is_free() -> None:
+    big = FakeWorker("127.0.0.1:7001", reply=room(5))
+    small = FakeWorker("127.0.0.1:7002", reply=room(1))
+    pool = await pool_of(big, small)
+    avoid = _worker(pool, big.address)
+    assert await _take(pool, avoid=avoid) == small.address
+    # When it is the only one free, the avoided worker is used all the same.
+    async with pool.slot(avoid=avoid) as first:
+        assert first.address == small.address
+        assert await _take(pool, avoid=avoid) == big.address
+
+
+async def test_removed_target_drops_the_idle_worker_and_keeps_a_busy_one_out() -> None:
+    a = FakeWorker("127.0.0.1:7001", reply=room(1))
+    b = FakeWorker("127.0.0.1:7002", reply=room(1))
+    pool = await pool_of(a, b)
+    async with pool.slot() as busy:
+        pool.targets = [t for t in pool.targets if t != busy.address]
+        await pool.refresh()
+        assert busy.gone
+        assert busy.address in pool.workers  # its job still runs
+        assert pool.stats().configured == 1
+    idle_target = pool.targets[0]
+    pool.targets = []
+    await pool.refresh()
+    assert idle_target not in pool.workers
+    idle = a if a.address == idle_target else b
+    assert idle.closed
+
+
+async def test_started_pool_probes_on_its_own_and_close_closes_clients() -> None:
+    fake = FakeWorker("127.0.0.1:7001", reply=WorkerLost("127.0.0.1:7001", "down"))
+    pool = WorkerPool([fake.address], refresh_s=0.01, connect=lambda _: fake)
+    await pool.start()
+    try:
+        assert pool.stats().ready == 0
+        fake.reply = room(2)
+        await eventually(lambda: pool.stats().ready == 1)
+    finally:
+        await pool.close()
+    assert fake.closed
