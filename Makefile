@@ -2,7 +2,12 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell sha1sum requirements.lock | cut -c1-12)
+# requirements.lock is what the image runs; requirements-dev.lock adds tests, lint and type checks.
+LOCKS  := requirements.lock requirements-dev.lock
+STAMP  := $(VENV)/.installed-$(shell cat $(LOCKS) | sha1sum | cut -c1-12)
+
+# The runtime dependencies of pyproject.toml, or every optional (test, dev) one.
+DEPS_OF := import sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] if sys.argv[1] == "runtime" else [d for ds in p["optional-dependencies"].values() for d in ds]))
 
 .DEFAULT_GOAL := help
 .PHONY: help venv protos run test lint fmt lock clean chaos bench
@@ -10,13 +15,13 @@ STAMP  := $(VENV)/.installed-$(shell sha1sum requirements.lock | cut -c1-12)
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.lock
+$(STAMP): $(LOCKS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.lock
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-venv: $(STAMP) ## Create or refresh the virtualenv from requirements.lock.
+venv: $(STAMP) ## Create or refresh the virtualenv from requirements-dev.lock.
 
 protos: $(STAMP) ## Regenerate the gRPC stubs from protos/.
 	$(BIN)/python scripts/gen_protos.py
@@ -42,11 +47,16 @@ fmt: $(STAMP) ## Format the code and sort imports.
 	$(BIN)/ruff check --fix --select I .
 	$(BIN)/ruff format .
 
-lock: ## Re-resolve requirements.lock from the ranges in pyproject.toml.
+# --all keeps setuptools, which grpcio-tools needs; the extras install against the runtime pins
+# (-c), so the dev set never moves a runtime version.
+lock: ## Re-resolve requirements.lock (runtime) and requirements-dev.lock from pyproject.toml.
 	rm -rf $(VENV)-lock && $(PYTHON) -m venv $(VENV)-lock
-	$(VENV)-lock/bin/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + [d for ds in p["optional-dependencies"].values() for d in ds]))' > $(VENV)-lock/reqs.txt
-	$(VENV)-lock/bin/python -m pip install -q -r $(VENV)-lock/reqs.txt
-	{ echo '# Exact versions CI and `make` install; regenerate with `make lock` after changing pyproject.toml.'; $(VENV)-lock/bin/python -m pip freeze; } > requirements.lock
+	$(VENV)-lock/bin/python -c '$(DEPS_OF)' runtime > $(VENV)-lock/runtime.txt
+	$(VENV)-lock/bin/python -c '$(DEPS_OF)' extras > $(VENV)-lock/extras.txt
+	$(VENV)-lock/bin/python -m pip install -q -r $(VENV)-lock/runtime.txt
+	{ echo '# Runtime dependencies only: what the image installs. Regenerate both locks with `make lock`.'; $(VENV)-lock/bin/python -m pip freeze --all --exclude pip; } > requirements.lock
+	$(VENV)-lock/bin/python -m pip install -q -r $(VENV)-lock/extras.txt -c requirements.lock
+	{ echo '# Tests, lint and type checks on top of the runtime set; `make` installs this into .venv.'; echo '# Regenerate both locks with `make lock` after changing pyproject.toml.'; echo '-r requirements.lock'; $(VENV)-lock/bin/python -m pip freeze --all --exclude pip | grep -vxFf requirements.lock; } > requirements-dev.lock
 	rm -rf $(VENV)-lock
 
 clean: ## Remove the virtualenv, generated stubs and caches.

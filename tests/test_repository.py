@@ -1,9 +1,11 @@
 """Checks on what the repository ships besides code: every setting documented, the compose
-file and the sections configuration well-formed, the orchestrator refusing a bad config."""
+file and the sections configuration well-formed (compose publishing only the gateway and
+passing secrets as files), the orchestrator refusing a bad config."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,7 +58,35 @@ def test_compose_runs_every_service_with_several_workers() -> None:
     orchestrator_env = services["orchestrator"]["environment"]
     assert orchestrator_env["ORCH_WORKER_TARGETS"] == "section_worker:50061"
     assert services["storage_svc"]["environment"]["STORAGE_S3_ENDPOINT_URL"].startswith("http")
-    assert "gateway" in services and services["gateway"]["ports"] == ["8000:8000"]
+
+
+def test_compose_publishes_only_the_gateway_on_loopback() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    published = {name: spec["ports"] for name, spec in services.items() if "ports" in spec}
+    assert list(published) == ["gateway"]
+    for port in published["gateway"]:
+        # "${VAR:-default}" publishes the default unless the operator sets VAR.
+        mapping = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", port)
+        assert mapping == "127.0.0.1:8000:8000", port
+
+
+def test_compose_passes_secrets_as_files() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    declared = compose["secrets"]
+    assert all(set(spec) == {"file"} for spec in declared.values()), declared
+    secret_like = re.compile(r"KEY|PASSWORD|SECRET|TOKEN")
+    for name, spec in compose["services"].items():
+        mounted = set(spec.get("secrets", []))
+        assert mounted <= set(declared), f"{name} mounts undeclared secrets"
+        for var, value in spec.get("environment", {}).items():
+            if not secret_like.search(var):
+                continue
+            # Only the path of a file the service mounts: bare (MinIO looks under
+            # /run/secrets/) or in full.
+            assert var.endswith("_FILE"), f"{name}: {var} carries a secret value"
+            assert str(value).removeprefix("/run/secrets/") in mounted, f"{name}: {var}"
+    orchestrator = compose["services"]["orchestrator"]["environment"]
+    assert orchestrator["ORCH_CREDENTIAL_KEY_FILE"] == "/run/secrets/credential_key"
 
 
 def test_orchestrator_refuses_to_start_with_a_bad_config(tmp_path: Path) -> None:
