@@ -12,7 +12,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import NoReturn, TypeAlias, TypeVar, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -36,46 +36,58 @@ SERVER_OPTIONS = [
     ("grpc.so_reuseport", 0),
 ]
 
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Servicer = TypeVar("Servicer")
+_UnaryBehaviour: TypeAlias = Callable[[Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]
+_StreamBehaviour: TypeAlias = Callable[
+    [Req, grpc.aio.ServicerContext[Req, Resp]], AsyncIterator[Resp]
+]
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Turns a raised :class:`AppError` into its gRPC status; anything else into INTERNAL
     with a generic message (the traceback goes to the log, never to the caller)."""
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Req, Resp] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Req, Resp] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
+        # The stubs describe the behaviours of the synchronous server; on a grpc.aio server
+        # they are coroutine and async generator functions.
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, method),
+                _wrap_unary(cast("_UnaryBehaviour[Req, Resp]", handler.unary_unary), method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, method),
+                _wrap_stream(cast("_StreamBehaviour[Req, Resp]", handler.unary_stream), method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
 
 
-async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext, method: str) -> None:
+async def _abort_for(
+    exc: Exception, context: grpc.aio.ServicerContext[Req, Resp], method: str
+) -> NoReturn:
     if isinstance(exc, AppError):
         await context.abort(exc.grpc_code, exc.message)
     logger.exception("unhandled error in %s", method)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the service log")
 
 
-def _wrap_unary(
-    inner: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], method: str
-) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+def _wrap_unary(inner: _UnaryBehaviour[Req, Resp], method: str) -> _UnaryBehaviour[Req, Resp]:
+    async def call(request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
         try:
             return await inner(request, context)
         except grpc.aio.AbortError:
@@ -86,10 +98,10 @@ def _wrap_unary(
     return call
 
 
-def _wrap_stream(
-    inner: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]], method: str
-) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+def _wrap_stream(inner: _StreamBehaviour[Req, Resp], method: str) -> _StreamBehaviour[Req, Resp]:
+    async def call(
+        request: Req, context: grpc.aio.ServicerContext[Req, Resp]
+    ) -> AsyncIterator[Resp]:
         try:
             async for item in inner(request, context):
                 yield item
@@ -113,7 +125,10 @@ class ServiceHost:
         self.port = 0
 
     def add(
-        self, register: Callable[[Any, grpc.aio.Server], None], servicer: Any, name: str
+        self,
+        register: Callable[[Servicer, grpc.aio.Server], None],
+        servicer: Servicer,
+        name: str,
     ) -> None:
         """Registers a servicer; ``name`` is its full service name (``pkg.v1.Service``)."""
         register(servicer, self.server)

@@ -154,7 +154,7 @@ def _status(reply: pb.TaskStatus) -> StatusResponse:
 
 def create_app(settings: GatewaySettings) -> FastAPI:
     """The gateway application, talking to the orchestrator at ``settings``' target."""
-    stub_box: dict[str, orchestrator_pb2_grpc.OrchestratorServiceStub] = {}
+    stub_box: dict[str, orchestrator_pb2_grpc.OrchestratorServiceAsyncStub] = {}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -175,7 +175,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.router.route_class = _JsonBodyRoute
     timeout = settings.call_timeout_s
 
-    def stub() -> orchestrator_pb2_grpc.OrchestratorServiceStub:
+    def stub() -> orchestrator_pb2_grpc.OrchestratorServiceAsyncStub:
         return stub_box["stub"]
 
     @app.exception_handler(grpc.aio.AioRpcError)
@@ -275,7 +275,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         async def stream() -> AsyncIterator[bytes]:
             message = first
             try:
-                while message is not grpc.aio.EOF:
+                # read() gives a TaskEvent or grpc.aio.EOF, which the grpc stubs type as object.
+                while isinstance(message, pb.TaskEvent):
                     yield f"data: {json.dumps(_to_dict(message))}\n\n".encode()
                     message = await call.read()
             finally:

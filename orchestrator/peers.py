@@ -38,7 +38,7 @@ class Peers:
     def __init__(self) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
 
-    def _stub(self, address: str) -> orchestrator_pb2_grpc.OrchestratorServiceStub:
+    def _stub(self, address: str) -> orchestrator_pb2_grpc.OrchestratorServiceAsyncStub:
         if address not in self._channels:
             self._channels[address] = open_channel(address)
         return orchestrator_pb2_grpc.OrchestratorServiceStub(self._channels[address])

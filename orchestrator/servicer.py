@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import grpc
 
@@ -12,6 +13,9 @@ from orchestrator.service import Orchestrator
 from orchestrator.transitions import elapsed_seconds
 from wealthai.orchestrator.v1 import orchestrator_pb2 as pb
 from wealthai.orchestrator.v1 import orchestrator_pb2_grpc
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
 
@@ -75,13 +79,15 @@ def _summary(record: TaskRecord) -> pb.TaskSummary:
     )
 
 
-class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):  # type: ignore[misc]
+class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     def __init__(self, orchestrator: Orchestrator) -> None:
         self.orchestrator = orchestrator
         self.peers = orchestrator.peers
 
     async def SubmitTask(
-        self, request: pb.SubmitTaskRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.SubmitTaskRequest,
+        context: grpc.aio.ServicerContext[pb.SubmitTaskRequest, pb.SubmitTaskResponse],
     ) -> pb.SubmitTaskResponse:
         record, replayed = await self.orchestrator.submit(
             request.username,
@@ -100,14 +106,16 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):  
             replayed=replayed,
         )
 
-    def _owner(self, task_id: str, context: grpc.aio.ServicerContext) -> str:
+    def _owner(self, task_id: str, context: grpc.aio.ServicerContext[Req, Resp]) -> str:
         """The replica to forward a call about ``task_id`` to, "" to serve it here."""
         if FORWARDED in tuple(context.invocation_metadata() or ()):
             return ""
         return self.orchestrator.locate(task_id)
 
     async def GetTaskStatus(
-        self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.GetTaskRequest,
+        context: grpc.aio.ServicerContext[pb.GetTaskRequest, pb.TaskStatus],
     ) -> pb.TaskStatus:
         owner = self._owner(request.task_id, context)
         if owner and (forwarded := await self.peers.status(owner, request.task_id)):
@@ -115,7 +123,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):  
         return status_message(await self.orchestrator.get(request.task_id))
 
     async def GetTaskResult(
-        self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.GetTaskRequest,
+        context: grpc.aio.ServicerContext[pb.GetTaskRequest, pb.TaskResult],
     ) -> pb.TaskResult:
         owner = self._owner(request.task_id, context)
         if owner and (forwarded := await self.peers.result(owner, request.task_id)):
@@ -123,7 +133,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):  
         return result_message(await self.orchestrator.get(request.task_id))
 
     async def ListTasks(
-        self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.ListTasksRequest,
+        context: grpc.aio.ServicerContext[pb.ListTasksRequest, pb.ListTasksResponse],
     ) -> pb.ListTasksResponse:
         records, token = await self.orchestrator.list(
             request.limit, request.status, request.page_token
@@ -131,7 +143,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):  
         return pb.ListTasksResponse(tasks=[_summary(r) for r in records], next_page_token=token)
 
     async def CancelTask(
-        self, request: pb.CancelTaskRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.CancelTaskRequest,
+        context: grpc.aio.ServicerContext[pb.CancelTaskRequest, pb.TaskStatus],
     ) -> pb.TaskStatus:
         owner = self._owner(request.task_id, context)
         if owner and (forwarded := await self.peers.cancel(owner, request.task_id)):
@@ -139,7 +153,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):  
         return status_message(await self.orchestrator.cancel(request.task_id))
 
     async def RetryTask(
-        self, request: pb.RetryTaskRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.RetryTaskRequest,
+        context: grpc.aio.ServicerContext[pb.RetryTaskRequest, pb.TaskStatus],
     ) -> pb.TaskStatus:
         owner = self._owner(request.task_id, context)
         if owner and (forwarded := await self.peers.retry(owner, request.task_id)):
@@ -147,7 +163,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):  
         return status_message(await self.orchestrator.retry(request.task_id))
 
     async def WatchTask(
-        self, request: pb.WatchTaskRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.WatchTaskRequest,
+        context: grpc.aio.ServicerContext[pb.WatchTaskRequest, pb.TaskEvent],
     ) -> AsyncIterator[pb.TaskEvent]:
         forwarded = FORWARDED in tuple(context.invocation_metadata() or ())
         async for event in self.orchestrator.watch(request.task_id, forwarded=forwarded):
@@ -161,7 +179,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):  
             )
 
     async def GetStats(
-        self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.GetStatsRequest,
+        context: grpc.aio.ServicerContext[pb.GetStatsRequest, pb.Stats],
     ) -> pb.Stats:
         stats = await self.orchestrator.stats()
         return pb.Stats(

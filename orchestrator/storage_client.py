@@ -9,6 +9,7 @@ a listing, with a warning, so it never hides the tasks around it.
 from __future__ import annotations
 
 import logging
+from typing import TypeAlias
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 _CALL_TIMEOUT_S = 30.0
 
+Namespace: TypeAlias = storage_pb2.Namespace.ValueType
 LEASES = storage_pb2.NAMESPACE_LEASES
 IDEMPOTENCY = storage_pb2.NAMESPACE_IDEMPOTENCY
 
@@ -121,7 +123,7 @@ class StorageClient:
         return page, response.next_page_token
 
     async def put_object(
-        self, namespace: int, name: str, body: bytes, *, version: str | None
+        self, namespace: Namespace, name: str, body: bytes, *, version: str | None
     ) -> str:
         """Writes a small object: create-only when ``version`` is None, else compare-and-swap."""
         request = storage_pb2.PutObjectRequest(namespace=namespace, name=name, body=body)
@@ -135,7 +137,7 @@ class StorageClient:
             raise from_rpc_error(err, "storage") from err
         return str(response.version)
 
-    async def get_object(self, namespace: int, name: str) -> tuple[bytes, str]:
+    async def get_object(self, namespace: Namespace, name: str) -> tuple[bytes, str]:
         try:
             response = await self._stub.GetObject(
                 storage_pb2.GetObjectRequest(namespace=namespace, name=name),
@@ -145,7 +147,7 @@ class StorageClient:
             raise from_rpc_error(err, "storage") from err
         return response.body, str(response.version)
 
-    async def list_objects(self, namespace: int) -> list[tuple[str, bytes, str]]:
+    async def list_objects(self, namespace: Namespace) -> list[tuple[str, bytes, str]]:
         """Every object of a (small) namespace: name, body, version."""
         found: list[tuple[str, bytes, str]] = []
         token = ""
@@ -162,7 +164,7 @@ class StorageClient:
             if not token:
                 return found
 
-    async def delete_object(self, namespace: int, name: str, version: str) -> None:
+    async def delete_object(self, namespace: Namespace, name: str, version: str) -> None:
         try:
             await self._stub.DeleteObject(
                 storage_pb2.DeleteObjectRequest(namespace=namespace, name=name, if_match=version),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 
@@ -45,14 +44,20 @@ _STAGES = {
 }
 
 
-class SectionWorkerServicer(worker_pb2_grpc.SectionWorkerServiceServicer):  # type: ignore[misc]
+class SectionWorkerServicer(worker_pb2_grpc.SectionWorkerServiceServicer):
     """Thin adapter from gRPC to the job runner and the platform client."""
 
     def __init__(self, runner: JobRunner, client: PlatformClient) -> None:
         self._runner = runner
         self._client = client
 
-    async def Authenticate(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def Authenticate(
+        self,
+        request: worker_pb2.AuthenticateRequest,
+        context: grpc.aio.ServicerContext[
+            worker_pb2.AuthenticateRequest, worker_pb2.AuthenticateResponse
+        ],
+    ) -> worker_pb2.AuthenticateResponse:
         credentials = _credentials(request.credentials)
         try:
             token = await self._client.authenticate(credentials)
@@ -61,14 +66,20 @@ class SectionWorkerServicer(worker_pb2_grpc.SectionWorkerServiceServicer):  # ty
         return worker_pb2.AuthenticateResponse(expires_in=math.ceil(token.remaining_s()))
 
     async def RunSection(
-        self, request: Any, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[Any]:
+        self,
+        request: worker_pb2.SectionJob,
+        context: grpc.aio.ServicerContext[worker_pb2.SectionJob, worker_pb2.SectionEvent],
+    ) -> AsyncIterator[worker_pb2.SectionEvent]:
         job = _job(request)
         async with contextlib.aclosing(self._runner.run(job)) as events:
             async for event in events:
                 yield _event_message(event)
 
-    async def GetLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def GetLoad(
+        self,
+        request: worker_pb2.GetLoadRequest,
+        context: grpc.aio.ServicerContext[worker_pb2.GetLoadRequest, worker_pb2.Load],
+    ) -> worker_pb2.Load:
         load = self._runner.load()
         return worker_pb2.Load(
             capacity=load.capacity, in_flight=load.in_flight, accepting=load.accepting
@@ -86,14 +97,14 @@ def build_host(settings: WorkerSettings, runner: JobRunner, client: PlatformClie
     return host
 
 
-def _credentials(message: Any) -> Credentials:
+def _credentials(message: worker_pb2.Credentials) -> Credentials:
     for name in ("tenant", "username", "password"):
         if not getattr(message, name):
             raise InvalidInput(f"credentials.{name} is required")
     return Credentials(message.tenant, message.username, message.password)
 
 
-def _job(request: Any) -> SectionJob:
+def _job(request: worker_pb2.SectionJob) -> SectionJob:
     for name in ("job_id", "asset_id", "record_json"):
         if not getattr(request, name):
             raise InvalidInput(f"{name} is required")
@@ -112,7 +123,7 @@ def _job(request: Any) -> SectionJob:
     )
 
 
-def _event_message(event: Event) -> Any:
+def _event_message(event: Event) -> worker_pb2.SectionEvent:
     if isinstance(event, Progress):
         return worker_pb2.SectionEvent(
             progress=worker_pb2.Progress(

@@ -8,7 +8,7 @@ the store reach the error interceptor, which turns it into the gRPC status of th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypedDict
 
 import grpc
 
@@ -30,14 +30,21 @@ _NAMESPACE = {
 }
 
 
-def _namespace(value: int) -> Namespace:
+def _namespace(value: storage_pb2.Namespace.ValueType) -> Namespace:
     namespace = _NAMESPACE.get(value)
     if namespace is None:
         raise InvalidInput(f"namespace {value} is not NAMESPACE_LEASES or NAMESPACE_IDEMPOTENCY")
     return namespace
 
 
-def _preconditions(request: Any) -> dict[str, Any]:
+class _Preconditions(TypedDict):
+    if_match: str | None
+    if_none_match: bool
+
+
+def _preconditions(
+    request: storage_pb2.PutTaskRequest | storage_pb2.PutObjectRequest,
+) -> _Preconditions:
     """The if_match / if_none_match arguments of a write from its ``precondition`` oneof."""
     precondition = request.WhichOneof("precondition")
     return {
@@ -54,7 +61,7 @@ def _page_size(value: int, default: int, most: int) -> int:
     return value
 
 
-class StorageServicer(storage_pb2_grpc.StorageServiceServicer):  # type: ignore[misc]
+class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     """Implements StorageService by delegating to one :class:`TaskStore` and one
     :class:`ObjectStore`."""
 
@@ -62,19 +69,33 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):  # type: ignore[
         self._store = store
         self._objects = objects
 
-    async def PutTask(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def PutTask(
+        self,
+        request: storage_pb2.PutTaskRequest,
+        context: grpc.aio.ServicerContext[storage_pb2.PutTaskRequest, storage_pb2.PutTaskResponse],
+    ) -> storage_pb2.PutTaskResponse:
         task_id_var.set(request.task_id)
         version = await self._store.put(
             request.task_id, request.document, **_preconditions(request)
         )
         return storage_pb2.PutTaskResponse(version=version)
 
-    async def GetTask(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def GetTask(
+        self,
+        request: storage_pb2.GetTaskRequest,
+        context: grpc.aio.ServicerContext[storage_pb2.GetTaskRequest, storage_pb2.GetTaskResponse],
+    ) -> storage_pb2.GetTaskResponse:
         task_id_var.set(request.task_id)
         document, version = await self._store.get(request.task_id)
         return storage_pb2.GetTaskResponse(document=document, version=version)
 
-    async def ListTasks(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ListTasks(
+        self,
+        request: storage_pb2.ListTasksRequest,
+        context: grpc.aio.ServicerContext[
+            storage_pb2.ListTasksRequest, storage_pb2.ListTasksResponse
+        ],
+    ) -> storage_pb2.ListTasksResponse:
         size = _page_size(request.page_size, DEFAULT_TASKS_PAGE, MAX_TASKS_PAGE)
         tasks, token = await self._store.list(size, request.page_token, request.status or None)
         return storage_pb2.ListTasksResponse(
@@ -85,22 +106,46 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):  # type: ignore[
             next_page_token=token,
         )
 
-    async def DeleteTask(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def DeleteTask(
+        self,
+        request: storage_pb2.DeleteTaskRequest,
+        context: grpc.aio.ServicerContext[
+            storage_pb2.DeleteTaskRequest, storage_pb2.DeleteTaskResponse
+        ],
+    ) -> storage_pb2.DeleteTaskResponse:
         task_id_var.set(request.task_id)
         await self._store.delete(request.task_id, request.if_match or None)
         return storage_pb2.DeleteTaskResponse()
 
-    async def PutObject(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def PutObject(
+        self,
+        request: storage_pb2.PutObjectRequest,
+        context: grpc.aio.ServicerContext[
+            storage_pb2.PutObjectRequest, storage_pb2.PutObjectResponse
+        ],
+    ) -> storage_pb2.PutObjectResponse:
         version = await self._objects.put(
             _namespace(request.namespace), request.name, request.body, **_preconditions(request)
         )
         return storage_pb2.PutObjectResponse(version=version)
 
-    async def GetObject(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def GetObject(
+        self,
+        request: storage_pb2.GetObjectRequest,
+        context: grpc.aio.ServicerContext[
+            storage_pb2.GetObjectRequest, storage_pb2.GetObjectResponse
+        ],
+    ) -> storage_pb2.GetObjectResponse:
         body, version = await self._objects.get(_namespace(request.namespace), request.name)
         return storage_pb2.GetObjectResponse(body=body, version=version)
 
-    async def ListObjects(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ListObjects(
+        self,
+        request: storage_pb2.ListObjectsRequest,
+        context: grpc.aio.ServicerContext[
+            storage_pb2.ListObjectsRequest, storage_pb2.ListObjectsResponse
+        ],
+    ) -> storage_pb2.ListObjectsResponse:
         namespace = _namespace(request.namespace)
         size = _page_size(request.page_size, DEFAULT_OBJECTS_PAGE, MAX_OBJECTS_PAGE)
         objects, token = await self._objects.list(namespace, size, request.page_token)
@@ -112,12 +157,22 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):  # type: ignore[
             next_page_token=token,
         )
 
-    async def DeleteObject(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def DeleteObject(
+        self,
+        request: storage_pb2.DeleteObjectRequest,
+        context: grpc.aio.ServicerContext[
+            storage_pb2.DeleteObjectRequest, storage_pb2.DeleteObjectResponse
+        ],
+    ) -> storage_pb2.DeleteObjectResponse:
         await self._objects.delete(
             _namespace(request.namespace), request.name, request.if_match or None
         )
         return storage_pb2.DeleteObjectResponse()
 
-    async def Describe(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def Describe(
+        self,
+        request: storage_pb2.DescribeRequest,
+        context: grpc.aio.ServicerContext[storage_pb2.DescribeRequest, storage_pb2.Description],
+    ) -> storage_pb2.Description:
         settings = self._store.settings
         return storage_pb2.Description(bucket=settings.s3_bucket, prefix=settings.s3_prefix)
