@@ -44,6 +44,9 @@ class AppError(Exception):
     grpc_code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     http_status: int = 500
     code: str = "internal"
+    # Seconds after which the same call may succeed; crosses gRPC as RETRY_AFTER metadata and
+    # reaches REST clients as the Retry-After header.
+    retry_after_s: int | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -182,6 +185,17 @@ def http_error_body(status: int, detail: str) -> dict[str, Any]:
     except ValueError:
         name = "http error"
     return {"error": name.lower().replace(" ", "_").replace("-", "_"), "detail": detail}
+
+
+RETRY_AFTER = "retry-after"
+
+
+def retry_after_of(err: grpc.aio.AioRpcError) -> int | None:
+    """The seconds a failed call's server asked the caller to wait, if it said."""
+    for key, value in err.trailing_metadata() or ():
+        if key == RETRY_AFTER and isinstance(value, str) and value.isdigit():
+            return int(value)
+    return None
 
 
 def from_rpc_error(err: grpc.aio.AioRpcError, service: str) -> AppError:

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from common.errors import AppError
+from common.errors import RETRY_AFTER, AppError
 from common.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,8 @@ async def _abort_for(
     exc: Exception, context: grpc.aio.ServicerContext[Req, Resp], method: str
 ) -> NoReturn:
     if isinstance(exc, AppError):
+        if exc.retry_after_s is not None:
+            context.set_trailing_metadata(((RETRY_AFTER, str(exc.retry_after_s)),))
         await context.abort(exc.grpc_code, exc.message)
     logger.exception("unhandled error in %s", method)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the service log")

@@ -33,5 +33,6 @@ class Principal:
         return self.admin or (bool(owner) and owner == self.id)
 
 
-# Who calls when the gateway runs in the explicit open mode (``GATEWAY_AUTH=open``).
-ANONYMOUS = Principal(id="anonymous", tenant="default", role=Role.CLIENT)
+# Who calls when the gateway runs in the explicit open mode (``GATEWAY_AUTH=open``); its tasks
+# run in the orchestrator's default tenant.
+ANONYMOUS = Principal(id="anonymous", tenant="", role=Role.CLIENT)

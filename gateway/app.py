@@ -33,6 +33,7 @@ from common.errors import (
     error_body,
     error_for_code,
     http_error_body,
+    retry_after_of,
 )
 from common.json_limits import MAX_DEPTH
 from gateway.models import (
@@ -186,7 +187,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         detail = err.details() or err.code().name
         if cls in (Unavailable, Timeout):
             detail = f"the platform is unavailable right now: {detail}"
-        return JSONResponse(status_code=cls.http_status, content=error_body(cls(detail)))
+        wait = retry_after_of(err)
+        headers = {"Retry-After": str(wait)} if wait is not None else None
+        return JSONResponse(
+            status_code=cls.http_status, content=error_body(cls(detail)), headers=headers
+        )
 
     # Starlette's own exception, so the router's 404 and 405 are answered here as well.
     @app.exception_handler(StarletteHTTPException)

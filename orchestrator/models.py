@@ -1,7 +1,8 @@
 """The task document: what the orchestrator keeps for each task, one JSON object in S3.
 
 Field names follow the user's clients (SPEC §5); ``owner`` and ``takeovers`` record which
-orchestrator replica runs the task (see :mod:`orchestrator.recovery`). The user's password is
+orchestrator replica runs the task (see :mod:`orchestrator.membership`), ``principal_id`` which
+caller it belongs to (:mod:`common.principals`). The user's password is
 kept only sealed (``password_sealed``, see :mod:`orchestrator.credentials`) so another
 orchestrator can resume the task; the platform token is never part of it.
 """
@@ -96,6 +97,9 @@ class TaskRecord(BaseModel):
     trace: list[TraceEntry] = Field(default_factory=list)
     owner: str = Field("", description="Replica whose lease covers this task while it runs.")
     takeovers: int = Field(0, ge=0, description="Times a replica took the task from a dead one.")
+    principal_id: str = Field(
+        "", description="The principal who submitted the task and alone (with admins) sees it."
+    )
 
     def to_json(self) -> bytes:
         return self.model_dump_json().encode()

@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 
 from common.channels import open_channel
 from common.errors import from_rpc_error
+from common.principals import Principal, Role
 from orchestrator.models import TaskEvent
 from wealthai.orchestrator.v1 import orchestrator_pb2 as pb
 from wealthai.orchestrator.v1 import orchestrator_pb2_grpc
@@ -57,35 +58,38 @@ class Peers:
                 return None
             raise from_rpc_error(err, "orchestrator") from err
 
-    async def status(self, address: str, task_id: str) -> pb.TaskStatus | None:
+    async def status(self, address: str, task_id: str, caller: Principal) -> pb.TaskStatus | None:
         stub = self._stub(address)
-        request = pb.GetTaskRequest(task_id=task_id)
+        request = pb.GetTaskRequest(task_id=task_id, caller=caller_message(caller))
         call = stub.GetTaskStatus(request, timeout=_READ_TIMEOUT_S, metadata=(FORWARDED,))
         return await self._call(address, call)
 
-    async def result(self, address: str, task_id: str) -> pb.TaskResult | None:
+    async def result(self, address: str, task_id: str, caller: Principal) -> pb.TaskResult | None:
         stub = self._stub(address)
-        request = pb.GetTaskRequest(task_id=task_id)
+        request = pb.GetTaskRequest(task_id=task_id, caller=caller_message(caller))
         call = stub.GetTaskResult(request, timeout=_READ_TIMEOUT_S, metadata=(FORWARDED,))
         return await self._call(address, call)
 
-    async def cancel(self, address: str, task_id: str) -> pb.TaskStatus | None:
+    async def cancel(self, address: str, task_id: str, caller: Principal) -> pb.TaskStatus | None:
         stub = self._stub(address)
-        request = pb.CancelTaskRequest(task_id=task_id)
+        request = pb.CancelTaskRequest(task_id=task_id, caller=caller_message(caller))
         call = stub.CancelTask(request, timeout=_ACT_TIMEOUT_S, metadata=(FORWARDED,))
         return await self._call(address, call)
 
-    async def retry(self, address: str, task_id: str) -> pb.TaskStatus | None:
+    async def retry(self, address: str, task_id: str, caller: Principal) -> pb.TaskStatus | None:
         stub = self._stub(address)
-        request = pb.RetryTaskRequest(task_id=task_id)
+        request = pb.RetryTaskRequest(task_id=task_id, caller=caller_message(caller))
         call = stub.RetryTask(request, timeout=_ACT_TIMEOUT_S, metadata=(FORWARDED,))
         return await self._call(address, call)
 
-    async def watch(self, address: str, task_id: str) -> AsyncIterator[TaskEvent]:
+    async def watch(
+        self, address: str, task_id: str, caller: Principal
+    ) -> AsyncIterator[TaskEvent]:
         """The owner's events for ``task_id``; ends early (without error) when the owner goes
         away, so the caller can look for the task again."""
         call = self._stub(address).WatchTask(
-            pb.WatchTaskRequest(task_id=task_id), metadata=(FORWARDED,)
+            pb.WatchTaskRequest(task_id=task_id, caller=caller_message(caller)),
+            metadata=(FORWARDED,),
         )
         try:
             async for event in call:
@@ -103,3 +107,13 @@ class Peers:
             logger.info("watch of %s on %s ended: %s", task_id, address, err.code().name)
         finally:
             call.cancel()
+
+
+def caller_message(caller: Principal) -> pb.Caller:
+    return pb.Caller(principal_id=caller.id, tenant=caller.tenant, admin=caller.admin)
+
+
+def principal_of(caller: pb.Caller) -> Principal:
+    """The principal a request names; one with no id sees nothing but what admins see."""
+    role = Role.ADMIN if caller.admin else Role.CLIENT
+    return Principal(id=caller.principal_id, tenant=caller.tenant, role=role)

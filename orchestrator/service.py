@@ -16,7 +16,7 @@ import json
 import logging
 import secrets
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,14 +26,17 @@ from common import task_ids
 from common.backoff import Backoff
 from common.errors import AppError, Conflict, InvalidInput, NotFound, TooLarge, WrongState
 from common.json_limits import check_json_shape
+from common.principals import Principal
 from common.timeutil import iso, utcnow
 from orchestrator import transitions
+from orchestrator.admission import Admission
 from orchestrator.detection import detect
 from orchestrator.idempotency import check_key, claim, request_digest
 from orchestrator.membership import Membership
 from orchestrator.models import SectionResult, TaskEvent, TaskRecord, TaskState
 from orchestrator.peers import Peers
 from orchestrator.pipeline import Deps, TaskRun
+from orchestrator.recent import RecentTasks
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.takeover import Takeover
 
@@ -42,14 +45,16 @@ logger = logging.getLogger(__name__)
 _TENANT_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 _WATCH_POLL_S = 1.0
 # Finished tasks kept in memory: a retry through another replica shows here after this long.
-_RECENT_SIZE = 4096
 _RECENT_S = 60.0
 _JOIN_BACKOFF = Backoff(initial_s=0.2, max_s=5.0, jitter=0.5)
 
 
-def _check_same_submission(record: TaskRecord, username: str, data: list[dict[str, Any]]) -> None:
+def _check_same_submission(
+    record: TaskRecord, caller: Principal, username: str, data: list[dict[str, Any]]
+) -> None:
     """Guards replays against a task id another submission drew (see README's limits)."""
-    if record.username != username or record.data != data:
+    same = record.principal_id == caller.id and record.username == username
+    if not same or record.data != data:
         raise Conflict(
             f"task {record.task_id} belongs to another submission; "
             "submit again with a new Idempotency-Key"
@@ -91,9 +96,10 @@ class Orchestrator:
         self.runs: dict[str, TaskRun] = {}
         self.submitted = 0
         self.finished: Counter[str] = Counter()
-        # Tasks this replica just finished, so the status and result calls that follow a
-        # task's end are answered without reading it back from storage.
-        self._recent: OrderedDict[str, tuple[float, TaskRecord]] = OrderedDict()
+        self._recent = RecentTasks(settings.recent_max_bytes, _RECENT_S)
+        self.admission = Admission(
+            settings.submit_rate_per_minute, settings.max_in_flight_per_principal
+        )
         self._digest_key = digest_key
         self._id_second = ""
         self._ids_issued: set[str] = set()
@@ -167,6 +173,7 @@ class Orchestrator:
     def _launch(self, record: TaskRecord, version: str) -> TaskRun:
         run = TaskRun(record, version, self.deps)
         self.runs[record.task_id] = run
+        self.admission.started(record.principal_id)
         run.task = asyncio.create_task(self._drive(run), name=record.task_id)
         return run
 
@@ -175,16 +182,16 @@ class Orchestrator:
             await run.run()
         finally:
             self.runs.pop(run.task_id, None)
+            self.admission.finished(run.record.principal_id)
             if run.record.status.terminal:
                 self.finished[run.record.status.value] += 1
-                self._recent[run.task_id] = (time.monotonic(), run.record)
-                while len(self._recent) > _RECENT_SIZE:
-                    self._recent.popitem(last=False)
+                self._recent.add(run.record)
 
     # -- submission -------------------------------------------------------------------------
 
     async def submit(
         self,
+        caller: Principal,
         username: str,
         password: str,
         tenant: str,
@@ -195,18 +202,23 @@ class Orchestrator:
         task and whether an earlier submission with the same idempotency key had made it."""
         started = time.monotonic()
         records = self._validate(username, password, tenant, records_json)
-        tenant = tenant or self.settings.default_tenant
+        if tenant and caller.tenant and tenant != caller.tenant and not caller.admin:
+            raise InvalidInput(f"tenant: your key belongs to tenant {caller.tenant!r}")
+        tenant = tenant or caller.tenant or self.settings.default_tenant
         detected = detect(records, self.deps.config)
+        self.admission.admit(caller)
         now = utcnow()
         task_id = self._new_task_id(now)
         if idempotency_key:
             check_key(idempotency_key)
             request = {"username": username, "password": password, "tenant": tenant}
             digest = request_digest(self._digest_key, {**request, "records": records})
-            claimed = await claim(self.deps.storage, username, idempotency_key, digest, task_id)
+            scope = f"{caller.id}\0{username}"  # one caller's keys never meet another's
+            claimed = await claim(self.deps.storage, scope, idempotency_key, digest, task_id)
             if claimed.replayed:
                 with contextlib.suppress(NotFound):
-                    return await self._replay(claimed.task_id, username, records), True
+                    replayed = await self._replay(claimed.task_id, caller, username, records)
+                    return replayed, True
             task_id = claimed.task_id  # the claim's first attempt never wrote its task
         record = TaskRecord(
             task_id=task_id,
@@ -224,6 +236,7 @@ class Orchestrator:
             created_at=iso(now),
             updated_at=iso(now),
             owner=self.replica_id,
+            principal_id=caller.id,
         )
         record.trace.append(
             transitions.trace_entry(
@@ -255,23 +268,26 @@ class Orchestrator:
             if not keyed:
                 raise
             # A concurrent repeat was first.
-            return await self._replay(record.task_id, record.username, record.data), True
+            caller = Principal(id=record.principal_id, tenant=record.tenant)
+            return await self._replay(record.task_id, caller, record.username, record.data), True
         self.submitted += 1
         logger.info("task %s submitted with sections %s", record.task_id, record.section_detected)
         submitted = record.model_copy()  # the answer shows the task as stored, not as it runs
         self._launch(record, version)
         return submitted, False
 
-    async def _replay(self, task_id: str, username: str, data: list[dict[str, Any]]) -> TaskRecord:
+    async def _replay(
+        self, task_id: str, caller: Principal, username: str, data: list[dict[str, Any]]
+    ) -> TaskRecord:
         """The task an earlier submission of the same user and records created. If it is not
         running — its owner died before its lease listed it, or it is this replica and the task
         is not among its runs — this replica takes it over, so a repeated submission never
         finds an orphan."""
         if run := self.runs.get(task_id):
-            _check_same_submission(run.record, username, data)
+            _check_same_submission(run.record, caller, username, data)
             return run.record
         record, version = await self.deps.storage.get(task_id)
-        _check_same_submission(record, username, data)
+        _check_same_submission(record, caller, username, data)
         orphaned = record.owner == self.replica_id or not self.membership.is_alive(record.owner)
         if not record.status.terminal and orphaned:
             async with self.membership.claiming([task_id]):
@@ -317,62 +333,74 @@ class Orchestrator:
         task_ids.check(task_id)
         return self.membership.locate(task_id)
 
-    async def get(self, task_id: str) -> TaskRecord:
+    async def get(self, task_id: str, caller: Principal) -> TaskRecord:
         """The freshest view of a task this replica can give: live if it runs here, else as
-        stored."""
+        stored. Another owner's task is not found, exactly as a task that does not exist."""
         task_ids.check(task_id)
         if run := self.runs.get(task_id):
-            return run.record
-        if (recent := self._recent.get(task_id)) and time.monotonic() - recent[0] < _RECENT_S:
-            return recent[1]
-        record, _ = await self.deps.storage.get(task_id)
-        return record
+            record = run.record
+        elif (recent := self._recent.get(task_id)) is not None:
+            record = recent
+        else:
+            record, _ = await self.deps.storage.get(task_id)
+        return _visible(record, caller)
 
-    async def list(self, limit: int, status: str, page_token: str) -> tuple[list[TaskRecord], str]:
+    async def list(
+        self, caller: Principal, limit: int, status: str, page_token: str, owner: str = ""
+    ) -> tuple[list[TaskRecord], str]:
+        """A page of tasks, newest first: the caller's own, or for an admin everyone's (or
+        ``owner``'s)."""
         if limit < 0 or limit > 100:
             raise InvalidInput("limit: 1..100")
         if status and status not in {s.value for s in TaskState}:
             allowed = ", ".join(s.value for s in TaskState)
             raise InvalidInput(f"status: must be one of {allowed}")
-        page, token = await self.deps.storage.list_tasks(limit or 20, page_token, status)
+        if owner and not caller.admin:
+            raise InvalidInput("owner: only admins may list another principal's tasks")
+        owner = owner if caller.admin else caller.id
+        page, token = await self.deps.storage.list_tasks(limit or 20, page_token, status, owner)
         live = [self.runs[r.task_id].record if r.task_id in self.runs else r for r, _ in page]
-        return live, token
+        return [r for r in live if caller.may_see(r.principal_id)], token
 
-    async def cancel(self, task_id: str) -> TaskRecord:
+    async def cancel(self, task_id: str, caller: Principal) -> TaskRecord:
         """Stops the task's running sections and records it as cancelled (through its owner
         when that is another live replica)."""
         task_ids.check(task_id)
         if (run := self.runs.get(task_id)) and run.task:
+            _visible(run.record, caller)
             run.cancel_requested = True
             run.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await run.task
             return run.record
         record, version = await self.deps.storage.get(task_id)
+        _visible(record, caller)
         if record.status.terminal:
             raise WrongState(f"task {task_id} already finished as {record.status.value}")
         owner = self.membership.locate(task_id, record.owner)
-        if owner and await self.peers.cancel(owner, task_id) is not None:
+        if owner and await self.peers.cancel(owner, task_id, caller) is not None:
             record, _ = await self.deps.storage.get(task_id)
             return record
         transitions.cancel(record)
         await self.deps.storage.update(record, version)
         return record
 
-    async def retry(self, task_id: str) -> TaskRecord:
+    async def retry(self, task_id: str, caller: Principal) -> TaskRecord:
         """Runs again only the sections of an ``error`` task that did not complete (on its
         last owner when that replica is alive, so no replica keeps serving the old result)."""
         task_ids.check(task_id)
-        if task_id in self.runs:
+        if run := self.runs.get(task_id):
+            _visible(run.record, caller)
             raise WrongState(f"task {task_id} is running")
         record, version = await self.deps.storage.get(task_id)
+        _visible(record, caller)
         if record.status != TaskState.ERROR:
             raise WrongState(
                 f"only a task that ended in error can be retried; {task_id} is "
                 f"{record.status.value}"
             )
         owner = self.membership.locate(task_id, record.owner)
-        if owner and await self.peers.retry(owner, task_id) is not None:
+        if owner and await self.peers.retry(owner, task_id, caller) is not None:
             record, _ = await self.deps.storage.get(task_id)
             return record
         transitions.retry(record, self.replica_id)
@@ -383,28 +411,31 @@ class Orchestrator:
     async def _reopen(self, record: TaskRecord, version: str) -> None:
         async with self.membership.claiming([record.task_id]):
             version = await self.deps.storage.update(record, version)
-            self._recent.pop(record.task_id, None)
+            self._recent.pop(record.task_id)
             self._launch(record, version)
 
-    async def watch(self, task_id: str, forwarded: bool = False) -> AsyncIterator[TaskEvent]:
+    async def watch(
+        self, task_id: str, caller: Principal, forwarded: bool = False
+    ) -> AsyncIterator[TaskEvent]:
         """One event now, then one per change, until the task is finished: from its run when
         it runs here, from its owner when another replica runs it (unless this call was
         forwarded already), else from storage until an owner shows up."""
         last: TaskEvent | None = None
         while True:
             if run := self.runs.get(task_id):
+                _visible(run.record, caller)
                 async for event in self._watch_run(run):
                     if event != last:
                         yield event
                 return
             if owner := ("" if forwarded else self.locate(task_id)):
-                async for event in self.peers.watch(owner, task_id):
+                async for event in self.peers.watch(owner, task_id, caller):
                     if event != last:
                         yield event
                         last = event
                 if last is not None and last.terminal:
                     return
-            event = TaskEvent.of(await self.get(task_id))
+            event = TaskEvent.of(await self.get(task_id, caller))
             if event != last:
                 yield event
                 last = event
@@ -453,3 +484,11 @@ class Orchestrator:
             cache_size=len(self.runs) + len(self._recent),
             storage_bucket=await self.deps.storage.bucket(),
         )
+
+
+def _visible(record: TaskRecord, caller: Principal) -> TaskRecord:
+    """``record`` if ``caller`` may see it; else not found, in the same words as a task that does
+    not exist, so ids cannot be probed."""
+    if not caller.may_see(record.principal_id):
+        raise NotFound(f"task {record.task_id} not found")
+    return record

@@ -8,7 +8,7 @@ from typing import TypeVar
 import grpc
 
 from orchestrator.models import TaskRecord
-from orchestrator.peers import FORWARDED
+from orchestrator.peers import FORWARDED, principal_of
 from orchestrator.service import Orchestrator
 from orchestrator.transitions import elapsed_seconds
 from wealthai.orchestrator.v1 import orchestrator_pb2 as pb
@@ -76,6 +76,8 @@ def _summary(record: TaskRecord) -> pb.TaskSummary:
         cost=record.cost,
         created_at=record.created_at,
         updated_at=record.updated_at,
+        owner=record.principal_id,
+        tenant=record.tenant,
     )
 
 
@@ -90,6 +92,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         context: grpc.aio.ServicerContext[pb.SubmitTaskRequest, pb.SubmitTaskResponse],
     ) -> pb.SubmitTaskResponse:
         record, replayed = await self.orchestrator.submit(
+            principal_of(request.caller),
             request.username,
             request.password,
             request.tenant,
@@ -118,9 +121,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         context: grpc.aio.ServicerContext[pb.GetTaskRequest, pb.TaskStatus],
     ) -> pb.TaskStatus:
         owner = self._owner(request.task_id, context)
-        if owner and (forwarded := await self.peers.status(owner, request.task_id)):
+        caller = principal_of(request.caller)
+        if owner and (forwarded := await self.peers.status(owner, request.task_id, caller)):
             return forwarded
-        return status_message(await self.orchestrator.get(request.task_id))
+        return status_message(await self.orchestrator.get(request.task_id, caller))
 
     async def GetTaskResult(
         self,
@@ -128,9 +132,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         context: grpc.aio.ServicerContext[pb.GetTaskRequest, pb.TaskResult],
     ) -> pb.TaskResult:
         owner = self._owner(request.task_id, context)
-        if owner and (forwarded := await self.peers.result(owner, request.task_id)):
+        caller = principal_of(request.caller)
+        if owner and (forwarded := await self.peers.result(owner, request.task_id, caller)):
             return forwarded
-        return result_message(await self.orchestrator.get(request.task_id))
+        return result_message(await self.orchestrator.get(request.task_id, caller))
 
     async def ListTasks(
         self,
@@ -138,7 +143,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         context: grpc.aio.ServicerContext[pb.ListTasksRequest, pb.ListTasksResponse],
     ) -> pb.ListTasksResponse:
         records, token = await self.orchestrator.list(
-            request.limit, request.status, request.page_token
+            principal_of(request.caller),
+            request.limit,
+            request.status,
+            request.page_token,
+            request.owner,
         )
         return pb.ListTasksResponse(tasks=[_summary(r) for r in records], next_page_token=token)
 
@@ -148,9 +157,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         context: grpc.aio.ServicerContext[pb.CancelTaskRequest, pb.TaskStatus],
     ) -> pb.TaskStatus:
         owner = self._owner(request.task_id, context)
-        if owner and (forwarded := await self.peers.cancel(owner, request.task_id)):
+        caller = principal_of(request.caller)
+        if owner and (forwarded := await self.peers.cancel(owner, request.task_id, caller)):
             return forwarded
-        return status_message(await self.orchestrator.cancel(request.task_id))
+        return status_message(await self.orchestrator.cancel(request.task_id, caller))
 
     async def RetryTask(
         self,
@@ -158,9 +168,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         context: grpc.aio.ServicerContext[pb.RetryTaskRequest, pb.TaskStatus],
     ) -> pb.TaskStatus:
         owner = self._owner(request.task_id, context)
-        if owner and (forwarded := await self.peers.retry(owner, request.task_id)):
+        caller = principal_of(request.caller)
+        if owner and (forwarded := await self.peers.retry(owner, request.task_id, caller)):
             return forwarded
-        return status_message(await self.orchestrator.retry(request.task_id))
+        return status_message(await self.orchestrator.retry(request.task_id, caller))
 
     async def WatchTask(
         self,
@@ -168,7 +179,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         context: grpc.aio.ServicerContext[pb.WatchTaskRequest, pb.TaskEvent],
     ) -> AsyncIterator[pb.TaskEvent]:
         forwarded = FORWARDED in tuple(context.invocation_metadata() or ())
-        async for event in self.orchestrator.watch(request.task_id, forwarded=forwarded):
+        caller = principal_of(request.caller)
+        async for event in self.orchestrator.watch(request.task_id, caller, forwarded=forwarded):
             yield pb.TaskEvent(
                 task_id=event.task_id,
                 status=event.status,

@@ -42,6 +42,18 @@ class OrchestratorSettings(ServiceSettings):
     )
     max_records: int = Field(20, ge=1, le=1000, description="Records per task.")
     max_record_bytes: int = Field(256 * 1024, ge=64, description="Size of one record as JSON.")
+    submit_rate_per_minute: int = Field(
+        3000, ge=1, description="Submissions one principal may make a minute, per replica."
+    )
+    max_in_flight_per_principal: int = Field(
+        2000, ge=1, description="Unfinished tasks one principal may have, per replica."
+    )
+    recent_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="Memory for summaries of tasks finished in the last minute (served from "
+        "memory); the oldest are dropped past it.",
+    )
     worker_refresh_s: float = Field(2.0, gt=0, description="How often worker loads are read.")
     auth_wait_s: float = Field(
         60.0, gt=0, description="How long authentication waits for a reachable worker."

@@ -11,6 +11,7 @@ from common.grpc_server import ServiceHost
 from common.settings import ServiceSettings
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from orchestrator.admission import Throttled
 from wealthai.orchestrator.v1 import orchestrator_pb2 as pb
 from wealthai.orchestrator.v1 import orchestrator_pb2_grpc
 
@@ -211,6 +212,17 @@ async def test_orchestrator_errors_map_through_the_error_table(env, error, statu
     assert reply.json()["error"] == code
     assert error.message in reply.json()["detail"]
     assert "hunter2-secret" not in reply.text
+
+
+async def test_a_throttled_submission_says_when_to_retry(env):
+    client, scripted = env
+    scripted.fail_with = Throttled("more than 3 submissions a minute", retry_after_s=17)
+    reply = await client.post("/task/submit", json=BODY)
+    assert reply.status_code == 429
+    assert reply.headers["Retry-After"] == "17"
+    assert reply.json()["error"] == "rate_limited"
+    scripted.fail_with = errors.Overloaded("every worker is busy")
+    assert "Retry-After" not in (await client.post("/task/submit", json=BODY)).headers
 
 
 async def test_status_result_list_cancel(env):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from common.errors import AppError, Conflict, NotFound, Unavailable
+from common.principals import Principal
 from orchestrator.models import TaskEvent, TaskRecord
 from orchestrator.storage_client import StorageClient
 from orchestrator.worker_client import (
@@ -163,7 +164,7 @@ class FakeStorage:
         return TaskRecord.from_json(raw), version
 
     async def list_tasks(
-        self, limit: int, page_token: str, status: str = ""
+        self, limit: int, page_token: str, status: str = "", owner: str = ""
     ) -> tuple[list[tuple[TaskRecord, str]], str]:
         await self._enter("list_tasks", page_token)
         ids = sorted(self.tasks, reverse=True)
@@ -177,7 +178,9 @@ class FakeStorage:
             raw, version = self.tasks[task_id]
             record = TaskRecord.from_json(raw)
             last = task_id
-            if not status or record.status.value == status:
+            if (not status or record.status.value == status) and (
+                not owner or record.principal_id == owner
+            ):
                 page.append((record, version))
         return page, ""
 
@@ -330,28 +333,36 @@ class FakePeers:
 
     def __init__(self, events: Sequence[TaskEvent] = (), answer: object = "forwarded") -> None:
         self.calls: list[tuple[str, str, str]] = []
+        self.callers: list[Principal] = []  # who each forwarded call was made for
         self.events = list(events)
         self.answer = answer
         self.closed = False
 
-    async def status(self, address: str, task_id: str) -> object:
+    async def status(self, address: str, task_id: str, caller: Principal) -> object:
         self.calls.append(("status", address, task_id))
+        self.callers.append(caller)
         return self.answer
 
-    async def result(self, address: str, task_id: str) -> object:
+    async def result(self, address: str, task_id: str, caller: Principal) -> object:
         self.calls.append(("result", address, task_id))
+        self.callers.append(caller)
         return self.answer
 
-    async def cancel(self, address: str, task_id: str) -> object:
+    async def cancel(self, address: str, task_id: str, caller: Principal) -> object:
         self.calls.append(("cancel", address, task_id))
+        self.callers.append(caller)
         return self.answer
 
-    async def retry(self, address: str, task_id: str) -> object:
+    async def retry(self, address: str, task_id: str, caller: Principal) -> object:
         self.calls.append(("retry", address, task_id))
+        self.callers.append(caller)
         return self.answer
 
-    async def watch(self, address: str, task_id: str) -> AsyncIterator[TaskEvent]:
+    async def watch(
+        self, address: str, task_id: str, caller: Principal
+    ) -> AsyncIterator[TaskEvent]:
         self.calls.append(("watch", address, task_id))
+        self.callers.append(caller)
         for event in self.events:
             yield event
 

@@ -15,6 +15,7 @@ import pytest
 
 from common import task_ids
 from common.errors import AppError, Conflict, InvalidInput, NotFound, TooLarge, WrongState
+from common.principals import Principal, Role
 from orchestrator.config import load_config
 from orchestrator.credentials import Sealer, decode_key, new_key
 from orchestrator.idempotency import claim, request_digest
@@ -37,6 +38,10 @@ from tests.orchestrator.fakes import (
     room,
 )
 
+ALICE = Principal(id="alice-key", tenant="t")
+BOB = Principal(id="bob-key", tenant="t")
+ADMIN = Principal(id="ops", tenant="", role=Role.ADMIN)
+SCOPE = f"{ALICE.id}\0alice"  # idempotency keys are scoped to the caller and the user
 CONFIG = Path(__file__).resolve().parents[2] / "config.json"
 DIGEST_KEY = b"d" * 32
 SECTIONS = ["portfolio_snapshot", "top_movers", "model_and_rebalancing"]
@@ -78,11 +83,11 @@ class World:
         return sum(job.section == section for job in self.worker.runs)
 
     async def status(self, task_id: str) -> TaskState:
-        return (await self.orch.get(task_id)).status
+        return (await self.orch.get(task_id, ALICE)).status
 
     async def finished(self, task_id: str) -> TaskRecord:
         await eventually(lambda: task_id not in self.orch.runs, what=f"{task_id} finished")
-        return await self.orch.get(task_id)
+        return await self.orch.get(task_id, ADMIN)
 
 
 @pytest.fixture
@@ -113,11 +118,11 @@ async def world() -> AsyncIterator[World]:
 
 
 async def test_submit_stores_pending_and_the_task_completes(world: World) -> None:
-    record, replayed = await world.orch.submit("alice", "pw", "", RECORDS)
+    record, replayed = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS)
 
     assert not replayed
     assert record.status == TaskState.PENDING
-    assert record.tenant == "wealth"
+    assert record.tenant == ALICE.tenant  # a key's tasks run in its tenant
     assert record.owner == "r1"
     assert record.section_detected == ", ".join(SECTIONS)
     assert "pw" not in record.password_sealed
@@ -146,7 +151,7 @@ async def test_submit_stores_pending_and_the_task_completes(world: World) -> Non
 
 async def test_rejected_credentials_end_the_task_in_error(world: World) -> None:
     world.worker.auth_error = JobRejected(world.worker.address, "bad password")
-    record, _ = await world.orch.submit("alice", "pw", "", RECORDS)
+    record, _ = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS)
     done = await world.finished(record.task_id)
     assert done.status == TaskState.ERROR
     assert done.message == "Authentication failed: bad password"
@@ -154,8 +159,8 @@ async def test_rejected_credentials_end_the_task_in_error(world: World) -> None:
 
 
 async def test_same_key_and_body_replays_the_task(world: World) -> None:
-    first, replayed_first = await world.orch.submit("alice", "pw", "", RECORDS, "key-1")
-    second, replayed_second = await world.orch.submit("alice", "pw", "", RECORDS, "key-1")
+    first, replayed_first = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS, "key-1")
+    second, replayed_second = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS, "key-1")
 
     assert not replayed_first
     assert replayed_second
@@ -163,7 +168,7 @@ async def test_same_key_and_body_replays_the_task(world: World) -> None:
     assert list(world.storage.tasks) == [first.task_id]
 
     await world.finished(first.task_id)
-    third, replayed_third = await world.orch.submit("alice", "pw", "", RECORDS, "key-1")
+    third, replayed_third = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS, "key-1")
     assert replayed_third
     assert third.task_id == first.task_id
     assert third.status == TaskState.COMPLETED
@@ -171,29 +176,29 @@ async def test_same_key_and_body_replays_the_task(world: World) -> None:
 
 
 async def test_same_key_with_another_body_is_a_conflict(world: World) -> None:
-    await world.orch.submit("alice", "pw", "", RECORDS, "key-1")
+    await world.orch.submit(ALICE, "alice", "pw", "", RECORDS, "key-1")
     with pytest.raises(Conflict, match="different request"):
-        await world.orch.submit("alice", "pw", "", RECORDS[:2], "key-1")
+        await world.orch.submit(ALICE, "alice", "pw", "", RECORDS[:2], "key-1")
     with pytest.raises(Conflict):
-        await world.orch.submit("alice", "other-pw", "", RECORDS, "key-1")
+        await world.orch.submit(ALICE, "alice", "other-pw", "", RECORDS, "key-1")
     assert len(world.storage.tasks) == 1
 
 
 async def test_same_key_of_another_user_is_another_task(world: World) -> None:
-    first, _ = await world.orch.submit("alice", "pw", "", RECORDS, "key-1")
-    second, replayed = await world.orch.submit("bob", "pw", "", RECORDS, "key-1")
+    first, _ = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS, "key-1")
+    second, replayed = await world.orch.submit(ALICE, "bob", "pw", "", RECORDS, "key-1")
     assert not replayed
     assert second.task_id != first.task_id
 
 
 async def test_claimed_key_whose_task_was_never_written_writes_it(world: World) -> None:
     records = [json.loads(r) for r in RECORDS]
-    request = {"username": "alice", "password": "pw", "tenant": "wealth", "records": records}
+    request = {"username": "alice", "password": "pw", "tenant": ALICE.tenant, "records": records}
     digest = request_digest(DIGEST_KEY, request)
     claimed_id = "task_20260101000000_aa123456"
-    await claim(world.storage.as_client(), "alice", "key-1", digest, claimed_id)
+    await claim(world.storage.as_client(), SCOPE, "key-1", digest, claimed_id)
 
-    record, replayed = await world.orch.submit("alice", "pw", "", RECORDS, "key-1")
+    record, replayed = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS, "key-1")
 
     assert not replayed
     assert record.task_id == claimed_id
@@ -202,16 +207,15 @@ async def test_claimed_key_whose_task_was_never_written_writes_it(world: World) 
 
 async def test_replay_of_an_orphan_takes_it_over(world: World) -> None:
     records = [json.loads(r) for r in RECORDS]
-    request = {"username": "alice", "password": "pw", "tenant": "wealth", "records": records}
+    request = {"username": "alice", "password": "pw", "tenant": ALICE.tenant, "records": records}
     task_id = "task_20260101000000_aa123456"
-    await claim(
-        world.storage.as_client(), "alice", "k", request_digest(DIGEST_KEY, request), task_id
-    )
+    await claim(world.storage.as_client(), SCOPE, "k", request_digest(DIGEST_KEY, request), task_id)
     # Stored by this replica's earlier life, never run since.
     orphan = task_record(
         task_id=task_id,
         username="alice",
-        tenant="wealth",
+        tenant=ALICE.tenant,
+        principal_id=ALICE.id,
         password_sealed=world.orch.deps.sealer.seal("pw", task_id),
         data=records,
         result_data={
@@ -221,7 +225,7 @@ async def test_replay_of_an_orphan_takes_it_over(world: World) -> None:
     )
     world.storage.put_record(orphan)
 
-    record, replayed = await world.orch.submit("alice", "pw", "", RECORDS, "k")
+    record, replayed = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS, "k")
 
     assert replayed
     assert record.task_id == task_id
@@ -235,10 +239,10 @@ async def test_replay_of_an_orphan_takes_it_over(world: World) -> None:
 
 async def test_cancel_of_a_running_task(world: World) -> None:
     world.gate = asyncio.Event()  # jobs never finish
-    record, _ = await world.orch.submit("alice", "pw", "", RECORDS)
+    record, _ = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS)
     await eventually(lambda: len(world.worker.runs) == 3)
 
-    cancelled = await asyncio.wait_for(world.orch.cancel(record.task_id), 2)
+    cancelled = await asyncio.wait_for(world.orch.cancel(record.task_id, ALICE), 2)
 
     assert cancelled.status == TaskState.CANCELLED
     stored = world.storage.record(record.task_id)
@@ -250,19 +254,21 @@ async def test_cancel_of_a_running_task(world: World) -> None:
 
 
 async def test_cancel_of_a_finished_task_is_wrong_state(world: World) -> None:
-    record, _ = await world.orch.submit("alice", "pw", "", RECORDS)
+    record, _ = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS)
     await world.finished(record.task_id)
     with pytest.raises(WrongState, match="already finished as completed"):
-        await world.orch.cancel(record.task_id)
+        await world.orch.cancel(record.task_id, ALICE)
     assert world.storage.record(record.task_id).status == TaskState.COMPLETED
 
 
 async def test_cancel_of_a_stored_task_nobody_runs_is_done_here(world: World) -> None:
     task_id = "task_20260101000000_bb000001"
     world.storage.put_record(
-        task_record(task_id=task_id, status=TaskState.PROCESSING, owner="gone")
+        task_record(
+            task_id=task_id, status=TaskState.PROCESSING, owner="gone", principal_id=ALICE.id
+        )
     )
-    cancelled = await world.orch.cancel(task_id)
+    cancelled = await world.orch.cancel(task_id, ALICE)
     assert cancelled.status == TaskState.CANCELLED
     assert world.storage.record(task_id).status == TaskState.CANCELLED
     assert world.peers.calls == []
@@ -270,9 +276,9 @@ async def test_cancel_of_a_stored_task_nobody_runs_is_done_here(world: World) ->
 
 async def test_cancel_of_an_unknown_task_is_not_found(world: World) -> None:
     with pytest.raises(NotFound):
-        await world.orch.cancel("task_20260101000000_bb000001")
+        await world.orch.cancel("task_20260101000000_bb000001", ALICE)
     with pytest.raises(InvalidInput):
-        await world.orch.cancel("not-a-task")
+        await world.orch.cancel("not-a-task", ALICE)
 
 
 # -- retry ----------------------------------------------------------------------------------
@@ -280,13 +286,13 @@ async def test_cancel_of_an_unknown_task_is_not_found(world: World) -> None:
 
 async def test_retry_reruns_only_the_failed_sections(world: World) -> None:
     world.failing = {"top_movers"}
-    record, _ = await world.orch.submit("alice", "pw", "", RECORDS)
+    record, _ = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS)
     failed = await world.finished(record.task_id)
     assert failed.status == TaskState.ERROR
     assert world.storage.record(record.task_id).status == TaskState.ERROR
 
     world.failing = set()
-    reopened = await world.orch.retry(record.task_id)
+    reopened = await world.orch.retry(record.task_id, ALICE)
 
     # The answer is the reopened task (already running again here).
     assert not reopened.status.terminal
@@ -304,17 +310,17 @@ async def test_retry_reruns_only_the_failed_sections(world: World) -> None:
 
 
 async def test_retry_of_a_task_not_in_error_is_wrong_state(world: World) -> None:
-    record, _ = await world.orch.submit("alice", "pw", "", RECORDS)
+    record, _ = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS)
     await world.finished(record.task_id)
     with pytest.raises(WrongState, match="only a task that ended in error"):
-        await world.orch.retry(record.task_id)
+        await world.orch.retry(record.task_id, ALICE)
 
 
 async def test_retry_of_a_running_task_is_wrong_state(world: World) -> None:
     world.gate = asyncio.Event()
-    record, _ = await world.orch.submit("alice", "pw", "", RECORDS)
+    record, _ = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS)
     with pytest.raises(WrongState, match="is running"):
-        await world.orch.retry(record.task_id)
+        await world.orch.retry(record.task_id, ALICE)
     world.gate.set()
     await world.finished(record.task_id)
 
@@ -329,9 +335,9 @@ async def _collect(events: AsyncIterator[TaskEvent], into: list[TaskEvent]) -> N
 
 async def test_watch_yields_events_until_the_terminal_one(world: World) -> None:
     world.gate = asyncio.Event()
-    record, _ = await world.orch.submit("alice", "pw", "", RECORDS)
+    record, _ = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS)
     seen: list[TaskEvent] = []
-    watcher = asyncio.create_task(_collect(world.orch.watch(record.task_id), seen))
+    watcher = asyncio.create_task(_collect(world.orch.watch(record.task_id, ALICE), seen))
     await eventually(lambda: len(seen) >= 1)
     world.gate.set()
 
@@ -352,9 +358,11 @@ async def test_watch_yields_events_until_the_terminal_one(world: World) -> None:
 
 async def test_watch_of_a_finished_task_yields_it_once(world: World) -> None:
     task_id = "task_20260101000000_bb000001"
-    world.storage.put_record(task_record(task_id=task_id, status=TaskState.ERROR, progress=100))
+    world.storage.put_record(
+        task_record(task_id=task_id, status=TaskState.ERROR, progress=100, principal_id=ALICE.id)
+    )
     seen: list[TaskEvent] = []
-    await asyncio.wait_for(_collect(world.orch.watch(task_id), seen), 2)
+    await asyncio.wait_for(_collect(world.orch.watch(task_id, ALICE), seen), 2)
     assert [(e.status, e.progress) for e in seen] == [("error", 100)]
 
 
@@ -365,7 +373,8 @@ OTHERS_TASK = "task_20260101000000_bb000001"
 
 
 async def _owned_by_r2(world: World, status: TaskState) -> None:
-    world.storage.put_record(task_record(task_id=OTHERS_TASK, status=status, owner="r2"))
+    record = task_record(task_id=OTHERS_TASK, status=status, owner="r2", principal_id=ALICE.id)
+    world.storage.put_record(record)
     lease = LeaseBody(replica_id="r2", address="addr-r2", tasks=[OTHERS_TASK], tag="bb")
     world.storage.objects[(LEASES, "r2")] = (lease.model_dump_json().encode(), "l1")
     await world.orch.membership.refresh()
@@ -376,7 +385,7 @@ async def test_cancel_goes_to_the_owner(world: World) -> None:
     await _owned_by_r2(world, TaskState.PROCESSING)
     writes = len(world.storage.history)
 
-    record = await world.orch.cancel(OTHERS_TASK)
+    record = await world.orch.cancel(OTHERS_TASK, ALICE)
 
     assert world.peers.calls == [("cancel", "addr-r2", OTHERS_TASK)]
     assert len(world.storage.history) == writes  # the owner writes it, not this replica
@@ -387,7 +396,7 @@ async def test_cancel_is_done_here_when_the_owner_is_unreachable(world: World) -
     await _owned_by_r2(world, TaskState.PROCESSING)
     world.peers.answer = None
 
-    record = await world.orch.cancel(OTHERS_TASK)
+    record = await world.orch.cancel(OTHERS_TASK, ALICE)
 
     assert world.peers.calls == [("cancel", "addr-r2", OTHERS_TASK)]
     assert record.status == TaskState.CANCELLED
@@ -397,7 +406,7 @@ async def test_cancel_is_done_here_when_the_owner_is_unreachable(world: World) -
 async def test_retry_goes_to_the_owner(world: World) -> None:
     await _owned_by_r2(world, TaskState.ERROR)
 
-    record = await world.orch.retry(OTHERS_TASK)
+    record = await world.orch.retry(OTHERS_TASK, ALICE)
 
     assert world.peers.calls == [("retry", "addr-r2", OTHERS_TASK)]
     assert record.status == TaskState.ERROR  # as stored; the owner reruns it
@@ -413,7 +422,7 @@ async def test_watch_goes_to_the_owner(world: World) -> None:
     world.peers.events = events
     seen: list[TaskEvent] = []
 
-    await asyncio.wait_for(_collect(world.orch.watch(OTHERS_TASK), seen), 2)
+    await asyncio.wait_for(_collect(world.orch.watch(OTHERS_TASK, ALICE), seen), 2)
 
     assert seen == events
     assert world.peers.calls == [("watch", "addr-r2", OTHERS_TASK)]
@@ -424,7 +433,7 @@ async def test_watch_falls_back_to_storage_when_the_owner_stream_ends_early(worl
     world.peers.events = [TaskEvent(OTHERS_TASK, "processing", 50, "Processing", "t1")]
     seen: list[TaskEvent] = []
 
-    await asyncio.wait_for(_collect(world.orch.watch(OTHERS_TASK), seen), 2)
+    await asyncio.wait_for(_collect(world.orch.watch(OTHERS_TASK, ALICE), seen), 2)
 
     assert [e.status for e in seen] == ["processing", "cancelled"]
 
@@ -432,7 +441,7 @@ async def test_watch_falls_back_to_storage_when_the_owner_stream_ends_early(worl
 async def test_forwarded_watch_is_not_forwarded_again(world: World) -> None:
     await _owned_by_r2(world, TaskState.COMPLETED)
     seen: list[TaskEvent] = []
-    await asyncio.wait_for(_collect(world.orch.watch(OTHERS_TASK, forwarded=True), seen), 2)
+    await asyncio.wait_for(_collect(world.orch.watch(OTHERS_TASK, ALICE, forwarded=True), seen), 2)
     assert [e.status for e in seen] == ["completed"]
     assert world.peers.calls == []
 
@@ -442,21 +451,21 @@ async def test_forwarded_watch_is_not_forwarded_again(world: World) -> None:
 
 async def test_get_and_list(world: World) -> None:
     world.gate = asyncio.Event()
-    record, _ = await world.orch.submit("alice", "pw", "", RECORDS)
+    record, _ = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS)
     await eventually(lambda: len(world.worker.runs) == 3)
-    live = await world.orch.get(record.task_id)
+    live = await world.orch.get(record.task_id, ALICE)
     assert live.status == TaskState.PROCESSING  # from memory; storage still says pending
     assert world.storage.record(record.task_id).status == TaskState.PENDING
 
-    listed, token = await world.orch.list(10, "", "")
+    listed, token = await world.orch.list(ALICE, 10, "", "")
     assert [r.status for r in listed] == [TaskState.PROCESSING]
     assert token == ""
     with pytest.raises(InvalidInput):
-        await world.orch.list(101, "", "")
+        await world.orch.list(ALICE, 101, "", "")
     with pytest.raises(InvalidInput, match="status"):
-        await world.orch.list(10, "bogus", "")
+        await world.orch.list(ALICE, 10, "bogus", "")
     with pytest.raises(NotFound):
-        await world.orch.get("task_20260101000000_bb000001")
+        await world.orch.get("task_20260101000000_bb000001", ALICE)
     world.gate.set()
     await world.finished(record.task_id)
 
@@ -503,13 +512,84 @@ async def test_submit_rejects_bad_input(
     match: str,
 ) -> None:
     with pytest.raises(error, match=match):
-        await world.orch.submit(username, password, tenant, records)
+        await world.orch.submit(ALICE, username, password, tenant, records)
     assert world.storage.tasks == {}
 
 
 async def test_submit_accepts_a_valid_tenant_and_rejects_a_bad_key(world: World) -> None:
-    record, _ = await world.orch.submit("alice", "pw", "acme.eu-1_x", RECORDS[:1])
+    record, _ = await world.orch.submit(ADMIN, "alice", "pw", "acme.eu-1_x", RECORDS[:1])
     assert record.tenant == "acme.eu-1_x"
+    with pytest.raises(InvalidInput, match="your key belongs to tenant 't'"):
+        await world.orch.submit(ALICE, "alice", "pw", "acme", RECORDS[:1])
     with pytest.raises(InvalidInput, match="idempotency key"):
-        await world.orch.submit("alice", "pw", "", RECORDS, "bad\nkey")
+        await world.orch.submit(ALICE, "alice", "pw", "", RECORDS, "bad\nkey")
     await world.finished(record.task_id)
+
+
+# -- ownership ------------------------------------------------------------------------------
+
+
+async def test_another_owners_task_is_not_found_everywhere(world: World) -> None:
+    record, _ = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS)
+    world.gate = asyncio.Event()  # nothing runs to the end meanwhile
+    unknown = "task_20260101000000_bb0000ff"
+    with pytest.raises(NotFound) as missing:
+        await world.orch.get(unknown, BOB)
+    for call in (
+        world.orch.get(record.task_id, BOB),
+        world.orch.cancel(record.task_id, BOB),
+        world.orch.retry(record.task_id, BOB),
+        _collect(world.orch.watch(record.task_id, BOB), []),
+    ):
+        with pytest.raises(NotFound) as caught:
+            await call
+        # The same words as for a task that does not exist: ids cannot be probed.
+        assert str(caught.value) == str(missing.value).replace(unknown, record.task_id)
+    world.gate.set()
+    done = await world.finished(record.task_id)
+    assert done.principal_id == ALICE.id
+    for call in (world.orch.get(done.task_id, BOB), world.orch.retry(done.task_id, BOB)):
+        with pytest.raises(NotFound):
+            await call
+    assert (await world.orch.get(done.task_id, ALICE)).status == TaskState.COMPLETED
+
+
+async def test_a_task_without_an_owner_is_seen_by_admins_only(world: World) -> None:
+    task_id = "task_20260101000000_bb000010"
+    world.storage.put_record(task_record(task_id=task_id, status=TaskState.COMPLETED))
+    with pytest.raises(NotFound):
+        await world.orch.get(task_id, ALICE)
+    with pytest.raises(NotFound):
+        await world.orch.get(task_id, Principal(id="", tenant=""))
+    assert (await world.orch.get(task_id, ADMIN)).task_id == task_id
+
+
+async def test_listing_asks_storage_for_the_callers_own_tasks(world: World) -> None:
+    mine = [(await world.orch.submit(ALICE, "alice", "pw", "", RECORDS))[0] for _ in range(2)]
+    theirs, _ = await world.orch.submit(BOB, "bob", "pw", "", RECORDS)
+    for record in (*mine, theirs):
+        await world.finished(record.task_id)
+
+    listed, _ = await world.orch.list(ALICE, 10, "", "")
+    assert {r.task_id for r in listed} == {r.task_id for r in mine}
+    everyone, _ = await world.orch.list(ADMIN, 10, "", "")
+    assert {r.task_id for r in everyone} == {r.task_id for r in (*mine, theirs)}
+    bobs, _ = await world.orch.list(ADMIN, 10, "", "", owner=BOB.id)
+    assert [r.task_id for r in bobs] == [theirs.task_id]
+    with pytest.raises(InvalidInput, match="only admins"):
+        await world.orch.list(ALICE, 10, "", "", owner=BOB.id)
+
+
+async def test_forwarded_calls_carry_the_caller(world: World) -> None:
+    await _owned_by_r2(world, TaskState.PROCESSING)
+    world.peers.events = [TaskEvent(OTHERS_TASK, "completed", 100, "All done", "t2")]
+    await world.orch.cancel(OTHERS_TASK, ALICE)
+    await asyncio.wait_for(_collect(world.orch.watch(OTHERS_TASK, ALICE), []), 2)
+    assert world.peers.callers == [ALICE, ALICE]
+
+
+async def test_idempotency_keys_of_two_callers_never_meet(world: World) -> None:
+    first, _ = await world.orch.submit(ALICE, "same-user", "pw", "", RECORDS, "k")
+    second, replayed = await world.orch.submit(BOB, "same-user", "pw", "", RECORDS, "k")
+    assert not replayed
+    assert second.task_id != first.task_id

@@ -13,6 +13,7 @@ import pytest
 
 from common import task_ids
 from common.errors import Conflict
+from common.principals import Principal
 from orchestrator import service
 from orchestrator.credentials import new_key
 from orchestrator.pipeline import Deps
@@ -54,11 +55,19 @@ def test_ids_carry_the_replica_tag_and_never_repeat_within_a_second(
 
 async def test_a_replay_never_answers_with_another_submissions_task() -> None:
     orchestrator = _orchestrator()
-    record = task_record(username="someone-else@example.com", data=[{"asset_id": "a"}])
+    me = Principal(id="me", tenant="t")
+    record = task_record(
+        username="someone-else@example.com", data=[{"asset_id": "a"}], principal_id="me"
+    )
     orchestrator.runs[record.task_id] = cast(Any, SimpleNamespace(record=record))
+    replay = orchestrator._replay
 
     with pytest.raises(Conflict, match="belongs to another submission"):
-        await orchestrator._replay(record.task_id, "me@example.com", [{"asset_id": "a"}])
+        await replay(record.task_id, me, "me@example.com", [{"asset_id": "a"}])
     with pytest.raises(Conflict, match="belongs to another submission"):
-        await orchestrator._replay(record.task_id, record.username, [{"asset_id": "b"}])
-    assert await orchestrator._replay(record.task_id, record.username, record.data) is record
+        await replay(record.task_id, me, record.username, [{"asset_id": "b"}])
+    with pytest.raises(Conflict, match="belongs to another submission"):
+        await replay(
+            record.task_id, Principal(id="other", tenant="t"), record.username, record.data
+        )
+    assert await replay(record.task_id, me, record.username, record.data) is record
