@@ -64,10 +64,14 @@ class StorageClient:
     async def close(self) -> None:
         await self._channel.close()
 
-    async def create(self, record: TaskRecord) -> str:
-        """Stores a new task (fails with Conflict if the id exists); returns its version."""
+    async def create(self, record: TaskRecord, owner: str = "") -> str:
+        """Stores a new task (fails with Conflict if the id exists); returns its version.
+
+        ``owner`` (a principal id) puts the task in that owner's index, which
+        :meth:`list_tasks` with the owner reads; empty leaves it out of every owner's listing.
+        """
         request = storage_pb2.PutTaskRequest(
-            task_id=record.task_id, document=record.to_json(), if_none_match=True
+            task_id=record.task_id, document=record.to_json(), if_none_match=True, owner=owner
         )
         return await self._put(request)
 
@@ -101,15 +105,19 @@ class StorageClient:
         return record, str(response.version)
 
     async def list_tasks(
-        self, limit: int, page_token: str, status: str = ""
+        self, limit: int, page_token: str, status: str = "", owner: str = ""
     ) -> tuple[list[tuple[TaskRecord, str]], str]:
         """A page of tasks with their versions, newest first, and the next page's token.
 
-        A document that cannot be read is left out (and logged), so a page may hold fewer tasks
-        than asked while the token still leads past it."""
+        With ``owner`` only the tasks created with that owner, whose token pages that owner's
+        listing only. A document that cannot be read is left out (and logged), so a page may
+        hold fewer tasks than asked while the token still leads past it."""
+        request = storage_pb2.ListTasksRequest(
+            page_size=limit, status=status, page_token=page_token, owner=owner
+        )
         try:
             response = await self._stub.ListTasks(
-                storage_pb2.ListTasksRequest(page_size=limit, status=status, page_token=page_token),
+                request,
                 timeout=_CALL_TIMEOUT_S,
             )
         except grpc.aio.AioRpcError as err:

@@ -1,6 +1,7 @@
 """storage_svc: the only process that talks to S3.
 
-It keeps one JSON document per task at ``<prefix><task_id>.json`` and small JSON objects in
+It keeps one JSON document per task at ``<prefix><task_id>.json`` (and, for a task created with an
+owner, an empty marker in that owner's index at ``<prefix>_owners/…``) and small JSON objects in
 namespaces at ``<prefix>_<namespace>/<name>.json`` (orchestrator leases, idempotency keys),
 guards every write with the object's ETag (compare-and-swap), and serves all of it over the
 ``wealthai.storage.v1.StorageService`` gRPC contract.
@@ -12,6 +13,8 @@ guards every write with the object's ETag (compare-and-swap), and serves all of 
   the one way JSON objects are read, written (compare-and-swap) and deleted.
 - :mod:`storage_svc.bucket` — start-up: create the bucket, keep the lifecycle rule.
 - :mod:`storage_svc.listing` — task ids newest first from key names, one UTC day at a time.
+- :mod:`storage_svc.owners` — the owner index: one marker per task under its owner, listed
+  newest first.
 - :mod:`storage_svc.store` — :class:`~storage_svc.store.TaskStore`, the task documents.
 - :mod:`storage_svc.objects` — :class:`~storage_svc.objects.ObjectStore`, namespaced objects.
 - :mod:`storage_svc.servicer` — the thin gRPC adapter over the two stores.

@@ -1,8 +1,9 @@
 """Start-up preparation of the bucket: create it if missing and keep our lifecycle rule in place.
 
-The rule expires every object under the task prefix (task documents and namespaced objects)
-``task_retention_days`` after it was last written. It is identified by its ID, so putting it is
-idempotent and leaves rules that other tools keep on the same bucket untouched.
+The rule expires every object under the task prefix (task documents, the owner index's markers
+and namespaced objects) ``task_retention_days`` after it was last written. It is identified by
+its ID, so putting it is idempotent and leaves rules that other tools keep on the same bucket
+untouched.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ OBJECT_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}\Z")
 MAX_OBJECT_BODY = 1024 * 1024
 
 _TASKS_PAGE = "t1:"
+_OWNER_TASKS_PAGE = "u1:"
 _OBJECTS_PAGE = "o1:"
 
 
@@ -109,6 +110,18 @@ def encode_tasks_token(last_task_id: str) -> str:
 def decode_tasks_token(token: str) -> str:
     """The task id a :func:`encode_tasks_token` token carries; InvalidInput if it is not one."""
     return _decode(token, _TASKS_PAGE)
+
+
+def encode_owner_tasks_token(owner_key: str, last_task_id: str) -> str:
+    """Opaque token of a page of one owner's tasks (its owner key, from
+    :func:`storage_svc.owners.owner_key`): the next page starts after this id."""
+    return _encode(f"{_OWNER_TASKS_PAGE}{owner_key}:{last_task_id}")
+
+
+def decode_owner_tasks_token(owner_key: str, token: str) -> str:
+    """The task id an :func:`encode_owner_tasks_token` token of ``owner_key`` carries;
+    InvalidInput if it is not one (a token of another owner, or of all tasks, is not one)."""
+    return _decode(token, f"{_OWNER_TASKS_PAGE}{owner_key}:")
 
 
 def encode_objects_token(namespace: str, last_name: str) -> str:

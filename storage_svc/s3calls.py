@@ -17,7 +17,8 @@ Messages carry the S3 error code and S3's own message, never a credential or a s
 
 On top of :meth:`S3Calls.call`, the JSON objects of the store (task documents and namespaced
 objects alike) are read, written and deleted through one code path: :meth:`S3Calls.read`,
-:meth:`S3Calls.read_many`, :meth:`S3Calls.put_json` and :meth:`S3Calls.delete`.
+:meth:`S3Calls.read_many`, :meth:`S3Calls.put_json` and :meth:`S3Calls.delete`; the empty
+markers of the owner index are written by :meth:`S3Calls.put_empty`.
 
 **Compare-and-swap.** A write may carry the version (ETag) it replaces (``If-Match``) or demand
 that no object exists yet (``If-None-Match: *``). S3 evaluates the condition atomically, so of
@@ -323,6 +324,17 @@ class S3Calls:
                     logger.info("%s: write landed on an earlier attempt", what)
                     return stored.version
             raise
+
+    async def put_empty(self, key: str) -> None:
+        """Writes an empty object (SSE AES256), unconditionally: a marker whose key says all
+        there is to say, so writing it twice is writing it once."""
+        client = self.client
+        await self.call(
+            "PutObject",
+            lambda: client.put_object(
+                Bucket=self.bucket, Key=key, Body=b"", ServerSideEncryption="AES256"
+            ),
+        )
 
     async def delete(self, key: str, *, what: str, if_match: str | None = None) -> None:
         """Deletes the object at ``key``, only at version ``if_match`` if given.

@@ -76,7 +76,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     ) -> storage_pb2.PutTaskResponse:
         task_id_var.set(request.task_id)
         version = await self._store.put(
-            request.task_id, request.document, **_preconditions(request)
+            request.task_id, request.document, **_preconditions(request), owner=request.owner
         )
         return storage_pb2.PutTaskResponse(version=version)
 
@@ -97,7 +97,9 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         ],
     ) -> storage_pb2.ListTasksResponse:
         size = _page_size(request.page_size, DEFAULT_TASKS_PAGE, MAX_TASKS_PAGE)
-        tasks, token = await self._store.list(size, request.page_token, request.status or None)
+        tasks, token = await self._store.list(
+            size, request.page_token, request.status or None, owner=request.owner
+        )
         return storage_pb2.ListTasksResponse(
             tasks=[
                 storage_pb2.StoredTask(task_id=t.task_id, document=t.document, version=t.version)

@@ -74,6 +74,24 @@ async def test_pages_go_on_past_an_unreadable_document(
     assert listed == good and token == ""
 
 
+async def test_tasks_created_with_an_owner_are_listed_for_that_owner(
+    storage: StorageClient,
+) -> None:
+    ids = [task_id(second=n) for n in range(3)]
+    await storage.create(task_record(task_id=ids[0]), owner="alice")
+    await storage.create(task_record(task_id=ids[1]), owner="bob")
+    await storage.create(task_record(task_id=ids[2]), owner="alice")
+
+    first, token = await storage.list_tasks(1, "", owner="alice")
+    second, last = await storage.list_tasks(1, token, owner="alice")
+    everyone, _ = await storage.list_tasks(10, "")
+
+    assert [record.task_id for record, _ in first + second] == [ids[2], ids[0]]
+    assert last == ""
+    assert [record.task_id for record, _ in everyone] == ids[::-1]
+    assert (await storage.list_tasks(10, "", "pending", owner="bob"))[0][0][0].task_id == ids[1]
+
+
 async def test_reading_an_unreadable_document_names_the_task(
     storage: StorageClient, mixed: tuple[list[str], list[str]]
 ) -> None:

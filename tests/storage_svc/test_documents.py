@@ -11,8 +11,10 @@ from storage_svc.documents import (
     check_object_body,
     check_object_name,
     decode_objects_token,
+    decode_owner_tasks_token,
     decode_tasks_token,
     encode_objects_token,
+    encode_owner_tasks_token,
     encode_tasks_token,
     status_of,
 )
@@ -44,6 +46,22 @@ def test_task_tokens_round_trip_and_are_not_object_tokens() -> None:
     assert decode_tasks_token(tasks_token) == tid
     with pytest.raises(InvalidInput):
         decode_tasks_token(encode_objects_token("leases", tid))
+
+
+def test_owner_tokens_round_trip_and_belong_to_their_owner() -> None:
+    tid = task_id()
+    token = encode_owner_tasks_token("a" * 32, tid)
+    assert tid not in token
+    assert decode_owner_tasks_token("a" * 32, token) == tid
+    for other, key in [
+        (token, "b" * 32),
+        (encode_tasks_token(tid), "a" * 32),
+        (encode_owner_tasks_token("a" * 32, "task_x"), "a" * 32),
+    ]:
+        with pytest.raises(InvalidInput, match="page_token"):
+            decode_owner_tasks_token(key, other)
+    with pytest.raises(InvalidInput, match="page_token"):
+        decode_tasks_token(token)
 
 
 def test_object_tokens_round_trip_and_belong_to_their_namespace() -> None:

@@ -102,6 +102,40 @@ async def test_list_tasks_pages_newest_first_and_filters(stub: Any) -> None:
     assert all(t.version for t in first.tasks)
 
 
+async def test_tasks_created_with_an_owner_are_listed_for_that_owner_only(stub: Any) -> None:
+    alice = [task_id(0, n, second=n) for n in range(3)]
+    bob = task_id(0, 9, second=9)
+    for tid in alice:
+        await stub.PutTask(
+            pb.PutTaskRequest(
+                task_id=tid, document=document(tid), if_none_match=True, owner="alice/ü"
+            )
+        )
+    await stub.PutTask(
+        pb.PutTaskRequest(task_id=bob, document=document(bob), if_none_match=True, owner="bob")
+    )
+
+    first = await stub.ListTasks(pb.ListTasksRequest(page_size=2, owner="alice/ü"))
+    second = await stub.ListTasks(
+        pb.ListTasksRequest(page_size=2, page_token=first.next_page_token, owner="alice/ü")
+    )
+    everyone = await stub.ListTasks(pb.ListTasksRequest())
+
+    assert [t.task_id for t in [*first.tasks, *second.tasks]] == alice[::-1]
+    assert second.next_page_token == ""
+    assert [t.task_id for t in everyone.tasks] == [bob, *alice[::-1]]
+    details = await _fails(
+        stub.ListTasks(pb.ListTasksRequest(page_token=first.next_page_token, owner="bob")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert "page_token" in details
+    details = await _fails(
+        stub.PutTask(pb.PutTaskRequest(task_id=bob, document=document(bob), owner="bob")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert "owner" in details
+
+
 async def test_bad_list_requests_are_invalid_argument(stub: Any) -> None:
     for request in [
         pb.ListTasksRequest(page_token="garbage"),
