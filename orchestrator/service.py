@@ -263,7 +263,7 @@ class Orchestrator:
 
     async def _store_and_start(self, record: TaskRecord, keyed: bool) -> tuple[TaskRecord, bool]:
         try:
-            version = await self.deps.storage.create(record)
+            version = await self.deps.storage.create(record, owner=record.principal_id)
         except Conflict:
             if not keyed:
                 raise

@@ -80,6 +80,7 @@ class FakeStorage:
     """
 
     def __init__(self) -> None:
+        self.owners: dict[str, str] = {}  # task id -> the owner its index entry names
         self.tasks: dict[str, tuple[bytes, str]] = {}
         self.objects: dict[tuple[int, str], tuple[bytes, str]] = {}
         self.history: list[tuple[str, str]] = []
@@ -137,8 +138,9 @@ class FakeStorage:
     async def close(self) -> None:
         self.closed = True
 
-    async def create(self, record: TaskRecord) -> str:
+    async def create(self, record: TaskRecord, owner: str = "") -> str:
         await self._enter("create", record.task_id)
+        self.owners[record.task_id] = owner
         if record.task_id in self.tasks:
             raise Conflict(f"task {record.task_id} already exists")
         version = self._next_version()
@@ -179,7 +181,7 @@ class FakeStorage:
             record = TaskRecord.from_json(raw)
             last = task_id
             if (not status or record.status.value == status) and (
-                not owner or record.principal_id == owner
+                not owner or self.owners.get(task_id) == owner
             ):
                 page.append((record, version))
         return page, ""
