@@ -12,7 +12,7 @@ from common.grpc_server import ServiceHost
 from common.logging import configure
 from common.settings import load_settings
 from orchestrator.config import ConfigError, load_config
-from orchestrator.credentials import Sealer, decode_key
+from orchestrator.credentials import Sealer
 from orchestrator.pipeline import Deps
 from orchestrator.service import Orchestrator
 from orchestrator.servicer import SERVICE_NAME, OrchestratorServicer
@@ -27,17 +27,18 @@ async def serve(settings: OrchestratorSettings) -> None:
         config = load_config(settings.config_path)
     except ConfigError as exc:
         sys.exit(f"orchestrator: bad sections configuration: {exc}")
-    key = decode_key(settings.credential_key.get_secret_value())
+    keyring = settings.keyring()
     replica_id = f"{settings.replica_name or socket.gethostname()}-{secrets.token_hex(4)}"
     deps = Deps(
         storage=StorageClient(settings.storage_target),
         pool=WorkerPool(list(settings.worker_targets), refresh_s=settings.worker_refresh_s),
         config=config,
-        sealer=Sealer(key),
+        sealer=Sealer(keyring),
         replica_id=replica_id,
         auth_wait_s=settings.auth_wait_s,
     )
-    digest_key = hashlib.sha256(b"idempotency\0" + key).digest()
+    # From the sealing key: the one key every replica of one configuration agrees on.
+    digest_key = hashlib.sha256(b"idempotency\0" + next(iter(keyring.values()))).digest()
     host = ServiceHost(settings, "orchestrator")
     address = settings.advertise_address or f"{settings.host}:{host.bind()}"
     orchestrator = Orchestrator(settings, deps, digest_key, address)

@@ -1,12 +1,24 @@
-"""Sealing of the user's platform password inside the task document.
+"""The user's platform password at rest, and the access tokens obtained with it.
 
 A task must survive an orchestrator restart, and resuming it needs the user's password to
-authenticate again; the password is therefore stored, but only encrypted with AES-256-GCM under
-a key from settings (``ORCH_CREDENTIAL_KEY``) and bound to its task id, so a sealed value copied
-into another task does not open. Without the key the stored value is useless.
+authenticate again; the password is therefore stored in the task document, but only sealed with
+AES-256-GCM under a key of the credential keyring (``ORCH_CREDENTIAL_KEYS``) and bound to its
+task id, tenant and username, so a sealed value copied into another task, or next to another
+user, does not open. Without the keys the stored value is useless; the seal is cleared once the
+task can no longer need it (:mod:`orchestrator.transitions`, :mod:`orchestrator.sweeper`).
 
-:class:`VerifiedCredentials` remembers, as keyed hashes only, which credentials the platform
-accepted lately.
+Sealed formats::
+
+    aesgcm2:<key id>:<urlsafe b64 of nonce + ciphertext>   AAD = task id, tenant, username
+    aesgcm1:<urlsafe b64 of nonce + ciphertext>            AAD = task id (older tasks; no key
+                                                           id, so every key is tried)
+
+The keyring holds several keys by id: the first seals, all of them open, so a new key is put in
+front while the old one stays listed until no unfinished task uses it (README, "Secrets").
+
+:class:`TokenCache` keeps the access tokens the platform issued, keyed by an HMAC of the
+credentials, so the next task of the same user starts without a round trip while no password is
+kept in memory.
 """
 
 from __future__ import annotations
@@ -15,19 +27,25 @@ import base64
 import binascii
 import hmac
 import os
+import re
 import secrets
+import struct
 import time
+from collections.abc import Callable, Mapping
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from orchestrator.worker_client import Credentials
+from orchestrator.worker_client import AccessToken, Credentials
 
-_PREFIX = "aesgcm1:"
+_V1 = "aesgcm1:"
+_V2 = "aesgcm2:"
+LEGACY_KEY_ID = "k1"
+KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
 class SealError(Exception):
-    """The sealed value is damaged or was sealed under another key or task."""
+    """The sealed value is damaged, names an unknown key, or belongs to another task or user."""
 
 
 def new_key() -> str:
@@ -46,47 +64,112 @@ def decode_key(text: str) -> bytes:
     return raw
 
 
+def _aad(*parts: str) -> bytes:
+    """Length-prefixed parts: no two different tuples give the same bytes."""
+    return b"".join(struct.pack(">I", len(b)) + b for b in (p.encode() for p in parts))
+
+
 class Sealer:
-    """Seals and opens passwords under one key."""
+    """Seals passwords under the keyring's first key and opens them under any of its keys.
 
-    def __init__(self, key: bytes) -> None:
-        self._aead = AESGCM(key)
+    ``keys`` maps key ids to raw 32-byte keys, the sealing key first; a bare key is a one-key
+    ring with the id ``k1`` (what ``ORCH_CREDENTIAL_KEY`` stands for).
+    """
 
-    def seal(self, secret: str, task_id: str) -> str:
+    def __init__(self, keys: bytes | Mapping[str, bytes]) -> None:
+        ring = {LEGACY_KEY_ID: keys} if isinstance(keys, bytes) else dict(keys)
+        if not ring:
+            raise ValueError("the credential keyring is empty")
+        for key_id in ring:
+            if not KEY_ID.match(key_id):
+                raise ValueError(f"key id {key_id!r}: 1-32 letters, digits, '_' or '-'")
+        self._aeads = {key_id: AESGCM(key) for key_id, key in ring.items()}
+        self.key_id = next(iter(ring))
+
+    @property
+    def key_ids(self) -> list[str]:
+        """Every key id of the ring, the sealing one first."""
+        return list(self._aeads)
+
+    def seal(self, secret: str, task_id: str, tenant: str, username: str) -> str:
         nonce = os.urandom(12)
-        blob = nonce + self._aead.encrypt(nonce, secret.encode(), task_id.encode())
-        return _PREFIX + base64.urlsafe_b64encode(blob).decode()
+        aad = _aad(task_id, tenant, username)
+        blob = nonce + self._aeads[self.key_id].encrypt(nonce, secret.encode(), aad)
+        return f"{_V2}{self.key_id}:{base64.urlsafe_b64encode(blob).decode()}"
 
-    def open(self, sealed: str, task_id: str) -> str:
-        if not sealed.startswith(_PREFIX):
-            raise SealError("unknown sealing format")
+    def open(self, sealed: str, task_id: str, tenant: str, username: str) -> str:
+        if sealed.startswith(_V2):
+            key_id, sep, text = sealed[len(_V2) :].partition(":")
+            if not sep or key_id not in self._aeads:
+                raise SealError(f"sealed under key id {key_id!r}, which is not in the keyring")
+            return self._decrypt([self._aeads[key_id]], text, _aad(task_id, tenant, username))
+        if sealed.startswith(_V1):
+            # No key id in this format: try every key, the legacy one first.
+            aeads = sorted(self._aeads.items(), key=lambda item: item[0] != LEGACY_KEY_ID)
+            return self._decrypt([a for _, a in aeads], sealed[len(_V1) :], task_id.encode())
+        raise SealError("unknown sealing format")
+
+    @staticmethod
+    def _decrypt(aeads: list[AESGCM], text: str, aad: bytes) -> str:
         try:
-            blob = base64.urlsafe_b64decode(sealed[len(_PREFIX) :].encode())
-            return self._aead.decrypt(blob[:12], blob[12:], task_id.encode()).decode()
-        except (InvalidTag, binascii.Error, ValueError) as exc:
-            raise SealError("sealed password cannot be opened with the configured key") from exc
+            blob = base64.urlsafe_b64decode(text.encode())
+        except (binascii.Error, ValueError) as exc:
+            raise SealError("sealed password is damaged") from exc
+        for aead in aeads:
+            try:
+                return aead.decrypt(blob[:12], blob[12:], aad).decode()
+            except (InvalidTag, ValueError):
+                continue
+        raise SealError("sealed password does not open for this task and user with its key")
 
 
-class VerifiedCredentials:
-    """Credentials a worker verified with the platform lately: the tasks that follow with the
-    same ones skip that round trip (their section jobs still authenticate, with the token the
-    workers hold). Only keyed hashes of the credentials are kept, never the passwords."""
+class TokenCache:
+    """Access tokens by user, held in memory while they have more than half their life left:
+    a task started then still has most of a token's life for its sections, and a password
+    changed at the platform is noticed within half a token's life. Keys are HMACs of (tenant,
+    username, password) under a random per-process key; no password is kept."""
 
     _PRUNE_AT = 1024
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._key = secrets.token_bytes(32)
-        self._until: dict[bytes, float] = {}
+        self._clock = clock
+        self._tokens: dict[bytes, tuple[AccessToken, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._tokens)
 
     def _digest(self, credentials: Credentials) -> bytes:
-        text = "\0".join((credentials.tenant, credentials.username, credentials.password))
-        return hmac.digest(self._key, text.encode(), "sha256")
+        text = _aad(credentials.tenant, credentials.username, credentials.password)
+        return hmac.digest(self._key, text, "sha256")
 
-    def fresh(self, credentials: Credentials) -> bool:
-        return self._until.get(self._digest(credentials), 0.0) > time.monotonic()
+    def get(self, credentials: Credentials) -> AccessToken | None:
+        """The user's token with what is left of its life, or None when there is none worth
+        handing to a new task."""
+        entry = self._tokens.get(self._digest(credentials))
+        if entry is None:
+            return None
+        token, expires_at = entry
+        left = expires_at - self._clock()
+        if left <= token.expires_in / 2:
+            return None
+        return AccessToken(token.value, left)
 
-    def add(self, credentials: Credentials, valid_s: float) -> None:
-        now = time.monotonic()
-        if len(self._until) >= self._PRUNE_AT:
-            self._until = {k: t for k, t in self._until.items() if t > now}
-        self._until[self._digest(credentials)] = now + valid_s
+    def put(self, credentials: Credentials, token: AccessToken) -> None:
+        now = self._clock()
+        if len(self._tokens) >= self._PRUNE_AT:
+            self._tokens = {
+                k: (token, until)
+                for k, (token, until) in self._tokens.items()
+                if until - now > token.expires_in / 2
+            }
+            while len(self._tokens) >= self._PRUNE_AT:  # all fresh: the oldest go
+                del self._tokens[next(iter(self._tokens))]
+        self._tokens[self._digest(credentials)] = (token, now + token.expires_in)
+
+    def discard(self, credentials: Credentials, value: str) -> None:
+        """Forgets the user's token if it is still ``value`` (the platform rejected it)."""
+        digest = self._digest(credentials)
+        entry = self._tokens.get(digest)
+        if entry is not None and hmac.compare_digest(entry[0].value, value):
+            del self._tokens[digest]

@@ -5,7 +5,9 @@ again, to another worker when there is one, at most ``max_dispatches`` times. A 
 answers "full" (its slots were taken by other replicas' jobs) is set aside until its next load
 probe: the job did not start there, so that refusal does not count as a dispatch, and the next
 slot is waited for on the pool's condition rather than asked for again at once. A job the worker
-refuses outright ends as a failed outcome with the worker's reason.
+refuses outright ends as a failed outcome with the worker's reason. A job whose access token the
+platform rejected raises :class:`~orchestrator.worker_client.TokenExpired` to the caller, which
+alone can renew the token.
 """
 
 from __future__ import annotations

@@ -9,12 +9,21 @@ section running) live in memory, where status calls and watchers read them, so a
 costs no storage read either. What each step changes on the record is in
 :mod:`orchestrator.transitions`; how a section's job reaches a worker, in
 :mod:`orchestrator.dispatch`.
+
+Authentication happens once per task, through one worker, and yields the platform's access
+token, which every section job carries instead of the password; the token lives only in this
+run's memory (and in :class:`~orchestrator.credentials.TokenCache` for the user's next tasks).
+The password is opened from the task's seal only when a token must be fetched. A job that meets
+an expired token (:class:`~orchestrator.worker_client.TokenExpired`) gets a renewed one — once
+per expired token for the whole task — and is sent again from the conversation and message it
+had reached, so no prompt is sent twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -25,15 +34,18 @@ from common.errors import AppError, Unavailable
 from common.logging import section_var, task_id_var
 from orchestrator import transitions
 from orchestrator.config import SectionsConfig
-from orchestrator.credentials import Sealer, VerifiedCredentials
+from orchestrator.credentials import Sealer, SealError, TokenCache
 from orchestrator.dispatch import dispatch
 from orchestrator.models import TaskEvent, TaskRecord, TaskState
 from orchestrator.storage_client import StorageClient
 from orchestrator.worker_client import (
+    AccessToken,
     Credentials,
     JobRejected,
+    Outcome,
     Progress,
     SectionJob,
+    TokenExpired,
     WorkerFull,
     WorkerLost,
 )
@@ -45,6 +57,13 @@ logger = logging.getLogger(__name__)
 _AUTH_BACKOFF = Backoff(initial_s=0.2, max_s=2.0, jitter=0.5)
 _DEFAULT_TIMEOUT_S = 120.0
 _DEFAULT_MAX_DISPATCHES = 4
+# Token renewals one section may need before it fails: one expiry is expected on a long task;
+# a second in a row means the platform rejects fresh tokens, which another one will not fix.
+_TOKEN_RENEWALS = 1
+
+
+class _AuthenticationFailed(Exception):
+    """No worker could authenticate the task's user; the message says why (no secret)."""
 
 
 @dataclass
@@ -57,7 +76,7 @@ class Deps:
     sealer: Sealer
     replica_id: str
     auth_wait_s: float = 60.0
-    verified: VerifiedCredentials = field(default_factory=VerifiedCredentials)
+    tokens: TokenCache = field(default_factory=TokenCache)
 
 
 class TaskRun:
@@ -70,6 +89,8 @@ class TaskRun:
         self.watchers: set[asyncio.Queue[TaskEvent]] = set()
         self.cancel_requested = False
         self.task: asyncio.Task[None] | None = None
+        self._token: AccessToken | None = None
+        self._renewing = asyncio.Lock()
 
     @property
     def record(self) -> TaskRecord:
@@ -111,14 +132,14 @@ class TaskRun:
         """Drives the task to a terminal state (or until cancelled for shutdown)."""
         task_id_var.set(self.task_id)
         try:
-            password = self.deps.sealer.open(self.record.password_sealed, self.task_id)
-            credentials = Credentials(
-                tenant=self.record.tenant, username=self.record.username, password=password
-            )
-            if not await self._authenticate(credentials):
+            if not self.record.password_sealed:
+                gone = f"Task failed: {transitions.SEAL_CLEARED}"
+                await self._persist(lambda r: transitions.fail(r, gone))
+                return
+            if not await self._authenticate():
                 return
             self._detect()
-            await self._process(credentials)
+            await self._process()
         except TaskStopped as stopped:
             logger.info("task changed elsewhere (status, owner: %s); this run stops", stopped)
             self._publish()
@@ -127,38 +148,74 @@ class TaskRun:
                 raise
             with contextlib.suppress(TaskStopped):
                 await self._persist(transitions.cancel)
+        except SealError as exc:  # its message names a key id at most, never a secret
+            logger.error("the task's sealed password cannot be opened: %s", exc)
+            reason = f"the sealed password cannot be opened: {exc}"
+            with contextlib.suppress(TaskStopped):
+                await self._persist(lambda r: transitions.fail(r, f"Task failed: {reason}"))
         except Exception as exc:
             logger.exception("task failed unexpectedly")
             reason = exc.message if isinstance(exc, AppError) else "internal error"
             with contextlib.suppress(TaskStopped):
                 await self._persist(lambda r: transitions.fail(r, f"Task failed: {reason}"))
 
-    async def _authenticate(self, credentials: Credentials) -> bool:
+    def _credentials(self) -> Credentials:
+        """The user's credentials, the password opened from the task's seal for this moment."""
+        record = self.record
+        password = self.deps.sealer.open(
+            record.password_sealed, record.task_id, record.tenant, record.username
+        )
+        return Credentials(tenant=record.tenant, username=record.username, password=password)
+
+    async def _authenticate(self) -> bool:
         started = time.monotonic()
         self._step(TaskState.AUTHENTICATING, "Authenticating with the AI platform")
-        if self.deps.verified.fresh(credentials):
-            self._authenticated(started, "verified by an earlier task")
+        credentials = self._credentials()
+        if cached := self.deps.tokens.get(credentials):
+            self._token = cached
+            self._authenticated(started, "token of an earlier task")
             return True
-        deadline = started + self.deps.auth_wait_s
+        try:
+            self._token = await self._fetch_token(credentials, refresh=False)
+        except _AuthenticationFailed as exc:
+            await self._authentication_failed(started, str(exc))
+            return False
+        self._authenticated(started)
+        return True
+
+    async def _fetch_token(self, credentials: Credentials, *, refresh: bool) -> AccessToken:
+        """A token from any ready worker, waiting up to ``auth_wait_s`` for one to answer;
+        remembered for the user's next tasks."""
+        deadline = time.monotonic() + self.deps.auth_wait_s
         delays = _AUTH_BACKOFF.delays()
         while True:
             try:
-                expires_in = await self.deps.pool.any_ready().client.authenticate(credentials)
+                worker = self.deps.pool.any_ready()
+                token = await worker.client.authenticate(credentials, refresh=refresh)
                 break
             except (WorkerLost, WorkerFull, Unavailable) as exc:
                 # A worker lost or full, or none ready: another may answer soon.
                 if time.monotonic() < deadline:
                     await asyncio.sleep(next(delays))
                     continue
-                await self._authentication_failed(started, str(exc))
-                return False
+                raise _AuthenticationFailed(str(exc)) from None
             except JobRejected as exc:  # the platform refused the credentials
-                await self._authentication_failed(started, exc.reason)
-                return False
-        # Half the token's life: a password changed at the platform shows up soon.
-        self.deps.verified.add(credentials, expires_in / 2)
-        self._authenticated(started)
-        return True
+                raise _AuthenticationFailed(exc.reason) from None
+        self.deps.tokens.put(credentials, token)
+        return token
+
+    async def _renew_token(self, rejected: str) -> str:
+        """A token to replace ``rejected``: the one another section renewed already, or a new
+        one fetched through any worker."""
+        async with self._renewing:
+            assert self._token is not None
+            if self._token.value != rejected:
+                return self._token.value
+            credentials = self._credentials()
+            self.deps.tokens.discard(credentials, rejected)
+            logger.info("the platform rejected the task's token; authenticating again")
+            self._token = await self._fetch_token(credentials, refresh=True)
+            return self._token.value
 
     async def _authentication_failed(self, started: float, detail: str) -> None:
         entry = transitions.trace_entry(
@@ -190,14 +247,14 @@ class TaskRun:
         )
         self._step(TaskState.PROCESSING, f"Processing {len(names)} sections in parallel")
 
-    async def _process(self, credentials: Credentials) -> None:
+    async def _process(self) -> None:
         todo = [name for name, s in self.record.result_data.items() if not s.status.terminal]
         if not todo:
             await self._persist(transitions.aggregate)
             return
-        await asyncio.gather(*(self._section(name, credentials) for name in todo))
+        await asyncio.gather(*(self._section(name) for name in todo))
 
-    async def _section(self, name: str, credentials: Credentials) -> None:
+    async def _section(self, name: str) -> None:
         section_var.set(name)
         started = time.monotonic()
         transitions.start_section(self.record, name)
@@ -210,7 +267,9 @@ class TaskRun:
             section=name,
             asset_id=section.asset_id,
             record_json=json.dumps(self.record.data[section.record_index]),
-            credentials=credentials,
+            tenant=self.record.tenant,
+            username=self.record.username,
+            access_token=self._token.value if self._token else "",
             timeout_s=cfg.timeout_s if cfg else _DEFAULT_TIMEOUT_S,
         )
         dispatches = section.dispatches
@@ -223,13 +282,33 @@ class TaskRun:
             section.conv_id = progress.conv_id or section.conv_id
             section.message_id = progress.message_id or section.message_id
 
-        outcome = await dispatch(
-            self.deps.pool,
-            job,
-            max_dispatches=cfg.max_dispatches if cfg else _DEFAULT_MAX_DISPATCHES,
-            on_dispatch=dispatched,
-            on_progress=progressed,
-        )
+        renewals = _TOKEN_RENEWALS
+        while True:
+            try:
+                outcome = await dispatch(
+                    self.deps.pool,
+                    job,
+                    max_dispatches=cfg.max_dispatches if cfg else _DEFAULT_MAX_DISPATCHES,
+                    on_dispatch=dispatched,
+                    on_progress=progressed,
+                )
+                break
+            except TokenExpired as expired:
+                if renewals == 0:
+                    outcome = _expired_outcome(expired, "it expired again after a renewal")
+                    break
+                renewals -= 1
+                try:
+                    token = await self._renew_token(job.access_token)
+                except _AuthenticationFailed as exc:
+                    outcome = _expired_outcome(expired, f"authenticating again failed: {exc}")
+                    break
+                job = dataclasses.replace(
+                    job,
+                    access_token=token,
+                    resume_conv_id=expired.conv_id,
+                    resume_message_id=expired.message_id,
+                )
         await self._persist(
             lambda r: transitions.finish_section(
                 r, name, outcome, dispatches=dispatches, started=started
@@ -237,3 +316,12 @@ class TaskRun:
             section=name,
         )
         logger.info("section %s %s", name, "completed" if outcome.success else "failed")
+
+
+def _expired_outcome(expired: TokenExpired, why: str) -> Outcome:
+    return Outcome(
+        success=False,
+        conv_id=expired.conv_id,
+        message_id=expired.message_id,
+        error=f"the platform rejected the access token and {why} ({expired.reason})",
+    )

@@ -226,7 +226,7 @@ class Orchestrator:
             message="Task submitted successfully",
             username=username,
             tenant=tenant,
-            password_sealed=self.deps.sealer.seal(password, task_id),
+            password_sealed=self.deps.sealer.seal(password, task_id, tenant, username),
             data=records,
             section_detected=", ".join(d.section for d in detected),
             result_data={

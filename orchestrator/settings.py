@@ -11,7 +11,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from common.settings import ServiceSettings
-from orchestrator.credentials import decode_key
+from orchestrator.credentials import KEY_ID, LEGACY_KEY_ID, decode_key
 
 
 class OrchestratorSettings(ServiceSettings):
@@ -26,9 +26,31 @@ class OrchestratorSettings(ServiceSettings):
         description="Section workers: host:port entries (comma-separated or a JSON list); a "
         "host resolving to several addresses counts as one worker per address.",
     )
-    credential_key: SecretStr = Field(
-        description="urlsafe base64 of 32 bytes; seals users' passwords in stored tasks. "
-        "Every replica must share it."
+    credential_keys: SecretStr | None = Field(
+        None,
+        description="Keyring sealing users' passwords in stored tasks: `id:key` entries, "
+        "comma-separated, or a JSON object {id: key}; each key urlsafe base64 of 32 bytes. The "
+        "first seals new tasks (unless ORCH_CREDENTIAL_KEY_ID says otherwise), every one opens. "
+        "Every replica must share it.",
+    )
+    credential_key_id: str = Field(
+        "", description="Id of the keyring's key that seals new tasks (default: the first)."
+    )
+    credential_key: SecretStr | None = Field(
+        None,
+        description="A single key (urlsafe base64 of 32 bytes), the keyring's key `k1`; with "
+        "ORCH_CREDENTIAL_KEYS it joins that ring as `k1`.",
+    )
+    retry_window_s: float = Field(
+        86400.0,
+        gt=0,
+        description="How long an `error` task keeps its sealed password, so it can be retried.",
+    )
+    sweep_interval_s: float = Field(
+        3600.0,
+        gt=0,
+        description="How often `error` tasks past the retry window lose their sealed password "
+        "(each sweep reads every stored task: see orchestrator/sweeper.py for the S3 cost).",
     )
     config_path: Path = Field(Path("config.json"), description="Sections configuration.")
     default_tenant: str = Field(
@@ -108,6 +130,72 @@ class OrchestratorSettings(ServiceSettings):
 
     @field_validator("credential_key")
     @classmethod
-    def _key(cls, value: SecretStr) -> SecretStr:
-        decode_key(value.get_secret_value())
+    def _key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            decode_key(value.get_secret_value())
         return value
+
+    @field_validator("credential_keys")
+    @classmethod
+    def _keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _parse_keyring(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _one_keyring(self) -> OrchestratorSettings:
+        self.keyring()
+        return self
+
+    def keyring(self) -> dict[str, bytes]:
+        """Key ids to raw keys, the one that seals first (ValueError when none is set, the
+        sealing id is unknown, or ``k1`` is given twice with two values)."""
+        ring: dict[str, bytes] = {}
+        if self.credential_keys is not None:
+            ring = _parse_keyring(self.credential_keys.get_secret_value())
+        if self.credential_key is not None:
+            legacy = decode_key(self.credential_key.get_secret_value())
+            if ring.setdefault(LEGACY_KEY_ID, legacy) != legacy:
+                raise ValueError(
+                    f"ORCH_CREDENTIAL_KEY and the key {LEGACY_KEY_ID!r} of "
+                    "ORCH_CREDENTIAL_KEYS differ"
+                )
+        if not ring:
+            raise ValueError("set ORCH_CREDENTIAL_KEYS (or ORCH_CREDENTIAL_KEY)")
+        sealing = self.credential_key_id or next(iter(ring))
+        if sealing not in ring:
+            raise ValueError(f"ORCH_CREDENTIAL_KEY_ID {sealing!r} is not in the keyring")
+        return {sealing: ring[sealing], **ring}
+
+
+def _parse_keyring(text: str) -> dict[str, bytes]:
+    """``id:key,id:key`` or a JSON object ``{"id": "key"}``, in the order given."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            entries = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON object ({exc.msg})") from None
+        if not isinstance(entries, dict) or not all(isinstance(v, str) for v in entries.values()):
+            raise ValueError("must map key ids to base64 keys")
+        pairs = list(entries.items())
+    else:
+        pairs = []
+        for entry in filter(None, (part.strip() for part in text.split(","))):
+            key_id, sep, key = entry.partition(":")
+            if not sep:
+                raise ValueError("entries must be id:key")
+            pairs.append((key_id.strip(), key.strip()))
+    ring: dict[str, bytes] = {}
+    for key_id, key in pairs:
+        if not KEY_ID.match(key_id):
+            raise ValueError(f"key id {key_id!r}: 1-32 letters, digits, '_' or '-'")
+        if key_id in ring:
+            raise ValueError(f"key id {key_id!r} is given twice")
+        try:
+            ring[key_id] = decode_key(key)
+        except ValueError as exc:
+            raise ValueError(f"key {key_id!r} {exc}") from None
+    if not ring:
+        raise ValueError("the keyring is empty")
+    return ring

@@ -4,6 +4,10 @@ Each function takes a record (and what happened) and changes that record, nothin
 storage, no clock other than the timestamps it writes, no workers. The pipeline, cancel, retry
 and takeover apply them to a copy and persist it; the unit tests call them directly.
 
+A task that ends ``completed`` or ``cancelled`` loses its sealed password at once (nothing can
+run it again); one that ends in ``error`` keeps it for the retry window, after which
+:func:`forget_password` clears it (:mod:`orchestrator.sweeper`) and :func:`retry` refuses.
+
 Progress follows the user's seed flow (SPEC §5): pending 0, authenticating 10, authenticated 20,
 detecting_section 40, processing 50, then the sections share the span up to 95 as they finish,
 and a finished task is 100.
@@ -14,6 +18,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
+from common.errors import WrongState
 from common.timeutil import iso, parse_iso, utcnow
 from orchestrator.models import SectionResult, SectionState, TaskRecord, TaskState, TraceEntry
 from orchestrator.worker_client import Outcome
@@ -26,6 +31,8 @@ PROGRESS = {
     TaskState.PROCESSING: 50,
 }
 _SECTIONS_SPAN = (50, 95)
+# Why a task whose sealed password was cleared cannot run again.
+SEAL_CLEARED = "the password is no longer kept; submit the task again"
 
 
 def trace_entry(
@@ -92,6 +99,22 @@ def _end(record: TaskRecord, status: TaskState, message: str, now: datetime) -> 
     record.message = message
     record.progress = 100
     record.updated_at = record.completed_at = iso(now)
+    if status != TaskState.ERROR:  # only an error task can run again (retry)
+        record.password_sealed = ""
+
+
+def password_outlived(record: TaskRecord, now: datetime, window_s: float) -> bool:
+    """True when ``record`` is an ``error`` task whose retry window is over and that still
+    holds its sealed password."""
+    if record.status != TaskState.ERROR or not record.password_sealed or not record.completed_at:
+        return False
+    return (now - parse_iso(record.completed_at)).total_seconds() > window_s
+
+
+def forget_password(record: TaskRecord) -> TaskRecord:
+    """Clears the sealed password of a finished task; a retry is refused from then on."""
+    record.password_sealed = ""
+    return record
 
 
 def fail(record: TaskRecord, message: str) -> TaskRecord:
@@ -148,7 +171,10 @@ def aggregate(record: TaskRecord) -> TaskRecord:
 
 def retry(record: TaskRecord, owner: str) -> list[str]:
     """Reopens an ``error`` task on ``owner``: the sections that did not complete start over,
-    the completed ones are kept. Returns the reopened sections' names."""
+    the completed ones are kept. Returns the reopened sections' names. Refused (WrongState)
+    once the task's password is no longer kept."""
+    if not record.password_sealed:
+        raise WrongState(f"task {record.task_id} can no longer be retried: {SEAL_CLEARED}")
     failed = [n for n, s in record.result_data.items() if s.status != SectionState.COMPLETED]
     for name in failed:
         old = record.result_data[name]

@@ -1,13 +1,18 @@
 """The orchestrator's view of one section worker: domain calls in, domain answers and errors out.
 
 Twin of :mod:`orchestrator.storage_client`: the pipeline, the dispatcher and the pool never see
-a gRPC type. A failed call becomes one of three errors, each asking the caller for something
+a gRPC type. A failed call becomes one of four errors, each asking the caller for something
 different::
 
     WorkerError
     ├── WorkerLost      the worker died, went away or broke off the job: send it elsewhere
     ├── WorkerFull      the worker had no free slot: wait for one, the job did not start
-    └── JobRejected     the worker refused the job itself: sending it again will not help
+    ├── JobRejected     the worker refused the job itself: sending it again will not help
+    └── TokenExpired    the platform refused the job's access token: renew the token, then
+                        send the job again from where it stopped
+
+The user's password goes to a worker only in :meth:`WorkerClient.authenticate`, which answers
+with the platform's access token; section jobs carry that token, never the password.
 
 :class:`WorkerClient` is the interface the pool holds; :class:`GrpcWorkerClient` implements it
 over a channel, and the unit tests implement it with scripted fakes.
@@ -61,6 +66,17 @@ class JobRejected(WorkerError):
     """The worker refused the job (or the credentials) itself; retrying will not help."""
 
 
+class TokenExpired(WorkerError):
+    """The platform rejected the job's access token (401). The job stopped after reaching
+    ``conv_id`` and ``message_id`` (empty when it had not): sent again with a new token and
+    these ids, it resumes there without sending its prompt twice."""
+
+    def __init__(self, address: str, reason: str, conv_id: str, message_id: str) -> None:
+        super().__init__(address, reason)
+        self.conv_id = conv_id
+        self.message_id = message_id
+
+
 @dataclass(frozen=True)
 class Credentials:
     """The platform credentials a task runs with. The password never shows in a repr."""
@@ -71,16 +87,30 @@ class Credentials:
 
 
 @dataclass(frozen=True)
+class AccessToken:
+    """A platform access token and the seconds it stays valid from when it was handed out.
+    The value never shows in a repr."""
+
+    value: str = field(repr=False)
+    expires_in: float
+
+
+@dataclass(frozen=True)
 class SectionJob:
-    """One section's work, as a worker runs it."""
+    """One section's work, as a worker runs it: with the task's access token, no password."""
 
     job_id: str
     task_id: str
     section: str
     asset_id: str
     record_json: str
-    credentials: Credentials
-    timeout_s: float
+    tenant: str
+    username: str
+    access_token: str = field(repr=False)
+    timeout_s: float = 0.0
+    # Where an earlier dispatch stopped (see TokenExpired): the job resumes there.
+    resume_conv_id: str = ""
+    resume_message_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -125,8 +155,9 @@ class WorkerClient(Protocol):
         """The worker's capacity and load; WorkerLost when it does not answer."""
         ...
 
-    async def authenticate(self, credentials: Credentials) -> float:
-        """Checks ``credentials`` with the platform; the token's lifetime in seconds."""
+    async def authenticate(self, credentials: Credentials, *, refresh: bool = False) -> AccessToken:
+        """Checks ``credentials`` with the platform; the platform's access token. ``refresh``
+        asks for a new token rather than one the worker holds (the platform rejected it)."""
         ...
 
     def run(self, job: SectionJob) -> AsyncIterator[Progress | Outcome]:
@@ -154,30 +185,35 @@ class GrpcWorkerClient:
             raise self._error(err) from err
         return Load(capacity=load.capacity, in_flight=load.in_flight, accepting=load.accepting)
 
-    async def authenticate(self, credentials: Credentials) -> float:
-        request = worker_pb2.AuthenticateRequest(credentials=_credentials(credentials))
+    async def authenticate(self, credentials: Credentials, *, refresh: bool = False) -> AccessToken:
+        request = worker_pb2.AuthenticateRequest(
+            credentials=worker_pb2.Credentials(
+                tenant=credentials.tenant,
+                username=credentials.username,
+                password=credentials.password,
+            ),
+            refresh=refresh,
+        )
         try:
             reply = await self._stub.Authenticate(request, timeout=_AUTH_TIMEOUT_S)
         except grpc.aio.AioRpcError as err:
             raise self._error(err) from err
-        return float(reply.expires_in)
+        if not reply.access_token:
+            raise JobRejected(self.address, "answered Authenticate without an access token")
+        return AccessToken(reply.access_token, float(reply.expires_in))
 
     async def run(self, job: SectionJob) -> AsyncIterator[Progress | Outcome]:
-        request = worker_pb2.SectionJob(
-            job_id=job.job_id,
-            task_id=job.task_id,
-            section=job.section,
-            asset_id=job.asset_id,
-            record_json=job.record_json,
-            credentials=_credentials(job.credentials),
-            timeout_s=job.timeout_s,
-        )
+        request = job_message(job)
         try:
             async for event in self._stub.RunSection(
                 request, timeout=job.timeout_s + _JOB_CALL_MARGIN_S
             ):
                 if event.HasField("result"):
                     result = event.result
+                    if result.token_expired:
+                        raise TokenExpired(
+                            self.address, result.error, result.conv_id, result.message_id
+                        )
                     yield Outcome(
                         success=result.success,
                         response=result.response,
@@ -201,7 +237,18 @@ class GrpcWorkerClient:
         return JobRejected(self.address, err.details() or code.name)
 
 
-def _credentials(credentials: Credentials) -> worker_pb2.Credentials:
-    return worker_pb2.Credentials(
-        tenant=credentials.tenant, username=credentials.username, password=credentials.password
+def job_message(job: SectionJob) -> worker_pb2.SectionJob:
+    """The message a worker receives for ``job``."""
+    return worker_pb2.SectionJob(
+        job_id=job.job_id,
+        task_id=job.task_id,
+        section=job.section,
+        asset_id=job.asset_id,
+        record_json=job.record_json,
+        tenant=job.tenant,
+        username=job.username,
+        access_token=job.access_token,
+        timeout_s=job.timeout_s,
+        resume_conv_id=job.resume_conv_id,
+        resume_message_id=job.resume_message_id,
     )

@@ -2,10 +2,14 @@
 
 :class:`JobRunner` admits a job only when a slot is free (else :class:`common.errors.Overloaded`
 at once; :class:`common.errors.Unavailable` while draining), then creates a conversation,
-sends the prompt and polls with a growing interval until the platform answers. It yields
-:class:`Progress` events and finally exactly one :class:`SectionResult`. Whatever goes wrong on
-the platform, or the job's own timeout, becomes a failed result naming what failed; only the
-caller cancelling the job ends it without a result, and that frees its slot too.
+sends the prompt and polls with a growing interval until the platform answers, every call with
+the access token the job carries. It yields :class:`Progress` events and finally exactly one
+:class:`SectionResult`. Whatever goes wrong on the platform, or the job's own timeout, becomes a
+failed result naming what failed; a token the platform rejects also marks the result
+``token_expired``, with the ids reached so far, so that the job can be sent again with a new
+token and resume there (:attr:`SectionJob.resume_conv_id`, :attr:`SectionJob.resume_message_id`)
+instead of sending its prompt twice. Only the caller cancelling the job ends it without a
+result, and that frees its slot too.
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ from common.errors import Overloaded, Unavailable
 from common.logging import section_var, task_id_var
 from section_worker.platform_client import (
     AnswerStatus,
-    Credentials,
     PlatformClient,
     PlatformError,
+    TokenRejected,
 )
 from section_worker.platform_session import PlatformSession
 from section_worker.polling import LatencyBook
@@ -42,8 +46,12 @@ class SectionJob:
     section: str
     asset_id: str
     record_json: str
-    credentials: Credentials
+    tenant: str
+    username: str
+    access_token: str = field(repr=False)
     timeout_s: float = 0.0  # 0 means the worker's default
+    resume_conv_id: str = ""  # set: an earlier dispatch created this conversation
+    resume_message_id: str = ""  # set: an earlier dispatch sent the prompt; only poll
 
 
 class Stage(StrEnum):
@@ -71,6 +79,7 @@ class SectionResult:
     error: str = ""
     platform_calls: int = 0
     duration_s: float = 0.0
+    token_expired: bool = False
 
 
 Event = Progress | SectionResult
@@ -87,7 +96,7 @@ class Load:
 class _Trail:
     """How far a job got, for the result and for a timeout's message."""
 
-    doing: str = "authenticating"
+    doing: str = "starting"
     conv_id: str = ""
     message_id: str = ""
     polls: int = 0
@@ -165,8 +174,8 @@ class JobRunner:
         task_id_var.set(job.task_id)
         section_var.set(job.section)
         timeout_s = job.timeout_s if job.timeout_s > 0 else self._settings.job_timeout_s
-        session = PlatformSession(self._client, job.credentials)
-        trail = _Trail()
+        session = PlatformSession(self._client, job.access_token)
+        trail = _Trail(conv_id=job.resume_conv_id, message_id=job.resume_message_id)
         logger.info("job %s started (asset %s)", job.job_id, job.asset_id)
         emit(Progress(Stage.ACCEPTED))
         try:
@@ -176,6 +185,8 @@ class JobRunner:
             result = self._failed(
                 trail, session, f"section timed out after {timeout_s:g}s while {trail.doing}"
             )
+        except TokenRejected as exc:
+            result = self._failed(trail, session, f"{exc} while {trail.doing}", token_expired=True)
         except PlatformError as exc:
             result = self._failed(trail, session, str(exc))
         except Exception:
@@ -201,12 +212,15 @@ class JobRunner:
         trail: _Trail,
         emit: Callable[[Event], None],
     ) -> SectionResult:
-        await session.authenticate()
-        trail.doing = "creating the conversation"
-        trail.conv_id = await session.create_conversation(job.asset_id)
-        emit(Progress(Stage.CONVERSATION_CREATED, trail.conv_id))
-        trail.doing = "sending the prompt"
-        trail.message_id = await session.send_prompt(trail.conv_id, job.record_json)
+        if not trail.conv_id:
+            trail.doing = "creating the conversation"
+            trail.conv_id = await session.create_conversation(job.asset_id)
+            emit(Progress(Stage.CONVERSATION_CREATED, trail.conv_id))
+        if not trail.message_id:
+            trail.doing = "sending the prompt"
+            trail.message_id = await session.send_prompt(trail.conv_id, job.record_json)
+        else:
+            logger.info("job %s resumes polling message %s", job.job_id, trail.message_id)
         emit(Progress(Stage.PROMPT_SENT, trail.conv_id, trail.message_id))
         trail.doing = "waiting for the answer"
         sent = time.monotonic()
@@ -237,7 +251,9 @@ class JobRunner:
         raise AssertionError("unreachable: poll plans never end")
 
     @staticmethod
-    def _failed(trail: _Trail, session: PlatformSession, error: str) -> SectionResult:
+    def _failed(
+        trail: _Trail, session: PlatformSession, error: str, *, token_expired: bool = False
+    ) -> SectionResult:
         return SectionResult(
             success=False,
             conv_id=trail.conv_id,
@@ -245,4 +261,5 @@ class JobRunner:
             error=error,
             platform_calls=session.calls.value,
             duration_s=time.monotonic() - trail.started,
+            token_expired=token_expired,
         )

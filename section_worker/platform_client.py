@@ -2,8 +2,9 @@
 
 Adapting to the real platform is a change of this file only. :class:`PlatformClient` makes
 the four calls over one pooled ``httpx.AsyncClient``, each with a timeout and bounded retries
-(exponential backoff with jitter, ``Retry-After`` honoured up to a cap), and caches access
-tokens per user (:mod:`section_worker.platform_session` uses them on a job's behalf).
+(exponential backoff with jitter, ``Retry-After`` honoured up to a cap). The genai calls take
+the access token a job was given (:mod:`section_worker.platform_session`); :meth:`authenticate`
+caches tokens per user, so the orchestrators' Authenticate calls for one user share one.
 
 Errors (messages name the call and never contain a password or token)::
 
@@ -84,6 +85,7 @@ class Token:
     value: str = field(repr=False)
     expires_in: float
     refresh_at: float  # monotonic time after which the cache hands out a new one
+    fetched_at: float = field(default_factory=time.monotonic)
 
     def remaining_s(self) -> float:
         return max(0.0, self.refresh_at - time.monotonic())
@@ -155,19 +157,24 @@ class PlatformClient:
         credentials: Credentials,
         *,
         counter: CallCount | None = None,
-        rejected: Token | None = None,
+        refresh: bool = False,
     ) -> Token:
         """A valid token for these credentials: the cached one, or a new one from the platform.
 
-        ``rejected`` is a token the platform just refused; it is not handed out again (when
-        several jobs see the same rejection, only the first fetches a new token).
+        ``refresh`` asks for a new one whatever the cache holds (the platform rejected a token
+        of these credentials); a token fetched while the caller waited counts as new.
         """
         key = self._cache_key(credentials)
         lock = self._locks.setdefault(key, asyncio.Lock())
+        asked = time.monotonic()
         try:
             async with lock:
                 cached = self._tokens.get(key)
-                if cached is not None and cached is not rejected and cached.remaining_s() > 0:
+                if (
+                    cached is not None
+                    and cached.remaining_s() > 0
+                    and (not refresh or cached.fetched_at >= asked)
+                ):
                     return cached
                 self._tokens.pop(key, None)
                 token = await self._fetch_token(credentials, counter or CallCount())

@@ -60,10 +60,13 @@ class SectionWorkerServicer(worker_pb2_grpc.SectionWorkerServiceServicer):
     ) -> worker_pb2.AuthenticateResponse:
         credentials = _credentials(request.credentials)
         try:
-            token = await self._client.authenticate(credentials)
+            token = await self._client.authenticate(credentials, refresh=request.refresh)
         except PlatformError as exc:
             raise _app_error(exc) from None
-        return worker_pb2.AuthenticateResponse(expires_in=math.ceil(token.remaining_s()))
+        return worker_pb2.AuthenticateResponse(
+            expires_in=math.ceil(token.remaining_s()),
+            access_token=token.value,
+        )
 
     async def RunSection(
         self,
@@ -105,11 +108,11 @@ def _credentials(message: worker_pb2.Credentials) -> Credentials:
 
 
 def _job(request: worker_pb2.SectionJob) -> SectionJob:
-    for name in ("job_id", "asset_id", "record_json"):
+    for name in ("job_id", "asset_id", "record_json", "access_token"):
         if not getattr(request, name):
             raise InvalidInput(f"{name} is required")
-    if not request.HasField("credentials"):
-        raise InvalidInput("credentials are required")
+    if request.resume_message_id and not request.resume_conv_id:
+        raise InvalidInput("resume_message_id needs resume_conv_id")
     if not math.isfinite(request.timeout_s) or request.timeout_s < 0:
         raise InvalidInput("timeout_s must be a finite number of seconds, 0 or more")
     return SectionJob(
@@ -118,8 +121,12 @@ def _job(request: worker_pb2.SectionJob) -> SectionJob:
         section=request.section,
         asset_id=request.asset_id,
         record_json=request.record_json,
-        credentials=_credentials(request.credentials),
+        tenant=request.tenant,
+        username=request.username,
+        access_token=request.access_token,
         timeout_s=request.timeout_s,
+        resume_conv_id=request.resume_conv_id,
+        resume_message_id=request.resume_message_id,
     )
 
 
@@ -143,6 +150,7 @@ def _event_message(event: Event) -> worker_pb2.SectionEvent:
             error=event.error,
             platform_calls=event.platform_calls,
             duration_s=event.duration_s,
+            token_expired=event.token_expired,
         )
     )
 

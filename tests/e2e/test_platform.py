@@ -115,6 +115,7 @@ async def test_seed_example_completes_with_all_sections(api, sim, s3):
     assert doc["status"] == "completed" and doc["cost"] == result["cost"]
     assert PASSWORD.encode() not in raw
     assert "password" not in doc
+    assert doc["password_sealed"] == ""  # deleted by the write that completed the task
     assert b"access_token" not in raw and b"Bearer" not in raw
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
     assert [k for k in keys if task_id in k] == [f"tasks/{task_id}.json"]

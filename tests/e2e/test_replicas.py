@@ -119,7 +119,7 @@ async def test_two_orchestrators_racing_for_an_orphan_get_one_owner(api, stack: 
     key = decode_key((stack.state_dir / "credential.key").read_text().strip())
     storage = StorageClient(f"127.0.0.1:{stack.ports.storage}")
     task_id = f"task_{utcnow():%Y%m%d%H%M%S}_0fa0fa00"
-    sealed = Sealer(key).seal(PASSWORD, task_id)
+    sealed = Sealer(key).seal(PASSWORD, task_id, "wealth", "user@example.com")
     record = _orphan(task_id, sealed, owner="ghost-of-a-dead-replica")
     version = await storage.create(record)
     launched: list[str] = []

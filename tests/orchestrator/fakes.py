@@ -19,12 +19,14 @@ from common.principals import Principal
 from orchestrator.models import TaskEvent, TaskRecord
 from orchestrator.storage_client import StorageClient
 from orchestrator.worker_client import (
+    AccessToken,
     Credentials,
     JobRejected,
     Load,
     Outcome,
     Progress,
     SectionJob,
+    TokenExpired,
     WorkerFull,
     WorkerLost,
 )
@@ -242,9 +244,16 @@ def reject(reason: str) -> str:
     return f"reject:{reason}"
 
 
+def expired(conv_id: str = "", message_id: str = "") -> TokenExpired:
+    """A script step: the platform rejects the job's token after these ids were reached."""
+    return TokenExpired(
+        "fake", "poll: the platform rejected the access token (401)", conv_id, message_id
+    )
+
+
 OK = Outcome(success=True, response="done", cost=0.01, conv_id="c", message_id="m")
 
-Step = Progress | Outcome | str | asyncio.Event
+Step = Progress | Outcome | str | asyncio.Event | TokenExpired
 Plan = Callable[[SectionJob], Sequence[Step]]
 
 
@@ -264,6 +273,8 @@ class FakeWorker:
     auth_error: Exception | None = None
     runs: list[SectionJob] = field(default_factory=list)
     authentications: list[Credentials] = field(default_factory=list)
+    refreshes: list[bool] = field(default_factory=list)
+    tokens_issued: int = 0
     probes: int = 0
     closed: bool = False
 
@@ -273,11 +284,14 @@ class FakeWorker:
             raise self.reply
         return self.reply
 
-    async def authenticate(self, credentials: Credentials) -> float:
+    async def authenticate(self, credentials: Credentials, *, refresh: bool = False) -> AccessToken:
+        """Issues ``token-<address>-<n>``, a new one per call."""
         self.authentications.append(credentials)
+        self.refreshes.append(refresh)
         if self.auth_error is not None:
             raise self.auth_error
-        return self.token_lifetime
+        self.tokens_issued += 1
+        return AccessToken(f"token-{self.address}-{self.tokens_issued}", self.token_lifetime)
 
     async def run(self, job: SectionJob) -> AsyncIterator[Progress | Outcome]:
         self.runs.append(job)
@@ -292,6 +306,8 @@ class FakeWorker:
                 raise WorkerFull(self.address, "no free slot")
             elif step == LOST:
                 raise WorkerLost(self.address, "lost: UNAVAILABLE")
+            elif isinstance(step, TokenExpired):
+                raise step
             elif isinstance(step, str) and step.startswith("reject:"):
                 raise JobRejected(self.address, step.removeprefix("reject:"))
             else:
@@ -321,7 +337,9 @@ def job(section: str = "s", task_id: str = "task_20260101000000_00abcdef") -> Se
         section=section,
         asset_id="asset",
         record_json="{}",
-        credentials=Credentials(tenant="t", username="u", password="p"),
+        tenant="t",
+        username="u",
+        access_token="tok",
         timeout_s=5.0,
     )
 

@@ -1,6 +1,3 @@
-import pytest
-
-from orchestrator.credentials import Sealer, SealError, decode_key, new_key
 from orchestrator.models import SectionResult, SectionState, TaskRecord, TaskState
 from orchestrator.transitions import aggregate, elapsed_seconds
 from orchestrator.transitions import cancel as mark_cancelled
@@ -69,17 +66,3 @@ def test_cancel_marks_unfinished_sections_only():
     assert record.status == TaskState.CANCELLED
     assert record.result_data["a"].status == SectionState.COMPLETED
     assert record.result_data["b"].status == SectionState.CANCELLED
-
-
-def test_sealed_password_opens_only_with_its_key_and_task():
-    key = decode_key(new_key())
-    sealer = Sealer(key)
-    sealed = sealer.seal("hunter2", "task_a")
-    assert "hunter2" not in sealed
-    assert sealer.open(sealed, "task_a") == "hunter2"
-    with pytest.raises(SealError):
-        sealer.open(sealed, "task_b")
-    with pytest.raises(SealError):
-        Sealer(decode_key(new_key())).open(sealed, "task_a")
-    with pytest.raises(ValueError, match="32 bytes"):
-        decode_key("c2hvcnQ=")

@@ -216,7 +216,7 @@ async def test_replay_of_an_orphan_takes_it_over(world: World) -> None:
         username="alice",
         tenant=ALICE.tenant,
         principal_id=ALICE.id,
-        password_sealed=world.orch.deps.sealer.seal("pw", task_id),
+        password_sealed=world.orch.deps.sealer.seal("pw", task_id, ALICE.tenant, "alice"),
         data=records,
         result_data={
             s: SectionResult(record_index=i, asset_id="a") for i, s in enumerate(SECTIONS)

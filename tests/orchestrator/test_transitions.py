@@ -4,9 +4,13 @@ sections finishing, the ends (fail, cancel, dead letter, aggregate), retry and t
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 
+from common.errors import WrongState
+from common.timeutil import parse_iso
 from orchestrator import transitions
 from orchestrator.models import SectionResult, SectionState, TaskRecord, TaskState
 from orchestrator.worker_client import Outcome
@@ -296,3 +300,62 @@ def test_elapsed_seconds_to_completion_or_now() -> None:
     running = _record(SectionState.RUNNING)
     running.created_at = "2020-01-01T00:00:00.000000"
     assert transitions.elapsed_seconds(running) > 3600 * 24 * 365  # still running, years on
+
+
+# -- the sealed password --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("end", "kept"),
+    [
+        (transitions.cancel, False),
+        (lambda r: transitions.fail(r, "boom"), True),
+        (lambda r: transitions.dead_letter(r, "owners died"), True),
+    ],
+    ids=["cancelled", "failed", "dead-lettered"],
+)
+def test_an_ended_task_keeps_its_seal_only_when_it_may_be_retried(
+    end: Callable[[TaskRecord], object], kept: bool
+) -> None:
+    record = _record(SectionState.COMPLETED, SectionState.RUNNING, password_sealed="sealed")
+
+    end(record)
+
+    assert record.status.terminal
+    assert (record.password_sealed == "sealed") is kept
+    assert (record.status == TaskState.ERROR) is kept
+
+
+def test_the_last_section_completing_clears_the_seal_and_failing_keeps_it() -> None:
+    done = _record(SectionState.COMPLETED, SectionState.RUNNING, password_sealed="sealed")
+    transitions.finish_section(done, "s1", _ok(), dispatches=1, started=time.monotonic())
+    failed = _record(SectionState.COMPLETED, SectionState.RUNNING, password_sealed="sealed")
+    transitions.finish_section(
+        failed, "s1", Outcome.failed("boom"), dispatches=1, started=time.monotonic()
+    )
+
+    assert (done.status, done.password_sealed) == (TaskState.COMPLETED, "")
+    assert (failed.status, failed.password_sealed) == (TaskState.ERROR, "sealed")
+
+
+def test_the_password_outlives_its_task_only_after_the_window() -> None:
+    record = _record(SectionState.ERROR, password_sealed="sealed")
+    transitions.fail(record, "boom")
+    ended = parse_iso(record.completed_at or "")
+
+    assert not transitions.password_outlived(record, ended + timedelta(seconds=60), 60)
+    assert transitions.password_outlived(record, ended + timedelta(seconds=61), 60)
+    transitions.forget_password(record)
+    assert not transitions.password_outlived(record, ended + timedelta(seconds=61), 60)
+    running = _record(SectionState.RUNNING, password_sealed="sealed")
+    assert not transitions.password_outlived(running, ended + timedelta(days=9), 60)
+
+
+def test_retry_without_a_seal_is_refused() -> None:
+    record = _record(SectionState.ERROR, password_sealed="sealed")
+    transitions.fail(record, "boom")
+    transitions.forget_password(record)
+
+    with pytest.raises(WrongState, match="the password is no longer kept; submit the task again"):
+        transitions.retry(record, "r1")
+    assert record.status == TaskState.ERROR

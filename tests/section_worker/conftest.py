@@ -47,6 +47,15 @@ class Sim:
     def total_calls(self, stats: dict[str, Any]) -> int:
         return sum(int(n) for n in stats["calls"].values())
 
+    async def token(self) -> str:
+        """An access token for CREDENTIALS, fetched as the orchestrator's worker would."""
+        answer = await self.http.get(
+            f"/accesstoken/{CREDENTIALS.tenant}",
+            auth=(CREDENTIALS.username, CREDENTIALS.password),
+        )
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["access_token"])
+
 
 @pytest.fixture
 async def sim() -> AsyncIterator[Sim]:
@@ -64,6 +73,12 @@ async def sim() -> AsyncIterator[Sim]:
     async with httpx.AsyncClient(base_url=url, timeout=5) as http:
         yield Sim(url, http)
     await server.stop()
+
+
+@pytest.fixture
+async def token(sim: Sim) -> str:
+    """A valid access token of CREDENTIALS (the simulator's default lifetime, an hour)."""
+    return await sim.token()
 
 
 def _settings(sim: Sim, overrides: dict[str, Any]) -> WorkerSettings:

@@ -21,17 +21,18 @@ from tests.section_worker.conftest import ASSET, CREDENTIALS, PASSWORD, MakeClie
 RECORD = json.dumps({"top_movers_data": "AAPL +3.2%"})
 
 
-def _job(**changes: Any) -> SectionJob:
+def _job(token: str, **changes: Any) -> SectionJob:
     values: dict[str, Any] = {
         "job_id": "task_1:top_movers",
         "task_id": "task_1",
         "section": "top_movers",
         "asset_id": ASSET,
         "record_json": RECORD,
-        "credentials": CREDENTIALS,
+        "tenant": CREDENTIALS.tenant,
+        "username": CREDENTIALS.username,
     }
     values.update(changes)
-    return SectionJob(**values)
+    return SectionJob(access_token=token, **values)
 
 
 def _runner(make_client: MakeClient, **overrides: Any) -> JobRunner:
@@ -51,10 +52,12 @@ async def _events(runner: JobRunner, job: SectionJob) -> list[Event]:
         return [event async for event in events]
 
 
-async def test_a_job_yields_progress_then_one_result(sim: Sim, make_client: MakeClient) -> None:
+async def test_a_job_yields_progress_then_one_result(
+    sim: Sim, make_client: MakeClient, token: str
+) -> None:
     runner = _runner(make_client)
 
-    events = await _events(runner, _job())
+    events = await _events(runner, _job(token))
 
     *progress, result = events
     assert all(isinstance(event, Progress) for event in progress)
@@ -68,15 +71,19 @@ async def test_a_job_yields_progress_then_one_result(sim: Sim, make_client: Make
     assert (result.response, result.cost) == answer_for(ASSET, RECORD, 0.004, 0.24)
     assert result.conv_id == progress[2].conv_id
     assert result.message_id == progress[2].message_id
-    assert result.platform_calls == sim.total_calls(await sim.stats())
+    stats = await sim.stats()
+    assert result.platform_calls == sim.total_calls(stats) - stats["calls"]["auth"]
+    assert stats["calls"]["auth"] == 1  # the test's own token call: the job makes none
     assert runner.load().in_flight == 0
 
 
-async def test_the_job_timeout_becomes_a_failed_result(sim: Sim, make_client: MakeClient) -> None:
+async def test_the_job_timeout_becomes_a_failed_result(
+    sim: Sim, make_client: MakeClient, token: str
+) -> None:
     await sim.configure(latency_median_s=10)
     runner = _runner(make_client)
 
-    events = await _events(runner, _job(timeout_s=1.5))  # room to send on a busy machine
+    events = await _events(runner, _job(token, timeout_s=1.5))  # room to send on a busy machine
 
     result = events[-1]
     assert isinstance(result, SectionResult)
@@ -86,11 +93,13 @@ async def test_the_job_timeout_becomes_a_failed_result(sim: Sim, make_client: Ma
     assert 1.5 <= result.duration_s < 4
 
 
-async def test_a_platform_outage_becomes_a_failed_result(sim: Sim, make_client: MakeClient) -> None:
+async def test_a_platform_outage_becomes_a_failed_result(
+    sim: Sim, make_client: MakeClient, token: str
+) -> None:
     await sim.configure(error_rate=1.0)
     runner = _runner(make_client, max_retries=1)
 
-    events = await _events(runner, _job())
+    events = await _events(runner, _job(token))
 
     result = events[-1]
     assert isinstance(result, SectionResult)
@@ -98,17 +107,19 @@ async def test_a_platform_outage_becomes_a_failed_result(sim: Sim, make_client: 
     assert result.error == (
         "create conversation: the platform answered 503 (gave up after 2 attempts)"
     )
-    assert result.platform_calls == 3  # one token call, two create attempts
+    assert result.platform_calls == 2  # two create attempts; the job brings its token
 
 
-async def test_beyond_capacity_a_job_is_refused_at_once(sim: Sim, make_client: MakeClient) -> None:
+async def test_beyond_capacity_a_job_is_refused_at_once(
+    sim: Sim, make_client: MakeClient, token: str
+) -> None:
     await sim.configure(latency_median_s=10)
     runner = _runner(make_client, max_concurrent_jobs=1)
-    first = runner.run(_job())
+    first = runner.run(_job(token))
     assert (await anext(first)) == Progress(Stage.ACCEPTED)
 
     with pytest.raises(Overloaded, match="maximum of 1 jobs"):
-        await anext(runner.run(_job(job_id="task_1:other")))
+        await anext(runner.run(_job(token, job_id="task_1:other")))
     assert runner.load().in_flight == 1
 
     await first.aclose()
@@ -116,11 +127,11 @@ async def test_beyond_capacity_a_job_is_refused_at_once(sim: Sim, make_client: M
 
 
 async def test_draining_refuses_new_jobs_and_waits_for_running_ones(
-    sim: Sim, make_client: MakeClient
+    sim: Sim, make_client: MakeClient, token: str
 ) -> None:
     await sim.configure(latency_median_s=0.2)
     runner = _runner(make_client)
-    running = asyncio.create_task(_events(runner, _job()))
+    running = asyncio.create_task(_events(runner, _job(token)))
     await assert_eventually(_in_flight(runner), lambda n: n == 1, what="job running")
 
     drained = await runner.drain(5)
@@ -131,13 +142,15 @@ async def test_draining_refuses_new_jobs_and_waits_for_running_ones(
     assert isinstance(result, SectionResult) and result.success
     assert not runner.load().accepting
     with pytest.raises(Unavailable, match="draining"):
-        await anext(runner.run(_job()))
+        await anext(runner.run(_job(token)))
 
 
-async def test_cancelling_the_consumer_cancels_the_job(sim: Sim, make_client: MakeClient) -> None:
+async def test_cancelling_the_consumer_cancels_the_job(
+    sim: Sim, make_client: MakeClient, token: str
+) -> None:
     await sim.configure(latency_median_s=10)
     runner = _runner(make_client)
-    consumer = asyncio.create_task(_events(runner, _job()))
+    consumer = asyncio.create_task(_events(runner, _job(token)))
     await assert_eventually(_in_flight(runner), lambda n: n == 1, what="job running")
 
     consumer.cancel()
@@ -148,7 +161,7 @@ async def test_cancelling_the_consumer_cancels_the_job(sim: Sim, make_client: Ma
 
 
 async def test_job_log_lines_carry_task_and_section_and_no_secret(
-    sim: Sim, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+    sim: Sim, make_client: MakeClient, token: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     seen: list[tuple[str, str, str]] = []
 
@@ -161,8 +174,7 @@ async def test_job_log_lines_carry_task_and_section_and_no_secret(
     caplog.set_level(logging.DEBUG)
     try:
         runner = _runner(make_client)
-        await _events(runner, _job())
-        token = await runner._client.authenticate(CREDENTIALS)
+        await _events(runner, _job(token))
     finally:
         logging.getLogger("section_worker").removeHandler(spy)
 
@@ -170,4 +182,57 @@ async def test_job_log_lines_carry_task_and_section_and_no_secret(
     assert len(job_lines) == 2
     assert all((task, section) == ("task_1", "top_movers") for _, task, section in job_lines)
     assert PASSWORD not in caplog.text
-    assert token.value not in caplog.text
+    assert token not in caplog.text
+
+
+async def test_a_rejected_token_before_the_prompt_ends_the_job_as_token_expired(
+    sim: Sim, make_client: MakeClient, token: str
+) -> None:
+    await sim.reset()  # the platform forgets every token it issued
+    runner = _runner(make_client)
+
+    result = (await _events(runner, _job(token)))[-1]
+
+    assert isinstance(result, SectionResult)
+    assert result.token_expired and not result.success
+    assert result.error == (
+        "create conversation: the platform rejected the access token (401) "
+        "while creating the conversation"
+    )
+    assert (result.conv_id, result.message_id) == ("", "")
+    assert (await sim.stats())["calls"].get("auth", 0) == 0  # the worker cannot authenticate
+
+
+async def test_a_token_expiring_mid_job_resumes_with_a_new_one_without_a_second_prompt(
+    sim: Sim, make_client: MakeClient
+) -> None:
+    await sim.configure(token_ttl_s=0.3, latency_median_s=1.0)
+    runner = _runner(make_client)
+
+    first = (await _events(runner, _job(await sim.token())))[-1]
+
+    assert isinstance(first, SectionResult)
+    assert first.token_expired and not first.success
+    assert first.conv_id and first.message_id
+    assert first.error.startswith("poll: the platform rejected the access token (401)")
+    await sim.configure(token_ttl_s=3600)
+    resumed = _job(
+        await sim.token(), resume_conv_id=first.conv_id, resume_message_id=first.message_id
+    )
+    events = await _events(runner, resumed)
+
+    result = events[-1]
+    assert isinstance(result, SectionResult)
+    assert result.success, result.error
+    assert (result.conv_id, result.message_id) == (first.conv_id, first.message_id)
+    assert (result.response, result.cost) == answer_for(ASSET, RECORD, 0.004, 0.24)
+    assert Stage.CONVERSATION_CREATED not in [e.stage for e in events if isinstance(e, Progress)]
+    stats = await sim.stats()
+    assert sum(stats["prompts_by_input"].values()) == 1
+    assert stats["calls"]["create"] == 1
+
+
+def test_a_job_shows_no_token_in_its_repr() -> None:
+    job = _job("secret-token-value")
+    assert "secret-token-value" not in repr(job)
+    assert not hasattr(job, "password") and not hasattr(job, "credentials")

@@ -47,9 +47,9 @@ async def test_sigterm_lets_the_running_job_finish_then_exits(sim: Sim) -> None:
                     section="s",
                     asset_id=ASSET,
                     record_json="{}",
-                    credentials=worker_pb2.Credentials(
-                        tenant="acme", username="alice", password=PASSWORD
-                    ),
+                    tenant="acme",
+                    username="alice",
+                    access_token=await sim.token(),
                 )
             )
             assert (await call.read()).progress.stage == worker_pb2.STAGE_ACCEPTED

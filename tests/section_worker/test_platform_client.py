@@ -13,8 +13,10 @@ from section_worker.platform_client import (
     AnswerStatus,
     AuthFailed,
     Credentials,
+    PlatformClient,
     PlatformUnavailable,
     Throttled,
+    TokenRejected,
 )
 from section_worker.platform_session import PlatformSession
 from simulator.state import answer_for, input_digest
@@ -24,8 +26,13 @@ from tests.section_worker.conftest import ASSET, CREDENTIALS, PASSWORD, MakeClie
 RECORD = json.dumps({"Market Value": "12000000", "Top Asset": "Equity (65%)"})
 
 
+async def _session(client: PlatformClient) -> PlatformSession:
+    """A session with a token the client fetched for CREDENTIALS."""
+    return PlatformSession(client, (await client.authenticate(CREDENTIALS)).value)
+
+
 async def test_a_session_runs_a_prompt_to_its_answer(sim: Sim, make_client: MakeClient) -> None:
-    session = PlatformSession(make_client(), CREDENTIALS)
+    session = await _session(make_client())
 
     conv_id = await session.create_conversation(ASSET)
     message_id = await session.send_prompt(conv_id, RECORD)
@@ -38,7 +45,7 @@ async def test_a_session_runs_a_prompt_to_its_answer(sim: Sim, make_client: Make
     response, cost = answer_for(ASSET, RECORD, 0.004, 0.24)
     assert (answer.status, answer.response, answer.cost) == (AnswerStatus.SUCCESS, response, cost)
     stats = await sim.stats()
-    assert session.calls.value == sim.total_calls(stats)
+    assert session.calls.value == sim.total_calls(stats) - 1  # the token call is not the session's
     assert stats["calls"]["auth"] == 1
     assert stats["prompts_by_input"] == {input_digest(ASSET, RECORD): 1}
 
@@ -46,8 +53,7 @@ async def test_a_session_runs_a_prompt_to_its_answer(sim: Sim, make_client: Make
 async def test_a_throttled_call_waits_for_retry_after_then_succeeds(
     sim: Sim, make_client: MakeClient
 ) -> None:
-    session = PlatformSession(make_client(backoff_base_s=0.001, backoff_max_s=0.001), CREDENTIALS)
-    await session.authenticate()
+    session = await _session(make_client(backoff_base_s=0.001, backoff_max_s=0.001))
     await sim.configure(throttle_next=1, retry_after_s=0.3)
 
     started = time.monotonic()
@@ -59,12 +65,11 @@ async def test_a_throttled_call_waits_for_retry_after_then_succeeds(
     stats = await sim.stats()
     assert stats["rejected"]["429"] == 1
     assert stats["calls"]["create"] == 2
-    assert session.calls.value == 3
+    assert session.calls.value == 2
 
 
 async def test_retry_after_is_capped(sim: Sim, make_client: MakeClient) -> None:
-    session = PlatformSession(make_client(retry_after_max_s=0.05), CREDENTIALS)
-    await session.authenticate()
+    session = await _session(make_client(retry_after_max_s=0.05))
     await sim.configure(throttle_next=2, retry_after_s=60)
 
     conv_id = await asyncio.wait_for(session.create_conversation(ASSET), timeout=3)
@@ -76,8 +81,7 @@ async def test_retry_after_is_capped(sim: Sim, make_client: MakeClient) -> None:
 async def test_5xx_until_the_retries_run_out_is_a_clear_failure(
     sim: Sim, make_client: MakeClient
 ) -> None:
-    session = PlatformSession(make_client(max_retries=2), CREDENTIALS)
-    await session.authenticate()
+    session = await _session(make_client(max_retries=2))
     await sim.configure(error_next=10)
 
     with pytest.raises(PlatformUnavailable) as failed:
@@ -93,8 +97,7 @@ async def test_5xx_until_the_retries_run_out_is_a_clear_failure(
 async def test_throttling_until_the_retries_run_out_raises_throttled(
     sim: Sim, make_client: MakeClient
 ) -> None:
-    session = PlatformSession(make_client(max_retries=1), CREDENTIALS)
-    await session.authenticate()
+    session = await _session(make_client(max_retries=1))
     await sim.configure(throttle_rate=1.0, retry_after_s=0.01)
 
     with pytest.raises(Throttled, match=r"send prompt.*429.*2 attempts"):
@@ -104,7 +107,7 @@ async def test_throttling_until_the_retries_run_out_raises_throttled(
 async def test_a_prompt_refused_with_503_is_sent_again_but_only_accepted_once(
     sim: Sim, make_client: MakeClient
 ) -> None:
-    session = PlatformSession(make_client(), CREDENTIALS)
+    session = await _session(make_client())
     conv_id = await session.create_conversation(ASSET)
     await sim.configure(error_next=1)
 
@@ -117,9 +120,9 @@ async def test_a_prompt_refused_with_503_is_sent_again_but_only_accepted_once(
 
 async def test_an_unreachable_platform_is_unavailable(make_client: MakeClient) -> None:
     client = make_client(platform_url=f"http://127.0.0.1:{free_port()}")
-    session = PlatformSession(client, CREDENTIALS)
+    session = PlatformSession(client, "any-token")
 
-    with pytest.raises(PlatformUnavailable, match="authenticate: cannot reach the platform"):
+    with pytest.raises(PlatformUnavailable, match="create conversation: cannot reach the platform"):
         await session.create_conversation(ASSET)
 
     assert session.calls.value == 3
@@ -138,7 +141,7 @@ async def test_an_expiring_token_is_refreshed_before_use(sim: Sim, make_client: 
         timeout=3,
         what="token refresh",
     )
-    await PlatformSession(client, CREDENTIALS).create_conversation(ASSET)
+    await PlatformSession(client, renewed.value).create_conversation(ASSET)
 
     assert renewed.value != first.value
     stats = await sim.stats()
@@ -146,19 +149,25 @@ async def test_an_expiring_token_is_refreshed_before_use(sim: Sim, make_client: 
     assert stats["rejected"]["401"] == 0
 
 
-async def test_a_rejected_token_is_replaced_once_transparently(
+async def test_a_rejected_token_is_reported_and_a_refresh_replaces_it(
     sim: Sim, make_client: MakeClient
 ) -> None:
-    session = PlatformSession(make_client(), CREDENTIALS)
-    await session.authenticate()
+    client = make_client()
+    rejected = await client.authenticate(CREDENTIALS)
     await sim.reset()  # the platform forgets every token it issued
 
-    conv_id = await session.create_conversation(ASSET)
+    with pytest.raises(TokenRejected, match=r"create conversation: .* \(401\)"):
+        await PlatformSession(client, rejected.value).create_conversation(ASSET)
+    cached = await client.authenticate(CREDENTIALS)
+    renewed = await client.authenticate(CREDENTIALS, refresh=True)
+    conv_id = await PlatformSession(client, renewed.value).create_conversation(ASSET)
 
+    assert cached is rejected  # the cache cannot tell; only a refresh goes to the platform
+    assert renewed.value != rejected.value
     assert len(conv_id) == 24
     stats = await sim.stats()
     assert stats["rejected"]["401"] == 1
-    assert stats["calls"]["auth"] == 1
+    assert stats["calls"]["auth"] == 1  # counted since the reset: the refresh only
     assert stats["calls"]["create"] == 2
 
 

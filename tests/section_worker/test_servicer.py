@@ -28,14 +28,16 @@ def _credentials(password: str = PASSWORD) -> Any:
     return worker_pb2.Credentials(tenant="acme", username="alice@example.com", password=password)
 
 
-def _job(asset_id: str = ASSET, **changes: Any) -> Any:
+def _job(token: str, asset_id: str = ASSET, **changes: Any) -> Any:
     values: dict[str, Any] = {
         "job_id": "task_9:model_and_rebalancing",
         "task_id": "task_9",
         "section": "model_and_rebalancing",
         "asset_id": asset_id,
         "record_json": RECORD,
-        "credentials": _credentials(),
+        "tenant": "acme",
+        "username": "alice@example.com",
+        "access_token": token,
     }
     values.update(changes)
     return worker_pb2.SectionJob(**values)
@@ -46,9 +48,9 @@ async def _load(worker: Worker) -> Any:
 
 
 async def test_a_job_streams_progress_then_a_result_matching_the_platform(
-    sim: Sim, worker: Worker
+    sim: Sim, worker: Worker, token: str
 ) -> None:
-    events = [event async for event in worker.stub.RunSection(_job())]
+    events = [event async for event in worker.stub.RunSection(_job(token))]
 
     kinds = [event.WhichOneof("event") for event in events]
     assert kinds[-1] == "result" and set(kinds[:-1]) == {"progress"}
@@ -64,13 +66,13 @@ async def test_a_job_streams_progress_then_a_result_matching_the_platform(
     assert result.conv_id == events[2].progress.conv_id and len(result.conv_id) == 24
     assert result.message_id == events[2].progress.message_id and len(result.message_id) == 24
     stats = await sim.stats()
-    assert result.platform_calls == sim.total_calls(stats)
+    assert result.platform_calls == sim.total_calls(stats) - 1  # not the test's token call
     assert stats["cost_served"] == round(result.cost, 4)
     assert result.duration_s > 0
 
 
-async def test_a_failing_asset_gives_a_failed_result(worker: Worker) -> None:
-    events = [event async for event in worker.stub.RunSection(_job(FAILING_ASSET))]
+async def test_a_failing_asset_gives_a_failed_result(worker: Worker, token: str) -> None:
+    events = [event async for event in worker.stub.RunSection(_job(token, FAILING_ASSET))]
 
     result = events[-1].result
     assert not result.success
@@ -80,15 +82,15 @@ async def test_a_failing_asset_gives_a_failed_result(worker: Worker) -> None:
 
 
 async def test_beyond_capacity_a_job_is_refused_and_cancelling_frees_the_slot(
-    sim: Sim, start_worker: StartWorker
+    sim: Sim, start_worker: StartWorker, token: str
 ) -> None:
     worker = await start_worker(max_concurrent_jobs=1)
     await sim.configure(latency_median_s=10)
-    first = worker.stub.RunSection(_job())
+    first = worker.stub.RunSection(_job(token))
     assert (await first.read()).progress.stage == worker_pb2.STAGE_ACCEPTED
 
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        [event async for event in worker.stub.RunSection(_job(job_id="task_9:other"))]
+        [event async for event in worker.stub.RunSection(_job(token, job_id="task_9:other"))]
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "maximum of 1 jobs" in str(refused.value.details())
     assert (await _load(worker)).in_flight == 1
@@ -100,35 +102,82 @@ async def test_beyond_capacity_a_job_is_refused_and_cancelling_frees_the_slot(
     assert load.capacity == 1 and load.accepting
 
     await sim.configure(latency_median_s=0.01)
-    events = [event async for event in worker.stub.RunSection(_job())]
+    events = [event async for event in worker.stub.RunSection(_job(token))]
     assert events[-1].result.success
 
 
-async def test_a_draining_worker_refuses_jobs_as_unavailable(worker: Worker) -> None:
+async def test_a_draining_worker_refuses_jobs_as_unavailable(worker: Worker, token: str) -> None:
     assert await worker.runner.drain(0.1)
 
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        [event async for event in worker.stub.RunSection(_job())]
+        [event async for event in worker.stub.RunSection(_job(token))]
 
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     assert not (await _load(worker)).accepting
 
 
-async def test_an_incomplete_job_is_invalid(worker: Worker) -> None:
+@pytest.mark.parametrize(
+    ("changes", "details"),
+    [
+        ({"asset_id": ""}, "asset_id is required"),
+        ({"access_token": ""}, "access_token is required"),
+        ({"resume_message_id": "m" * 24}, "resume_message_id needs resume_conv_id"),
+    ],
+)
+async def test_an_incomplete_job_is_invalid(
+    worker: Worker, changes: dict[str, str], details: str
+) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        [event async for event in worker.stub.RunSection(_job(asset_id=""))]
+        [event async for event in worker.stub.RunSection(_job("a-token", **changes))]
 
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert refused.value.details() == "asset_id is required"
+    assert refused.value.details() == details
     assert (await _load(worker)).in_flight == 0
 
 
-async def test_authenticate_reports_how_long_the_token_lasts(worker: Worker) -> None:
+def test_no_section_job_field_can_carry_a_password() -> None:
+    def names(descriptor: Any, seen: frozenset[str] = frozenset()) -> set[str]:
+        found: set[str] = set()
+        for field in descriptor.fields:
+            found.add(field.name)
+            if field.message_type and field.message_type.full_name not in seen:
+                found |= names(field.message_type, seen | {descriptor.full_name})
+        return found
+
+    fields = names(worker_pb2.SectionJob.DESCRIPTOR)
+    assert "access_token" in fields
+    assert not {"password", "credentials"} & fields
+
+
+async def test_the_token_authenticate_returns_runs_a_job_and_a_refresh_replaces_it(
+    sim: Sim, worker: Worker
+) -> None:
+    answer = await worker.stub.Authenticate(
+        worker_pb2.AuthenticateRequest(credentials=_credentials())
+    )
+    await sim.reset()  # the platform forgets the token the worker holds
+
+    expired = [event async for event in worker.stub.RunSection(_job(answer.access_token))]
+    renewed = await worker.stub.Authenticate(
+        worker_pb2.AuthenticateRequest(credentials=_credentials(), refresh=True)
+    )
+    events = [event async for event in worker.stub.RunSection(_job(renewed.access_token))]
+
+    assert expired[-1].result.token_expired and not expired[-1].result.success
+    assert "401" in expired[-1].result.error
+    assert answer.access_token not in expired[-1].result.error
+    assert renewed.access_token != answer.access_token
+    assert events[-1].result.success and not events[-1].result.token_expired
+    assert (await sim.stats())["calls"]["auth"] == 1  # since the reset: the refresh only
+
+
+async def test_authenticate_reports_the_token_and_how_long_it_lasts(worker: Worker) -> None:
     answer = await worker.stub.Authenticate(
         worker_pb2.AuthenticateRequest(credentials=_credentials())
     )
 
     assert 1800 <= answer.expires_in <= 3600
+    assert answer.access_token
 
 
 async def test_authenticate_with_a_bad_password_does_not_echo_it(worker: Worker) -> None:

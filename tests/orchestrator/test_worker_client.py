@@ -1,0 +1,135 @@
+"""The orchestrator's worker client and a task run against a real section worker and the real
+simulator: jobs carry a token, an expired token surfaces as TokenExpired with the ids reached,
+and a task whose token expires mid-section renews it and finishes without a second prompt."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import load_config
+from orchestrator.credentials import Sealer, decode_key, new_key
+from orchestrator.models import SectionResult, TaskState
+from orchestrator.pipeline import Deps, TaskRun
+from orchestrator.worker_client import (
+    Credentials,
+    GrpcWorkerClient,
+    Outcome,
+    SectionJob,
+    TokenExpired,
+)
+from orchestrator.workers import WorkerPool
+from tests.orchestrator.factories import task_record
+from tests.orchestrator.fakes import FakeStorage
+from tests.section_worker.conftest import ASSET, CREDENTIALS, PASSWORD, Sim, StartWorker
+from tests.section_worker.conftest import sim as sim  # the fixtures
+from tests.section_worker.conftest import start_worker as start_worker
+
+CONFIG = Path(__file__).resolve().parents[2] / "config.json"
+USER = Credentials(CREDENTIALS.tenant, CREDENTIALS.username, PASSWORD)
+
+
+@pytest.fixture
+async def client(start_worker: StartWorker) -> AsyncIterator[GrpcWorkerClient]:
+    worker = await start_worker(poll_max_s=0.05, job_timeout_s=10)
+    address = f"127.0.0.1:{worker.host.port}"
+    made = GrpcWorkerClient(address)
+    yield made
+    await made.close()
+
+
+def _job(token: str, **changes: str) -> SectionJob:
+    return SectionJob(
+        job_id="task_1:s",
+        task_id="task_1",
+        section="s",
+        asset_id=ASSET,
+        record_json=json.dumps({"a": 1}),
+        tenant=USER.tenant,
+        username=USER.username,
+        access_token=token,
+        timeout_s=10,
+        **changes,
+    )
+
+
+async def _outcome(client: GrpcWorkerClient, job: SectionJob) -> Outcome:
+    events = [event async for event in client.run(job)]
+    assert isinstance(events[-1], Outcome)
+    return events[-1]
+
+
+async def test_an_expired_token_surfaces_with_the_ids_and_the_job_resumes(
+    sim: Sim, client: GrpcWorkerClient
+) -> None:
+    await sim.configure(token_ttl_s=0.4, latency_median_s=1.0)
+    token = await client.authenticate(USER)
+
+    with pytest.raises(TokenExpired) as expired:
+        await _outcome(client, _job(token.value))
+    await sim.configure(token_ttl_s=3600)
+    renewed = await client.authenticate(USER, refresh=True)
+    outcome = await _outcome(
+        client,
+        _job(
+            renewed.value,
+            resume_conv_id=expired.value.conv_id,
+            resume_message_id=expired.value.message_id,
+        ),
+    )
+
+    assert expired.value.conv_id and expired.value.message_id
+    assert "401" in expired.value.reason and token.value not in expired.value.reason
+    assert renewed.value != token.value and renewed.expires_in > 1000
+    assert outcome.success, outcome.error
+    assert outcome.message_id == expired.value.message_id
+    stats = await sim.stats()
+    assert sum(stats["prompts_by_input"].values()) == 1
+    assert stats["calls"]["create"] == 1
+
+
+async def test_a_task_renews_its_token_mid_section_without_sending_a_prompt_twice(
+    sim: Sim, client: GrpcWorkerClient
+) -> None:
+    # The first token dies while the sections are being written; the renewed one outlives them.
+    await sim.configure(token_ttl_s=1.0, latency_median_s=1.6)
+    pool = WorkerPool([client.address], refresh_s=60, connect=lambda _: client)
+    await pool.refresh()
+    sealer = Sealer(decode_key(new_key()))
+    task_id = "task_20260101000000_00abcdef"
+    records = [{"Market Value": 1, "XIRR_SI": 2}, {"top_movers_data": "AAPL +3%"}]
+    record = task_record(
+        task_id=task_id,
+        tenant=USER.tenant,
+        username=USER.username,
+        password_sealed=sealer.seal(PASSWORD, task_id, USER.tenant, USER.username),
+        data=records,
+        result_data={
+            "portfolio_snapshot": SectionResult(record_index=0, asset_id=ASSET),
+            "top_movers": SectionResult(record_index=1, asset_id=ASSET),
+        },
+    )
+    storage = FakeStorage()
+    version = storage.put_record(record)
+    deps = Deps(
+        storage=storage.as_client(),
+        pool=pool,
+        config=load_config(CONFIG),
+        sealer=sealer,
+        replica_id="r1",
+        auth_wait_s=2,
+    )
+
+    await TaskRun(record, version, deps).run()
+
+    stored = storage.record(task_id)
+    assert stored.status == TaskState.COMPLETED, stored.message
+    assert all(s.dispatches == 2 for s in stored.result_data.values())
+    assert stored.password_sealed == ""
+    stats = await sim.stats()
+    assert stats["calls"]["auth"] == 2  # the task's token, then one renewal for both sections
+    assert stats["rejected"]["401"] >= 2
+    assert sorted(stats["prompts_by_input"].values()) == [1, 1]
