@@ -191,6 +191,7 @@ async def test_absurd_keys_and_value_counts_are_422(env):
     [
         (errors.InvalidInput("data[1] matches no section"), 422, "invalid_input"),
         (errors.Unauthenticated("the platform refused the credentials"), 401, "unauthenticated"),
+        (errors.Forbidden("only admins may do this"), 403, "forbidden"),
         (errors.NotFound("task task_1 not found"), 404, "not_found"),
         (errors.Conflict("changed by another writer"), 409, "conflict"),
         (errors.WrongState("task already finished as completed"), 409, "wrong_state"),
