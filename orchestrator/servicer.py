@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import cached_property
 
 import grpc
 
+from common.principals import Principal, Role
+from orchestrator.keys import ApiKeys, KeyRecord
 from orchestrator.models import TaskRecord
 from orchestrator.peers import FORWARDED
 from orchestrator.service import Orchestrator
@@ -179,4 +182,60 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):  
             tasks_taken_over=stats.tasks_taken_over,
             cache_size=stats.cache_size,
             storage_bucket=stats.storage_bucket,
+        )
+
+    # -- API keys (SPEC §10) ----------------------------------------------------------------
+
+    @cached_property
+    def keys(self) -> ApiKeys:
+        """The API keys, kept through this orchestrator's storage client."""
+        return ApiKeys(self.orchestrator.deps.storage)
+
+    @staticmethod
+    def _key_caller(caller: pb.Caller) -> Principal:
+        role = Role.ADMIN if caller.admin else Role.CLIENT
+        return Principal(id=caller.principal_id, tenant=caller.tenant, role=role)
+
+    @staticmethod
+    def _api_key(record: KeyRecord) -> pb.ApiKey:
+        return pb.ApiKey(
+            key_id=record.key_id,
+            name=record.name,
+            tenant=record.tenant,
+            role=record.role.value,
+            principal_id=record.principal.id,
+            created_at=record.created_at,
+            revoked_at=record.revoked_at or "",
+        )
+
+    async def CreateKey(
+        self, request: pb.CreateKeyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateKeyResponse:
+        record, key = await self.keys.create(
+            self._key_caller(request.caller), request.name, request.tenant, request.role
+        )
+        return pb.CreateKeyResponse(api_key=self._api_key(record), key=key)
+
+    async def ListKeys(
+        self, request: pb.ListKeysRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListKeysResponse:
+        records = await self.keys.list(self._key_caller(request.caller))
+        return pb.ListKeysResponse(keys=[self._api_key(r) for r in records])
+
+    async def RevokeKey(
+        self, request: pb.RevokeKeyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ApiKey:
+        record = await self.keys.revoke(self._key_caller(request.caller), request.key_id)
+        return self._api_key(record)
+
+    async def ResolveKey(
+        self, request: pb.ResolveKeyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResolvedKey:
+        record = await self.keys.resolve(request.key)
+        principal = record.principal
+        return pb.ResolvedKey(
+            key_id=record.key_id,
+            principal_id=principal.id,
+            tenant=principal.tenant,
+            admin=principal.admin,
         )
