@@ -18,6 +18,8 @@ import secrets
 PREFIX = "wak_"
 KEY_ID_BYTES = 6
 SECRET_BYTES = 32
+KEY_ID_PATTERN = "^[0-9a-f]{12}$"
+"""A key id as a pattern string for FastAPI ``Path(pattern=...)``."""
 REGEX = re.compile(r"wak_(?P<key_id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{43})\Z")
 """A whole key; ``REGEX.match(text)`` is true only for the whole of one."""
 

@@ -15,6 +15,8 @@ from wealthai.orchestrator.v1 import orchestrator_pb2 as pb
 from wealthai.orchestrator.v1 import orchestrator_pb2_grpc
 
 TASK = "task_20251230182721_01e09305"
+ADMIN_KEY = "wak_admin_test-bootstrap-key-of-32-characters-or-more"
+AS_ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 BODY = {
     "username": "user@example.com",
     "password": "hunter2-secret",
@@ -103,11 +105,15 @@ async def env(body_limit):
     host.add(orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server, scripted, "o")
     port = await host.start()
     app = create_app(
-        GatewaySettings(orchestrator_target=f"127.0.0.1:{port}", max_body_bytes=body_limit)
+        GatewaySettings(
+            orchestrator_target=f"127.0.0.1:{port}", max_body_bytes=body_limit, admin_key=ADMIN_KEY
+        )
     )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://gw", headers=AS_ADMIN
+        ) as client:
             yield client, scripted
     await host.stop()
 
@@ -315,10 +321,14 @@ async def test_openapi_has_the_contract_and_examples(env):
 
 
 async def test_orchestrator_down_is_503():
-    app = create_app(GatewaySettings(orchestrator_target="127.0.0.1:1", call_timeout_s=2))
+    app = create_app(
+        GatewaySettings(orchestrator_target="127.0.0.1:1", call_timeout_s=2, admin_key=ADMIN_KEY)
+    )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as other:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://gw", headers=AS_ADMIN
+        ) as other:
             reply = await other.get(f"/task/{TASK}/status")
     assert reply.status_code == 503
     assert reply.json()["error"] == "unavailable"
