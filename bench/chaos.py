@@ -323,7 +323,11 @@ async def drive(stack: Stack, opts: argparse.Namespace, pool: ThreadPoolExecutor
     """Baseline, chaos, drain; then gathers the figures."""
     sim_url, timing = f"http://127.0.0.1:{stack.ports.simulator}", dict[str, float]()
     async with (
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.ports.gateway}", timeout=20) as api,
+        httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{stack.ports.gateway}",
+            timeout=20,
+            headers={"Authorization": f"Bearer {stack.admin_key}"},
+        ) as api,
         httpx.AsyncClient(base_url=sim_url, timeout=20) as sim,
     ):
         run, mark = Chaos(stack, opts, api), time.monotonic()

@@ -150,16 +150,21 @@ class Load:
 
 
 def client_pair(
-    base_url: str, connections: int
+    base_url: str, connections: int, api_key: str
 ) -> tuple[aiohttp.ClientSession, aiohttp.ClientSession]:
-    """(submit client, poll client) to the gateway, each pooling up to ``connections``.
-    Call it inside the event loop that uses them."""
+    """(submit client, poll client) to the gateway, each pooling up to ``connections`` and
+    sending ``api_key``. Call it inside the event loop that uses them."""
 
     def session() -> aiohttp.ClientSession:
         # Idle connections are dropped well before the gateway's keep-alive timeout (uvicorn:
         # 5 s), so a request never goes out on a connection the server is closing.
         connector = aiohttp.TCPConnector(limit=connections, keepalive_timeout=2.0)
         timeout = aiohttp.ClientTimeout(total=90, sock_read=30)
-        return aiohttp.ClientSession(base_url, connector=connector, timeout=timeout)
+        return aiohttp.ClientSession(
+            base_url,
+            connector=connector,
+            timeout=timeout,
+            headers={"Authorization": f"Bearer {api_key}"},
+        )
 
     return session(), session()

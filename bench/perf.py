@@ -83,7 +83,9 @@ async def measure(stack: BenchStack, sc: Scenario) -> dict[str, Any]:
     sim = httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.ports.simulator}", timeout=60)
     ctl = httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.control_port}", timeout=60)
     connections = max(16, min(sc.clients or 256, 256))
-    submit_api, poll_api = client_pair(f"http://127.0.0.1:{stack.ports.gateway}", connections)
+    submit_api, poll_api = client_pair(
+        f"http://127.0.0.1:{stack.ports.gateway}", connections, stack.admin_key
+    )
     run_id = f"{random.getrandbits(32):08x}"
     async with sim, ctl, submit_api, poll_api:
         zero = {"latency_median_s": 0, "latency_sigma": 0}

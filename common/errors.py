@@ -9,6 +9,7 @@ status and REST code of that same row (:func:`error_body`)::
     AppError                    gRPC                 HTTP  REST code
     ├── InvalidInput            INVALID_ARGUMENT     422   invalid_input
     ├── Unauthenticated         UNAUTHENTICATED      401   unauthenticated
+    ├── Forbidden               PERMISSION_DENIED    403   forbidden
     ├── NotFound                NOT_FOUND            404   not_found
     ├── Conflict                ABORTED              409   conflict
     ├── WrongState              FAILED_PRECONDITION  409   wrong_state
@@ -62,11 +63,23 @@ class InvalidInput(AppError):
 
 
 class Unauthenticated(AppError):
-    """The AI platform refused the user's credentials."""
+    """The caller's API key is missing, unknown or revoked, or the AI platform refused the
+    user's credentials."""
 
     grpc_code = grpc.StatusCode.UNAUTHENTICATED
     http_status = 401
     code = "unauthenticated"
+
+
+class Forbidden(AppError):
+    """The caller is known but may not do this (a client calling an admin-only operation).
+
+    Only for operations, never for objects: another owner's task is NotFound, so ids cannot be
+    probed."""
+
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+    http_status = 403
+    code = "forbidden"
 
 
 class NotFound(AppError):
@@ -141,6 +154,7 @@ class Internal(AppError):
 ROWS: tuple[type[AppError], ...] = (
     InvalidInput,
     Unauthenticated,
+    Forbidden,
     NotFound,
     Conflict,
     WrongState,

@@ -23,6 +23,8 @@ is the end of the text. Python's ``$`` also matches before a final newline: use 
 REGEX = re.compile(r"task_(?P<created>[0-9]{14})_(?P<tag>[0-9a-f]{2})[0-9a-f]{6}\Z")
 """The form compiled; ``REGEX.match(text)`` is true only for the whole of an id."""
 EXAMPLE = "task_20251230182721_01e09305"
+START = "task_"
+"""What every id starts with: under a key prefix, it tells task documents from other objects."""
 
 _SECOND = "%Y%m%d%H%M%S"
 _HEX2 = re.compile(r"[0-9a-f]{2}\Z")
@@ -82,7 +84,7 @@ def check(task_id: str) -> str:
 
 def day_prefix(day: date) -> str:
     """The start every id created on UTC ``day`` shares (what storage lists a day by)."""
-    return f"task_{day:%Y%m%d}"
+    return f"{START}{day:%Y%m%d}"
 
 
 def second_prefix(at: datetime) -> str:

@@ -7,7 +7,7 @@
 # in a pod spec or in `docker inspect`. For each NAME below, NAME_FILE is the path of its file.
 set -eu
 
-for name in ORCH_CREDENTIAL_KEY ORCH_CREDENTIAL_KEYS AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY; do
+for name in ORCH_CREDENTIAL_KEY ORCH_CREDENTIAL_KEYS GATEWAY_ADMIN_KEY AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY; do
     path=$(printenv "${name}_FILE" || true)
     [ -n "$path" ] || continue
     if printenv "$name" >/dev/null; then

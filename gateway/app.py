@@ -2,20 +2,26 @@
 
 Errors come from the one table in :mod:`common.errors`: a gRPC status from the orchestrator
 becomes the HTTP status and REST code of the same row, with the orchestrator's message; the
-gateway's own refusals (body limit, validation, unknown route) use the same rows. Bad input is
-422 and names the field; the submitted password is never echoed, not even in a validation error.
+gateway's own refusals (body limit, validation, unknown route, authentication) use the same
+rows. Bad input is 422 and names the field; the submitted password is never echoed, not even in a
+validation error.
+
+Every route but ``/ping``, ``/docs`` and ``/openapi.json`` takes the caller's principal
+(:mod:`gateway.auth`) and passes it to the orchestrator as the request's ``caller``, which
+decides what the caller may see. A client's tasks run in its own tenant.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import grpc
-from fastapi import FastAPI, Header, HTTPException, Path, Query, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
@@ -23,21 +29,30 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from common import task_ids
+from common import api_keys, task_ids
 from common.channels import open_channel
 from common.errors import (
+    AppError,
     InvalidInput,
     Timeout,
     TooLarge,
+    Unauthenticated,
     Unavailable,
     error_body,
     error_for_code,
+    from_rpc_error,
     http_error_body,
     retry_after_of,
 )
 from common.json_limits import MAX_DEPTH
+from common.principals import Principal, Role
+from gateway import auth
 from gateway.models import (
+    ApiKeyOut,
+    CreatedKey,
+    CreateKeyRequest,
     ErrorResponse,
+    KeyListResponse,
     PingResponse,
     ResultResponse,
     StatusResponse,
@@ -53,9 +68,17 @@ from wealthai.orchestrator.v1 import orchestrator_pb2_grpc
 logger = logging.getLogger(__name__)
 
 TaskId = Annotated[str, Path(pattern=task_ids.PATTERN, examples=[task_ids.EXAMPLE])]
+KeyId = Annotated[str, Path(pattern=api_keys.KEY_ID_PATTERN, examples=["3f9a1c0b7d42"])]
+Caller = Annotated[Principal, Depends(auth.current_principal)]
+Admin = Annotated[Principal, Depends(auth.admin_principal)]
+_AUTH_ERRORS = {
+    401: "No API key, or an unknown or revoked one (`unauthenticated`)",
+    403: "The key may not do this: admins only (`forbidden`)",
+}
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
+        401: _AUTH_ERRORS[401],
         404: "Unknown task (`not_found`)",
         409: "Changed by another writer (`conflict`), or not possible in the task's state "
         "(`wrong_state`)",
@@ -64,6 +87,15 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         500: "A bug; details are in the service log (`internal`)",
         503: "A dependency is down (`unavailable`)",
         504: "The platform did not answer in time (`timeout`)",
+    }.items()
+}
+_KEY_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        **_AUTH_ERRORS,
+        404: "Unknown key (`not_found`)",
+        422: "Invalid input: which field and why (`invalid_input`)",
+        503: "A dependency is down (`unavailable`)",
     }.items()
 }
 
@@ -153,12 +185,31 @@ def _status(reply: pb.TaskStatus) -> StatusResponse:
     return StatusResponse.model_validate(data)
 
 
-def create_app(settings: GatewaySettings) -> FastAPI:
-    """The gateway application, talking to the orchestrator at ``settings``' target."""
+def caller(principal: Principal) -> pb.Caller:
+    """The orchestrator's view of who calls."""
+    return pb.Caller(principal_id=principal.id, tenant=principal.tenant, admin=principal.admin)
+
+
+def _api_key(key: pb.ApiKey) -> dict[str, Any]:
+    data = _to_dict(key)
+    data["revoked_at"] = data["revoked_at"] or None
+    return data
+
+
+def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = None) -> FastAPI:
+    """The gateway application, talking to the orchestrator at ``settings``' target.
+
+    ``clock`` (monotonic seconds) times the API key cache; tests pass a fake one.
+    """
     stub_box: dict[str, orchestrator_pb2_grpc.OrchestratorServiceAsyncStub] = {}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.auth == "open":
+            logger.warning(
+                "GATEWAY_AUTH=open: calls without an API key run as the anonymous principal; "
+                "anyone who reaches this gateway can submit and read anonymous tasks"
+            )
         channel = open_channel(settings.orchestrator_target)
         stub_box["stub"] = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         try:
@@ -178,6 +229,28 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     def stub() -> orchestrator_pb2_grpc.OrchestratorServiceAsyncStub:
         return stub_box["stub"]
+
+    async def resolve(key: str) -> Principal | None:
+        try:
+            reply = await stub().ResolveKey(pb.ResolveKeyRequest(key=key), timeout=timeout)
+        except grpc.aio.AioRpcError as err:
+            if err.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.NOT_FOUND):
+                return None
+            raise from_rpc_error(err, "orchestrator") from err
+        role = Role.ADMIN if reply.admin else Role.CLIENT
+        return Principal(reply.principal_id, reply.tenant, role)
+
+    authenticator = auth.Authenticator(settings, resolve, clock or time.monotonic)
+    app.state.authenticator = authenticator
+
+    @app.exception_handler(AppError)
+    async def app_error(_: Request, error: AppError) -> JSONResponse:
+        if error.http_status >= 500:
+            logger.warning("request failed: %s", error.message)
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthenticated) else None
+        return JSONResponse(
+            status_code=error.http_status, content=error_body(error), headers=headers
+        )
 
     @app.exception_handler(grpc.aio.AioRpcError)
     async def rpc_error(_: Request, err: grpc.aio.AioRpcError) -> JSONResponse:
@@ -217,6 +290,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     async def submit(
         body: SubmitRequest,
         response: Response,
+        principal: Caller,
         idempotency_key: Annotated[
             str | None,
             Header(
@@ -228,14 +302,27 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             ),
         ] = None,
     ) -> SubmitResponse:
-        """Accepts a task and answers at once; the sections are written in the background."""
+        """Accepts a task and answers at once; the sections are written in the background.
+
+        A client's tasks run in its own tenant: ``tenant``, when given, must be the key's."""
+        if body.tenant and body.tenant != principal.tenant and not principal.admin:
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": ("body", "tenant"),
+                        "msg": f"must be empty or the API key's tenant, {principal.tenant}",
+                        "type": "value_error",
+                    }
+                ]
+            )
         reply = await stub().SubmitTask(
             pb.SubmitTaskRequest(
                 username=body.username,
                 password=body.password.get_secret_value(),
-                tenant=body.tenant or "",
+                tenant=body.tenant or principal.tenant,
                 records_json=[json.dumps(record) for record in body.data],
                 idempotency_key=idempotency_key or "",
+                caller=caller(principal),
             ),
             timeout=timeout,
         )
@@ -244,15 +331,19 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         return SubmitResponse.model_validate(_to_dict(reply))
 
     @app.get("/task/{task_id}/status", response_model=StatusResponse, responses=_ERRORS)
-    async def status(task_id: TaskId) -> StatusResponse:
+    async def status(task_id: TaskId, principal: Caller) -> StatusResponse:
         """Status, progress, per-section state and the step-by-step trace."""
-        reply = await stub().GetTaskStatus(pb.GetTaskRequest(task_id=task_id), timeout=timeout)
+        reply = await stub().GetTaskStatus(
+            pb.GetTaskRequest(task_id=task_id, caller=caller(principal)), timeout=timeout
+        )
         return _status(reply)
 
     @app.get("/task/{task_id}/result", response_model=ResultResponse, responses=_ERRORS)
-    async def result(task_id: TaskId) -> ResultResponse:
+    async def result(task_id: TaskId, principal: Caller) -> ResultResponse:
         """Per-section results, joined ids, total cost and elapsed time (partial while running)."""
-        reply = await stub().GetTaskResult(pb.GetTaskRequest(task_id=task_id), timeout=timeout)
+        reply = await stub().GetTaskResult(
+            pb.GetTaskRequest(task_id=task_id, caller=caller(principal)), timeout=timeout
+        )
         data = _to_dict(reply)
         # A proto map has no order; the user's clients see sections in record order.
         order = [name for name in reply.section_detected.split(", ") if name in data["data"]]
@@ -260,21 +351,25 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         return ResultResponse.model_validate(data)
 
     @app.post("/task/{task_id}/cancel", response_model=StatusResponse, responses=_ERRORS)
-    async def cancel(task_id: TaskId) -> StatusResponse:
+    async def cancel(task_id: TaskId, principal: Caller) -> StatusResponse:
         """Stops the sections still running and records the task as cancelled."""
-        reply = await stub().CancelTask(pb.CancelTaskRequest(task_id=task_id), timeout=timeout)
+        reply = await stub().CancelTask(
+            pb.CancelTaskRequest(task_id=task_id, caller=caller(principal)), timeout=timeout
+        )
         return _status(reply)
 
     @app.post("/task/{task_id}/retry", response_model=StatusResponse, responses=_ERRORS)
-    async def retry(task_id: TaskId) -> StatusResponse:
+    async def retry(task_id: TaskId, principal: Caller) -> StatusResponse:
         """Runs again only the failed sections of a task that ended in error."""
-        reply = await stub().RetryTask(pb.RetryTaskRequest(task_id=task_id), timeout=timeout)
+        reply = await stub().RetryTask(
+            pb.RetryTaskRequest(task_id=task_id, caller=caller(principal)), timeout=timeout
+        )
         return _status(reply)
 
     @app.get("/task/{task_id}/events", responses=_ERRORS)
-    async def events(task_id: TaskId) -> StreamingResponse:
+    async def events(task_id: TaskId, principal: Caller) -> StreamingResponse:
         """Server-sent events: one per change of the task, until it finishes."""
-        call = stub().WatchTask(pb.WatchTaskRequest(task_id=task_id))
+        call = stub().WatchTask(pb.WatchTaskRequest(task_id=task_id, caller=caller(principal)))
         first = await call.read()  # surfaces 404 and friends as a proper HTTP error
 
         async def stream() -> AsyncIterator[bytes]:
@@ -293,13 +388,19 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     @app.get("/tasks", response_model=TaskListResponse, responses=_ERRORS)
     async def list_tasks(
+        principal: Caller,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         status: Annotated[str | None, Query(max_length=32, examples=["completed"])] = None,
         page_token: Annotated[str | None, Query(max_length=512)] = None,
     ) -> TaskListResponse:
         """Tasks newest first; pass ``next_page_token`` back as ``page_token`` for more."""
         reply = await stub().ListTasks(
-            pb.ListTasksRequest(limit=limit, status=status or "", page_token=page_token or ""),
+            pb.ListTasksRequest(
+                limit=limit,
+                status=status or "",
+                page_token=page_token or "",
+                caller=caller(principal),
+            ),
             timeout=timeout,
         )
         tasks = [_to_dict(t) for t in reply.tasks]
@@ -325,6 +426,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 worker_capacity=0,
                 sections_running=0,
                 storage=StorageHealth(status="unknown"),
+                auth=settings.auth,
             )
             return JSONResponse(status_code=503, content=down.model_dump())
         healthy = stats.storage_ok and stats.workers_ready > 0
@@ -343,8 +445,45 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 bucket=stats.storage_bucket,
                 cache_size=stats.cache_size,
             ),
+            auth=settings.auth,
         )
         return JSONResponse(status_code=200 if healthy else 503, content=body.model_dump())
+
+    @app.post(
+        "/admin/keys",
+        status_code=201,
+        response_model=CreatedKey,
+        responses=_KEY_ERRORS,
+        tags=["admin"],
+    )
+    async def create_key(body: CreateKeyRequest, principal: Admin) -> CreatedKey:
+        """Creates an API key; the answer is the only time the key itself is shown."""
+        reply = await stub().CreateKey(
+            pb.CreateKeyRequest(
+                caller=caller(principal), name=body.name, tenant=body.tenant, role=body.role
+            ),
+            timeout=timeout,
+        )
+        return CreatedKey.model_validate({**_api_key(reply.api_key), "key": reply.key})
+
+    @app.get("/admin/keys", response_model=KeyListResponse, responses=_KEY_ERRORS, tags=["admin"])
+    async def list_keys(principal: Admin) -> KeyListResponse:
+        """Every API key, revoked ones included, without the keys themselves."""
+        reply = await stub().ListKeys(pb.ListKeysRequest(caller=caller(principal)), timeout=timeout)
+        keys = [ApiKeyOut.model_validate(_api_key(k)) for k in reply.keys]
+        return KeyListResponse(keys=keys, count=len(keys))
+
+    @app.delete(
+        "/admin/keys/{key_id}", response_model=ApiKeyOut, responses=_KEY_ERRORS, tags=["admin"]
+    )
+    async def revoke_key(key_id: KeyId, principal: Admin) -> ApiKeyOut:
+        """Revokes an API key: at once on this gateway, within the key cache's TTL (at most
+        15 s) on every other."""
+        reply = await stub().RevokeKey(
+            pb.RevokeKeyRequest(caller=caller(principal), key_id=key_id), timeout=timeout
+        )
+        authenticator.forget(key_id)
+        return ApiKeyOut.model_validate(_api_key(reply))
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, SecretStr, field_validator
 from pydantic_core import PydanticCustomError
@@ -183,6 +183,80 @@ class PingResponse(BaseModel):
     worker_capacity: int
     sections_running: int
     storage: StorageHealth
+    auth: str = Field(
+        "keys",
+        description="keys: every call needs an API key; open: calls without one run as the "
+        "anonymous principal (GATEWAY_AUTH=open, a compatibility mode).",
+    )
+
+
+EXAMPLE_KEY_ID = "3f9a1c0b7d42"
+
+
+class CreateKeyRequest(BaseModel):
+    """Who a new API key is for."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"name": "ann", "tenant": "acme", "role": "client"}]},
+    )
+
+    name: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._@-]+$",
+        description="Who holds the key; with the tenant, names the principal `<tenant>/<name>` "
+        "that owns the tasks it submits (keys of the same name and tenant share them).",
+    )
+    tenant: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="The holder's tenant: a client's tasks run in it.",
+    )
+    role: Literal["client", "admin"] = Field(
+        "client", description="client: its own tasks only; admin: every task and the keys."
+    )
+
+
+class ApiKeyOut(BaseModel):
+    """An API key as listed: never the key nor its hash."""
+
+    key_id: str = Field(description="Public id of the key: the key reads `wak_<key_id>_…`.")
+    name: str
+    tenant: str
+    role: str
+    principal_id: str = Field(description="The principal the key authenticates as.")
+    created_at: str
+    revoked_at: str | None = Field(description="When it was revoked; null while it works.")
+
+
+class CreatedKey(ApiKeyOut):
+    """A new API key, the only time the key itself is shown."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "key_id": EXAMPLE_KEY_ID,
+                    "key": f"wak_{EXAMPLE_KEY_ID}_" + "x" * 43,
+                    "name": "ann",
+                    "tenant": "acme",
+                    "role": "client",
+                    "principal_id": "acme/ann",
+                    "created_at": "2026-12-01T10:00:00.000000",
+                    "revoked_at": None,
+                }
+            ]
+        }
+    )
+
+    key: str = Field(description="The key: keep it now, it is stored only as a hash.")
+
+
+class KeyListResponse(BaseModel):
+    keys: list[ApiKeyOut]
+    count: int
 
 
 _CODES = ", ".join(f"`{row.code}` ({row.http_status})" for row in ROWS)

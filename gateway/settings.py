@@ -1,15 +1,18 @@
-"""Gateway settings (env prefix ``GATEWAY_``)."""
+"""Gateway settings (env prefix ``GATEWAY_``; the default tenant is also read from the seed's
+``TENANT_ID``, ``GATEWAY_DEFAULT_TENANT`` winning when both are set)."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import ServiceSettings
 
 
 class GatewaySettings(ServiceSettings):
-    """Where the gateway listens and which orchestrator it talks to."""
+    """Where the gateway listens, which orchestrator it talks to, and how callers sign in."""
 
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", frozen=True)
 
@@ -23,3 +26,32 @@ class GatewaySettings(ServiceSettings):
         2 * 1024 * 1024, ge=1024, description="Largest request body; larger ones get 413."
     )
     call_timeout_s: float = Field(15.0, gt=0, description="Deadline of each orchestrator call.")
+    auth: Literal["keys", "open"] = Field(
+        "keys",
+        description="keys: every call but /ping and the docs needs an API key. open: calls "
+        "without one run as the one anonymous principal (compatibility only).",
+    )
+    admin_key: SecretStr | None = Field(
+        None,
+        min_length=32,
+        description="The bootstrap admin key (any text of 32+ characters): authenticates as "
+        "the admin principal without storage. Unset: only keys created through /admin/keys.",
+    )
+    default_tenant: str = Field(
+        "wealth",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        validation_alias=AliasChoices("GATEWAY_DEFAULT_TENANT", "TENANT_ID"),
+        description="Tenant of the bootstrap admin and of the anonymous principal.",
+    )
+    auth_cache_ttl_s: float = Field(
+        10.0,
+        gt=0,
+        le=15,
+        description="How long a resolved API key is trusted without asking again; bounds how "
+        "long a revoked key keeps working on another replica.",
+    )
+    auth_refusal_ttl_s: float = Field(
+        2.0, ge=0, le=15, description="How long a refused API key is refused without asking."
+    )

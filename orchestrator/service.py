@@ -32,6 +32,7 @@ from orchestrator import transitions
 from orchestrator.admission import Admission
 from orchestrator.detection import detect
 from orchestrator.idempotency import check_key, claim, request_digest
+from orchestrator.keys import ApiKeys
 from orchestrator.membership import Membership
 from orchestrator.models import SectionResult, TaskEvent, TaskRecord, TaskState
 from orchestrator.peers import Peers
@@ -104,6 +105,7 @@ class Orchestrator:
         self._id_second = ""
         self._ids_issued: set[str] = set()
         self.peers = peers or Peers()
+        self.keys = ApiKeys(deps.storage)
         self.membership = Membership(
             deps.storage, deps.replica_id, address, ttl_s=settings.lease_ttl_s, held=self._held
         )

@@ -7,6 +7,7 @@ from typing import TypeVar
 
 import grpc
 
+from orchestrator.keys import KeyRecord
 from orchestrator.models import TaskRecord
 from orchestrator.peers import FORWARDED, principal_of
 from orchestrator.service import Orchestrator
@@ -211,4 +212,58 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             tasks_taken_over=stats.tasks_taken_over,
             cache_size=stats.cache_size,
             storage_bucket=stats.storage_bucket,
+        )
+
+    # -- API keys (SPEC §10) ----------------------------------------------------------------
+
+    @staticmethod
+    def _api_key(record: KeyRecord) -> pb.ApiKey:
+        return pb.ApiKey(
+            key_id=record.key_id,
+            name=record.name,
+            tenant=record.tenant,
+            role=record.role.value,
+            principal_id=record.principal.id,
+            created_at=record.created_at,
+            revoked_at=record.revoked_at or "",
+        )
+
+    async def CreateKey(
+        self,
+        request: pb.CreateKeyRequest,
+        context: grpc.aio.ServicerContext[pb.CreateKeyRequest, pb.CreateKeyResponse],
+    ) -> pb.CreateKeyResponse:
+        record, key = await self.orchestrator.keys.create(
+            principal_of(request.caller), request.name, request.tenant, request.role
+        )
+        return pb.CreateKeyResponse(api_key=self._api_key(record), key=key)
+
+    async def ListKeys(
+        self,
+        request: pb.ListKeysRequest,
+        context: grpc.aio.ServicerContext[pb.ListKeysRequest, pb.ListKeysResponse],
+    ) -> pb.ListKeysResponse:
+        records = await self.orchestrator.keys.list(principal_of(request.caller))
+        return pb.ListKeysResponse(keys=[self._api_key(r) for r in records])
+
+    async def RevokeKey(
+        self,
+        request: pb.RevokeKeyRequest,
+        context: grpc.aio.ServicerContext[pb.RevokeKeyRequest, pb.ApiKey],
+    ) -> pb.ApiKey:
+        record = await self.orchestrator.keys.revoke(principal_of(request.caller), request.key_id)
+        return self._api_key(record)
+
+    async def ResolveKey(
+        self,
+        request: pb.ResolveKeyRequest,
+        context: grpc.aio.ServicerContext[pb.ResolveKeyRequest, pb.ResolvedKey],
+    ) -> pb.ResolvedKey:
+        record = await self.orchestrator.keys.resolve(request.key)
+        principal = record.principal
+        return pb.ResolvedKey(
+            key_id=record.key_id,
+            principal_id=principal.id,
+            tenant=principal.tenant,
+            admin=principal.admin,
         )

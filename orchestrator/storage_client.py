@@ -27,6 +27,7 @@ _CALL_TIMEOUT_S = 30.0
 Namespace: TypeAlias = storage_pb2.Namespace.ValueType
 LEASES = storage_pb2.NAMESPACE_LEASES
 IDEMPOTENCY = storage_pb2.NAMESPACE_IDEMPOTENCY
+API_KEYS = storage_pb2.NAMESPACE_API_KEYS
 
 
 class UnreadableTask(Internal):

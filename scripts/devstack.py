@@ -8,13 +8,18 @@ same :class:`Stack` on free ports.
 Ports come from the same variables the services read (``GATEWAY_PORT``, ``ORCH_PORT``,
 ``STORAGE_PORT``, ``SIM_PORT``) plus ``DEVSTACK_S3_PORT``, ``DEVSTACK_WORKER_PORTS`` and
 ``DEVSTACK_ORCH_PORTS`` (comma-separated, one replica per port) and ``DEVSTACK_DIR`` (state kept
-between runs: the credential key).
+between runs: the credential key and the admin API key).
+
+The gateway's admin key is ``GATEWAY_ADMIN_KEY`` when set; otherwise one is made on the first
+start, kept in ``<state>/admin.key`` (mode 0600) and printed with the example calls.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -108,6 +113,22 @@ class Stack:
             key_file.chmod(0o600)
         return key_file.read_text().strip()
 
+    @property
+    def admin_key(self) -> str:
+        """The gateway's admin API key: ``GATEWAY_ADMIN_KEY`` (of the stack's environment, else
+        the process's), or the one kept in the state folder, made on first use."""
+        given = self.extra_env.get("GATEWAY_ADMIN_KEY") or os.environ.get("GATEWAY_ADMIN_KEY")
+        if given:
+            return given
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        key_file = self.state_dir / "admin.key"
+        if not key_file.exists():
+            # Created 0600 before the key is written, so it is never readable by others.
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(f"wak_admin_{secrets.token_urlsafe(32)}\n")
+        return key_file.read_text().strip()
+
     def _base_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(
@@ -186,6 +207,7 @@ class Stack:
                 {
                     "GATEWAY_PORT": str(p.gateway),
                     "GATEWAY_ORCHESTRATOR_TARGET": f"ipv4:{orchestrators}",
+                    "GATEWAY_ADMIN_KEY": self.admin_key,
                 },
             )
         )
@@ -268,9 +290,12 @@ class Stack:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _banner(ports: Ports) -> str:
+def _banner(ports: Ports, admin_key: str, key_file: Path | None) -> str:
     base = f"http://127.0.0.1:{ports.gateway}"
     example = json.dumps({"username": "user@example.com", "password": "xxx", "data": EXAMPLE_DATA})
+    auth = "-H 'Authorization: Bearer $KEY'"
+    where = f"kept in {key_file}" if key_file else "from GATEWAY_ADMIN_KEY"
+    new_key = json.dumps({"name": "ann", "tenant": "acme", "role": "client"})
     workers = ", ".join(f"127.0.0.1:{p}" for p in ports.workers)
     orchestrators = ", ".join(f"127.0.0.1:{p}" for p in ports.orchestrators)
     return f"""
@@ -281,11 +306,15 @@ Wealth AI Task Platform is running.
   storage_svc      127.0.0.1:{ports.storage} (gRPC) -> S3 (moto) http://127.0.0.1:{ports.s3}
   AI simulator     http://127.0.0.1:{ports.simulator}   calls: /_sim/stats
 
+Every call but /ping and /docs needs an API key. The admin key ({where}):
+  KEY={shlex.quote(admin_key)}
+Give a client its own key (shown once):
+  curl -s -X POST {base}/admin/keys {auth} -H 'Content-Type: application/json' -d '{new_key}'
 Submit the example task:
-  curl -s -X POST {base}/task/submit -H 'Content-Type: application/json' -d '{example}'
+  curl -s -X POST {base}/task/submit {auth} -H 'Content-Type: application/json' -d '{example}'
 Then:
-  curl -s {base}/task/<task_id>/status
-  curl -s {base}/task/<task_id>/result
+  curl -s {auth} {base}/task/<task_id>/status
+  curl -s {auth} {base}/task/<task_id>/result
 
 Ctrl-C stops everything.
 """
@@ -307,7 +336,8 @@ def main() -> None:
         stack.start()
     except RuntimeError as exc:
         sys.exit(f"make run: {exc}")
-    print(_banner(ports), flush=True)
+    given = os.environ.get("GATEWAY_ADMIN_KEY")
+    print(_banner(ports, stack.admin_key, None if given else state / "admin.key"), flush=True)
     try:
         while not stop_requested:
             for proc in stack.procs.values():

@@ -1,9 +1,14 @@
-"""Start-up preparation of the bucket: create it if missing and keep our lifecycle rule in place.
+"""Start-up preparation of the bucket: create it if missing and keep our lifecycle rules in place.
 
-The rule expires every object under the task prefix (task documents, the owner index's markers
-and namespaced objects) ``task_retention_days`` after it was last written. It is identified by
-its ID, so putting it is idempotent and leaves rules that other tools keep on the same bucket
-untouched.
+The rules expire task documents (``<prefix>task_…``), the owner index's markers
+(``<prefix>_owners/``) and the namespaces of
+:data:`~storage_svc.objects.EXPIRING` (leases, idempotency records) ``task_retention_days``
+after they were last written. API keys (``<prefix>_api_keys/``) are under the same prefix but
+must live until revoked, and a lifecycle filter cannot exclude a prefix: so there is one rule per
+expiring prefix rather than one for the whole task prefix. Rules are identified by their IDs
+(``RULE_ID_PREFIX`` + the prefix they expire), so putting them is idempotent and leaves rules
+that other tools keep on the same bucket untouched; the single whole-prefix rule of earlier
+versions, which would expire the keys, is replaced.
 """
 
 from __future__ import annotations
@@ -13,7 +18,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from common import task_ids
 from common.errors import Internal, NotFound
+from storage_svc.objects import EXPIRING, namespace_prefix
+from storage_svc.owners import OWNERS_FOLDER
 from storage_svc.s3calls import S3Calls, error_code
 
 logger = logging.getLogger(__name__)
@@ -29,6 +37,13 @@ def lifecycle_rule(prefix: str, days: int) -> dict[str, Any]:
         "Status": "Enabled",
         "Expiration": {"Days": days},
     }
+
+
+def lifecycle_rules(prefix: str, days: int) -> list[dict[str, Any]]:
+    """Our rules for the task ``prefix``: one per prefix that expires after ``days`` days."""
+    expiring = [prefix + task_ids.START, prefix + OWNERS_FOLDER]
+    expiring += [namespace_prefix(prefix, ns) for ns in EXPIRING]
+    return [lifecycle_rule(p, days) for p in expiring]
 
 
 def _same_rule(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
@@ -55,7 +70,9 @@ async def ensure_bucket(s3: S3Calls, prefix: str, days: int, *, create: bool) ->
             ) from None
         await _create_bucket(s3)
 
-    wanted = lifecycle_rule(prefix, days)
+    wanted = lifecycle_rules(prefix, days)
+    # Ours: the rules we want, and the whole-prefix rule earlier versions put.
+    our_ids = {rule["ID"] for rule in wanted} | {RULE_ID_PREFIX + prefix}
 
     async def get_rules() -> list[dict[str, Any]]:
         answer = await client.get_bucket_lifecycle_configuration(Bucket=bucket)
@@ -65,30 +82,30 @@ async def ensure_bucket(s3: S3Calls, prefix: str, days: int, *, create: bool) ->
         rules = await s3.call("GetBucketLifecycleConfiguration", get_rules)
     except NotFound:
         rules = []
-    ours = [rule for rule in rules if rule.get("ID") == wanted["ID"]]
-    if len(ours) == 1 and _same_rule(ours[0], wanted):
+    ours = {rule.get("ID"): rule for rule in rules if rule.get("ID") in our_ids}
+    if len(ours) == len(wanted) and all(
+        rule["ID"] in ours and _same_rule(ours[rule["ID"]], rule) for rule in wanted
+    ):
         logger.info(
-            "bucket %s: lifecycle rule %s already expires %s* after %d days",
+            "bucket %s: lifecycle rules already expire %s after %d days",
             bucket,
-            wanted["ID"],
-            prefix,
+            ", ".join(rule["Filter"]["Prefix"] + "*" for rule in wanted),
             days,
         )
         return
-    others = [rule for rule in rules if rule.get("ID") != wanted["ID"]]
+    others = [rule for rule in rules if rule.get("ID") not in our_ids]
     await s3.call(
         "PutBucketLifecycleConfiguration",
         lambda: client.put_bucket_lifecycle_configuration(
-            Bucket=bucket, LifecycleConfiguration={"Rules": [*others, wanted]}
+            Bucket=bucket, LifecycleConfiguration={"Rules": [*others, *wanted]}
         ),
     )
     logger.info(
-        "bucket %s: lifecycle rule %s %s: objects under %s expire after %d days "
+        "bucket %s: lifecycle rules %s: objects under %s expire after %d days "
         "(%d other rule(s) kept)",
         bucket,
-        wanted["ID"],
         "updated" if ours else "added",
-        prefix,
+        ", ".join(rule["Filter"]["Prefix"] for rule in wanted),
         days,
         len(others),
     )

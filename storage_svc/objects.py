@@ -4,12 +4,14 @@ Layout under the task prefix (``tasks/`` by default)::
 
     tasks/_leases/orch-1.json        one lease per orchestrator replica (SSE AES256)
     tasks/_idempotency/<key>.json    one record per idempotency key
+    tasks/_api_keys/<key_id>.json    one record per API key (its hash, never the key)
 
 Writes take the same preconditions as task documents and go through the same code path
 (:meth:`~storage_svc.s3calls.S3Calls.put_json`): ``If-Match`` / ``If-None-Match: *``, a lost
 compare-and-swap is :class:`~common.errors.Conflict`, and a write whose answer was lost but that
-did land is recognised on retry. The objects share the task prefix, so the lifecycle rule
-expires them too unless they are rewritten; task listings never see them, since tasks are
+did land is recognised on retry. The namespaces in :data:`EXPIRING` expire with the task
+documents' lifecycle rule unless rewritten (:mod:`storage_svc.bucket`); API keys never expire:
+a key lives until an admin revokes it. Task listings never see these objects, since tasks are
 listed by the day prefixes ``<prefix>task_YYYYMMDD``.
 """
 
@@ -42,6 +44,16 @@ class Namespace(enum.StrEnum):
 
     LEASES = "leases"
     IDEMPOTENCY = "idempotency"
+    API_KEYS = "api_keys"
+
+
+EXPIRING: tuple[Namespace, ...] = (Namespace.LEASES, Namespace.IDEMPOTENCY)
+"""The namespaces the retention rule expires: a dead replica's lease, an old idempotency key."""
+
+
+def namespace_prefix(prefix: str, namespace: Namespace) -> str:
+    """The key prefix of a namespace under the task prefix, ``<prefix>_<namespace>/``."""
+    return f"{prefix}_{namespace.value}/"
 
 
 class StoredObject(NamedTuple):
@@ -65,7 +77,7 @@ class ObjectStore:
 
     def namespace_prefix(self, namespace: Namespace) -> str:
         """The key prefix of a namespace, ``<prefix>_<namespace>/``."""
-        return f"{self._prefix}_{_namespace(namespace).value}/"
+        return namespace_prefix(self._prefix, _namespace(namespace))
 
     def object_key(self, namespace: Namespace, name: str) -> str:
         """The key of an object, ``<prefix>_<namespace>/<name>.json``."""

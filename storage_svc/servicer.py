@@ -27,13 +27,15 @@ DEFAULT_OBJECTS_PAGE = MAX_OBJECTS_PAGE
 _NAMESPACE = {
     storage_pb2.NAMESPACE_LEASES: Namespace.LEASES,
     storage_pb2.NAMESPACE_IDEMPOTENCY: Namespace.IDEMPOTENCY,
+    storage_pb2.NAMESPACE_API_KEYS: Namespace.API_KEYS,
 }
 
 
 def _namespace(value: storage_pb2.Namespace.ValueType) -> Namespace:
     namespace = _NAMESPACE.get(value)
     if namespace is None:
-        raise InvalidInput(f"namespace {value} is not NAMESPACE_LEASES or NAMESPACE_IDEMPOTENCY")
+        known = ", ".join(storage_pb2.Namespace.Name(n) for n in _NAMESPACE)
+        raise InvalidInput(f"namespace {value} is not one of: {known}")
     return namespace
 
 

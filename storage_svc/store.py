@@ -6,8 +6,8 @@ Layout under the prefix (``tasks/`` by default)::
     tasks/_owners/<owner key>/<inverted second>_task_20251230182721_01e09305
                                               its owner's index entry: empty (SSE AES256)
 
-Namespaced objects (``tasks/_leases/…``, ``tasks/_idempotency/…``) live in
-:mod:`storage_svc.objects`; task listings never see them (see below).
+Namespaced objects (``tasks/_leases/…``, ``tasks/_idempotency/…``, ``tasks/_api_keys/…``)
+live in :mod:`storage_svc.objects`; task listings never see them (see below).
 
 **Compare-and-swap.** Every document write may carry the version (ETag) it replaces
 (``If-Match``) or demand that no document exists yet (``If-None-Match: *``); of many writers

@@ -10,6 +10,7 @@ from wealthai.worker.v1 import worker_pb2, worker_pb2_grpc
 ROWS = [
     (errors.InvalidInput, grpc.StatusCode.INVALID_ARGUMENT, 422, "invalid_input"),
     (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED, 401, "unauthenticated"),
+    (errors.Forbidden, grpc.StatusCode.PERMISSION_DENIED, 403, "forbidden"),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND, 404, "not_found"),
     (errors.Conflict, grpc.StatusCode.ABORTED, 409, "conflict"),
     (errors.WrongState, grpc.StatusCode.FAILED_PRECONDITION, 409, "wrong_state"),
@@ -49,7 +50,14 @@ def test_unknown_codes_are_internal_and_cancelled_is_unavailable():
 
 @pytest.mark.parametrize(
     ("status", "rest"),
-    [(404, "not_found"), (413, "too_large"), (422, "invalid_input"), (405, "method_not_allowed")],
+    [
+        (401, "unauthenticated"),
+        (403, "forbidden"),
+        (404, "not_found"),
+        (413, "too_large"),
+        (422, "invalid_input"),
+        (405, "method_not_allowed"),
+    ],
 )
 def test_http_errors_take_the_code_of_their_row_or_their_http_name(status, rest):
     assert errors.http_error_body(status, "why") == {"error": rest, "detail": "why"}

@@ -52,8 +52,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway, called with the stack's admin key."""
     async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{stack.ports.gateway}", timeout=20
+        base_url=f"http://127.0.0.1:{stack.ports.gateway}",
+        timeout=20,
+        headers={"Authorization": f"Bearer {stack.admin_key}"},
     ) as client:
         yield client
 

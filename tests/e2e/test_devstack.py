@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.devstack import ROOT, Ports, Stack
+from scripts.devstack import ROOT, Ports, Stack, _banner
 from tests.helpers import free_port
 
 
@@ -89,3 +89,31 @@ def test_a_child_whose_launcher_is_already_gone_does_not_run(tmp_path: Path) -> 
     assert run(str(os.getpid())) == (0, True)  # launched by us: the command runs
     assert run("1") == (1, False)  # our parent is not pid 1: the launcher "died"
     assert run("not-a-pid") == (2, False)
+
+
+def test_the_admin_key_is_made_once_kept_private_and_given_to_the_gateway(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GATEWAY_ADMIN_KEY", raising=False)
+    stack = Stack(Ports(), tmp_path)
+    key = stack.admin_key
+    assert key.startswith("wak_admin_") and len(key) >= 10 + 43
+    key_file = tmp_path / "admin.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert Stack(Ports(), tmp_path).admin_key == key  # kept across restarts
+    [gateway] = [spec for spec in stack.specs() if spec.name == "gateway"]
+    assert gateway.env["GATEWAY_ADMIN_KEY"] == key
+    banner = _banner(stack.ports, key, key_file)
+    assert key in banner and str(key_file) in banner
+    assert "curl -s -X POST http://127.0.0.1:8000/task/submit -H 'Authorization: Bearer $KEY'" in (
+        banner
+    )
+
+
+def test_a_given_admin_key_wins_and_nothing_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GATEWAY_ADMIN_KEY", "g" * 40)
+    stack = Stack(Ports(), tmp_path)
+    assert stack.admin_key == "g" * 40
+    assert not (tmp_path / "admin.key").exists()

@@ -16,6 +16,8 @@ from wealthai.orchestrator.v1 import orchestrator_pb2 as pb
 from wealthai.orchestrator.v1 import orchestrator_pb2_grpc
 
 TASK = "task_20251230182721_01e09305"
+ADMIN_KEY = "wak_admin_test-bootstrap-key-of-32-characters-or-more"
+AS_ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 BODY = {
     "username": "user@example.com",
     "password": "hunter2-secret",
@@ -104,11 +106,15 @@ async def env(body_limit):
     host.add(orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server, scripted, "o")
     port = await host.start()
     app = create_app(
-        GatewaySettings(orchestrator_target=f"127.0.0.1:{port}", max_body_bytes=body_limit)
+        GatewaySettings(
+            orchestrator_target=f"127.0.0.1:{port}", max_body_bytes=body_limit, admin_key=ADMIN_KEY
+        )
     )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://gw", headers=AS_ADMIN
+        ) as client:
             yield client, scripted
     await host.stop()
 
@@ -192,6 +198,7 @@ async def test_absurd_keys_and_value_counts_are_422(env):
     [
         (errors.InvalidInput("data[1] matches no section"), 422, "invalid_input"),
         (errors.Unauthenticated("the platform refused the credentials"), 401, "unauthenticated"),
+        (errors.Forbidden("only admins may do this"), 403, "forbidden"),
         (errors.NotFound("task task_1 not found"), 404, "not_found"),
         (errors.Conflict("changed by another writer"), 409, "conflict"),
         (errors.WrongState("task already finished as completed"), 409, "wrong_state"),
@@ -326,10 +333,14 @@ async def test_openapi_has_the_contract_and_examples(env):
 
 
 async def test_orchestrator_down_is_503():
-    app = create_app(GatewaySettings(orchestrator_target="127.0.0.1:1", call_timeout_s=2))
+    app = create_app(
+        GatewaySettings(orchestrator_target="127.0.0.1:1", call_timeout_s=2, admin_key=ADMIN_KEY)
+    )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as other:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://gw", headers=AS_ADMIN
+        ) as other:
             reply = await other.get(f"/task/{TASK}/status")
     assert reply.status_code == 503
     assert reply.json()["error"] == "unavailable"
