@@ -35,6 +35,7 @@ from common.errors import (
     http_error_body,
 )
 from common.json_limits import MAX_DEPTH
+from common.tls import Role, identity_for
 from gateway.models import (
     ErrorResponse,
     PingResponse,
@@ -155,10 +156,11 @@ def _status(reply: pb.TaskStatus) -> StatusResponse:
 def create_app(settings: GatewaySettings) -> FastAPI:
     """The gateway application, talking to the orchestrator at ``settings``' target."""
     stub_box: dict[str, orchestrator_pb2_grpc.OrchestratorServiceAsyncStub] = {}
+    tls = identity_for(settings, Role.GATEWAY)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        channel = open_channel(settings.orchestrator_target)
+        channel = open_channel(settings.orchestrator_target, tls, Role.ORCHESTRATOR)
         stub_box["stub"] = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         try:
             yield
