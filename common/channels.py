@@ -1,7 +1,9 @@
 """gRPC client channels between the services.
 
 Every internal channel retries calls that failed before reaching a server (UNAVAILABLE) a few
-times with backoff, and keeps the connection alive so a dead peer is noticed in seconds.
+times with backoff, and keeps the connection alive so a dead peer is noticed in seconds. With a
+TLS identity it is mutual TLS and the server must prove the role the caller expects
+(:mod:`common.tls`); without one (plaintext mode only) it is insecure.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import grpc
 
 from common.grpc_server import MAX_MESSAGE_BYTES
+from common.tls import Identity, Role, expect_server
 
 _SERVICE_CONFIG = json.dumps(
     {
@@ -46,7 +49,12 @@ CHANNEL_OPTIONS = [
 ]
 
 
-def open_channel(target: str) -> grpc.aio.Channel:
-    """An insecure channel to ``target``: ``host:port``, ``dns:///name:port`` (every address
-    the name resolves to), or ``ipv4:ip:port,ip:port`` (a fixed list of replicas)."""
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+def open_channel(target: str, tls: Identity | None, server: Role) -> grpc.aio.Channel:
+    """A channel to ``target``: ``host:port``, ``dns:///name:port`` (every address the name
+    resolves to), or ``ipv4:ip:port,ip:port`` (a fixed list of replicas), whose servers have
+    the role ``server``. ``tls`` is the caller's identity; ``None`` only in plaintext mode."""
+    if tls is None:
+        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    return grpc.aio.secure_channel(
+        target, tls.channel_credentials(), options=CHANNEL_OPTIONS + expect_server(server)
+    )

@@ -1,9 +1,10 @@
 """One bootstrap for every gRPC server of the platform.
 
 :class:`ServiceHost` builds a ``grpc.aio`` server with the error interceptor, the gRPC health
-service and reflection; binds it (a port already in use stops start-up with a clear message);
-and on SIGTERM/SIGINT first marks every service NOT_SERVING, lets the service drain, then stops
-the server with a grace period so in-flight calls can finish.
+service and, when enabled, reflection; binds it (a port already in use stops start-up with a
+clear message) with mutual TLS and the caller check of :mod:`common.tls`, or in plaintext when
+the settings say so; and on SIGTERM/SIGINT first marks every service NOT_SERVING, lets the
+service drain, then stops the server with a grace period so in-flight calls can finish.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from common.errors import RETRY_AFTER, AppError
-from common.settings import ServiceSettings
+from common.settings import GrpcServerSettings
+from common.tls import ALLOWED_CALLERS, CallerCheck, Role, identity_for
 
 logger = logging.getLogger(__name__)
 
@@ -116,12 +118,21 @@ def _wrap_stream(inner: _StreamBehaviour[Req, Resp], method: str) -> _StreamBeha
 
 
 class ServiceHost:
-    """A gRPC server for one service: register servicers, start, run until a signal, stop."""
+    """A gRPC server for one service: register servicers, start, run until a signal, stop.
 
-    def __init__(self, settings: ServiceSettings, service_name: str) -> None:
+    ``role`` is the service's own (its certificate, and who may call it); :attr:`identity`
+    is its TLS identity, for the channels the service opens itself (``None`` in plaintext).
+    """
+
+    def __init__(self, settings: GrpcServerSettings, service_name: str, role: Role) -> None:
         self.settings = settings
         self.service_name = service_name
-        self.server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=SERVER_OPTIONS)
+        self.role = role
+        self.identity = identity_for(settings, role)
+        interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
+        if self.identity is not None:
+            interceptors.insert(0, CallerCheck(ALLOWED_CALLERS[role]))
+        self.server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
         self.health = health_aio.HealthServicer()
         self._full_names: list[str] = []
         self.port = 0
@@ -143,7 +154,10 @@ class ServiceHost:
             return self.port
         address = f"{self.settings.host}:{self.settings.port}"
         try:
-            self.port = self.server.add_insecure_port(address)
+            if self.identity is None:
+                self.port = self.server.add_insecure_port(address)
+            else:
+                self.port = self.server.add_secure_port(address, self.identity.server_credentials())
         except RuntimeError as exc:
             raise SystemExit(
                 f"{self.service_name}: cannot listen on {address} (port in use or address "
@@ -154,14 +168,21 @@ class ServiceHost:
     async def start(self) -> int:
         """Binds (unless :meth:`bind` did) and starts serving; returns the bound port."""
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            [*self._full_names, reflection.SERVICE_NAME, "grpc.health.v1.Health"], self.server
-        )
+        if self.settings.grpc_reflection:
+            reflection.enable_server_reflection(
+                [*self._full_names, reflection.SERVICE_NAME, "grpc.health.v1.Health"], self.server
+            )
         self.bind()
         await self.server.start()
         for name in ["", *self._full_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        logger.info("%s listening on %s:%d", self.service_name, self.settings.host, self.port)
+        logger.info(
+            "%s listening on %s:%d (%s)",
+            self.service_name,
+            self.settings.host,
+            self.port,
+            "mutual TLS" if self.identity else "PLAINTEXT",
+        )
         return self.port
 
     async def stop(self, on_drain: Callable[[], Awaitable[None]] | None = None) -> None:

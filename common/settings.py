@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Literal, TypeVar
 
 from pydantic import AliasChoices, Field, ValidationError
@@ -20,7 +21,7 @@ S = TypeVar("S", bound=BaseSettings)
 
 
 class ServiceSettings(BaseSettings):
-    """Host, port and logging of one gRPC service."""
+    """Host, port, logging and internal TLS of one service."""
 
     # populate_by_name: code and tests build settings by field name even where the field is
     # read from aliased environment variables.
@@ -32,6 +33,23 @@ class ServiceSettings(BaseSettings):
     log_format: Literal["text", "json"] = Field("text", description="json in containers.")
     shutdown_grace_s: float = Field(
         10.0, gt=0, description="Seconds in-flight calls get to finish on SIGTERM."
+    )
+    tls_mode: Literal["mutual", "plaintext"] = Field(
+        "mutual",
+        description="mutual: every gRPC hop is mutual TLS; plaintext: no encryption and no "
+        "caller check (only on a trusted network).",
+    )
+    tls_dir: Path = Field(
+        Path("/run/secrets/tls"),
+        description="Holds ca.pem and this service's <role>.pem and <role>-key.pem.",
+    )
+
+
+class GrpcServerSettings(ServiceSettings):
+    """What a service serving gRPC adds to :class:`ServiceSettings`."""
+
+    grpc_reflection: bool = Field(
+        False, description="Serve gRPC reflection (for grpcurl and the like)."
     )
 
 

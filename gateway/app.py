@@ -45,7 +45,9 @@ from common.errors import (
     retry_after_of,
 )
 from common.json_limits import MAX_DEPTH
-from common.principals import Principal, Role
+from common.principals import Principal
+from common.principals import Role as PrincipalRole
+from common.tls import Role, identity_for
 from gateway import auth
 from gateway.models import (
     ApiKeyOut,
@@ -202,6 +204,7 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
     ``clock`` (monotonic seconds) times the API key cache; tests pass a fake one.
     """
     stub_box: dict[str, orchestrator_pb2_grpc.OrchestratorServiceAsyncStub] = {}
+    tls = identity_for(settings, Role.GATEWAY)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -210,7 +213,7 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
                 "GATEWAY_AUTH=open: calls without an API key run as the anonymous principal; "
                 "anyone who reaches this gateway can submit and read anonymous tasks"
             )
-        channel = open_channel(settings.orchestrator_target)
+        channel = open_channel(settings.orchestrator_target, tls, Role.ORCHESTRATOR)
         stub_box["stub"] = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         try:
             yield
@@ -237,7 +240,7 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
             if err.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.NOT_FOUND):
                 return None
             raise from_rpc_error(err, "orchestrator") from err
-        role = Role.ADMIN if reply.admin else Role.CLIENT
+        role = PrincipalRole.ADMIN if reply.admin else PrincipalRole.CLIENT
         return Principal(reply.principal_id, reply.tenant, role)
 
     authenticator = auth.Authenticator(settings, resolve, clock or time.monotonic)

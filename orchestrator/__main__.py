@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import socket
@@ -11,13 +12,16 @@ from common import eventloop
 from common.grpc_server import ServiceHost
 from common.logging import configure
 from common.settings import load_settings
+from common.tls import Role
 from orchestrator.config import ConfigError, load_config
 from orchestrator.credentials import Sealer
+from orchestrator.peers import Peers
 from orchestrator.pipeline import Deps
 from orchestrator.service import Orchestrator
 from orchestrator.servicer import SERVICE_NAME, OrchestratorServicer
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.storage_client import StorageClient
+from orchestrator.worker_client import GrpcWorkerClient
 from orchestrator.workers import WorkerPool
 from wealthai.orchestrator.v1 import orchestrator_pb2_grpc
 
@@ -29,9 +33,15 @@ async def serve(settings: OrchestratorSettings) -> None:
         sys.exit(f"orchestrator: bad sections configuration: {exc}")
     keyring = settings.keyring()
     replica_id = f"{settings.replica_name or socket.gethostname()}-{secrets.token_hex(4)}"
+    host = ServiceHost(settings, "orchestrator", Role.ORCHESTRATOR)
+    tls = host.identity  # the same certificate serves and calls
     deps = Deps(
-        storage=StorageClient(settings.storage_target),
-        pool=WorkerPool(list(settings.worker_targets), refresh_s=settings.worker_refresh_s),
+        storage=StorageClient(settings.storage_target, tls),
+        pool=WorkerPool(
+            list(settings.worker_targets),
+            refresh_s=settings.worker_refresh_s,
+            connect=functools.partial(GrpcWorkerClient, tls=tls),
+        ),
         config=config,
         sealer=Sealer(keyring),
         replica_id=replica_id,
@@ -39,9 +49,8 @@ async def serve(settings: OrchestratorSettings) -> None:
     )
     # From the sealing key: the one key every replica of one configuration agrees on.
     digest_key = hashlib.sha256(b"idempotency\0" + next(iter(keyring.values()))).digest()
-    host = ServiceHost(settings, "orchestrator")
     address = settings.advertise_address or f"{settings.host}:{host.bind()}"
-    orchestrator = Orchestrator(settings, deps, digest_key, address)
+    orchestrator = Orchestrator(settings, deps, digest_key, address, peers=Peers(tls))
     host.add(
         orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server,
         OrchestratorServicer(orchestrator),

@@ -18,7 +18,9 @@ from google.protobuf.message import Message
 
 from common.channels import open_channel
 from common.errors import from_rpc_error
-from common.principals import Principal, Role
+from common.principals import Principal
+from common.principals import Role as PrincipalRole
+from common.tls import Identity, Role
 from orchestrator.models import TaskEvent
 from wealthai.orchestrator.v1 import orchestrator_pb2 as pb
 from wealthai.orchestrator.v1 import orchestrator_pb2_grpc
@@ -36,12 +38,13 @@ Reply = TypeVar("Reply", bound=Message)
 class Peers:
     """Channels to the other replicas, opened on first use and kept."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: Identity | None = None) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._tls = tls
 
     def _stub(self, address: str) -> orchestrator_pb2_grpc.OrchestratorServiceAsyncStub:
         if address not in self._channels:
-            self._channels[address] = open_channel(address)
+            self._channels[address] = open_channel(address, self._tls, Role.ORCHESTRATOR)
         return orchestrator_pb2_grpc.OrchestratorServiceStub(self._channels[address])
 
     async def close(self) -> None:
@@ -115,5 +118,5 @@ def caller_message(caller: Principal) -> pb.Caller:
 
 def principal_of(caller: pb.Caller) -> Principal:
     """The principal a request names; one with no id sees nothing but what admins see."""
-    role = Role.ADMIN if caller.admin else Role.CLIENT
+    role = PrincipalRole.ADMIN if caller.admin else PrincipalRole.CLIENT
     return Principal(id=caller.principal_id, tenant=caller.tenant, role=role)

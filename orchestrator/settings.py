@@ -10,11 +10,11 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from common.settings import ServiceSettings
+from common.settings import GrpcServerSettings
 from orchestrator.credentials import KEY_ID, LEGACY_KEY_ID, decode_key
 
 
-class OrchestratorSettings(ServiceSettings):
+class OrchestratorSettings(GrpcServerSettings):
     """Where the orchestrator listens, what it talks to, and its limits."""
 
     model_config = SettingsConfigDict(env_prefix="ORCH_", extra="ignore", frozen=True)

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from common.channels import open_channel
 from common.errors import Internal, from_rpc_error
+from common.tls import Identity, Role
 from orchestrator.models import TaskRecord
 from wealthai.storage.v1 import storage_pb2, storage_pb2_grpc
 
@@ -56,8 +57,8 @@ def _parse(task_id: str, document: bytes) -> TaskRecord:
 class StorageClient:
     """Reads and writes task records through storage_svc with compare-and-swap."""
 
-    def __init__(self, target: str) -> None:
-        self._channel = open_channel(target)
+    def __init__(self, target: str, tls: Identity | None = None) -> None:
+        self._channel = open_channel(target, tls, Role.STORAGE)
         self._stub = storage_pb2_grpc.StorageServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._bucket = ""

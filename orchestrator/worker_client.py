@@ -27,6 +27,7 @@ from typing import Protocol
 import grpc
 
 from common.channels import open_channel
+from common.tls import Identity, Role
 from wealthai.worker.v1 import worker_pb2, worker_pb2_grpc
 
 # The worker died or the connection broke: the job may be sent to another worker.
@@ -170,9 +171,9 @@ class WorkerClient(Protocol):
 class GrpcWorkerClient:
     """:class:`WorkerClient` over a gRPC channel to ``address``."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, tls: Identity | None = None) -> None:
         self.address = address
-        self._channel = open_channel(address)
+        self._channel = open_channel(address, tls, Role.WORKER)
         self._stub = worker_pb2_grpc.SectionWorkerServiceStub(self._channel)
 
     async def close(self) -> None:

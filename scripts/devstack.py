@@ -8,7 +8,8 @@ same :class:`Stack` on free ports.
 Ports come from the same variables the services read (``GATEWAY_PORT``, ``ORCH_PORT``,
 ``STORAGE_PORT``, ``SIM_PORT``) plus ``DEVSTACK_S3_PORT``, ``DEVSTACK_WORKER_PORTS`` and
 ``DEVSTACK_ORCH_PORTS`` (comma-separated, one replica per port) and ``DEVSTACK_DIR`` (state kept
-between runs: the credential key and the admin API key).
+between runs: the credential key, the admin API key, and under ``tls/`` the local CA and the
+services' certificates, made on first start; every gRPC hop is mutual TLS with them).
 
 The gateway's admin key is ``GATEWAY_ADMIN_KEY`` when set; otherwise one is made on the first
 start, kept in ``<state>/admin.key`` (mode 0600) and printed with the example calls.
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import IO
 
 from common.http_server import can_bind
+from common.tls import CA_CERT, Identity, Role, ensure_certificates
 from gateway.models import EXAMPLE_DATA
 from orchestrator.credentials import new_key
 
@@ -102,6 +104,7 @@ class Stack:
         self.extra_env = env or {}
         self.bucket = bucket
         self.procs: dict[str, Proc] = {}
+        self.tls_dir = state_dir / "tls"
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -129,6 +132,15 @@ class Stack:
                 out.write(f"wak_admin_{secrets.token_urlsafe(32)}\n")
         return key_file.read_text().strip()
 
+    def _certificates(self) -> str:
+        """The local CA and every role's certificate (made on first start, then kept)."""
+        ensure_certificates(self.tls_dir)
+        return str(self.tls_dir)
+
+    def identity(self, role: Role) -> Identity:
+        """A certificate of the stack's CA, to call its services as ``role``."""
+        return Identity.load(Path(self._certificates()), role)
+
     def _base_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(
@@ -150,6 +162,7 @@ class Stack:
         p = self.ports
         env = self._base_env()
         workers = ",".join(f"127.0.0.1:{port}" for port in p.workers)
+        tls = self._certificates()
         specs = [
             Proc(
                 "s3",
@@ -167,6 +180,7 @@ class Stack:
                     "STORAGE_PORT": str(p.storage),
                     "STORAGE_S3_ENDPOINT_URL": f"http://127.0.0.1:{p.s3}",
                     "STORAGE_S3_BUCKET": self.bucket,
+                    "STORAGE_TLS_DIR": tls,
                 },
             ),
         ]
@@ -178,6 +192,7 @@ class Stack:
                 {
                     "WORKER_PORT": str(port),
                     "WORKER_PLATFORM_URL": f"http://127.0.0.1:{p.simulator}",
+                    "WORKER_TLS_DIR": tls,
                 },
             )
             for i, port in enumerate(p.workers)
@@ -194,6 +209,7 @@ class Stack:
                     "ORCH_WORKER_TARGETS": workers,
                     "ORCH_CREDENTIAL_KEY": self._credential_key(),
                     "ORCH_CONFIG_PATH": str(ROOT / "config.json"),
+                    "ORCH_TLS_DIR": tls,
                 },
             )
             for i, port in enumerate(p.orchestrators)
@@ -208,6 +224,7 @@ class Stack:
                     "GATEWAY_PORT": str(p.gateway),
                     "GATEWAY_ORCHESTRATOR_TARGET": f"ipv4:{orchestrators}",
                     "GATEWAY_ADMIN_KEY": self.admin_key,
+                    "GATEWAY_TLS_DIR": tls,
                 },
             )
         )
@@ -290,7 +307,7 @@ class Stack:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _banner(ports: Ports, admin_key: str, key_file: Path | None) -> str:
+def _banner(ports: Ports, admin_key: str, key_file: Path | None, tls_dir: Path) -> str:
     base = f"http://127.0.0.1:{ports.gateway}"
     example = json.dumps({"username": "user@example.com", "password": "xxx", "data": EXAMPLE_DATA})
     auth = "-H 'Authorization: Bearer $KEY'"
@@ -305,6 +322,7 @@ Wealth AI Task Platform is running.
   section workers  {workers} (gRPC)
   storage_svc      127.0.0.1:{ports.storage} (gRPC) -> S3 (moto) http://127.0.0.1:{ports.s3}
   AI simulator     http://127.0.0.1:{ports.simulator}   calls: /_sim/stats
+  gRPC is mutual TLS; local CA {tls_dir / CA_CERT}, certificates in {tls_dir}/
 
 Every call but /ping and /docs needs an API key. The admin key ({where}):
   KEY={shlex.quote(admin_key)}
@@ -337,7 +355,8 @@ def main() -> None:
     except RuntimeError as exc:
         sys.exit(f"make run: {exc}")
     given = os.environ.get("GATEWAY_ADMIN_KEY")
-    print(_banner(ports, stack.admin_key, None if given else state / "admin.key"), flush=True)
+    key_file = None if given else state / "admin.key"
+    print(_banner(ports, stack.admin_key, key_file, stack.tls_dir), flush=True)
     try:
         while not stop_requested:
             for proc in stack.procs.values():

@@ -22,6 +22,7 @@ from common.errors import (
     UpstreamError,
 )
 from common.grpc_server import ServiceHost
+from common.tls import Role
 from section_worker.jobs import Event, JobRunner, Progress, SectionJob, Stage
 from section_worker.platform_client import (
     AuthFailed,
@@ -90,8 +91,8 @@ class SectionWorkerServicer(worker_pb2_grpc.SectionWorkerServiceServicer):
 
 
 def build_host(settings: WorkerSettings, runner: JobRunner, client: PlatformClient) -> ServiceHost:
-    """A gRPC host serving the section worker (plus health and reflection)."""
-    host = ServiceHost(settings, "section_worker")
+    """A gRPC host serving the section worker (plus health, and reflection if enabled)."""
+    host = ServiceHost(settings, "section_worker", Role.WORKER)
     host.add(
         worker_pb2_grpc.add_SectionWorkerServiceServicer_to_server,
         SectionWorkerServicer(runner, client),

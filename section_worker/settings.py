@@ -6,10 +6,10 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from common.settings import ServiceSettings
+from common.settings import GrpcServerSettings
 
 
-class WorkerSettings(ServiceSettings):
+class WorkerSettings(GrpcServerSettings):
     """Address, capacity, platform client and polling of one worker replica."""
 
     model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore", frozen=True)

@@ -20,6 +20,7 @@ from common.errors import AppError, Unavailable
 from common.grpc_server import ServiceHost
 from common.logging import configure
 from common.settings import load_settings
+from common.tls import Role
 from storage_svc.objects import ObjectStore
 from storage_svc.servicer import SERVICE_NAME, StorageServicer
 from storage_svc.settings import StorageSettings
@@ -58,9 +59,9 @@ async def prepare_bucket(store: TaskStore, settings: StorageSettings) -> None:
 
 async def serve(settings: StorageSettings) -> None:
     """Prepares the bucket, then serves until a stop signal; closes the S3 client at the end."""
+    host = ServiceHost(settings, "storage_svc", Role.STORAGE)  # bad TLS files stop us first
     async with TaskStore(settings) as store:
         await prepare_bucket(store, settings)
-        host = ServiceHost(settings, "storage_svc")
         host.add(
             storage_pb2_grpc.add_StorageServiceServicer_to_server,
             StorageServicer(store, ObjectStore(store.s3)),

@@ -15,12 +15,12 @@ import re
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from common.settings import ServiceSettings
+from common.settings import GrpcServerSettings
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
-class StorageSettings(ServiceSettings):
+class StorageSettings(GrpcServerSettings):
     """Where the task documents live and how hard to try when S3 misbehaves."""
 
     model_config = SettingsConfigDict(env_prefix="STORAGE_")

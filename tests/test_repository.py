@@ -89,6 +89,27 @@ def test_compose_passes_secrets_as_files() -> None:
     assert orchestrator["ORCH_CREDENTIAL_KEY_FILE"] == "/run/secrets/credential_key"
 
 
+def test_compose_runs_every_grpc_hop_with_mutual_tls_and_one_certificate_per_service() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    roles = {
+        "gateway": ("GATEWAY_", "gateway"),
+        "orchestrator": ("ORCH_", "orchestrator"),
+        "storage_svc": ("STORAGE_", "storage"),
+        "section_worker": ("WORKER_", "worker"),
+    }
+    for name, (prefix, role) in roles.items():
+        spec = compose["services"][name]
+        env = spec["environment"]
+        assert env[f"{prefix}TLS_DIR"] == "/run/secrets", name
+        assert env.get(f"{prefix}TLS_MODE", "mutual") == "mutual", name
+        pems = {s for s in spec["secrets"] if s.endswith(".pem")}
+        assert pems == {"ca.pem", f"{role}.pem", f"{role}-key.pem"}, name
+    for name, spec in compose["secrets"].items():
+        if name.endswith(".pem"):
+            assert spec["file"] == f"./secrets/tls/{name}"
+    assert not any("ca-key" in str(spec) for spec in compose["secrets"].values())
+
+
 def test_orchestrator_refuses_to_start_with_a_bad_config(tmp_path: Path) -> None:
     bad = tmp_path / "config.json"
     bad.write_text('{"sections": {"top_movers": {"asset_id": "x"}}}')

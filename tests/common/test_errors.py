@@ -4,7 +4,8 @@ import pytest
 from common import errors
 from common.channels import open_channel
 from common.grpc_server import ServiceHost
-from common.settings import ServiceSettings
+from common.settings import GrpcServerSettings
+from common.tls import Role
 from wealthai.worker.v1 import worker_pb2, worker_pb2_grpc
 
 ROWS = [
@@ -72,11 +73,11 @@ class Failing(worker_pb2_grpc.SectionWorkerServiceServicer):
 
 
 async def _failed_call(error: Exception) -> grpc.aio.AioRpcError:
-    host = ServiceHost(ServiceSettings(), "test")
+    host = ServiceHost(GrpcServerSettings(tls_mode="plaintext"), "test", Role.WORKER)
     host.add(worker_pb2_grpc.add_SectionWorkerServiceServicer_to_server, Failing(error), "t")
     port = await host.start()
     try:
-        async with open_channel(f"127.0.0.1:{port}") as channel:
+        async with open_channel(f"127.0.0.1:{port}", None, Role.WORKER) as channel:
             stub = worker_pb2_grpc.SectionWorkerServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await stub.GetLoad(worker_pb2.GetLoadRequest())

@@ -12,6 +12,7 @@ import grpc
 import httpx
 import pytest
 
+from common.tls import Role
 from scripts.devstack import Stack
 from tests.e2e.conftest import BUCKET
 from tests.helpers import assert_eventually
@@ -249,7 +250,9 @@ async def test_submits_cut_off_mid_call_leave_no_task_unstarted(api, stack: Stac
         )
         for n in range(30)
     ]
-    async with open_channel(f"127.0.0.1:{port}") as channel:
+    async with open_channel(
+        f"127.0.0.1:{port}", stack.identity(Role.GATEWAY), Role.ORCHESTRATOR
+    ) as channel:
         stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         cut = []
         for n, request in enumerate(requests):
@@ -261,3 +264,78 @@ async def test_submits_cut_off_mid_call_leave_no_task_unstarted(api, stack: Stac
         ids = [(await stub.SubmitTask(request, timeout=10)).task_id for request in cut]
     done = await wait_finished(api, ids, within=30)
     assert {s["status"] for s in done.values()} == {"completed"}
+
+
+async def _call(
+    port: int, credentials: grpc.ChannelCredentials | None, server: Role, method: str
+) -> grpc.StatusCode:
+    """The status of a call to one of the stack's gRPC services: ``method`` is ``health``,
+    ``reflection`` or ``service`` (a read of the service's own)."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2_grpc
+
+    from wealthai.storage.v1 import storage_pb2, storage_pb2_grpc
+    from wealthai.worker.v1 import worker_pb2, worker_pb2_grpc
+
+    target = f"127.0.0.1:{port}"
+    options = [("grpc.ssl_target_name_override", server.value)]
+    channel = (
+        grpc.aio.insecure_channel(target)
+        if credentials is None
+        else grpc.aio.secure_channel(target, credentials, options)
+    )
+    async with channel:
+        try:
+            if method == "health":
+                await health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=5
+                )
+            elif method == "reflection":
+                stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+                # No request is sent: a refusing server may close the stream before a write.
+                call = stub.ServerReflectionInfo(timeout=5)
+                await call.done_writing()
+                code: grpc.StatusCode = await call.code()
+                return code
+            elif server is Role.STORAGE:
+                await storage_pb2_grpc.StorageServiceStub(channel).GetTask(
+                    storage_pb2.GetTaskRequest(task_id="task_20250101000000_00000000"), timeout=5
+                )
+            else:
+                await worker_pb2_grpc.SectionWorkerServiceStub(channel).GetLoad(
+                    worker_pb2.GetLoadRequest(), timeout=5
+                )
+        except grpc.aio.AioRpcError as err:
+            return err.code()
+    return grpc.StatusCode.OK
+
+
+async def test_storage_and_workers_serve_only_orchestrators_over_mutual_tls(stack: Stack):
+    ca = stack.identity(Role.ORCHESTRATOR).ca
+    no_client_cert = grpc.ssl_channel_credentials(root_certificates=ca)
+    orchestrator = stack.identity(Role.ORCHESTRATOR).channel_credentials()
+    gateway = stack.identity(Role.GATEWAY).channel_credentials()
+    for port, role in [
+        (stack.ports.storage, Role.STORAGE),
+        *[(port, Role.WORKER) for port in stack.ports.workers],
+    ]:
+        # The orchestrator's certificate is served; the same call is refused to the others.
+        assert await _call(port, orchestrator, role, "health") == grpc.StatusCode.OK
+        served = await _call(port, orchestrator, role, "service")
+        assert served in (grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND), (role, served)
+        for credentials, method in [(no_client_cert, "health"), (no_client_cert, "service")]:
+            refused = await _call(port, credentials, role, method)
+            assert refused == grpc.StatusCode.UNAVAILABLE, (role, method, refused)
+        assert await _call(port, None, role, "service") == grpc.StatusCode.UNAVAILABLE
+        denied = await _call(port, gateway, role, "service")
+        assert denied == grpc.StatusCode.PERMISSION_DENIED, (role, denied)
+        assert await _call(port, orchestrator, role, "reflection") == (
+            grpc.StatusCode.UNIMPLEMENTED
+        ), role
+    orchestrator_port = stack.ports.orchestrators[0]
+    assert await _call(orchestrator_port, gateway, Role.ORCHESTRATOR, "health") == (
+        grpc.StatusCode.OK
+    )
+    assert await _call(orchestrator_port, gateway, Role.ORCHESTRATOR, "reflection") == (
+        grpc.StatusCode.UNIMPLEMENTED
+    )

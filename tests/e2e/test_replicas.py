@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from common.timeutil import iso, utcnow
+from common.tls import Role
 from orchestrator.credentials import Sealer, decode_key
 from orchestrator.membership import Membership
 from orchestrator.models import SectionResult, TaskRecord
@@ -117,7 +118,7 @@ async def test_kill_an_orchestrator_and_a_worker_mid_batch(api, sim, s3, stack: 
 
 async def test_two_orchestrators_racing_for_an_orphan_get_one_owner(api, stack: Stack):
     key = decode_key((stack.state_dir / "credential.key").read_text().strip())
-    storage = StorageClient(f"127.0.0.1:{stack.ports.storage}")
+    storage = StorageClient(f"127.0.0.1:{stack.ports.storage}", stack.identity(Role.ORCHESTRATOR))
     task_id = f"task_{utcnow():%Y%m%d%H%M%S}_0fa0fa00"
     sealed = Sealer(key).seal(PASSWORD, task_id, "wealth", "user@example.com")
     record = _orphan(task_id, sealed, owner="ghost-of-a-dead-replica")
@@ -238,7 +239,7 @@ async def test_sigterm_drains_a_worker_without_resending_its_jobs(api, sim, stac
 
 
 async def test_a_task_that_keeps_killing_its_owners_is_dead_lettered(api, stack: Stack):
-    storage = StorageClient(f"127.0.0.1:{stack.ports.storage}")
+    storage = StorageClient(f"127.0.0.1:{stack.ports.storage}", stack.identity(Role.ORCHESTRATOR))
     now = utcnow()
     task_id = f"task_{now:%Y%m%d%H%M%S}_dead1e77"
     record = _orphan(task_id, "aesgcm1:unused", owner="ghost-3", takeovers=3)
@@ -264,7 +265,9 @@ async def test_cancel_through_another_replica_stops_the_owner(api, sim, s3, stac
     doc = json.loads(s3.get_object(Bucket=BUCKET, Key=f"tasks/{task_id}.json")["Body"].read())
     owner_index = int(doc["owner"].split("-")[1]) - 1  # "orchestrator-<n>-<hex>"
     other = stack.ports.orchestrators[1 - owner_index]
-    async with open_channel(f"127.0.0.1:{other}") as channel:
+    async with open_channel(
+        f"127.0.0.1:{other}", stack.identity(Role.GATEWAY), Role.ORCHESTRATOR
+    ) as channel:
         stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         reply = await stub.CancelTask(pb.CancelTaskRequest(task_id=task_id))
     assert reply.status == "cancelled"
@@ -285,7 +288,9 @@ async def test_reads_through_another_replica_see_the_owners_live_state(api, sim,
     doc = json.loads(s3.get_object(Bucket=BUCKET, Key=f"tasks/{task_id}.json")["Body"].read())
     assert doc["status"] == "pending"  # what storage holds until a section finishes
     other = stack.ports.orchestrators[1 - (int(doc["owner"].split("-")[1]) - 1)]
-    async with open_channel(f"127.0.0.1:{other}") as channel:
+    async with open_channel(
+        f"127.0.0.1:{other}", stack.identity(Role.GATEWAY), Role.ORCHESTRATOR
+    ) as channel:
         stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
 
         # At once, before any lease renewal lists the task, the other replica forwards the read

@@ -8,7 +8,8 @@ import pytest
 
 from common import errors
 from common.grpc_server import ServiceHost
-from common.settings import ServiceSettings
+from common.settings import GrpcServerSettings
+from common.tls import Role
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from orchestrator.admission import Throttled
@@ -18,6 +19,8 @@ from wealthai.orchestrator.v1 import orchestrator_pb2_grpc
 TASK = "task_20251230182721_01e09305"
 ADMIN_KEY = "wak_admin_test-bootstrap-key-of-32-characters-or-more"
 AS_ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+# The gateway's own behaviour; tests/common/test_tls.py covers mutual TLS.
+PLAINTEXT_SERVER = GrpcServerSettings(tls_mode="plaintext")
 BODY = {
     "username": "user@example.com",
     "password": "hunter2-secret",
@@ -102,12 +105,15 @@ def body_limit():
 @pytest.fixture
 async def env(body_limit):
     scripted = ScriptedOrchestrator()
-    host = ServiceHost(ServiceSettings(), "fake-orchestrator")
+    host = ServiceHost(PLAINTEXT_SERVER, "fake-orchestrator", Role.ORCHESTRATOR)
     host.add(orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server, scripted, "o")
     port = await host.start()
     app = create_app(
         GatewaySettings(
-            orchestrator_target=f"127.0.0.1:{port}", max_body_bytes=body_limit, admin_key=ADMIN_KEY
+            orchestrator_target=f"127.0.0.1:{port}",
+            max_body_bytes=body_limit,
+            admin_key=ADMIN_KEY,
+            tls_mode="plaintext",
         )
     )
     async with app.router.lifespan_context(app):
@@ -334,7 +340,12 @@ async def test_openapi_has_the_contract_and_examples(env):
 
 async def test_orchestrator_down_is_503():
     app = create_app(
-        GatewaySettings(orchestrator_target="127.0.0.1:1", call_timeout_s=2, admin_key=ADMIN_KEY)
+        GatewaySettings(
+            orchestrator_target="127.0.0.1:1",
+            call_timeout_s=2,
+            admin_key=ADMIN_KEY,
+            tls_mode="plaintext",
+        )
     )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from common.grpc_server import ServiceHost
+from common.tls import Role
 from orchestrator.storage_client import StorageClient
 from storage_svc.objects import ObjectStore
 from storage_svc.servicer import SERVICE_NAME, StorageServicer
@@ -28,7 +29,7 @@ store = storage_svc_fixtures.store
 @pytest.fixture
 async def storage(store: TaskStore) -> AsyncIterator[StorageClient]:
     """The orchestrator's client of a real storage_svc over ``store``."""
-    host = ServiceHost(store.settings, "storage_svc")
+    host = ServiceHost(store.settings, "storage_svc", Role.STORAGE)
     host.add(
         storage_pb2_grpc.add_StorageServiceServicer_to_server,
         StorageServicer(store, ObjectStore(store.s3)),

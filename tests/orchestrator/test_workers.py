@@ -22,7 +22,9 @@ async def start_worker() -> AsyncIterator[StartWorker]:
     stops: list[Callable[[], Awaitable[None]]] = []
 
     async def start(capacity: int) -> tuple[str, Callable[[], Awaitable[None]]]:
-        settings = WorkerSettings(port=0, max_concurrent_jobs=capacity, shutdown_grace_s=0.5)
+        settings = WorkerSettings(
+            port=0, max_concurrent_jobs=capacity, shutdown_grace_s=0.5, tls_mode="plaintext"
+        )
         client = PlatformClient(settings)
         host = build_host(settings, JobRunner(client, settings), client)
         port = await host.start()

@@ -13,6 +13,7 @@ import pytest
 
 from common.channels import open_channel
 from common.grpc_server import ServiceHost
+from common.tls import Role
 from section_worker.jobs import JobRunner
 from section_worker.platform_client import Credentials, PlatformClient
 from section_worker.servicer import build_host
@@ -93,6 +94,8 @@ def _settings(sim: Sim, overrides: dict[str, Any]) -> WorkerSettings:
         "request_timeout_s": 2.0,
         "job_timeout_s": 5.0,
         "shutdown_grace_s": 0.5,
+        # Unit tests of the worker itself; tests/common/test_tls.py covers mutual TLS.
+        "tls_mode": "plaintext",
     }
     values.update(overrides)
     return WorkerSettings(**values)
@@ -138,7 +141,7 @@ async def start_worker(sim: Sim) -> AsyncIterator[StartWorker]:
         runner = JobRunner(client, settings)
         host = build_host(settings, runner, client)
         port = await host.start()
-        channel: grpc.aio.Channel = open_channel(f"127.0.0.1:{port}")
+        channel: grpc.aio.Channel = open_channel(f"127.0.0.1:{port}", None, Role.WORKER)
 
         async def cleanup() -> None:
             await channel.close()

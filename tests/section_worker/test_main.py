@@ -1,4 +1,5 @@
-"""``python -m section_worker`` as a process: serves, drains on SIGTERM, refuses bad settings."""
+"""``python -m section_worker`` as a process with mutual TLS: serves, drains on SIGTERM,
+refuses bad settings."""
 
 from __future__ import annotations
 
@@ -6,20 +7,31 @@ import asyncio
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 
 from common.channels import open_channel
+from common.tls import Identity, Role, ensure_certificates
 from tests.helpers import assert_eventually, free_port
 from tests.section_worker.conftest import ASSET, PASSWORD, Sim
 from wealthai.worker.v1 import worker_pb2, worker_pb2_grpc
 
 
-async def test_sigterm_lets_the_running_job_finish_then_exits(sim: Sim) -> None:
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("tls")
+    ensure_certificates(directory)
+    return directory
+
+
+async def test_sigterm_lets_the_running_job_finish_then_exits(sim: Sim, certs: Path) -> None:
     port = free_port()
     env = {
         **os.environ,
+        "WORKER_TLS_DIR": str(certs),
         "WORKER_PORT": str(port),
         "WORKER_PLATFORM_URL": sim.url,
         "WORKER_POLL_INITIAL_S": "0.05",
@@ -29,7 +41,8 @@ async def test_sigterm_lets_the_running_job_finish_then_exits(sim: Sim) -> None:
         sys.executable, "-m", "section_worker", env=env, stderr=asyncio.subprocess.PIPE
     )
     try:
-        async with open_channel(f"127.0.0.1:{port}") as channel:
+        orchestrator = Identity.load(certs, Role.ORCHESTRATOR)
+        async with open_channel(f"127.0.0.1:{port}", orchestrator, Role.WORKER) as channel:
             stub = worker_pb2_grpc.SectionWorkerServiceStub(channel)
 
             async def load() -> Any:

@@ -20,6 +20,7 @@ from moto.server import ThreadedMotoServer
 
 from common import task_ids
 from common.grpc_server import ServiceHost
+from common.tls import Role
 from storage_svc.objects import ObjectStore
 from storage_svc.servicer import SERVICE_NAME, StorageServicer
 from storage_svc.settings import StorageSettings
@@ -130,6 +131,8 @@ def make_settings(s3_url: str) -> SettingsFactory:
             "s3_connect_timeout_s": 2.0,
             "s3_read_timeout_s": 5.0,
             "shutdown_grace_s": 1.0,
+            # Unit tests of storage itself; tests/common/test_tls.py covers mutual TLS.
+            "tls_mode": "plaintext",
             # Listing walks back retention + 1 days; a short window keeps tests quick.
             "task_retention_days": 5,
         }
@@ -180,7 +183,7 @@ async def serve() -> AsyncIterator[HostFactory]:
     channels: list[grpc.aio.Channel] = []
 
     async def start(store: TaskStore) -> grpc.aio.Channel:
-        host = ServiceHost(store.settings, "storage_svc")
+        host = ServiceHost(store.settings, "storage_svc", Role.STORAGE)
         host.add(
             storage_pb2_grpc.add_StorageServiceServicer_to_server,
             StorageServicer(store, ObjectStore(store.s3)),
