@@ -27,8 +27,12 @@ class Tunables(BaseModel):
         default_factory=list, description="Assets whose answers always end FAILED."
     )
     retry_after_s: float = Field(1.0, ge=0, le=3600, description="Retry-After sent with 429.")
-    cost_min: float = Field(0.004, ge=0, description="Cheapest answer, US dollars.")
-    cost_max: float = Field(0.24, ge=0, description="Dearest answer, US dollars.")
+    cost_min: float = Field(
+        0.004, ge=0, description="Cheapest answer (per row of a transform), US dollars."
+    )
+    cost_max: float = Field(
+        0.24, ge=0, description="Dearest answer (per row of a transform), US dollars."
+    )
     token_ttl_s: float = Field(3600.0, gt=0, description="Lifetime of an access token.")
     throttle_next: int = Field(0, ge=0, description="Answer the next N genai calls with 429.")
     error_next: int = Field(0, ge=0, description="Answer the next N genai calls with 503.")

@@ -1,5 +1,5 @@
-"""The simulated platform itself, free of HTTP: tokens, conversations, messages, the
-deterministic answers, fault injection and the call counters.
+"""The simulated platform itself, free of HTTP: tokens, conversations, messages, fault
+injection and the call counters. The answers themselves come from :mod:`simulator.answers`.
 
 Everything lives in memory. Tokens, conversations and messages sit in insertion-ordered dicts
 that are trimmed from the front (expired tokens, answers past their retention, anything beyond
@@ -8,8 +8,6 @@ the configured maximum), so memory stays bounded however long the simulator runs
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import random
 import secrets
@@ -21,6 +19,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
+from simulator.answers import MalformedPrompt
+from simulator.answers import answer_for as answer_for
+from simulator.answers import input_digest as input_digest
 from simulator.settings import SimulatorSettings, Tunables
 from simulator.timeline import Timeline
 
@@ -36,27 +37,6 @@ class AnswerStatus(StrEnum):
     IN_PROGRESS = "IN_PROGRESS"
     SUCCESS = "SUCCESS"
     FAILED = "FAILED"
-
-
-def input_digest(asset_id: str, message: str) -> str:
-    """sha256 hex of ``asset_id + message``: the key of ``prompts_by_input`` in the stats."""
-    return hashlib.sha256((asset_id + message).encode()).hexdigest()
-
-
-def answer_for(asset_id: str, message: str, cost_min: float, cost_max: float) -> tuple[str, float]:
-    """The response text and cost the platform gives for this input; the same every time."""
-    digest = input_digest(asset_id, message)
-    number = int(digest, 16)
-    cost = round(cost_min + (number % 10000) / 10000 * (cost_max - cost_min), 4)
-    response = json.dumps(
-        {
-            "asset_id": asset_id,
-            "digest": digest[:16],
-            "insight": f"Simulated insight {digest[:8]} written by asset {asset_id}.",
-        },
-        sort_keys=True,
-    )
-    return response, cost
 
 
 def new_id() -> str:
@@ -242,12 +222,15 @@ class PlatformState:
         failed = asset_id in knobs.fail_assets or (
             knobs.failure_rate > 0 and self._rng.random() < knobs.failure_rate
         )
+        response, cost, error = "", 0.0, ""
         if failed:
-            status, response, cost = AnswerStatus.FAILED, "", 0.0
             error = f"asset {asset_id} could not answer (simulated failure)"
         else:
-            response, cost = answer_for(asset_id, message, knobs.cost_min, knobs.cost_max)
-            status, error = AnswerStatus.SUCCESS, ""
+            try:
+                response, cost = answer_for(asset_id, message, knobs.cost_min, knobs.cost_max)
+            except MalformedPrompt as exc:
+                error = f"malformed prompt: {exc}"
+        status = AnswerStatus.FAILED if error else AnswerStatus.SUCCESS
         message_id = new_id()
         self._messages[message_id] = Message(
             conv_id=conv_id,
