@@ -19,8 +19,13 @@ GET      /_sim/config                                                the runtime
 PATCH    /_sim/config                                                changes knobs (422 when bad)
 =======  ==========================================================  =============================
 
+``PATCH /_sim/config`` replaces the knobs it names, except ``assets``, which it merges per asset
+(:meth:`simulator.settings.Tunables.patched`).
+
 Genai calls need ``Authorization: Bearer <token>`` (401 otherwise), may be answered 429 (with
-``Retry-After``) or 503 as configured, and answer 404 for an unknown conversation or message.
+``Retry-After``) or 503 as configured — globally, or for the calls that reach one asset (a
+conversation created with it, a prompt to or a poll of one of its conversations) — and answer
+404 for an unknown conversation or message.
 """
 
 from __future__ import annotations
@@ -30,13 +35,15 @@ import binascii
 import hmac
 import json
 import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any, NoReturn
 
 from fastapi import Body, FastAPI, Header, HTTPException
 from pydantic import BaseModel, Field, ValidationError
 
 from simulator.settings import SimulatorSettings
-from simulator.state import CallKind, PlatformState, Session
+from simulator.state import GenaiCall, PlatformState, Session
 
 logger = logging.getLogger(__name__)
 
@@ -72,33 +79,39 @@ def _basic_credentials(authorization: str | None) -> tuple[str, str] | None:
     return (username, password) if sep else None
 
 
-def create_app(settings: SimulatorSettings) -> FastAPI:
-    """The simulator as an ASGI app; its state lives as long as the app."""
-    state = PlatformState(settings)
+def create_app(
+    settings: SimulatorSettings,
+    *,
+    wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> FastAPI:
+    """The simulator as an ASGI app; its state lives as long as the app. ``wall_clock`` is
+    the time outage windows and the timeline are read against."""
+    state = PlatformState(settings, wall_clock=wall_clock)
     app = FastAPI(
         title="AI platform simulator",
         description="Stand-in for the generative-AI platform (SPEC §3).",
     )
     app.state.platform = state
 
-    def gate(kind: CallKind, authorization: str | None) -> Session:
-        """Counts the call, checks the bearer token and injects the configured faults."""
+    def gate(
+        kind: GenaiCall,
+        authorization: str | None,
+        asset_of: Callable[[Session], str | None],
+    ) -> Session:
+        """Counts the call, checks the bearer token and injects the faults configured for
+        the asset the call reaches (``asset_of`` the caller's session; None when unknown)."""
         state.count(kind)
         scheme, _, token = (authorization or "").partition(" ")
         session = state.session_for(token.strip()) if scheme.lower() == "bearer" else None
         if session is None:
             state.reject("401")
             _unauthorized("missing, unknown or expired access token", "Bearer")
-        fault = state.fault()
-        if fault == "429":
-            state.reject("429")
-            retry_after = f"{state.tunables.retry_after_s:g}"
-            raise HTTPException(
-                429, detail="too many requests", headers={"Retry-After": retry_after}
-            )
-        if fault == "5xx":
-            state.reject("5xx")
-            raise HTTPException(503, detail="platform temporarily unavailable (simulated)")
+        refusal = state.admit(kind, asset_of(session))
+        if refusal is not None and refusal.code == "429":
+            retry_after = f"{refusal.retry_after_s:g}"
+            raise HTTPException(429, detail=refusal.detail, headers={"Retry-After": retry_after})
+        if refusal is not None:
+            raise HTTPException(503, detail=refusal.detail)
         return session
 
     @app.get("/accesstoken/{tenant}")
@@ -126,7 +139,7 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
     async def create_conversation(
         body: CreateConversation, authorization: Annotated[str | None, Header()] = None
     ) -> dict[str, str]:
-        session = gate("create", authorization)
+        session = gate("create", authorization, lambda _: body.asset_version_id)
         conv_id = state.create_conversation(session, body.conversation_name, body.asset_version_id)
         return {"conversation_id": conv_id}
 
@@ -134,7 +147,11 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
     async def add_message(
         body: AddMessage, authorization: Annotated[str | None, Header()] = None
     ) -> dict[str, str]:
-        session = gate("prompt", authorization)
+        session = gate(
+            "prompt",
+            authorization,
+            lambda session: state.asset_of_conversation(session, body.conversation_id),
+        )
         message_id = state.add_message(session, body.conversation_id, body.message)
         if message_id is None:
             raise HTTPException(404, detail="unknown conversation")
@@ -146,7 +163,11 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
         message_id: str,
         authorization: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
-        session = gate("poll", authorization)
+        session = gate(
+            "poll",
+            authorization,
+            lambda session: state.asset_of_message(session, conversation_id, message_id),
+        )
         answer = state.poll(session, conversation_id, message_id)
         if answer is None:
             raise HTTPException(404, detail="unknown conversation or message")

@@ -6,6 +6,9 @@ loopback port but in their own loop so they can start and stop it per test.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
+
 from common.http_server import HttpServer
 from simulator.app import create_app
 from simulator.settings import SimulatorSettings
@@ -14,9 +17,14 @@ from simulator.settings import SimulatorSettings
 class SimulatorServer(HttpServer):
     """One simulator listening on ``settings.host:settings.port`` (port 0 picks a free one)."""
 
-    def __init__(self, settings: SimulatorSettings) -> None:
+    def __init__(
+        self,
+        settings: SimulatorSettings,
+        *,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.settings = settings
-        self.app = create_app(settings)
+        self.app = create_app(settings, wall_clock=wall_clock)
         super().__init__(
             self.app,
             settings.host,

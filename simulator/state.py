@@ -1,15 +1,15 @@
-"""The simulated platform itself, free of HTTP: tokens, conversations, messages, the
-deterministic answers, fault injection and the call counters.
+"""The simulated platform itself, free of HTTP: tokens, conversations, messages, fault
+injection (global and per asset) and the call counters. The answers themselves come from
+:mod:`simulator.answers`.
 
 Everything lives in memory. Tokens, conversations and messages sit in insertion-ordered dicts
 that are trimmed from the front (expired tokens, answers past their retention, anything beyond
-the configured maximum), so memory stays bounded however long the simulator runs.
+the configured maximum), so memory stays bounded however long the simulator runs; so do the
+per-asset counters.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import random
 import secrets
@@ -21,10 +21,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
+from simulator.answers import MalformedPrompt
+from simulator.answers import answer_for as answer_for
+from simulator.answers import input_digest as input_digest
 from simulator.settings import SimulatorSettings, Tunables
 from simulator.timeline import Timeline
 
 CallKind = Literal["auth", "create", "prompt", "poll"]
+GenaiCall = Literal["create", "prompt", "poll"]
 
 # Enough to see a prompt sent again after its section was finished, small enough to keep.
 PROMPT_TIMES_PER_INPUT = 8
@@ -36,27 +40,6 @@ class AnswerStatus(StrEnum):
     IN_PROGRESS = "IN_PROGRESS"
     SUCCESS = "SUCCESS"
     FAILED = "FAILED"
-
-
-def input_digest(asset_id: str, message: str) -> str:
-    """sha256 hex of ``asset_id + message``: the key of ``prompts_by_input`` in the stats."""
-    return hashlib.sha256((asset_id + message).encode()).hexdigest()
-
-
-def answer_for(asset_id: str, message: str, cost_min: float, cost_max: float) -> tuple[str, float]:
-    """The response text and cost the platform gives for this input; the same every time."""
-    digest = input_digest(asset_id, message)
-    number = int(digest, 16)
-    cost = round(cost_min + (number % 10000) / 10000 * (cost_max - cost_min), 4)
-    response = json.dumps(
-        {
-            "asset_id": asset_id,
-            "digest": digest[:16],
-            "insight": f"Simulated insight {digest[:8]} written by asset {asset_id}.",
-        },
-        sort_keys=True,
-    )
-    return response, cost
 
 
 def new_id() -> str:
@@ -86,6 +69,7 @@ class Message:
     """One prompt and the answer it will have once ``ready_at`` has passed."""
 
     conv_id: str
+    asset_id: str
     tenant: str
     ready_at: float
     drop_at: float
@@ -94,6 +78,43 @@ class Message:
     cost: float
     error: str
     served: bool = False
+
+
+@dataclass
+class AssetStats:
+    """What reached one asset: calls with a valid token that named it (a conversation created
+    with it, a prompt to or a poll of one of its conversations), how many of those were
+    refused (429, or 503 from errors and outages), and the answers it gave."""
+
+    create: int = 0
+    prompt: int = 0
+    poll: int = 0
+    throttled: int = 0
+    errors: int = 0
+    success: int = 0
+    failed: int = 0
+    cost_served: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "create": self.create,
+            "prompt": self.prompt,
+            "poll": self.poll,
+            "throttled": self.throttled,
+            "errors": self.errors,
+            "success": self.success,
+            "failed": self.failed,
+            "cost_served": round(self.cost_served, 4),
+        }
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A genai call answered with an error instead of being served."""
+
+    code: Literal["429", "5xx"]
+    detail: str
+    retry_after_s: float = 0.0  # sent with a 429
 
 
 class Stats:
@@ -112,6 +133,23 @@ class Stats:
         self.cost_served = 0.0
         # Every prompt's life (``GET /_sim/timeline``), bounded like the messages.
         self.timeline = Timeline(timeline_limit)
+        # Least recently reached asset first, bounded like the messages.
+        self._by_asset: OrderedDict[str, AssetStats] = OrderedDict()
+        self._asset_limit = timeline_limit
+
+    def asset(self, asset_id: str) -> AssetStats:
+        """The counters of an asset, created on first use."""
+        counters = self._by_asset.get(asset_id)
+        if counters is None:
+            counters = self._by_asset[asset_id] = AssetStats()
+            while len(self._by_asset) > self._asset_limit:
+                self._by_asset.popitem(last=False)
+        else:
+            self._by_asset.move_to_end(asset_id)
+        return counters
+
+    def by_asset(self) -> dict[str, dict[str, Any]]:
+        return {asset_id: counters.as_json() for asset_id, counters in self._by_asset.items()}
 
 
 class PlatformState:
@@ -147,8 +185,9 @@ class PlatformState:
             self.tunables = self.settings.tunables()
 
     def update_config(self, changes: dict[str, Any]) -> Tunables:
-        """Applies a partial change of the knobs (raises pydantic.ValidationError when bad)."""
-        self.tunables = Tunables.model_validate({**self.tunables.model_dump(), **changes})
+        """Applies a partial change of the knobs (see :meth:`Tunables.patched`; raises
+        pydantic.ValidationError when bad)."""
+        self.tunables = self.tunables.patched(changes)
         return self.tunables
 
     def snapshot(self) -> dict[str, Any]:
@@ -161,6 +200,7 @@ class PlatformState:
             "answers": dict(stats.answers),
             "prompts_by_input": dict(stats.prompts_by_input),
             "cost_served": round(stats.cost_served, 4),
+            "by_asset": stats.by_asset(),
             "live": {
                 "tokens": len(self._tokens),
                 "conversations": len(self._conversations),
@@ -201,19 +241,53 @@ class PlatformState:
             return None
         return session
 
-    def fault(self) -> Literal["429", "5xx"] | None:
-        """Whether this genai call is to be throttled or failed instead of served."""
+    def asset_of_conversation(self, session: Session, conv_id: str) -> str | None:
+        """The asset of this tenant's conversation, or None when it is unknown."""
+        conversation = self._conversations.get(conv_id)
+        if conversation is None or conversation.tenant != session.tenant:
+            return None
+        return conversation.asset_id
+
+    def asset_of_message(self, session: Session, conv_id: str, message_id: str) -> str | None:
+        """The asset that answers this tenant's message, or None when it is unknown."""
+        message = self._messages.get(message_id)
+        if message is None or message.conv_id != conv_id or message.tenant != session.tenant:
+            return None
+        return message.asset_id
+
+    def admit(self, kind: GenaiCall, asset_id: str | None) -> Refusal | None:
+        """Counts a genai call that reaches ``asset_id`` (None: no known asset) and decides
+        whether it is refused instead of served: the asset's outage first, then the injected
+        ``throttle_next``/``error_next``, then the throttle and error rates, the asset's own
+        values winning over the global ones."""
+        counters = self.stats.asset(asset_id) if asset_id is not None else None
+        if counters is not None:
+            setattr(counters, kind, getattr(counters, kind) + 1)
+        refusal = self._refusal(asset_id)
+        if refusal is not None:
+            self.stats.rejected[refusal.code] += 1
+            if counters is not None and refusal.code == "429":
+                counters.throttled += 1
+            elif counters is not None:
+                counters.errors += 1
+        return refusal
+
+    def _refusal(self, asset_id: str | None) -> Refusal | None:
         knobs = self.tunables
+        own = knobs.assets.get(asset_id) if asset_id is not None else None
+        if own is not None and own.is_down(self._wall_clock().timestamp()):
+            return Refusal("5xx", f"asset {asset_id} is unavailable (simulated outage)")
         if knobs.throttle_next:
             self.tunables = knobs.model_copy(update={"throttle_next": knobs.throttle_next - 1})
-            return "429"
+            return Refusal("429", "too many requests", knobs.for_asset(asset_id).retry_after_s)
         if knobs.error_next:
             self.tunables = knobs.model_copy(update={"error_next": knobs.error_next - 1})
-            return "5xx"
-        if knobs.throttle_rate and self._rng.random() < knobs.throttle_rate:
-            return "429"
-        if knobs.error_rate and self._rng.random() < knobs.error_rate:
-            return "5xx"
+            return Refusal("5xx", "platform temporarily unavailable (simulated)")
+        effective = knobs.for_asset(asset_id)
+        if effective.throttle_rate and self._rng.random() < effective.throttle_rate:
+            return Refusal("429", "too many requests", effective.retry_after_s)
+        if effective.error_rate and self._rng.random() < effective.error_rate:
+            return Refusal("5xx", "platform temporarily unavailable (simulated)")
         return None
 
     def create_conversation(self, session: Session, name: str, asset_id: str) -> str:
@@ -231,8 +305,8 @@ class PlatformState:
         if conversation is None or conversation.tenant != session.tenant:
             return None
         self._trim()
-        knobs = self.tunables
         asset_id = conversation.asset_id
+        knobs = self.tunables.for_asset(asset_id)
         digest = input_digest(asset_id, message)
         self.stats.prompts_by_input[digest] += 1
         self._record_prompt_time(digest)
@@ -242,15 +316,19 @@ class PlatformState:
         failed = asset_id in knobs.fail_assets or (
             knobs.failure_rate > 0 and self._rng.random() < knobs.failure_rate
         )
+        response, cost, error = "", 0.0, ""
         if failed:
-            status, response, cost = AnswerStatus.FAILED, "", 0.0
             error = f"asset {asset_id} could not answer (simulated failure)"
         else:
-            response, cost = answer_for(asset_id, message, knobs.cost_min, knobs.cost_max)
-            status, error = AnswerStatus.SUCCESS, ""
+            try:
+                response, cost = answer_for(asset_id, message, knobs.cost_min, knobs.cost_max)
+            except MalformedPrompt as exc:
+                error = f"malformed prompt: {exc}"
+        status = AnswerStatus.FAILED if error else AnswerStatus.SUCCESS
         message_id = new_id()
         self._messages[message_id] = Message(
             conv_id=conv_id,
+            asset_id=asset_id,
             tenant=session.tenant,
             ready_at=ready_at,
             drop_at=ready_at + self.settings.message_retention_s,
@@ -296,11 +374,15 @@ class PlatformState:
         self.stats.timeline.polled(message_id, message.status, now)
         if not message.served:
             message.served = True
+            counters = self.stats.asset(message.asset_id)
             if message.status is AnswerStatus.SUCCESS:
                 self.stats.answers["success"] += 1
                 self.stats.cost_served += message.cost
+                counters.success += 1
+                counters.cost_served += message.cost
             else:
                 self.stats.answers["failed"] += 1
+                counters.failed += 1
         answer: dict[str, Any] = {
             "status": message.status.value,
             "response": message.response,

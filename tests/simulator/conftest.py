@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -39,6 +40,10 @@ class Sim:
         assert answer.status_code == 200, answer.text
         return dict(answer.json())
 
+    async def configure_asset(self, asset: str, **knobs: Any) -> dict[str, Any]:
+        """Patches one asset's knobs; returns the whole config."""
+        return await self.configure(assets={asset: knobs})
+
     async def create(self, token: str, asset: str = ASSET) -> httpx.Response:
         return await self.http.post(
             f"{GENAI}/create",
@@ -68,7 +73,7 @@ async def start_simulator() -> AsyncIterator[StartSimulator]:
     """Factory: starts a simulator with the given settings; all are stopped after the test."""
     started: list[Sim] = []
 
-    async def start(**overrides: Any) -> Sim:
+    async def start(wall_clock: Callable[[], datetime] | None = None, **overrides: Any) -> Sim:
         values: dict[str, Any] = {
             "port": 0,
             "latency_median_s": 0.02,
@@ -76,7 +81,12 @@ async def start_simulator() -> AsyncIterator[StartSimulator]:
             "seed": 7,
         }
         values.update(overrides)
-        server = SimulatorServer(SimulatorSettings(**values))
+        settings = SimulatorSettings(**values)
+        server = (
+            SimulatorServer(settings, wall_clock=wall_clock)
+            if wall_clock
+            else SimulatorServer(settings)
+        )
         url = await server.start()
         sim = Sim(server, httpx.AsyncClient(base_url=url, timeout=5))
         started.append(sim)

@@ -114,3 +114,50 @@ async def test_messages_and_conversations_are_capped(start_simulator: StartSimul
     assert live["conversations"] == 2
     assert (await sim.poll(token, *ids[0])).status_code == 404
     assert (await sim.poll(token, *ids[2])).status_code == 200
+
+
+async def test_asset_knobs_merge_per_field_and_null_removes(sim: Sim) -> None:
+    first = await sim.configure(assets={ASSET: {"throttle_rate": 1.0, "retry_after_s": 2}})
+    merged = await sim.configure(assets={ASSET: {"retry_after_s": None, "down": True}})
+    added = await sim.configure(assets={OTHER_ASSET: {"latency_median_s": 5}})
+    dropped = await sim.configure(assets={ASSET: None})
+    cleared = await sim.configure(assets=None)
+
+    assert first["assets"][ASSET] == {
+        "latency_median_s": None,
+        "latency_sigma": None,
+        "latency_max_s": None,
+        "throttle_rate": 1.0,
+        "error_rate": None,
+        "failure_rate": None,
+        "retry_after_s": 2.0,
+        "down": False,
+        "down_from": None,
+        "down_until": None,
+    }
+    assert merged["assets"][ASSET]["throttle_rate"] == 1.0
+    assert merged["assets"][ASSET]["retry_after_s"] is None
+    assert merged["assets"][ASSET]["down"] is True
+    assert set(added["assets"]) == {ASSET, OTHER_ASSET}
+    assert set(dropped["assets"]) == {OTHER_ASSET}
+    assert cleared["assets"] == {}
+    assert cleared["throttle_rate"] == 0.0
+
+
+async def test_asset_knobs_refuse_bad_values(sim: Sim) -> None:
+    await sim.configure(assets={ASSET: {"error_rate": 0.5}})
+    bad_bodies: list[object] = [
+        {"assets": {ASSET: {"throttle_rate": 2}}},
+        {"assets": {ASSET: {"latency_sigma": -1}}},
+        {"assets": {ASSET: {"no_such_knob": 1}}},
+        {"assets": {ASSET: 5}},
+        {"assets": [ASSET]},
+    ]
+
+    answers = [await sim.http.patch("/_sim/config", json=body) for body in bad_bodies]
+
+    assert [a.status_code for a in answers] == [422] * len(bad_bodies)
+    assert "throttle_rate" in answers[0].text
+    config = (await sim.http.get("/_sim/config")).json()
+    assert set(config["assets"]) == {ASSET}
+    assert config["assets"][ASSET]["error_rate"] == 0.5

@@ -28,6 +28,16 @@ def test_settings_read_sim_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.tunables().fail_assets == ["a-1", "b-2"]
 
 
+def test_asset_knobs_read_sim_assets_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIM_ASSETS", '{"a-1": {"down": true, "throttle_rate": 0.5}}')
+
+    tunables = SimulatorSettings().tunables()
+
+    assert tunables.assets["a-1"].down is True
+    assert tunables.for_asset("a-1").throttle_rate == 0.5
+    assert tunables.for_asset("b-2").throttle_rate == 0.0
+
+
 def test_a_bad_setting_stops_start_up_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SIM_ERROR_RATE", "2")
 
