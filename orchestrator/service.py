@@ -24,7 +24,15 @@ from typing import Any
 
 from common import task_ids
 from common.backoff import Backoff
-from common.errors import AppError, Conflict, InvalidInput, NotFound, TooLarge, WrongState
+from common.errors import (
+    AppError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    TooLarge,
+    Unauthenticated,
+    WrongState,
+)
 from common.json_limits import check_json_shape
 from common.principals import Principal
 from common.timeutil import iso, utcnow
@@ -39,6 +47,7 @@ from orchestrator.peers import Peers
 from orchestrator.pipeline import Deps, TaskRun
 from orchestrator.recent import RecentTasks
 from orchestrator.settings import OrchestratorSettings
+from orchestrator.sweeper import index_seal, sweep_forever
 from orchestrator.takeover import Takeover
 
 logger = logging.getLogger(__name__)
@@ -113,6 +122,7 @@ class Orchestrator:
             deps.storage,
             self.membership,
             max_takeovers=settings.max_takeovers,
+            retry_window_s=settings.retry_window_s,
             launch=self._launch,
             held=self._held,
         )
@@ -142,7 +152,19 @@ class Orchestrator:
         self._loops = [
             asyncio.create_task(self._every_renewal("lease renewal", self.membership.renew)),
             asyncio.create_task(self._every_renewal("scan for orphaned tasks", self.takeover.scan)),
+            asyncio.create_task(
+                sweep_forever(
+                    self.deps.storage,
+                    window_s=self.settings.retry_window_s,
+                    interval_s=self.settings.sweep_interval_s,
+                    should_run=self._sweeps,
+                )
+            ),
         ]
+
+    def _sweeps(self) -> bool:
+        """One live replica sweeps the seal index: the one whose id sorts first."""
+        return self.replica_id == min(self.membership.alive)
 
     async def _every_renewal(self, what: str, step: Callable[[], Awaitable[object]]) -> None:
         # Renewal and scans run apart so a long scan can never make this replica look dead.
@@ -188,6 +210,7 @@ class Orchestrator:
             if run.record.status.terminal:
                 self.finished[run.record.status.value] += 1
                 self._recent.add(run.record)
+                await index_seal(self.deps.storage, run.record, self.settings.retry_window_s)
 
     # -- submission -------------------------------------------------------------------------
 
@@ -203,6 +226,8 @@ class Orchestrator:
         """Validates, detects sections, stores the task as pending and starts it. Returns the
         task and whether an earlier submission with the same idempotency key had made it."""
         started = time.monotonic()
+        if not caller.id:
+            raise Unauthenticated("caller: every task needs an owner; the gateway names it")
         records = self._validate(username, password, tenant, records_json)
         if tenant and caller.tenant and tenant != caller.tenant and not caller.admin:
             raise InvalidInput(f"tenant: your key belongs to tenant {caller.tenant!r}")
@@ -405,7 +430,7 @@ class Orchestrator:
         if owner and await self.peers.retry(owner, task_id, caller) is not None:
             record, _ = await self.deps.storage.get(task_id)
             return record
-        transitions.retry(record, self.replica_id)
+        transitions.retry(record, self.replica_id, window_s=self.settings.retry_window_s)
         reopened = record.model_copy()  # the answer shows the task as stored, not as it runs
         await asyncio.shield(self._reopen(record, version))
         return reopened

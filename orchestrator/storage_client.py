@@ -29,6 +29,7 @@ Namespace: TypeAlias = storage_pb2.Namespace.ValueType
 LEASES = storage_pb2.NAMESPACE_LEASES
 IDEMPOTENCY = storage_pb2.NAMESPACE_IDEMPOTENCY
 API_KEYS = storage_pb2.NAMESPACE_API_KEYS
+SEALS = storage_pb2.NAMESPACE_SEALS
 
 
 class UnreadableTask(Internal):
@@ -162,17 +163,27 @@ class StorageClient:
         found: list[tuple[str, bytes, str]] = []
         token = ""
         while True:
-            try:
-                response = await self._stub.ListObjects(
-                    storage_pb2.ListObjectsRequest(namespace=namespace, page_token=token),
-                    timeout=_CALL_TIMEOUT_S,
-                )
-            except grpc.aio.AioRpcError as err:
-                raise from_rpc_error(err, "storage") from err
-            found += [(o.name, o.body, o.version) for o in response.objects]
-            token = response.next_page_token
+            page, token = await self.list_object_page(namespace, token)
+            found += page
             if not token:
                 return found
+
+    async def list_object_page(
+        self, namespace: Namespace, page_token: str = "", page_size: int = 0
+    ) -> tuple[list[tuple[str, bytes, str]], str]:
+        """One page of a namespace in name order (``page_size`` 0: up to 1000), and the next
+        page's token ("" after the last)."""
+        try:
+            response = await self._stub.ListObjects(
+                storage_pb2.ListObjectsRequest(
+                    namespace=namespace, page_token=page_token, page_size=page_size
+                ),
+                timeout=_CALL_TIMEOUT_S,
+            )
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err, "storage") from err
+        page = [(o.name, o.body, o.version) for o in response.objects]
+        return page, response.next_page_token
 
     async def delete_object(self, namespace: Namespace, name: str, version: str) -> None:
         try:

@@ -32,6 +32,7 @@ from orchestrator import transitions
 from orchestrator.membership import Lease, Membership
 from orchestrator.models import TaskRecord
 from orchestrator.storage_client import LEASES, StorageClient, UnreadableTask
+from orchestrator.sweeper import DEFAULT_WINDOW_S, index_seal
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +50,14 @@ class Takeover:
         membership: Membership,
         *,
         max_takeovers: int,
+        retry_window_s: float = DEFAULT_WINDOW_S,
         launch: Callable[[TaskRecord, str], object],
         held: Callable[[], Collection[str]],
     ) -> None:
         self.storage = storage
         self.membership = membership
         self.max_takeovers = max_takeovers
+        self.retry_window_s = retry_window_s
         self._launch = launch
         self._held = held
         self.taken_over = 0
@@ -126,6 +129,7 @@ class Takeover:
             with contextlib.suppress(Conflict):
                 await self.storage.update(record, version)
                 logger.warning("task %s dead-lettered", record.task_id)
+                await index_seal(self.storage, record, self.retry_window_s)
             return 0
         try:
             version = await self.storage.update(record, version)

@@ -15,6 +15,7 @@ and a finished task is 100.
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import datetime
 
@@ -169,11 +170,11 @@ def aggregate(record: TaskRecord) -> TaskRecord:
     return record
 
 
-def retry(record: TaskRecord, owner: str) -> list[str]:
+def retry(record: TaskRecord, owner: str, *, window_s: float = math.inf) -> list[str]:
     """Reopens an ``error`` task on ``owner``: the sections that did not complete start over,
     the completed ones are kept. Returns the reopened sections' names. Refused (WrongState)
-    once the task's password is no longer kept."""
-    if not record.password_sealed:
+    once the task's password is no longer kept, or its retry window of ``window_s`` is over."""
+    if not record.password_sealed or password_outlived(record, utcnow(), window_s):
         raise WrongState(f"task {record.task_id} can no longer be retried: {SEAL_CLEARED}")
     failed = [n for n, s in record.result_data.items() if s.status != SectionState.COMPLETED]
     for name in failed:

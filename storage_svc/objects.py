@@ -45,10 +45,12 @@ class Namespace(enum.StrEnum):
     LEASES = "leases"
     IDEMPOTENCY = "idempotency"
     API_KEYS = "api_keys"
+    SEALS = "seals"
 
 
-EXPIRING: tuple[Namespace, ...] = (Namespace.LEASES, Namespace.IDEMPOTENCY)
-"""The namespaces the retention rule expires: a dead replica's lease, an old idempotency key."""
+EXPIRING: tuple[Namespace, ...] = (Namespace.LEASES, Namespace.IDEMPOTENCY, Namespace.SEALS)
+"""The namespaces the retention rule expires: a dead replica's lease, an old idempotency key, a
+seal index entry its sweeper never reached."""
 
 
 def namespace_prefix(prefix: str, namespace: Namespace) -> str:

@@ -28,6 +28,7 @@ _NAMESPACE = {
     storage_pb2.NAMESPACE_LEASES: Namespace.LEASES,
     storage_pb2.NAMESPACE_IDEMPOTENCY: Namespace.IDEMPOTENCY,
     storage_pb2.NAMESPACE_API_KEYS: Namespace.API_KEYS,
+    storage_pb2.NAMESPACE_SEALS: Namespace.SEALS,
 }
 
 

@@ -103,7 +103,7 @@ def test_the_admin_key_is_made_once_kept_private_and_given_to_the_gateway(
     assert Stack(Ports(), tmp_path).admin_key == key  # kept across restarts
     [gateway] = [spec for spec in stack.specs() if spec.name == "gateway"]
     assert gateway.env["GATEWAY_ADMIN_KEY"] == key
-    banner = _banner(stack.ports, key, key_file)
+    banner = _banner(stack.ports, key, key_file, stack.tls_dir)
     assert key in banner and str(key_file) in banner
     assert "curl -s -X POST http://127.0.0.1:8000/task/submit -H 'Authorization: Bearer $KEY'" in (
         banner

@@ -34,6 +34,13 @@ TOP_MOVERS_ASSET = "a9fdeb96-cdfa-4a48-9467-bf97a06f8738"
 TERMINAL = {"completed", "error", "cancelled"}
 
 
+async def accepted_prompts(sim: httpx.AsyncClient) -> int:
+    """Prompts the platform accepted (each one paid for), as its message timeline holds them:
+    a prompt refused with 401 (a token the simulator's reset forgot) costs nothing and is not
+    counted."""
+    return len((await sim.get("/_sim/timeline")).json())
+
+
 async def submit(api: httpx.AsyncClient, data: list[dict] | None = None, n: int = 0) -> str:
     records = data or [{**r, "n": n} if i == 1 else r for i, r in enumerate(SEED)]
     reply = await api.post(
@@ -119,7 +126,10 @@ async def test_seed_example_completes_with_all_sections(api, sim, s3):
     assert doc["password_sealed"] == ""  # deleted by the write that completed the task
     assert b"access_token" not in raw and b"Bearer" not in raw
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
-    assert [k for k in keys if task_id in k] == [f"tasks/{task_id}.json"]
+    # The document, and its entry in its owner's index.
+    marker, document = sorted(k for k in keys if task_id in k)
+    assert document == f"tasks/{task_id}.json"
+    assert marker.startswith("tasks/_owners/") and marker.endswith(task_id)
 
 
 async def test_record_matching_no_section_is_422_and_nothing_is_stored(api, s3):
@@ -247,6 +257,7 @@ async def test_submits_cut_off_mid_call_leave_no_task_unstarted(api, stack: Stac
             password=PASSWORD,
             records_json=[json.dumps({**SEED[1], "n": n})],
             idempotency_key=f"cut-{time.time_ns()}-{n}",
+            caller=pb.Caller(principal_id="ops", admin=True),
         )
         for n in range(30)
     ]

@@ -22,7 +22,7 @@ from orchestrator.storage_client import LEASES, StorageClient
 from orchestrator.takeover import Takeover
 from scripts.devstack import Ports, Stack
 from tests.e2e.conftest import BUCKET, FAST
-from tests.e2e.test_platform import PASSWORD, SEED, submit, wait_finished
+from tests.e2e.test_platform import PASSWORD, SEED, accepted_prompts, submit, wait_finished
 from tests.faults import TcpProxy
 from tests.helpers import assert_eventually, free_port
 
@@ -176,7 +176,7 @@ async def test_idempotency_key_returns_the_first_task(api, sim):
     assert {r.status_code for r in replies} == {202}
     assert len({r.json()["task_id"] for r in replies}) == 1
     await wait_finished(api, [first.json()["task_id"], replies[0].json()["task_id"]])
-    assert (await _sim_stats(sim))["calls"]["prompt"] == 6  # two tasks, three sections each
+    assert await accepted_prompts(sim) == 6  # two tasks, three sections each
 
 
 async def test_retry_reruns_only_the_failed_sections(api, sim):
@@ -191,7 +191,7 @@ async def test_retry_reruns_only_the_failed_sections(api, sim):
     assert retried.status_code == 200, retried.text
     done = (await wait_finished(api, [task_id]))[task_id]
     assert done["status"] == "completed"
-    assert (await _sim_stats(sim))["calls"]["prompt"] == 4  # 3, then only top_movers again
+    assert await accepted_prompts(sim) == 4  # 3, then only top_movers again
     result = (await api.get(f"/task/{task_id}/result")).json()
     assert all(s["status"] == "completed" for s in result["data"].values())
     assert (await api.post(f"/task/{task_id}/retry")).status_code == 409
@@ -269,7 +269,9 @@ async def test_cancel_through_another_replica_stops_the_owner(api, sim, s3, stac
         f"127.0.0.1:{other}", stack.identity(Role.GATEWAY), Role.ORCHESTRATOR
     ) as channel:
         stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
-        reply = await stub.CancelTask(pb.CancelTaskRequest(task_id=task_id))
+        reply = await stub.CancelTask(
+            pb.CancelTaskRequest(task_id=task_id, caller=pb.Caller(principal_id="ops", admin=True))
+        )
     assert reply.status == "cancelled"
     await asyncio.sleep(4.0)  # past the sections' latency: an owner still running would finish
     stats = await _sim_stats(sim)
@@ -295,6 +297,8 @@ async def test_reads_through_another_replica_see_the_owners_live_state(api, sim,
 
         # At once, before any lease renewal lists the task, the other replica forwards the read
         # to the task's creator (its tag is in the task id), which answers from memory.
-        reply = await stub.GetTaskStatus(pb.GetTaskRequest(task_id=task_id))
+        reply = await stub.GetTaskStatus(
+            pb.GetTaskRequest(task_id=task_id, caller=pb.Caller(principal_id="ops", admin=True))
+        )
         assert reply.status != "pending", reply.status
     await wait_finished(api, [task_id])

@@ -16,7 +16,8 @@ import pytest
 
 from common import api_keys, errors
 from common.grpc_server import ServiceHost
-from common.settings import ServiceSettings
+from common.settings import GrpcServerSettings
+from common.tls import Role as TlsRole
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from wealthai.orchestrator.v1 import orchestrator_pb2 as pb
@@ -130,7 +131,9 @@ EnvFactory = Callable[..., Any]
 async def make_env() -> AsyncIterator[EnvFactory]:
     """Starts gateways (settings overridable) over one scripted orchestrator."""
     scripted = KeyedOrchestrator()
-    host = ServiceHost(ServiceSettings(), "fake-orchestrator")
+    host = ServiceHost(
+        GrpcServerSettings(tls_mode="plaintext"), "fake-orchestrator", TlsRole.ORCHESTRATOR
+    )
     host.add(orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server, scripted, "o")
     port = await host.start()
     clients: list[Any] = []
@@ -140,6 +143,7 @@ async def make_env() -> AsyncIterator[EnvFactory]:
             **{
                 "orchestrator_target": f"127.0.0.1:{port}",
                 "admin_key": ADMIN_KEY,
+                "tls_mode": "plaintext",
                 "auth_cache_ttl_s": 10,
                 "auth_refusal_ttl_s": 2,
                 **overrides,

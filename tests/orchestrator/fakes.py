@@ -216,6 +216,15 @@ class FakeStorage:
             if ns == namespace
         ]
 
+    async def list_object_page(
+        self, namespace: int, page_token: str = "", page_size: int = 0
+    ) -> tuple[list[tuple[str, bytes, str]], str]:
+        await self._enter("list_object_page", str(namespace))
+        names = sorted(n for ns, n in self.objects if ns == namespace and n > page_token)
+        size = page_size or 1000
+        page = [(n, *self.objects[(namespace, n)]) for n in names[:size]]
+        return page, (names[size - 1] if len(names) > size else "")
+
     async def delete_object(self, namespace: int, name: str, version: str) -> None:
         await self._enter("delete_object", name)
         stored = self.objects.get((namespace, name))

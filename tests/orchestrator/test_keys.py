@@ -16,7 +16,8 @@ from common import api_keys
 from common.errors import Conflict
 from common.grpc_server import ServiceHost
 from common.principals import Principal, Role
-from common.settings import ServiceSettings
+from common.settings import GrpcServerSettings
+from common.tls import Role as TlsRole
 from orchestrator.keys import ApiKeys
 from orchestrator.servicer import SERVICE_NAME, OrchestratorServicer
 from orchestrator.storage_client import StorageClient
@@ -32,8 +33,9 @@ CLIENT = pb.Caller(principal_id="acme/ann", tenant="acme")
 @pytest.fixture
 async def stub(storage: StorageClient) -> AsyncIterator[Any]:
     """The orchestrator's servicer on loopback; the key RPCs need only its storage client."""
-    orchestrator = SimpleNamespace(peers=None, deps=SimpleNamespace(storage=storage))
-    host = ServiceHost(ServiceSettings(), "orchestrator")
+    orchestrator = SimpleNamespace(peers=None, keys=ApiKeys(storage))
+    plaintext = GrpcServerSettings(tls_mode="plaintext")
+    host = ServiceHost(plaintext, "orchestrator", TlsRole.ORCHESTRATOR)
     host.add(
         orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server,
         OrchestratorServicer(orchestrator),  # type: ignore[arg-type]

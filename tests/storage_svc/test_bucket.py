@@ -12,7 +12,13 @@ from storage_svc.objects import Namespace, ObjectStore
 from storage_svc.store import TaskStore
 from tests.storage_svc.conftest import BUCKET, StoreFactory
 
-EXPIRING = ["tasks/task_", "tasks/_leases/", "tasks/_idempotency/"]
+EXPIRING = [
+    "tasks/task_",
+    "tasks/_owners/",
+    "tasks/_leases/",
+    "tasks/_idempotency/",
+    "tasks/_seals/",
+]
 OURS = [RULE_ID_PREFIX + prefix for prefix in EXPIRING]
 
 

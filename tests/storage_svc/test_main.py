@@ -106,7 +106,7 @@ async def test_serves_after_preparing_the_bucket_and_stops_cleanly_on_sigterm(
     assert "storage_svc stopped" in log
     store = await make_store(prepare=False, s3_bucket="main-test-bucket")
     rules = await store.s3.client.get_bucket_lifecycle_configuration(Bucket="main-test-bucket")
-    assert [r["Expiration"]["Days"] for r in rules["Rules"]] == [9]
+    assert {r["Expiration"]["Days"] for r in rules["Rules"]} == {9}
 
 
 async def test_unreachable_s3_stops_start_up_with_a_clear_message(s3_url: str, certs: Path) -> None:
