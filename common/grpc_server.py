@@ -132,7 +132,11 @@ class ServiceHost:
         interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
         if self.identity is not None:
             interceptors.insert(0, CallerCheck(ALLOWED_CALLERS[role]))
-        self.server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
+        self.server = grpc.aio.server(
+            interceptors=interceptors,
+            options=SERVER_OPTIONS,
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+        )
         self.health = health_aio.HealthServicer()
         self._full_names: list[str] = []
         self.port = 0

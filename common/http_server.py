@@ -40,7 +40,9 @@ class HttpServer:
         access_log: bool = False,
         lifespan: Literal["on", "off"] = "on",
         grace_s: float | None = None,
+        limit_concurrency: int | None = None,
     ) -> None:
+        """``limit_concurrency``: connections and tasks served at once; more are answered 503."""
         self.name = name
         self.host = host
         self.port = port
@@ -54,6 +56,7 @@ class HttpServer:
             http="httptools",
             ws="none",
             timeout_graceful_shutdown=int(grace_s) if grace_s else None,
+            limit_concurrency=limit_concurrency,
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None

@@ -51,6 +51,12 @@ class GrpcServerSettings(ServiceSettings):
     grpc_reflection: bool = Field(
         False, description="Serve gRPC reflection (for grpcurl and the like)."
     )
+    max_concurrent_rpcs: int = Field(
+        10_000,
+        ge=1,
+        description="Calls served at once (streams included); more are refused with "
+        "RESOURCE_EXHAUSTED.",
+    )
 
 
 def env_names(cls: type[BaseSettings], field: str) -> list[str]:

@@ -21,6 +21,7 @@ async def serve(settings: GatewaySettings) -> None:
         settings.port,
         name="gateway",
         grace_s=settings.shutdown_grace_s,
+        limit_concurrency=settings.max_concurrency,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -13,6 +13,8 @@ decides what the caller may see. A client's tasks run in its own tenant.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -64,6 +66,7 @@ from gateway.models import (
     TaskListResponse,
 )
 from gateway.settings import GatewaySettings
+from gateway.streams import StreamLimits
 from wealthai.orchestrator.v1 import orchestrator_pb2 as pb
 from wealthai.orchestrator.v1 import orchestrator_pb2_grpc
 
@@ -244,13 +247,19 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
         return Principal(reply.principal_id, reply.tenant, role)
 
     authenticator = auth.Authenticator(settings, resolve, clock or time.monotonic)
+    streams = StreamLimits(
+        settings.events_per_principal, settings.events_per_task, settings.events_max_lifetime_s
+    )
+    app.state.streams = streams
     app.state.authenticator = authenticator
 
     @app.exception_handler(AppError)
     async def app_error(_: Request, error: AppError) -> JSONResponse:
         if error.http_status >= 500:
             logger.warning("request failed: %s", error.message)
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthenticated) else None
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthenticated) else {}
+        if error.retry_after_s is not None:
+            headers["Retry-After"] = str(error.retry_after_s)
         return JSONResponse(
             status_code=error.http_status, content=error_body(error), headers=headers
         )
@@ -371,22 +380,29 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
 
     @app.get("/task/{task_id}/events", responses=_ERRORS)
     async def events(task_id: TaskId, principal: Caller) -> StreamingResponse:
-        """Server-sent events: one per change of the task, until it finishes."""
-        call = stub().WatchTask(pb.WatchTaskRequest(task_id=task_id, caller=caller(principal)))
-        first = await call.read()  # surfaces 404 and friends as a proper HTTP error
+        """Server-sent events: one per change of the task, until it finishes (or the stream's
+        lifetime ends: reconnect for more). Streams are bounded per caller and per task (429)."""
+        slot = streams.open(principal.id, task_id)
+        with contextlib.ExitStack() as held:
+            held.enter_context(slot)
+            call = stub().WatchTask(pb.WatchTaskRequest(task_id=task_id, caller=caller(principal)))
+            first = await call.read()  # surfaces 404 and friends as a proper HTTP error
+            owned = held.pop_all()  # the stream below releases the slot when it ends
 
         async def stream() -> AsyncIterator[bytes]:
             message = first
             try:
-                # read() gives a TaskEvent or grpc.aio.EOF, which the grpc stubs type as object.
-                while isinstance(message, pb.TaskEvent):
-                    yield f"data: {json.dumps(_to_dict(message))}\n\n".encode()
-                    message = await call.read()
+                async with asyncio.timeout(streams.max_lifetime_s):
+                    # read() gives a TaskEvent or grpc.aio.EOF, typed as object by the stubs.
+                    while isinstance(message, pb.TaskEvent):
+                        yield f"data: {json.dumps(_to_dict(message))}\n\n".encode()
+                        message = await call.read()
+            except TimeoutError:
+                return
             finally:
                 call.cancel()
+                owned.close()
 
-        if first is grpc.aio.EOF:
-            return StreamingResponse(iter(()), media_type="text/event-stream")
         return StreamingResponse(stream(), media_type="text/event-stream")
 
     @app.get("/tasks", response_model=TaskListResponse, responses=_ERRORS)

@@ -55,3 +55,15 @@ class GatewaySettings(ServiceSettings):
     auth_refusal_ttl_s: float = Field(
         2.0, ge=0, le=15, description="How long a refused API key is refused without asking."
     )
+    max_concurrency: int = Field(
+        2000, ge=1, description="Connections and requests served at once; more are answered 503."
+    )
+    events_per_principal: int = Field(
+        20, ge=1, description="Event streams (GET /task/{id}/events) one principal may hold open."
+    )
+    events_per_task: int = Field(
+        50, ge=1, description="Event streams open on one task, whoever holds them."
+    )
+    events_max_lifetime_s: float = Field(
+        3600.0, gt=0, description="Longest an event stream stays open; the client reconnects."
+    )

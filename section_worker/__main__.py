@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from common import eventloop
 from common.logging import configure
 from common.settings import load_settings
@@ -28,6 +30,10 @@ async def serve(settings: WorkerSettings) -> None:
 def main() -> None:
     settings = load_settings(WorkerSettings)
     configure("section_worker", settings.log_level, settings.log_format)
+    try:
+        settings.known_assets()
+    except ValueError as exc:
+        sys.exit(f"section_worker: {exc} (WORKER_CONFIG_PATH names the file)")
     eventloop.run(serve(settings))
 
 

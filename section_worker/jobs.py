@@ -22,7 +22,7 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from common.errors import Overloaded, Unavailable
+from common.errors import InvalidInput, Overloaded, Unavailable
 from common.logging import section_var, task_id_var
 from section_worker.platform_client import (
     AnswerStatus,
@@ -109,6 +109,7 @@ class JobRunner:
     def __init__(self, client: PlatformClient, settings: WorkerSettings) -> None:
         self._client = client
         self._settings = settings
+        self._assets = settings.known_assets()
         self._latencies = LatencyBook(settings)
         self._in_flight = 0
         self._accepting = True
@@ -156,6 +157,8 @@ class JobRunner:
                 self._release()
 
     def _admit(self, job: SectionJob) -> None:
+        if job.asset_id not in self._assets:
+            raise InvalidInput(f"asset {job.asset_id!r} is not one the configuration names")
         if not self._accepting:
             raise Unavailable("worker is draining for shutdown; send the job to another worker")
         limit = self._settings.max_concurrent_jobs
@@ -173,7 +176,8 @@ class JobRunner:
     async def _execute(self, job: SectionJob, emit: Callable[[Event], None]) -> None:
         task_id_var.set(job.task_id)
         section_var.set(job.section)
-        timeout_s = job.timeout_s if job.timeout_s > 0 else self._settings.job_timeout_s
+        asked = job.timeout_s if job.timeout_s > 0 else self._settings.job_timeout_s
+        timeout_s = min(asked, self._settings.max_job_timeout_s)
         session = PlatformSession(self._client, job.access_token)
         trail = _Trail(conv_id=job.resume_conv_id, message_id=job.resume_message_id)
         logger.info("job %s started (asset %s)", job.job_id, job.asset_id)

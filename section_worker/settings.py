@@ -3,6 +3,9 @@ the seed's ``BASE_URL``, ``WORKER_PLATFORM_URL`` winning when both are set)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -23,6 +26,13 @@ class WorkerSettings(GrpcServerSettings):
     )
     max_concurrent_jobs: int = Field(16, ge=1, description="Jobs run at once; more are refused.")
     job_timeout_s: float = Field(120.0, gt=0, description="Longest a job may take by default.")
+    max_job_timeout_s: float = Field(
+        900.0, gt=0, description="Longest a job may take whatever it asks for (clamped to it)."
+    )
+    config_path: Path = Field(
+        Path("config.json"),
+        description="The sections configuration: jobs for assets it does not name are refused.",
+    )
     request_timeout_s: float = Field(10.0, gt=0, description="Longest one platform call may take.")
     max_retries: int = Field(4, ge=0, le=20, description="Retries of one platform call.")
     backoff_base_s: float = Field(0.5, gt=0, description="First retry delay (doubles each time).")
@@ -51,6 +61,23 @@ class WorkerSettings(GrpcServerSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    def known_assets(self) -> frozenset[str]:
+        """Every asset id the sections configuration names (a section's own, and any in its
+        ``assets`` list); ValueError naming the file when it cannot be read."""
+        try:
+            config = json.loads(self.config_path.read_text())
+            sections = config["sections"].values()
+        except (OSError, ValueError, KeyError, AttributeError) as exc:
+            raise ValueError(f"cannot read asset ids from {self.config_path}: {exc}") from exc
+        found: set[str] = set()
+        for section in sections:
+            if isinstance(section, dict):
+                found.update(a for a in [section.get("asset_id")] if isinstance(a, str))
+                found.update(a for a in section.get("assets", []) if isinstance(a, str))
+        if not found:
+            raise ValueError(f"{self.config_path} names no asset")
+        return frozenset(found)
 
     @model_validator(mode="after")
     def _check_ranges(self) -> WorkerSettings:

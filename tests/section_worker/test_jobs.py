@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from common.errors import Overloaded, Unavailable
+from common.errors import InvalidInput, Overloaded, Unavailable
 from common.logging import section_var, task_id_var
 from section_worker.jobs import Event, JobRunner, Progress, SectionJob, SectionResult, Stage
 from simulator.state import answer_for
@@ -236,3 +237,27 @@ def test_a_job_shows_no_token_in_its_repr() -> None:
     job = _job("secret-token-value")
     assert "secret-token-value" not in repr(job)
     assert not hasattr(job, "password") and not hasattr(job, "credentials")
+
+
+async def test_a_job_for_an_asset_the_configuration_does_not_name_is_refused(
+    sim: Sim, make_client: MakeClient, token: str
+) -> None:
+    runner = _runner(make_client)
+    with pytest.raises(InvalidInput, match="not one the configuration names"):
+        await _events(runner, _job(token, asset_id="not-a-configured-asset"))
+    assert runner.load().in_flight == 0
+    assert (await sim.stats())["calls"]["create"] == 0
+
+
+async def test_a_jobs_timeout_is_clamped_to_the_workers_maximum(
+    sim: Sim, make_client: MakeClient, token: str
+) -> None:
+    runner = _runner(make_client, max_job_timeout_s=0.3)
+    await sim.configure(latency_median_s=5.0, latency_sigma=0.01)
+    started = time.monotonic()
+
+    *_, result = await _events(runner, _job(token, timeout_s=3600.0))
+
+    assert isinstance(result, SectionResult) and not result.success
+    assert "timed out after 0.3s" in result.error
+    assert time.monotonic() - started < 3
