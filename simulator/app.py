@@ -12,6 +12,7 @@ GET      /_sim/health                                                {"status": 
 GET      /_sim/stats                                                 counters (see PlatformState)
 GET      /_sim/prompts                                               input digest -> times of its
                                                                      latest prompts (UTC ISO)
+GET      /_sim/tokens                                                the access tokens still valid
 GET      /_sim/timeline                                              message id -> its prompt's life
                                                                      (simulator.timeline)
 POST     /_sim/reset[?config=true]                                   clears counters and state
@@ -188,6 +189,11 @@ def create_app(
     @app.get("/_sim/timeline")
     async def timeline() -> dict[str, dict[str, Any]]:
         return state.timeline()
+
+    @app.get("/_sim/tokens")
+    async def tokens() -> list[str]:
+        """The access tokens still valid: tests look for them where no token may be."""
+        return state.live_tokens()
 
     @app.post("/_sim/reset")
     async def reset(config: bool = False) -> dict[str, Any]:

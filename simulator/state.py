@@ -234,6 +234,10 @@ class PlatformState:
         self._tokens[token] = Session(tenant, username, self._clock() + ttl)
         return token, max(1, math.ceil(ttl))
 
+    def live_tokens(self) -> list[str]:
+        self._trim()
+        return list(self._tokens)
+
     def session_for(self, token: str) -> Session | None:
         """Whose token this is, or None when it is unknown or expired."""
         session = self._tokens.get(token)

@@ -12,7 +12,7 @@ import pytest
 
 from scripts.devstack import Stack
 from tests.e2e.conftest import BUCKET
-from tests.e2e.test_platform import PASSWORD, SEED
+from tests.e2e.test_platform import PASSWORD, SEED, TOP_MOVERS_ASSET
 from tests.helpers import assert_eventually
 
 pytestmark = pytest.mark.e2e
@@ -129,3 +129,108 @@ async def test_keys_of_two_tenants_work_until_revoked_and_survive_restarts(
         text = path.read_text(errors="replace")
         for secret in secrets + secret_parts:
             assert secret not in text, f"a key in clear in {path.name}"
+
+
+@pytest.mark.timeout(180)
+async def test_each_tenant_sees_only_its_own_tasks_in_every_endpoint(
+    stack: Stack,
+    api: httpx.AsyncClient,
+    anonymous: httpx.AsyncClient,
+    sim: httpx.AsyncClient,
+    s3,  # type: ignore[no-untyped-def]
+) -> None:
+    keys = {
+        who: (await new_key(api, who, tenant))["key"]
+        for who, tenant in [("cy", "c1"), ("di", "d1")]
+    }
+    await sim.patch("/_sim/config", json={"fail_assets": [TOP_MOVERS_ASSET]})  # retry has work
+    own: dict[str, list[str]] = {}
+    for who, key in keys.items():
+        ids = []
+        for _ in range(3):
+            reply = await anonymous.post("/task/submit", json=BODY, headers=bearer(key))
+            assert reply.status_code == 202, reply.text
+            ids.append(reply.json()["task_id"])
+        own[who] = ids
+    for who, key in keys.items():
+        await assert_eventually(
+            lambda key=key, ids=own[who]: _all_finished(anonymous, key, ids),
+            lambda done: done,
+            timeout=60,
+            what=f"{who}'s tasks finished",
+        )
+
+    for who, key in keys.items():
+        other = own["di" if who == "cy" else "cy"]
+        mine = own[who]
+        headers = bearer(key)
+        # Pages of the list hold exactly the caller's own tasks.
+        seen, token = [], ""
+        while True:
+            params = {"limit": 2, **({"page_token": token} if token else {})}
+            page = (await anonymous.get("/tasks", params=params, headers=headers)).json()
+            seen += [t["task_id"] for t in page["tasks"]]
+            token = page["next_page_token"]
+            if not token:
+                break
+        assert sorted(seen) == sorted(mine), (who, seen)
+        for task_id in mine:
+            assert (
+                await anonymous.get(f"/task/{task_id}/status", headers=headers)
+            ).status_code == 200
+        for task_id in other:
+            for method, path in [
+                ("GET", f"/task/{task_id}/status"),
+                ("GET", f"/task/{task_id}/result"),
+                ("GET", f"/task/{task_id}/events"),
+                ("POST", f"/task/{task_id}/cancel"),
+                ("POST", f"/task/{task_id}/retry"),
+            ]:
+                reply = await anonymous.request(method, path, headers=headers)
+                assert (reply.status_code, reply.json()["error"]) == (404, "not_found"), (
+                    who,
+                    method,
+                    path,
+                    reply.text,
+                )
+        # An admin sees both, and can ask for one owner's.
+        everyone = (await api.get("/tasks", params={"limit": 100})).json()["tasks"]
+        assert set(mine + other) <= {t["task_id"] for t in everyone}
+    # The retry a stranger could not do, the owner can.
+    retried = await anonymous.post(f"/task/{own['cy'][0]}/retry", headers=bearer(keys["cy"]))
+    assert retried.status_code == 200, retried.text
+    await _no_secret_anywhere(stack, s3, [PASSWORD, *keys.values(), stack.admin_key])
+
+
+async def _all_finished(client: httpx.AsyncClient, key: str, ids: list[str]) -> bool:
+    for task_id in ids:
+        reply = await client.get(f"/task/{task_id}/status", headers=bearer(key))
+        if reply.json()["status"] not in ("completed", "error", "cancelled"):
+            return False
+    return True
+
+
+async def _no_secret_anywhere(stack: Stack, s3, secrets: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """No password, platform token or API key in clear in any S3 object or service log."""
+    tokens = await _platform_tokens(stack)
+    needles = [s for s in secrets + tokens if s]
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+        for item in page.get("Contents", []):
+            body = (
+                s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"]
+                .read()
+                .decode(errors="replace")
+            )
+            for needle in needles:
+                assert needle not in body, f"a secret in clear in s3://{BUCKET}/{item['Key']}"
+    for path in stack.log_dir.glob("*.log"):
+        text = path.read_text(errors="replace")
+        for needle in needles:
+            assert needle not in text, f"a secret in clear in {path.name}"
+
+
+async def _platform_tokens(stack: Stack) -> list[str]:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.ports.simulator}") as sim:
+        tokens = (await sim.get("/_sim/tokens")).json()
+    assert tokens, "no platform token to look for: the scan would prove nothing"
+    return [str(t) for t in tokens]
