@@ -45,6 +45,9 @@ _UnaryBehaviour: TypeAlias = Callable[[Req, grpc.aio.ServicerContext[Req, Resp]]
 _StreamBehaviour: TypeAlias = Callable[
     [Req, grpc.aio.ServicerContext[Req, Resp]], AsyncIterator[Resp]
 ]
+_ClientStreamBehaviour: TypeAlias = Callable[
+    [AsyncIterator[Req], grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]
+]
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
@@ -73,6 +76,14 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(cast("_StreamBehaviour[Req, Resp]", handler.unary_stream), method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_client_stream(
+                    cast("_ClientStreamBehaviour[Req, Resp]", handler.stream_unary), method
+                ),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -109,6 +120,22 @@ def _wrap_stream(inner: _StreamBehaviour[Req, Resp], method: str) -> _StreamBeha
         try:
             async for item in inner(request, context):
                 yield item
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort_for(exc, context, method)
+
+    return call
+
+
+def _wrap_client_stream(
+    inner: _ClientStreamBehaviour[Req, Resp], method: str
+) -> _ClientStreamBehaviour[Req, Resp]:
+    async def call(
+        requests: AsyncIterator[Req], context: grpc.aio.ServicerContext[Req, Resp]
+    ) -> Resp:
+        try:
+            return await inner(requests, context)
         except grpc.aio.AbortError:
             raise
         except Exception as exc:

@@ -8,12 +8,15 @@ must live until revoked, and a lifecycle filter cannot exclude a prefix: so ther
 expiring prefix rather than one for the whole task prefix. Rules are identified by their IDs
 (``RULE_ID_PREFIX`` + the prefix they expire), so putting them is idempotent and leaves rules
 that other tools keep on the same bucket untouched; the single whole-prefix rule of earlier
-versions, which would expire the keys, is replaced.
+versions, which would expire the keys, is replaced. The files get two more (:func:`file_rules`,
+put by :func:`ensure_rules`) and, when origins are configured, a CORS rule (:func:`ensure_cors`),
+each identified by its ID in the same way.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -139,3 +142,113 @@ async def _create_bucket(s3: S3Calls) -> None:
         logger.info("bucket %s created in %s", bucket, region)
     else:
         logger.info("bucket %s was just created by another replica", bucket)
+
+
+FILE_RULE_ID_PREFIX = "wealth-ai-file-retention:"
+ABORT_RULE_ID_PREFIX = "wealth-ai-abort-multipart:"
+CORS_RULE_ID = "wealth-ai-direct-upload"
+
+
+def file_rules(prefix: str, hours: float) -> list[dict[str, Any]]:
+    """The lifecycle rules of the files under ``prefix``: expiry after ``hours`` rounded up to
+    S3's whole days (reads and the sweeper enforce the hours exactly), and parts of multipart
+    uploads nobody completed or aborted removed a day after the upload started."""
+    return [
+        {
+            "ID": FILE_RULE_ID_PREFIX + prefix,
+            "Filter": {"Prefix": prefix},
+            "Status": "Enabled",
+            "Expiration": {"Days": max(1, math.ceil(hours / 24))},
+        },
+        {
+            "ID": ABORT_RULE_ID_PREFIX + prefix,
+            "Filter": {"Prefix": prefix},
+            "Status": "Enabled",
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+        },
+    ]
+
+
+def _holds(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether a rule S3 returned says what ``wanted`` says (S3 may add empty fields)."""
+    return all(current.get(field) == value for field, value in wanted.items())
+
+
+async def ensure_rules(s3: S3Calls, wanted: list[dict[str, Any]]) -> None:
+    """Puts the lifecycle rules ``wanted`` (identified by their IDs), keeping every other rule."""
+    bucket = s3.bucket
+    client = s3.client
+
+    async def get_rules() -> list[dict[str, Any]]:
+        answer = await client.get_bucket_lifecycle_configuration(Bucket=bucket)
+        return list(answer.get("Rules", []))
+
+    try:
+        rules = await s3.call("GetBucketLifecycleConfiguration", get_rules)
+    except NotFound:
+        rules = []
+    current = {rule.get("ID"): rule for rule in rules}
+    if all(rule["ID"] in current and _holds(current[rule["ID"]], rule) for rule in wanted):
+        logger.info("bucket %s: lifecycle rules %s in place", bucket, [r["ID"] for r in wanted])
+        return
+    ids = {rule["ID"] for rule in wanted}
+    others = [rule for rule in rules if rule.get("ID") not in ids]
+    await s3.call(
+        "PutBucketLifecycleConfiguration",
+        lambda: client.put_bucket_lifecycle_configuration(
+            Bucket=bucket, LifecycleConfiguration={"Rules": [*others, *wanted]}
+        ),
+    )
+    logger.info(
+        "bucket %s: lifecycle rules %s put (%d other rule(s) kept)",
+        bucket,
+        sorted(ids),
+        len(others),
+    )
+
+
+def cors_rule(origins: list[str]) -> dict[str, Any]:
+    """The CORS rule letting browsers at ``origins`` GET and PUT files with pre-signed URLs.
+
+    Only the headers a pre-signed PUT signs may be sent, and ETag is exposed so a client can
+    confirm its upload.
+    """
+    return {
+        "ID": CORS_RULE_ID,
+        "AllowedOrigins": list(origins),
+        "AllowedMethods": ["GET", "HEAD", "PUT"],
+        "AllowedHeaders": ["content-type", "x-amz-server-side-encryption", "x-amz-checksum-sha256"],
+        "ExposeHeaders": ["ETag"],
+        "MaxAgeSeconds": 3600,
+    }
+
+
+async def ensure_cors(s3: S3Calls, origins: list[str]) -> None:
+    """Puts our CORS rule for ``origins``, or takes it away when there are none; other rules on
+    the bucket stay."""
+    bucket = s3.bucket
+    client = s3.client
+
+    async def get_rules() -> list[dict[str, Any]]:
+        answer = await client.get_bucket_cors(Bucket=bucket)
+        return list(answer.get("CORSRules", []))
+
+    try:
+        rules = await s3.call("GetBucketCors", get_rules)
+    except NotFound:
+        rules = []
+    others = [rule for rule in rules if rule.get("ID") != CORS_RULE_ID]
+    wanted = [cors_rule(origins)] if origins else []
+    ours = [rule for rule in rules if rule.get("ID") == CORS_RULE_ID]
+    if len(ours) == len(wanted) and all(map(_holds, ours, wanted)):
+        return
+    if others or wanted:
+        await s3.call(
+            "PutBucketCors",
+            lambda: client.put_bucket_cors(
+                Bucket=bucket, CORSConfiguration={"CORSRules": [*others, *wanted]}
+            ),
+        )
+    else:
+        await s3.call("DeleteBucketCors", lambda: client.delete_bucket_cors(Bucket=bucket))
+    logger.info("bucket %s: CORS for direct uploads from %s", bucket, origins or "no origin")

@@ -182,6 +182,8 @@ class S3Calls:
             # Our own loop in call() retries; botocore retrying too would multiply attempts.
             retries={"mode": "standard", "total_max_attempts": 1},
             max_pool_connections=s.s3_max_connections,
+            # Pre-signed URLs too are SigV4: expiry bounded to 7 days and headers (SSE) signed.
+            signature_version="s3v4",
             # Local S3-compatible servers are reached by address, so bucket names cannot be
             # host names there.
             s3={"addressing_style": "path" if s.s3_endpoint_url else "auto"},

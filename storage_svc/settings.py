@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Self
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import GrpcServerSettings
@@ -80,6 +81,67 @@ class StorageSettings(GrpcServerSettings):
         description="How long start-up keeps retrying an unreachable S3 before exiting.",
     )
 
+    files_prefix: str = Field(
+        "files/", description="Key prefix of the files; ends in '/', apart from s3_prefix."
+    )
+    file_retention_hours: float = Field(
+        24.0,
+        gt=0,
+        le=24 * 3650,
+        # The plain name is the platform-wide knob; the prefixed one wins if both are set.
+        validation_alias=AliasChoices("STORAGE_FILE_RETENTION_HOURS", "FILE_RETENTION_HOURS"),
+        description="Hours a file lives; the lifecycle backstop rounds up to whole days.",
+    )
+    file_max_bytes: int = Field(
+        1024**3, ge=1, description="Largest file an upload may write (bigger: OUT_OF_RANGE)."
+    )
+    file_part_bytes: int = Field(
+        8 * 1024**2,
+        # S3 refuses parts under 5 MiB (but the last); one part is what an upload buffers.
+        ge=5 * 1024**2,
+        le=64 * 1024**2,
+        description="Size of each multipart upload part: the memory one upload holds.",
+    )
+    file_download_chunk_bytes: int = Field(
+        1024**2, ge=4096, le=1024**2, description="Most bytes per Download message."
+    )
+    presign_default_s: int = Field(
+        900, ge=1, le=604_800, description="Validity of a pre-signed URL when none is asked."
+    )
+    presign_max_s: int = Field(
+        3600,
+        ge=1,
+        # SigV4 pre-signed URLs cannot outlive seven days.
+        le=604_800,
+        description="Longest validity a pre-signed URL may be given.",
+    )
+    file_sweep_interval_s: float = Field(
+        600.0, gt=0, description="Seconds between two sweeps deleting expired files."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed to PUT/GET files straight to S3 (a JSON list); "
+        "empty keeps the bucket without a CORS rule of ours.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent_files(self) -> Self:
+        if self.files_prefix.startswith(self.s3_prefix) or self.s3_prefix.startswith(
+            self.files_prefix
+        ):
+            raise ValueError(
+                f"STORAGE_FILES_PREFIX {self.files_prefix!r} and STORAGE_S3_PREFIX "
+                f"{self.s3_prefix!r} must not contain one another"
+            )
+        # S3 takes at most 10,000 parts per multipart upload.
+        if self.file_max_bytes > 10_000 * self.file_part_bytes:
+            raise ValueError(
+                "STORAGE_FILE_MAX_BYTES exceeds 10,000 parts of STORAGE_FILE_PART_BYTES"
+            )
+        if self.presign_default_s > self.presign_max_s:
+            raise ValueError("STORAGE_PRESIGN_DEFAULT_S exceeds STORAGE_PRESIGN_MAX_S")
+        return self
+
     @field_validator("s3_bucket")
     @classmethod
     def _valid_bucket(cls, value: str) -> str:
@@ -94,11 +156,19 @@ class StorageSettings(GrpcServerSettings):
             return value
         raise ValueError("must be a valid S3 bucket name, not an IP address")
 
-    @field_validator("s3_prefix")
+    @field_validator("s3_prefix", "files_prefix")
     @classmethod
     def _valid_prefix(cls, value: str) -> str:
         if not value.endswith("/") or value.startswith("/") or "//" in value:
             raise ValueError("must end with '/' and neither start with '/' nor contain '//'")
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _valid_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
+                raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
         return value
 
     @field_validator("s3_endpoint_url")

@@ -21,12 +21,14 @@ from moto.server import ThreadedMotoServer
 from common import task_ids
 from common.grpc_server import ServiceHost
 from common.tls import Role
+from storage_svc.file_servicer import FILE_SERVICE_NAME, FileServicer
+from storage_svc.files import FileStore
 from storage_svc.objects import ObjectStore
 from storage_svc.servicer import SERVICE_NAME, StorageServicer
 from storage_svc.settings import StorageSettings
 from storage_svc.store import TaskStore
 from tests.helpers import free_port
-from wealthai.storage.v1 import storage_pb2_grpc
+from wealthai.storage.v1 import files_pb2_grpc, storage_pb2_grpc
 
 # A fixed "now" for the stores of these tests, so task ids can be crafted on known days.
 NOW = datetime(2025, 12, 30, 12, 0, 0, tzinfo=UTC)
@@ -173,22 +175,30 @@ def objects(store: TaskStore) -> ObjectStore:
     return ObjectStore(store.s3)
 
 
-HostFactory = Callable[[TaskStore], Awaitable[grpc.aio.Channel]]
+HostFactory = Callable[..., Awaitable[grpc.aio.Channel]]
 
 
 @pytest.fixture
 async def serve() -> AsyncIterator[HostFactory]:
-    """Serves a store over gRPC on a free port; returns a channel to it."""
+    """Serves a store (and, given a FileStore, its files) over gRPC on a free port; returns a
+    channel to it."""
     hosts: list[ServiceHost] = []
     channels: list[grpc.aio.Channel] = []
 
-    async def start(store: TaskStore) -> grpc.aio.Channel:
+    async def start(store: TaskStore | FileStore) -> grpc.aio.Channel:
         host = ServiceHost(store.settings, "storage_svc", Role.STORAGE)
-        host.add(
-            storage_pb2_grpc.add_StorageServiceServicer_to_server,
-            StorageServicer(store, ObjectStore(store.s3)),
-            SERVICE_NAME,
-        )
+        if isinstance(store, FileStore):
+            host.add(
+                files_pb2_grpc.add_FileServiceServicer_to_server,
+                FileServicer(store),
+                FILE_SERVICE_NAME,
+            )
+        else:
+            host.add(
+                storage_pb2_grpc.add_StorageServiceServicer_to_server,
+                StorageServicer(store, ObjectStore(store.s3)),
+                SERVICE_NAME,
+            )
         port = await host.start()
         hosts.append(host)
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -206,3 +216,36 @@ async def serve() -> AsyncIterator[HostFactory]:
 async def stub(store: TaskStore, serve: HostFactory) -> Any:
     """A StorageService stub talking to ``store`` through a real gRPC server."""
     return storage_pb2_grpc.StorageServiceStub(await serve(store))
+
+
+class Clock:
+    """A settable UTC clock for the file store: tests move time to expire files."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def files(store: TaskStore, clock: Clock) -> FileStore:
+    """The files of ``store``'s bucket, over its client, with the bucket's file rules put."""
+    file_store = FileStore(store.s3, clock=clock)
+    await file_store.prepare()
+    return file_store
+
+
+@pytest.fixture
+async def file_stub(files: FileStore, serve: HostFactory) -> Any:
+    """A FileService stub talking to ``files`` through a real gRPC server."""
+    channel = await serve(files)
+    return files_pb2_grpc.FileServiceStub(channel)

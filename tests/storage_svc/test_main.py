@@ -18,10 +18,12 @@ from common.channels import open_channel
 from common.tls import Identity, Role, ensure_certificates
 from tests.helpers import assert_eventually, free_port
 from tests.storage_svc.conftest import StoreFactory, document, task_id
+from wealthai.storage.v1 import files_pb2, files_pb2_grpc, storage_pb2_grpc
 from wealthai.storage.v1 import storage_pb2 as pb
-from wealthai.storage.v1 import storage_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
+
+RETAINED_PREFIXES = ["task_", "_owners/", "_leases/", "_idempotency/", "_seals/"]
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +98,11 @@ async def test_serves_after_preparing_the_bucket_and_stops_cleanly_on_sigterm(
                     pb.GetTaskRequest(task_id=tid), timeout=5
                 )
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        files = files_pb2_grpc.FileServiceStub(channel)
+        start = files_pb2.UploadChunk(start=files_pb2.UploadStart(owner="alice", name="a.txt"))
+        meta = await files.Upload(iter([start, files_pb2.UploadChunk(data=b"abc")]))
+        listed = await files.ListFiles(files_pb2.ListFilesRequest(owner="alice"))
+        assert [f.file_id for f in listed.files] == [meta.file_id]
     finally:
         await channel.close()
         code, log = await _stop(proc)
@@ -106,7 +113,12 @@ async def test_serves_after_preparing_the_bucket_and_stops_cleanly_on_sigterm(
     assert "storage_svc stopped" in log
     store = await make_store(prepare=False, s3_bucket="main-test-bucket")
     rules = await store.s3.client.get_bucket_lifecycle_configuration(Bucket="main-test-bucket")
-    assert {r["Expiration"]["Days"] for r in rules["Rules"]} == {9}
+    days = {r["ID"]: r.get("Expiration", {}).get("Days") for r in rules["Rules"]}
+    assert days == {
+        **{f"wealth-ai-task-retention:tasks/{p}": 9 for p in RETAINED_PREFIXES},
+        "wealth-ai-file-retention:files/": 1,
+        "wealth-ai-abort-multipart:files/": None,
+    }
 
 
 async def test_unreachable_s3_stops_start_up_with_a_clear_message(s3_url: str, certs: Path) -> None:
