@@ -293,7 +293,7 @@ async def test_a_retention_of_hours_rounds_the_lifecycle_up_to_days(
     assert abort["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
     # The tasks' rule is kept.
     assert rules["wealth-ai-task-retention:tasks/task_"]["Expiration"] == {"Days": 5}
-    assert len(rules) == 3
+    assert len(rules) == 2 + 5  # the files' two, and the tasks' five
 
     meta = await files.upload(NewFile("alice", "f"), chunks_of(b"x"))
     clock.advance(hours=29)
