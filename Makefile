@@ -10,10 +10,10 @@ STAMP  := $(VENV)/.installed-$(shell cat $(LOCKS) | sha1sum | cut -c1-12)
 DEPS_OF := import sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] if sys.argv[1] == "runtime" else [d for ds in p["optional-dependencies"].values() for d in ds]))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv protos run test lint fmt lock clean chaos bench
+.PHONY: help venv protos run run-clean test lint fmt lock clean chaos bench
 
 help: ## List the targets.
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 
 $(STAMP): $(LOCKS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,11 @@ venv: $(STAMP) ## Create or refresh the virtualenv from requirements-dev.lock.
 protos: $(STAMP) ## Regenerate the gRPC stubs from protos/.
 	$(BIN)/python scripts/gen_protos.py
 
-run: protos ## Start the whole platform locally (moto S3, simulator, every service).
+run: protos ## Start the whole platform locally (SeaweedFS S3 on disk, simulator, every service).
 	$(BIN)/python -m scripts.devstack
+
+run-clean: ## Wipe make run's S3 data (tasks, API keys): $DEVSTACK_DIR/s3, .run/s3 by default.
+	rm -rf "$${DEVSTACK_DIR:-.run}/s3"
 
 test: protos ## Run the whole test suite.
 	$(BIN)/python -m pytest

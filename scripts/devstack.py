@@ -1,15 +1,19 @@
 """The local platform: every service as a real process on loopback, on the embedded default.
 
-``make run`` (``python -m scripts.devstack``) starts a moto S3 server, the AI-platform
-simulator, storage_svc, the orchestrator, two section workers and the gateway, prints where
-they are and how to submit a task, and stops them all on Ctrl-C. The end-to-end tests start the
-same :class:`Stack` on free ports.
+``make run`` (``python -m scripts.devstack``) starts SeaweedFS as the S3 server (data kept on
+disk under the state folder, ``scripts/seaweedfs.py``), the AI-platform simulator, storage_svc,
+the orchestrator, two section workers and the gateway, prints where they are and how to submit
+a task, restarts any of them that exits (with backoff; the others keep serving) and stops them
+all on Ctrl-C. The end-to-end tests start the same :class:`Stack` on free ports, on moto or
+SeaweedFS, supervised or not.
 
 Ports come from the same variables the services read (``GATEWAY_PORT``, ``ORCH_PORT``,
 ``STORAGE_PORT``, ``SIM_PORT``) plus ``DEVSTACK_S3_PORT``, ``DEVSTACK_WORKER_PORTS`` and
-``DEVSTACK_ORCH_PORTS`` (comma-separated, one replica per port) and ``DEVSTACK_DIR`` (state kept
-between runs: the credential key, the admin API key, and under ``tls/`` the local CA and the
-services' certificates, made on first start; every gRPC hop is mutual TLS with them).
+``DEVSTACK_ORCH_PORTS`` (comma-separated, one replica per port), ``DEVSTACK_SEAWEED_PORTS``
+(SeaweedFS's own nine, in ``scripts.seaweedfs.PORT_FLAGS`` order) and ``DEVSTACK_DIR`` (state
+kept between runs: the credential key, the admin API key, under ``tls/`` the local CA and the
+services' certificates, made on first start, every gRPC hop being mutual TLS with them; and
+under ``s3/`` SeaweedFS's data).
 
 The gateway's admin key is ``GATEWAY_ADMIN_KEY`` when set; otherwise one is made on the first
 start, kept in ``<state>/admin.key`` (mode 0600) and printed with the example calls.
@@ -18,6 +22,7 @@ start, kept in ``<state>/admin.key`` (mode 0600) and printed with the example ca
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import shlex
@@ -25,6 +30,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +40,25 @@ from common.http_server import can_bind
 from common.tls import CA_CERT, Identity, Role, ensure_certificates
 from gateway.models import EXAMPLE_DATA
 from orchestrator.credentials import new_key
+from scripts import seaweedfs
 
 ROOT = Path(__file__).resolve().parent.parent
+S3_SERVERS = ("moto", "seaweedfs")
+
+# Supervision: the first restart waits RESTART_DELAY_MIN_S, each further one twice as long up to
+# RESTART_DELAY_MAX_S; a process that stayed up RESTART_RESET_AFTER_S starts over from the first.
+RESTART_DELAY_MIN_S = 0.5
+RESTART_DELAY_MAX_S = 10.0
+RESTART_RESET_AFTER_S = 30.0
+
+logger = logging.getLogger(__name__)
+
+
+def listens(port: int) -> bool:
+    """Whether something accepts connections on loopback ``port``."""
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], name: str, timeout: float) -> None:
@@ -44,10 +67,8 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], name: str, timeout: 
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited with code {proc.returncode} while starting")
-        with socket.socket() as sock:
-            sock.settimeout(0.2)
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
+        if listens(port):
+            return
         time.sleep(0.05)
     raise RuntimeError(f"{name} did not listen on port {port} within {timeout:.0f}s")
 
@@ -60,6 +81,8 @@ class Ports:
     simulator: int = 8100
     s3: int = 9000
     workers: list[int] = field(default_factory=lambda: [50061, 50062])
+    # SeaweedFS's own ports (master, volume, filer, admin; then their gRPC ports and S3's).
+    seaweed: list[int] = field(default_factory=lambda: list(seaweedfs.DEFAULT_PORTS))
 
     @classmethod
     def from_env(cls) -> Ports:
@@ -73,7 +96,32 @@ class Ports:
         ports.s3 = int(env.get("DEVSTACK_S3_PORT", ports.s3))
         if raw := env.get("DEVSTACK_WORKER_PORTS"):
             ports.workers = [int(p) for p in raw.split(",") if p.strip()]
+        if raw := env.get("DEVSTACK_SEAWEED_PORTS"):
+            ports.seaweed = [int(p) for p in raw.split(",") if p.strip()]
         return ports
+
+    @classmethod
+    def free(cls, *, workers: int = 2, orchestrators: int = 1) -> Ports:
+        """Every port a free one (for tests and benchmarks running beside ``make run``)."""
+        socks = []
+        try:
+            for _ in range(4 + workers + orchestrators + len(seaweedfs.PORT_FLAGS)):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", 0))
+            gateway, storage, simulator, s3, *rest = [s.getsockname()[1] for s in socks]
+        finally:
+            for sock in socks:
+                sock.close()
+        return cls(
+            gateway=gateway,
+            orchestrators=rest[:orchestrators],
+            storage=storage,
+            simulator=simulator,
+            s3=s3,
+            workers=rest[orchestrators : orchestrators + workers],
+            seaweed=rest[orchestrators + workers :],
+        )
 
 
 @dataclass
@@ -84,10 +132,20 @@ class Proc:
     env: dict[str, str]
     quiet: bool = False  # output goes to a file even on a terminal (moto logs every request)
     popen: subprocess.Popen[bytes] | None = None
+    other_ports: list[int] = field(default_factory=list)  # checked free before start, too
+    started_at: float = 0.0  # monotonic time of the last launch
+    restart_delay: float = RESTART_DELAY_MIN_S  # the wait before its next restart
 
 
 class Stack:
-    """Starts and stops the whole platform as local processes."""
+    """Starts and stops the whole platform as local processes.
+
+    ``s3_server`` is ``"moto"`` (in memory: gone when it stops) or ``"seaweedfs"`` (on disk
+    under ``<state_dir>/s3``). With ``supervise``, a process that exits while the stack runs is
+    restarted after a delay (:data:`RESTART_DELAY_MIN_S` doubling to :data:`RESTART_DELAY_MAX_S`)
+    by a thread of the stack, with a log line; without it, a process killed stays down until
+    the caller calls :meth:`launch` for it again.
+    """
 
     def __init__(
         self,
@@ -97,14 +155,24 @@ class Stack:
         log_dir: Path | None = None,
         env: dict[str, str] | None = None,
         bucket: str = "wealth-ai-tasks",
+        s3_server: str = "moto",
+        supervise: bool = False,
     ) -> None:
+        if s3_server not in S3_SERVERS:
+            raise ValueError(f"s3_server must be one of {', '.join(S3_SERVERS)}")
         self.ports = ports
         self.state_dir = state_dir
         self.log_dir = log_dir
         self.extra_env = env or {}
         self.bucket = bucket
+        self.s3_server = s3_server
+        self.supervise = supervise
         self.procs: dict[str, Proc] = {}
         self.tls_dir = state_dir / "tls"
+        self.s3_dir = state_dir / "s3"
+        self._stopping = threading.Event()
+        self._launching = threading.Lock()  # no (re)start once stop() has begun
+        self._supervisor: threading.Thread | None = None
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -147,9 +215,10 @@ class Stack:
             {
                 "PYTHONUNBUFFERED": "1",
                 "PYTHONPATH": str(ROOT),
-                # moto accepts any credentials; real deployments use the AWS chain instead.
-                "AWS_ACCESS_KEY_ID": "local",
-                "AWS_SECRET_ACCESS_KEY": "local-secret",
+                # The local S3 server's credentials (moto accepts any); real deployments use
+                # the AWS chain instead.
+                "AWS_ACCESS_KEY_ID": seaweedfs.ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": seaweedfs.SECRET_KEY,
                 "AWS_DEFAULT_REGION": "us-east-1",
             }
         )
@@ -164,13 +233,7 @@ class Stack:
         workers = ",".join(f"127.0.0.1:{port}" for port in p.workers)
         tls = self._certificates()
         specs = [
-            Proc(
-                "s3",
-                p.s3,
-                [py, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(p.s3)],
-                env,
-                quiet=True,
-            ),
+            self._s3_spec(env),
             Proc("simulator", p.simulator, [py, "-m", "simulator"], {"SIM_PORT": str(p.simulator)}),
             Proc(
                 "storage",
@@ -232,18 +295,34 @@ class Stack:
             spec.env = {**env, **spec.env, **self.extra_env}
         return specs
 
+    def _s3_spec(self, env: dict[str, str]) -> Proc:
+        p = self.ports
+        if self.s3_server == "moto":
+            argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(p.s3)]
+            return Proc("s3", p.s3, argv, env, quiet=True)
+        config = seaweedfs.write_config(self.state_dir / "seaweedfs-s3.json")
+        argv = seaweedfs.command(p.s3, p.seaweed, self.s3_dir, config)
+        return Proc("s3", p.s3, argv, env, quiet=True, other_ports=list(p.seaweed))
+
     # -- processes --------------------------------------------------------------------------
 
     def start(self, timeout: float = 30.0) -> None:
         specs = self.specs()
-        busy = [f"{s.name} port {s.port}" for s in specs if not can_bind("127.0.0.1", s.port)]
+        busy = [
+            f"{s.name} port {port}"
+            for s in specs
+            for port in [s.port, *s.other_ports]
+            if not can_bind("127.0.0.1", port)
+        ]
         if busy:
             raise RuntimeError(
                 "already in use: "
                 + ", ".join(busy)
                 + " (stop what uses them or set GATEWAY_PORT, ORCH_PORT, STORAGE_PORT, "
-                "SIM_PORT, DEVSTACK_S3_PORT, DEVSTACK_WORKER_PORTS, DEVSTACK_ORCH_PORTS)"
+                "SIM_PORT, DEVSTACK_S3_PORT, DEVSTACK_WORKER_PORTS, DEVSTACK_ORCH_PORTS, "
+                "DEVSTACK_SEAWEED_PORTS)"
             )
+        self._stopping.clear()
         try:
             for spec in specs:
                 self.procs[spec.name] = spec
@@ -251,9 +330,22 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+        if self.supervise:
+            # Restarted children die with this thread (with_parent ties them to the thread that
+            # launched them), so it lives until stop() has stopped them.
+            self._supervisor = threading.Thread(
+                target=self._supervise, name="devstack-supervisor", daemon=True
+            )
+            self._supervisor.start()
 
     def launch(self, name: str, timeout: float = 30.0) -> None:
         """(Re)starts one process of the stack and waits until it listens."""
+        spec = self._spawn(name)
+        assert spec.popen is not None
+        logger.info("%s started (pid %d)", name, spec.popen.pid)
+        wait_for_port(spec.port, spec.popen, name, timeout)
+
+    def _spawn(self, name: str) -> Proc:
         spec = self.procs[name]
         log: IO[bytes] | None = None
         log_dir = self.log_dir or (self.state_dir if spec.quiet else None)
@@ -274,7 +366,53 @@ class Stack:
         finally:
             if log is not None:
                 log.close()  # the child holds its own copy
-        wait_for_port(spec.port, spec.popen, name, timeout)
+        spec.started_at = time.monotonic()
+        return spec
+
+    def _supervise(self) -> None:
+        """Restarts every process that exits, each after its own backoff, until stop()."""
+        due: dict[str, float] = {}  # name -> when it is restarted
+        coming_up: set[str] = set()  # restarted, not yet listening
+        while not self._stopping.wait(0.2):
+            now = time.monotonic()
+            for proc in self.procs.values():
+                if proc.name in due or proc.popen is None:
+                    continue
+                code = proc.popen.poll()
+                if code is None:
+                    if proc.name in coming_up and listens(proc.port):
+                        coming_up.discard(proc.name)
+                        logger.info("%s is back on port %d", proc.name, proc.port)
+                    continue
+                if self._stopping.is_set():
+                    return
+                if now - proc.started_at >= RESTART_RESET_AFTER_S:
+                    proc.restart_delay = RESTART_DELAY_MIN_S
+                delay = proc.restart_delay
+                proc.restart_delay = min(delay * 2, RESTART_DELAY_MAX_S)
+                coming_up.discard(proc.name)
+                due[proc.name] = now + delay
+                logger.warning("%s exited with code %d; restarting in %g s", proc.name, code, delay)
+            for name, at in list(due.items()):
+                if at > now:
+                    continue
+                with self._launching:
+                    if self._stopping.is_set():
+                        return
+                    del due[name]
+                    try:
+                        spec = self._spawn(name)
+                    except OSError as exc:  # e.g. the binary vanished: try again later
+                        logger.error("%s could not be started: %s", name, exc)
+                        due[name] = now + self.procs[name].restart_delay
+                        continue
+                assert spec.popen is not None
+                coming_up.add(name)
+                logger.info("%s restarted (pid %d)", name, spec.popen.pid)
+
+    def request_stop(self) -> None:
+        """Ends supervision at once (safe from a signal handler); :meth:`stop` stops the rest."""
+        self._stopping.set()
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Sends ``sig`` to one process and reaps it."""
@@ -284,7 +422,14 @@ class Stack:
             popen.wait(timeout=30)
 
     def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM to every process (last started first), SIGKILL to any still up after grace."""
+        """SIGTERM to every process (last started first), SIGKILL to any still up after grace.
+
+        Supervision ends first, so nothing is restarted while the stack stops."""
+        with self._launching:
+            self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join()
+            self._supervisor = None
         live = [p for p in reversed(self.procs.values()) if p.popen and p.popen.poll() is None]
         for proc in live:
             assert proc.popen is not None
@@ -307,7 +452,17 @@ class Stack:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _banner(ports: Ports, admin_key: str, key_file: Path | None, tls_dir: Path) -> str:
+def _data(stack: Stack) -> str:
+    if stack.s3_server == "moto":
+        return "S3 data is in moto's memory: gone when the stack stops."
+    return f"""S3 data (tasks, API keys, every object) is kept on disk in {stack.s3_dir}/
+  and survives restarts. To wipe it: stop make run, then `make run-clean`
+  (rm -rf {stack.s3_dir})."""
+
+
+def _banner(stack: Stack, admin_key: str, key_file: Path | None) -> str:
+    ports, tls_dir = stack.ports, stack.tls_dir
+    s3_name = "SeaweedFS" if stack.s3_server == "seaweedfs" else "moto"
     base = f"http://127.0.0.1:{ports.gateway}"
     example = json.dumps({"username": "user@example.com", "password": "xxx", "data": EXAMPLE_DATA})
     auth = "-H 'Authorization: Bearer $KEY'"
@@ -320,9 +475,10 @@ Wealth AI Task Platform is running.
   gateway (REST)   {base}   docs: {base}/docs   health: {base}/ping
   orchestrator     {orchestrators} (gRPC)
   section workers  {workers} (gRPC)
-  storage_svc      127.0.0.1:{ports.storage} (gRPC) -> S3 (moto) http://127.0.0.1:{ports.s3}
+  storage_svc      127.0.0.1:{ports.storage} (gRPC) -> S3 ({s3_name}) http://127.0.0.1:{ports.s3}
   AI simulator     http://127.0.0.1:{ports.simulator}   calls: /_sim/stats
   gRPC is mutual TLS; local CA {tls_dir / CA_CERT}, certificates in {tls_dir}/
+{_data(stack)}
 
 Every call but /ping and /docs needs an API key. The admin key ({where}):
   KEY={shlex.quote(admin_key)}
@@ -334,19 +490,33 @@ Then:
   curl -s {auth} {base}/task/<task_id>/status
   curl -s {auth} {base}/task/<task_id>/result
 
-Ctrl-C stops everything.
+{_supervision(stack)}Ctrl-C stops everything.
 """
 
 
+def _supervision(stack: Stack) -> str:
+    if not stack.supervise:
+        return ""
+    return (
+        f"A service that exits is restarted after {RESTART_DELAY_MIN_S:g} s, doubling to "
+        f"{RESTART_DELAY_MAX_S:g} s while it keeps exiting;\n  the others keep serving. "
+    )
+
+
 def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s make run: %(message)s", datefmt="%H:%M:%S"
+    )
     ports = Ports.from_env()
     state = Path(os.environ.get("DEVSTACK_DIR", ROOT / ".run"))
-    stack = Stack(ports, state)
+    stack = Stack(ports, state, s3_server="seaweedfs", supervise=True)
     stop_requested = False
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal stop_requested
         stop_requested = True
+        # Ctrl-C reaches the children too: none of them may be restarted from now on.
+        stack.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -356,13 +526,9 @@ def main() -> None:
         sys.exit(f"make run: {exc}")
     given = os.environ.get("GATEWAY_ADMIN_KEY")
     key_file = None if given else state / "admin.key"
-    print(_banner(ports, stack.admin_key, key_file, stack.tls_dir), flush=True)
+    print(_banner(stack, stack.admin_key, key_file), flush=True)
     try:
         while not stop_requested:
-            for proc in stack.procs.values():
-                if proc.popen and proc.popen.poll() is not None:
-                    print(f"{proc.name} exited with code {proc.popen.returncode}; stopping")
-                    stop_requested = True
             time.sleep(0.3)
     finally:
         print("stopping every service...", flush=True)

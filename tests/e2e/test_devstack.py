@@ -41,6 +41,21 @@ def test_ports_come_from_the_services_own_variables(monkeypatch: pytest.MonkeyPa
     ports = Ports.from_env()
     assert ports.gateway == 18000
     assert ports.workers == [19001, 19002, 19003]
+    monkeypatch.setenv(
+        "DEVSTACK_SEAWEED_PORTS", "29001,29002,29003,29004,39001,39002,39003,39004,39000"
+    )
+    assert Ports.from_env().seaweed[-1] == 39000
+
+
+def test_a_busy_seaweedfs_port_is_named_too(tmp_path: Path) -> None:
+    ports = Ports.free()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", ports.seaweed[2]))
+        busy.listen()
+        stack = Stack(ports, tmp_path, s3_server="seaweedfs")
+        with pytest.raises(RuntimeError, match=rf"s3 port {ports.seaweed[2]}.*SEAWEED"):
+            stack.start()
+        assert all(proc.popen is None for proc in stack.procs.values())
 
 
 def _alive(pid: int) -> bool:
@@ -103,7 +118,7 @@ def test_the_admin_key_is_made_once_kept_private_and_given_to_the_gateway(
     assert Stack(Ports(), tmp_path).admin_key == key  # kept across restarts
     [gateway] = [spec for spec in stack.specs() if spec.name == "gateway"]
     assert gateway.env["GATEWAY_ADMIN_KEY"] == key
-    banner = _banner(stack.ports, key, key_file, stack.tls_dir)
+    banner = _banner(stack, key, key_file)
     assert key in banner and str(key_file) in banner
     assert "curl -s -X POST http://127.0.0.1:8000/task/submit -H 'Authorization: Bearer $KEY'" in (
         banner

@@ -1,13 +1,20 @@
-"""Fixtures for storage_svc: a real moto S3 server on loopback, stores and a gRPC server.
+"""Fixtures for storage_svc: real S3 servers on loopback, stores and a gRPC server.
 
-One moto server runs per session and is reset before every test that uses it; the AWS
-credentials the client finds are fakes set in the environment for that test only.
+Most tests run on moto (in-process, reset in milliseconds between tests, and what the fault
+tests patch responses of). moto checks a conditional write's precondition and then writes in two
+steps, so two of many concurrent writers can both win; the compare-and-swap races therefore run
+on SeaweedFS (``atomic_store``), whose conditional writes are atomic like S3's. One server of each
+runs per session; the AWS credentials the client finds are fakes set in the environment for
+that test only.
 """
 
 from __future__ import annotations
 
 import json
-import threading
+import os
+import secrets
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +28,8 @@ from moto.server import ThreadedMotoServer
 from common import task_ids
 from common.grpc_server import ServiceHost
 from common.tls import Role
+from scripts import seaweedfs
+from scripts.devstack import ROOT, Ports, wait_for_port
 from storage_svc.file_servicer import FILE_SERVICE_NAME, FileServicer
 from storage_svc.files import FileStore
 from storage_svc.objects import ObjectStore
@@ -47,34 +56,31 @@ def document(tid: str, status: str = "pending", **fields: Any) -> bytes:
     return json.dumps({"task_id": tid, "status": status, **fields}).encode()
 
 
-class _OneRequestAtATime:
-    """WSGI wrapper running one request at a time.
-
-    moto checks If-Match / If-None-Match and then writes in two steps, so under thread
-    switching two conditional writes can both pass the check (seen with 10 writers). Real S3
-    makes check-and-write atomic; serialising requests gives moto that same guarantee, so the
-    race tests test our code, not moto's threading.
-    """
-
-    def __init__(self, app: Any) -> None:
-        self._app = app
-        self._lock = threading.Lock()
-
-    def __call__(self, environ: Any, start_response: Any) -> list[bytes]:
-        with self._lock:
-            return list(self._app(environ, start_response))
-
-
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
-    wsgi = server._server
-    assert wsgi is not None
-    wsgi.app = _OneRequestAtATime(wsgi.app)
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A SeaweedFS S3 server (``weed mini``) on free ports, its data in a temporary folder."""
+    ports = Ports.free()
+    data = tmp_path_factory.mktemp("seaweedfs")
+    config = seaweedfs.write_config(data / "s3.json")
+    argv = seaweedfs.command(ports.s3, ports.seaweed, data / "data", config)
+    guard = [sys.executable, "-S", "-m", "scripts.with_parent", str(os.getpid())]
+    with open(data / "weed.log", "wb") as log:
+        weed = subprocess.Popen(guard + argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(ports.s3, weed, "SeaweedFS", timeout=60)
+        yield f"http://127.0.0.1:{ports.s3}"
+    finally:
+        weed.terminate()
+        weed.wait(timeout=30)
 
 
 @pytest.fixture
@@ -170,9 +176,22 @@ async def store(make_store: StoreFactory) -> TaskStore:
 
 
 @pytest.fixture
-def objects(store: TaskStore) -> ObjectStore:
-    """The namespaced objects of ``store``'s bucket, over its client."""
-    return ObjectStore(store.s3)
+async def atomic_store(
+    make_settings: SettingsFactory, seaweedfs_url: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[TaskStore]:
+    """A store on SeaweedFS, in a bucket of its own: for the compare-and-swap races."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.SECRET_KEY)
+    monkeypatch.delenv("AWS_SESSION_TOKEN")
+    settings = make_settings(s3_endpoint_url=seaweedfs_url, s3_bucket=f"cas-{secrets.token_hex(6)}")
+    # A session of its own: a session keeps the credentials it first found (moto's fakes).
+    store = TaskStore(settings, clock=lambda: NOW, session=aioboto3.Session())
+    await store.start()
+    try:
+        await store.ensure_bucket()
+        yield store
+    finally:
+        await store.close()
 
 
 HostFactory = Callable[..., Awaitable[grpc.aio.Channel]]

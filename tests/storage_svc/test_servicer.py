@@ -230,7 +230,10 @@ async def test_conflicting_object_writes_are_aborted(stub: Any) -> None:
     assert f"version {first.version} expected" in details
 
 
-async def test_of_concurrent_object_writers_over_grpc_exactly_one_wins(stub: Any) -> None:
+async def test_of_concurrent_object_writers_over_grpc_exactly_one_wins(
+    atomic_store: TaskStore, serve: HostFactory
+) -> None:
+    stub = storage_pb2_grpc.StorageServiceStub(await serve(atomic_store))
     first = await stub.PutObject(pb.PutObjectRequest(namespace=LEASES, name="l", body=_lease()))
     calls = [
         stub.PutObject(
