@@ -176,6 +176,12 @@ async def store(make_store: StoreFactory) -> TaskStore:
 
 
 @pytest.fixture
+def objects(store: TaskStore) -> ObjectStore:
+    """The namespaced objects of ``store``'s bucket, over its client."""
+    return ObjectStore(store.s3)
+
+
+@pytest.fixture
 async def atomic_store(
     make_settings: SettingsFactory, seaweedfs_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[TaskStore]:
