@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from common.errors import InvalidInput
+from common.errors import InvalidInput, NotFound
 
 # ASCII digits only: \d would also take other scripts' digits, which no id ever has.
 _BODY = r"task_[0-9]{14}_[0-9a-f]{8}"
@@ -63,7 +63,8 @@ def new(now: datetime, tag: str, suffix: str | None = None) -> str:
 
 
 def parse(task_id: str) -> TaskId:
-    """The parts of ``task_id``; InvalidInput if it is not a task id."""
+    """The parts of ``task_id``; InvalidInput if it is not a task id, NotFound if it has the form
+    but names a second that never was (so it names no task)."""
     found = REGEX.match(task_id)
     if found is None:
         raise InvalidInput(
@@ -72,7 +73,8 @@ def parse(task_id: str) -> TaskId:
     try:
         created_at = datetime.strptime(found["created"], _SECOND).replace(tzinfo=UTC)
     except ValueError:
-        raise InvalidInput(f"task_id {task_id!r} does not embed a valid UTC timestamp") from None
+        # Well formed, but no task was ever created in a second that does not exist.
+        raise NotFound(f"task {task_id} not found") from None
     return TaskId(task_id, created_at, found["tag"])
 
 

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import pathlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
 from contextlib import asynccontextmanager
@@ -30,11 +31,13 @@ from fastapi.routing import APIRoute
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from common import api_keys, task_ids
 from common.channels import open_channel
 from common.errors import (
     AppError,
+    Forbidden,
     InvalidInput,
     Timeout,
     TooLarge,
@@ -63,7 +66,9 @@ from gateway.models import (
     StorageHealth,
     SubmitRequest,
     SubmitResponse,
+    TaskEventOut,
     TaskListResponse,
+    TaskStatusName,
 )
 from gateway.settings import GatewaySettings
 from gateway.streams import StreamLimits
@@ -201,6 +206,47 @@ def _api_key(key: pb.ApiKey) -> dict[str, Any]:
     return data
 
 
+def _section_fields(path: pathlib.Path) -> dict[str, list[str]]:
+    """The fields that identify each section, as the sections configuration names them."""
+    try:
+        sections = json.loads(path.read_text())["sections"]
+        return {name: list(section["fields"]) for name, section in sections.items()}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"gateway: cannot read the sections of {path}: {exc}") from None
+
+
+def _describe_records(app: FastAPI, sections: dict[str, list[str]]) -> None:
+    """Makes the API schema say what a record must carry: at least one field that identifies
+    a section, and no more records than there are sections."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            data = schema["components"]["schemas"]["SubmitRequest"]["properties"]["data"]
+            data["maxItems"] = len(sections)
+            data["items"]["anyOf"] = [
+                {"required": [field]} for fields in sections.values() for field in fields
+            ]
+            data["description"] = (
+                "One record per section; a record carries a field that identifies its section: "
+                + "; ".join(f"{name}: any of {fields}" for name, fields in sections.items())
+            )
+        return app.openapi_schema or build()
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method some route of ``app`` serves ``path`` with (routes of one path are apart)."""
+    scope = {"type": "http", "path": path, "method": "GET"}
+    methods: set[str] = set()
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.matches(scope)[0] != Match.NONE:
+            methods |= route.methods or set()
+    return sorted(methods)
+
+
 def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = None) -> FastAPI:
     """The gateway application, talking to the orchestrator at ``settings``' target.
 
@@ -231,6 +277,7 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
         lifespan=lifespan,
     )
     app.router.route_class = _JsonBodyRoute
+    _describe_records(app, _section_fields(settings.config_path))
     timeout = settings.call_timeout_s
 
     def stub() -> orchestrator_pb2_grpc.OrchestratorServiceAsyncStub:
@@ -280,11 +327,18 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
 
     # Starlette's own exception, so the router's 404 and 405 are answered here as well.
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # a body that is not JSON at all: bad input like any other
+            return JSONResponse(
+                status_code=422, content=http_error_body(422, "body: not valid JSON")
+            )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(request.app, request.url.path))
         return JSONResponse(
             status_code=exc.status_code,
             content=http_error_body(exc.status_code, str(exc.detail)),
-            headers=exc.headers,
+            headers=headers,
         )
 
     @app.exception_handler(RequestValidationError)
@@ -378,7 +432,31 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
         )
         return _status(reply)
 
-    @app.get("/task/{task_id}/events", responses=_ERRORS)
+    @app.get(
+        "/task/{task_id}/events",
+        responses={
+            **_ERRORS,
+            200: {
+                "description": "One `data: <TaskEvent as JSON>` line per change.",
+                "content": {
+                    "text/event-stream": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["data"],
+                            "properties": {
+                                "data": {
+                                    "type": "string",
+                                    "contentMediaType": "application/json",
+                                    "contentSchema": TaskEventOut.model_json_schema(),
+                                }
+                            },
+                        }
+                    }
+                },
+            },
+        },
+        response_class=StreamingResponse,
+    )
     async def events(task_id: TaskId, principal: Caller) -> StreamingResponse:
         """Server-sent events: one per change of the task, until it finishes (or the stream's
         lifetime ends: reconnect for more). Streams are bounded per caller and per task (429)."""
@@ -409,16 +487,34 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
     async def list_tasks(
         principal: Caller,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
-        status: Annotated[str | None, Query(max_length=32, examples=["completed"])] = None,
-        page_token: Annotated[str | None, Query(max_length=512)] = None,
+        status: Annotated[TaskStatusName | None, Query(examples=["completed"])] = None,
+        page_token: Annotated[
+            str | None,
+            Query(
+                pattern=task_ids.PATTERN,
+                description="next_page_token of the page before (the id of its last task).",
+            ),
+        ] = None,
+        owner: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=200,
+                description="Admins only: the tasks of this principal id (403 for a client).",
+            ),
+        ] = None,
     ) -> TaskListResponse:
-        """Tasks newest first; pass ``next_page_token`` back as ``page_token`` for more."""
+        """The caller's tasks (an admin's: everyone's, or ``owner``'s), newest first; pass
+        ``next_page_token`` back as ``page_token`` for more."""
+        if owner and not principal.admin:
+            raise Forbidden("owner: only admins may list another principal's tasks")
         reply = await stub().ListTasks(
             pb.ListTasksRequest(
                 limit=limit,
                 status=status or "",
                 page_token=page_token or "",
                 caller=caller(principal),
+                owner=owner or "",
             ),
             timeout=timeout,
         )

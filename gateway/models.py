@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, SecretStr, field_validator
 from pydantic_core import PydanticCustomError
@@ -32,10 +32,12 @@ class SubmitRequest(BaseModel):
         },
     )
 
-    username: str = Field(min_length=1, max_length=256)
+    username: str = Field(min_length=1, max_length=256, pattern=r"\S")
     password: SecretStr = Field(min_length=1, max_length=1024)
     tenant: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
-    data: list[dict[str, Any]] = Field(min_length=1)
+    data: list[Annotated[dict[str, Any], Field(json_schema_extra={"minProperties": 1})]] = Field(
+        min_length=1, max_length=20
+    )
 
     @field_validator("data")
     @classmethod
@@ -154,6 +156,8 @@ class TaskSummaryOut(BaseModel):
     cost: float
     created_at: str
     updated_at: str
+    owner: str = Field(description="The principal id of the task's owner.")
+    tenant: str
 
 
 class TaskListResponse(BaseModel):
@@ -279,3 +283,26 @@ class ErrorResponse(BaseModel):
     errors: list[dict[str, str]] | None = Field(
         None, description="On `invalid_input` from the gateway: each `field` and its `reason`."
     )
+
+
+TaskStatusName = Literal[
+    "pending",
+    "authenticating",
+    "authenticated",
+    "detecting_section",
+    "processing",
+    "completed",
+    "error",
+    "cancelled",
+]
+
+
+class TaskEventOut(BaseModel):
+    """One server-sent event of ``GET /task/{id}/events`` (the JSON after ``data: ``)."""
+
+    task_id: str
+    status: TaskStatusName
+    progress: int = Field(ge=0, le=100)
+    message: str
+    section: str = Field(description="The section the change concerns; empty for the task.")
+    at: str = Field(description="When it happened, ISO 8601 UTC.")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
@@ -54,6 +55,11 @@ class GatewaySettings(ServiceSettings):
     )
     auth_refusal_ttl_s: float = Field(
         2.0, ge=0, le=15, description="How long a refused API key is refused without asking."
+    )
+    config_path: Path = Field(
+        Path("config.json"),
+        description="The sections configuration: the API schema names the fields that identify "
+        "each section.",
     )
     max_concurrency: int = Field(
         2000, ge=1, description="Connections and requests served at once; more are answered 503."

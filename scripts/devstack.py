@@ -465,7 +465,7 @@ def _banner(stack: Stack, admin_key: str, key_file: Path | None) -> str:
     s3_name = "SeaweedFS" if stack.s3_server == "seaweedfs" else "moto"
     base = f"http://127.0.0.1:{ports.gateway}"
     example = json.dumps({"username": "user@example.com", "password": "xxx", "data": EXAMPLE_DATA})
-    auth = "-H 'Authorization: Bearer $KEY'"
+    auth = '-H "Authorization: Bearer $KEY"'
     where = f"kept in {key_file}" if key_file else "from GATEWAY_ADMIN_KEY"
     new_key = json.dumps({"name": "ann", "tenant": "acme", "role": "client"})
     workers = ", ".join(f"127.0.0.1:{p}" for p in ports.workers)

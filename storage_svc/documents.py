@@ -22,8 +22,6 @@ OBJECT_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}\Z")
 # A lease lists every unfinished task of its replica (~32 bytes each): room for ~30,000.
 MAX_OBJECT_BODY = 1024 * 1024
 
-_TASKS_PAGE = "t1:"
-_OWNER_TASKS_PAGE = "u1:"
 _OBJECTS_PAGE = "o1:"
 
 
@@ -103,25 +101,17 @@ def status_of(document: bytes) -> str | None:
 
 
 def encode_tasks_token(last_task_id: str) -> str:
-    """Opaque token of a task page: the next page starts after (older than) this id."""
-    return _encode(_TASKS_PAGE + last_task_id)
+    """Token of a task page: the id of its last (oldest) task, after which the next page starts.
+    A position, not a credential: with an owner's listing it only ever reaches that owner's own
+    index, so a token names nothing its holder could not list anyway."""
+    return last_task_id
 
 
 def decode_tasks_token(token: str) -> str:
-    """The task id a :func:`encode_tasks_token` token carries; InvalidInput if it is not one."""
-    return _decode(token, _TASKS_PAGE)
-
-
-def encode_owner_tasks_token(owner_key: str, last_task_id: str) -> str:
-    """Opaque token of a page of one owner's tasks (its owner key, from
-    :func:`storage_svc.owners.owner_key`): the next page starts after this id."""
-    return _encode(f"{_OWNER_TASKS_PAGE}{owner_key}:{last_task_id}")
-
-
-def decode_owner_tasks_token(owner_key: str, token: str) -> str:
-    """The task id an :func:`encode_owner_tasks_token` token of ``owner_key`` carries;
-    InvalidInput if it is not one (a token of another owner, or of all tasks, is not one)."""
-    return _decode(token, f"{_OWNER_TASKS_PAGE}{owner_key}:")
+    """The task id a page token names; InvalidInput if it has not a task id's form."""
+    if not task_ids.REGEX.match(token):
+        raise InvalidInput("page_token is not a token this list returned; start without one")
+    return token
 
 
 def encode_objects_token(namespace: str, last_name: str) -> str:

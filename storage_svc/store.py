@@ -66,7 +66,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from functools import partial
 from types import TracebackType
 from typing import Any, NamedTuple
 
@@ -78,9 +77,7 @@ from storage_svc.documents import (
     check_document,
     check_page_size,
     check_precondition,
-    decode_owner_tasks_token,
     decode_tasks_token,
-    encode_owner_tasks_token,
     encode_tasks_token,
     status_of,
 )
@@ -266,13 +263,13 @@ class TaskStore:
         encode: Callable[[str], str]
         if owner:
             key = owner_key(owner)
-            after = decode_owner_tasks_token(key, page_token) if page_token else None
+            after = decode_tasks_token(page_token) if page_token else None
             # One more key than the page tells whether an older task follows, at no extra LIST.
             want = min(self.settings.list_scan_limit, MAX_LIST_KEYS - 1) if status else page_size
             walker = OwnerNewestFirst(
                 self.s3, self._prefix, key, after=after, oldest=oldest, want=want + 1
             )
-            encode = partial(encode_owner_tasks_token, key)
+            encode = encode_tasks_token
         else:
             after = decode_tasks_token(page_token) if page_token else None
             walker = NewestFirst(

@@ -10,7 +10,7 @@ import pytest
 from pydantic import Field, TypeAdapter, ValidationError
 
 from common import task_ids
-from common.errors import InvalidInput
+from common.errors import InvalidInput, NotFound
 
 GOOD = ["task_20251230182721_01e09305", "task_20240229000000_ff000000"]
 MALFORMED = [
@@ -81,8 +81,8 @@ def test_check_refuses_what_is_not_the_form(task_id: str) -> None:
 
 
 @pytest.mark.parametrize("task_id", BAD_TIME)
-def test_check_refuses_an_id_with_no_such_second(task_id: str) -> None:
-    with pytest.raises(InvalidInput, match="valid UTC timestamp"):
+def test_an_id_with_no_such_second_names_no_task(task_id: str) -> None:
+    with pytest.raises(NotFound, match=f"task {task_id} not found"):
         task_ids.check(task_id)
 
 

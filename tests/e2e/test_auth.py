@@ -139,10 +139,8 @@ async def test_each_tenant_sees_only_its_own_tasks_in_every_endpoint(
     sim: httpx.AsyncClient,
     s3,  # type: ignore[no-untyped-def]
 ) -> None:
-    keys = {
-        who: (await new_key(api, who, tenant))["key"]
-        for who, tenant in [("cy", "c1"), ("di", "d1")]
-    }
+    tenants = {"cy": "c1", "di": "d1"}
+    keys = {who: (await new_key(api, who, tenant))["key"] for who, tenant in tenants.items()}
     await sim.patch("/_sim/config", json={"fail_assets": [TOP_MOVERS_ASSET]})  # retry has work
     own: dict[str, list[str]] = {}
     for who, key in keys.items():
@@ -196,6 +194,12 @@ async def test_each_tenant_sees_only_its_own_tasks_in_every_endpoint(
         # An admin sees both, and can ask for one owner's.
         everyone = (await api.get("/tasks", params={"limit": 100})).json()["tasks"]
         assert set(mine + other) <= {t["task_id"] for t in everyone}
+        principal = f"{tenants[who]}/{who}"
+        theirs = (await api.get("/tasks", params={"owner": principal})).json()["tasks"]
+        assert sorted(t["task_id"] for t in theirs) == sorted(mine)
+        assert {(t["owner"], t["tenant"]) for t in theirs} == {(principal, tenants[who])}
+        refused = await anonymous.get("/tasks", params={"owner": principal}, headers=headers)
+        assert (refused.status_code, refused.json()["error"]) == (403, "forbidden")
     # The retry a stranger could not do, the owner can.
     retried = await anonymous.post(f"/task/{own['cy'][0]}/retry", headers=bearer(keys["cy"]))
     assert retried.status_code == 200, retried.text
