@@ -315,6 +315,10 @@ class Orchestrator:
             return run.record
         record, version = await self.deps.storage.get(task_id)
         _check_same_submission(record, caller, username, data)
+        if record.owner not in self.membership.leases and record.owner != self.replica_id:
+            # An owner this replica has not seen yet (started since the last scan) is not dead
+            # for that: look at the leases before taking its task.
+            await self.membership.refresh()
         orphaned = record.owner == self.replica_id or not self.membership.is_alive(record.owner)
         if not record.status.terminal and orphaned:
             async with self.membership.claiming([task_id]):

@@ -16,6 +16,7 @@ import pytest
 from common import task_ids
 from common.errors import AppError, Conflict, InvalidInput, NotFound, TooLarge, WrongState
 from common.principals import Principal, Role
+from orchestrator import membership as membership_module
 from orchestrator.config import load_config
 from orchestrator.credentials import Sealer, decode_key, new_key
 from orchestrator.idempotency import claim, request_digest
@@ -29,6 +30,7 @@ from orchestrator.storage_client import LEASES
 from orchestrator.worker_client import JobRejected, Outcome, Progress, SectionJob
 from tests.orchestrator.factories import task_record
 from tests.orchestrator.fakes import (
+    FakeClock,
     FakePeers,
     FakeStorage,
     FakeWorker,
@@ -593,3 +595,36 @@ async def test_idempotency_keys_of_two_callers_never_meet(world: World) -> None:
     second, replayed = await world.orch.submit(BOB, "same-user", "pw", "", RECORDS, "k")
     assert not replayed
     assert second.task_id != first.task_id
+
+
+async def test_a_replay_does_not_take_a_task_from_a_replica_started_since_the_last_scan(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(membership_module, "time", clock)
+    world.orch.membership._started = clock.monotonic()  # this replica has run a while
+    clock.advance(60)
+    records = [json.loads(r) for r in RECORDS]
+    request = {"username": "alice", "password": "pw", "tenant": ALICE.tenant, "records": records}
+    task_id = "task_20260101000000_ab123456"
+    await claim(world.storage.as_client(), SCOPE, "k", request_digest(DIGEST_KEY, request), task_id)
+    world.storage.put_record(
+        task_record(
+            task_id=task_id,
+            status=TaskState.PROCESSING,
+            username="alice",
+            tenant=ALICE.tenant,
+            principal_id=ALICE.id,
+            data=records,
+            owner="r9",
+        )
+    )
+    # r9 started a moment ago: its lease is in storage, not yet in this replica's view.
+    lease = LeaseBody(replica_id="r9", address="addr-r9", tag="ab")
+    world.storage.objects[(LEASES, "r9")] = (lease.model_dump_json().encode(), "l1")
+
+    record, replayed = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS, "k")
+
+    assert replayed and record.task_id == task_id
+    assert world.storage.record(task_id).owner == "r9"  # left to its live owner
+    assert task_id not in world.orch.runs
