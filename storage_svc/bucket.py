@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Collection
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -49,16 +50,6 @@ def lifecycle_rules(prefix: str, days: int) -> list[dict[str, Any]]:
     return [lifecycle_rule(p, days) for p in expiring]
 
 
-def _same_rule(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    return (
-        current.get("Status") == wanted["Status"]
-        and current.get("Filter", {}).get("Prefix", current.get("Prefix"))
-        == wanted["Filter"]["Prefix"]
-        and current.get("Expiration", {}).get("Days") == wanted["Expiration"]["Days"]
-        and not current.get("Transitions")
-    )
-
-
 async def ensure_bucket(s3: S3Calls, prefix: str, days: int, *, create: bool) -> None:
     """Creates the bucket if it is missing (when ``create``) and puts the retention rule."""
     bucket = s3.bucket
@@ -73,45 +64,8 @@ async def ensure_bucket(s3: S3Calls, prefix: str, days: int, *, create: bool) ->
             ) from None
         await _create_bucket(s3)
 
-    wanted = lifecycle_rules(prefix, days)
-    # Ours: the rules we want, and the whole-prefix rule earlier versions put.
-    our_ids = {rule["ID"] for rule in wanted} | {RULE_ID_PREFIX + prefix}
-
-    async def get_rules() -> list[dict[str, Any]]:
-        answer = await client.get_bucket_lifecycle_configuration(Bucket=bucket)
-        return list(answer.get("Rules", []))
-
-    try:
-        rules = await s3.call("GetBucketLifecycleConfiguration", get_rules)
-    except NotFound:
-        rules = []
-    ours = {rule.get("ID"): rule for rule in rules if rule.get("ID") in our_ids}
-    if len(ours) == len(wanted) and all(
-        rule["ID"] in ours and _same_rule(ours[rule["ID"]], rule) for rule in wanted
-    ):
-        logger.info(
-            "bucket %s: lifecycle rules already expire %s after %d days",
-            bucket,
-            ", ".join(rule["Filter"]["Prefix"] + "*" for rule in wanted),
-            days,
-        )
-        return
-    others = [rule for rule in rules if rule.get("ID") not in our_ids]
-    await s3.call(
-        "PutBucketLifecycleConfiguration",
-        lambda: client.put_bucket_lifecycle_configuration(
-            Bucket=bucket, LifecycleConfiguration={"Rules": [*others, *wanted]}
-        ),
-    )
-    logger.info(
-        "bucket %s: lifecycle rules %s: objects under %s expire after %d days "
-        "(%d other rule(s) kept)",
-        bucket,
-        "updated" if ours else "added",
-        ", ".join(rule["Filter"]["Prefix"] for rule in wanted),
-        days,
-        len(others),
-    )
+    # Ours besides: the whole-prefix rule earlier versions put, which would expire the keys.
+    await ensure_rules(s3, lifecycle_rules(prefix, days), retired={RULE_ID_PREFIX + prefix})
 
 
 async def _create_bucket(s3: S3Calls) -> None:
@@ -174,8 +128,11 @@ def _holds(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
     return all(current.get(field) == value for field, value in wanted.items())
 
 
-async def ensure_rules(s3: S3Calls, wanted: list[dict[str, Any]]) -> None:
-    """Puts the lifecycle rules ``wanted`` (identified by their IDs), keeping every other rule."""
+async def ensure_rules(
+    s3: S3Calls, wanted: list[dict[str, Any]], *, retired: Collection[str] = ()
+) -> None:
+    """Puts the lifecycle rules ``wanted`` (identified by their IDs) and takes the ``retired``
+    ones away, keeping every other rule."""
     bucket = s3.bucket
     client = s3.client
 
@@ -188,11 +145,13 @@ async def ensure_rules(s3: S3Calls, wanted: list[dict[str, Any]]) -> None:
     except NotFound:
         rules = []
     current = {rule.get("ID"): rule for rule in rules}
-    if all(rule["ID"] in current and _holds(current[rule["ID"]], rule) for rule in wanted):
+    if not current.keys() & set(retired) and all(
+        rule["ID"] in current and _holds(current[rule["ID"]], rule) for rule in wanted
+    ):
         logger.info("bucket %s: lifecycle rules %s in place", bucket, [r["ID"] for r in wanted])
         return
     ids = {rule["ID"] for rule in wanted}
-    others = [rule for rule in rules if rule.get("ID") not in ids]
+    others = [rule for rule in rules if rule.get("ID") not in ids | set(retired)]
     await s3.call(
         "PutBucketLifecycleConfiguration",
         lambda: client.put_bucket_lifecycle_configuration(

@@ -9,10 +9,12 @@ import pytest
 
 from common.grpc_server import ServiceHost
 from common.tls import Role
+from orchestrator import membership as membership_module
 from orchestrator.storage_client import StorageClient
 from storage_svc.objects import ObjectStore
 from storage_svc.servicer import SERVICE_NAME, StorageServicer
 from storage_svc.store import TaskStore
+from tests.orchestrator.fakes import FakeClock
 from tests.storage_svc import conftest as storage_svc_fixtures
 from wealthai.storage.v1 import storage_pb2_grpc
 
@@ -24,6 +26,14 @@ aws_session = storage_svc_fixtures.aws_session
 make_settings = storage_svc_fixtures.make_settings
 make_store = storage_svc_fixtures.make_store
 store = storage_svc_fixtures.store
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """Time as the membership sees it (how long a lease stayed the same), moved by the test."""
+    fake = FakeClock()
+    monkeypatch.setattr(membership_module, "time", fake)
+    return fake
 
 
 @pytest.fixture

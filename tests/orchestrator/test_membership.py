@@ -10,19 +10,11 @@ import pytest
 
 from common import task_ids
 from common.errors import Unavailable
-from orchestrator import membership as membership_module
 from orchestrator.membership import LeaseBody, Membership, parse_lease
 from orchestrator.storage_client import LEASES
 from tests.orchestrator.fakes import FakeClock, FakeStorage
 
 TTL = 10.0
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock()
-    monkeypatch.setattr(membership_module, "time", fake)
-    return fake
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import pytest
 from common import task_ids
 from common.errors import Conflict, Unavailable
 from common.timeutil import iso
-from orchestrator import membership as membership_module
 from orchestrator.membership import LeaseBody, Membership
 from orchestrator.models import SectionResult, SectionState, TaskRecord, TaskState
 from orchestrator.storage_client import LEASES, UnreadableTask
@@ -21,13 +20,6 @@ from tests.orchestrator.fakes import FakeClock, FakeStorage
 
 TTL = 10.0
 RENEWED = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock()
-    monkeypatch.setattr(membership_module, "time", fake)
-    return fake
 
 
 @pytest.fixture
