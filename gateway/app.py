@@ -457,18 +457,34 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
         },
         response_class=StreamingResponse,
     )
-    async def events(task_id: TaskId, principal: Caller) -> StreamingResponse:
+    async def events(task_id: TaskId, principal: Caller, request: Request) -> StreamingResponse:
         """Server-sent events: one per change of the task, until it finishes (or the stream's
-        lifetime ends: reconnect for more). Streams are bounded per caller and per task (429)."""
+        lifetime ends: reconnect for more). Streams are bounded per caller and per task (429),
+        and one ends within the key cache's life once its key is revoked."""
+        key = auth.bearer_key(request)
         slot = streams.open(principal.id, task_id)
         with contextlib.ExitStack() as held:
             held.enter_context(slot)
             call = stub().WatchTask(pb.WatchTaskRequest(task_id=task_id, caller=caller(principal)))
             first = await call.read()  # surfaces 404 and friends as a proper HTTP error
             owned = held.pop_all()  # the stream below releases the slot when it ends
+        revoked = asyncio.Event()
+
+        async def recheck() -> None:
+            while True:
+                await asyncio.sleep(settings.auth_cache_ttl_s)
+                try:
+                    await authenticator.authenticate(key)
+                except Unauthenticated:
+                    revoked.set()
+                    call.cancel()
+                    return
+                except AppError as exc:  # the orchestrator is away: the stream goes on
+                    logger.info("events of %s: key not checked again yet: %s", task_id, exc)
 
         async def stream() -> AsyncIterator[bytes]:
             message = first
+            watchdog = asyncio.create_task(recheck())
             try:
                 async with asyncio.timeout(streams.max_lifetime_s):
                     # read() gives a TaskEvent or grpc.aio.EOF, typed as object by the stubs.
@@ -477,7 +493,11 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
                         message = await call.read()
             except TimeoutError:
                 return
+            except (asyncio.CancelledError, grpc.aio.AioRpcError):
+                if not revoked.is_set():
+                    raise
             finally:
+                watchdog.cancel()
                 call.cancel()
                 owned.close()
 

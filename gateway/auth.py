@@ -78,6 +78,8 @@ class Authenticator:
         self._refusal_ttl = settings.auth_refusal_ttl_s
         self._cache: OrderedDict[bytes, _Entry] = OrderedDict()
         self._pending: dict[bytes, asyncio.Future[Principal | None]] = {}
+        # key id -> when it was revoked here: an answer asked for before then is not kept.
+        self._forgotten: dict[str, float] = {}
 
     async def authenticate(self, key: str | None) -> Principal:
         """The principal ``key`` (the bearer token, None when absent) stands for."""
@@ -94,9 +96,13 @@ class Authenticator:
         return principal
 
     def forget(self, key_id: str) -> None:
-        """Drops what is remembered of the key ``key_id`` (it was just revoked)."""
+        """Drops what is remembered of the key ``key_id`` (it was just revoked), and keeps an
+        answer for it still on its way from being remembered."""
         for digest in [d for d, entry in self._cache.items() if entry.key_id == key_id]:
             del self._cache[digest]
+        now = self._clock()
+        self._forgotten = {k: t for k, t in self._forgotten.items() if t > now - self._ttl}
+        self._forgotten[key_id] = now
 
     async def _lookup(self, key: str, digest: bytes) -> Principal | None:
         entry = self._cache.get(digest)
@@ -123,12 +129,16 @@ class Authenticator:
 
     async def _ask(self, key: str, digest: bytes) -> Principal | None:
         key_id = api_keys.key_id_of(key) or ""
+        # The answer is as old as the question: a revocation after it counts from here.
+        asked = self._clock()
         principal = await self._resolve(key) if key_id else None
         if principal is None:
             logger.info("API key %s refused", key_id or "(malformed)")
         ttl = self._ttl if principal is not None else self._refusal_ttl
+        if self._forgotten.get(key_id, -1.0) >= asked:
+            return principal  # revoked while we asked: answer this call, remember nothing
         if ttl > 0:
-            self._cache[digest] = _Entry(principal, key_id, self._clock() + ttl)
+            self._cache[digest] = _Entry(principal, key_id, asked + ttl)
             while len(self._cache) > MAX_CACHED:
                 self._cache.popitem(last=False)
         return principal
@@ -144,6 +154,12 @@ def authenticator_of(request: Request) -> Authenticator:
     """The authenticator of the application serving ``request`` (set by ``create_app``)."""
     found: Authenticator = request.app.state.authenticator
     return found
+
+
+def bearer_key(request: Request) -> str | None:
+    """The API key a request presents (``Authorization: Bearer <key>``), if any."""
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    return key.strip() or None if scheme.lower() == "bearer" else None
 
 
 async def current_principal(

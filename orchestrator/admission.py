@@ -9,9 +9,11 @@ may get up to N times as much through.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import Counter
+from collections.abc import Iterator
 
 from limits import RateLimitItemPerMinute
 from limits.storage import MemoryStorage
@@ -40,8 +42,11 @@ class Admission:
         self.max_in_flight = max_in_flight
         self._in_flight: Counter[str] = Counter()
 
-    def admit(self, caller: Principal) -> None:
-        """Counts one submission of ``caller``, or refuses it with :class:`Throttled`."""
+    @contextlib.contextmanager
+    def admit(self, caller: Principal) -> Iterator[None]:
+        """Counts one submission of ``caller`` (or refuses it with :class:`Throttled`) and holds a
+        place among its tasks in flight while the submission is made, so concurrent submissions
+        cannot all pass before any of them starts; the task's run holds its own once launched."""
         if self._in_flight[caller.id] >= self.max_in_flight:
             raise Throttled(
                 f"{self.max_in_flight} of your tasks are still running; wait for one to finish",
@@ -53,6 +58,11 @@ class Admission:
             raise Throttled(
                 f"more than {self._rate.amount} submissions a minute", retry_after_s=wait
             )
+        self.started(caller.id)
+        try:
+            yield
+        finally:
+            self.finished(caller.id)
 
     def started(self, principal_id: str) -> None:
         self._in_flight[principal_id] += 1

@@ -80,9 +80,10 @@ class Sealer:
         ring = {LEGACY_KEY_ID: keys} if isinstance(keys, bytes) else dict(keys)
         if not ring:
             raise ValueError("the credential keyring is empty")
-        for key_id in ring:
+        for position, key_id in enumerate(ring, 1):
             if not KEY_ID.match(key_id):
-                raise ValueError(f"key id {key_id!r}: 1-32 letters, digits, '_' or '-'")
+                # Not echoed: a key written where its id belongs would land in the log.
+                raise ValueError(f"key id of entry {position}: 1-32 letters, digits, '_' or '-'")
         self._aeads = {key_id: AESGCM(key) for key_id, key in ring.items()}
         self.key_id = next(iter(ring))
 

@@ -112,6 +112,8 @@ class Orchestrator:
         )
         self._digest_key = digest_key
         self._id_second = ""
+        # Tasks whose submission is storing them on this replica (they start once stored).
+        self._creating: Counter[str] = Counter()
         self._ids_issued: set[str] = set()
         self.peers = peers or Peers()
         self.keys = ApiKeys(deps.storage)
@@ -233,49 +235,49 @@ class Orchestrator:
             raise InvalidInput(f"tenant: your key belongs to tenant {caller.tenant!r}")
         tenant = tenant or caller.tenant or self.settings.default_tenant
         detected = detect(records, self.deps.config)
-        self.admission.admit(caller)
-        now = utcnow()
-        task_id = self._new_task_id(now)
-        if idempotency_key:
-            check_key(idempotency_key)
-            request = {"username": username, "password": password, "tenant": tenant}
-            digest = request_digest(self._digest_key, {**request, "records": records})
-            scope = f"{caller.id}\0{username}"  # one caller's keys never meet another's
-            claimed = await claim(self.deps.storage, scope, idempotency_key, digest, task_id)
-            if claimed.replayed:
-                with contextlib.suppress(NotFound):
-                    replayed = await self._replay(claimed.task_id, caller, username, records)
-                    return replayed, True
-            task_id = claimed.task_id  # the claim's first attempt never wrote its task
-        record = TaskRecord(
-            task_id=task_id,
-            status=TaskState.PENDING,
-            message="Task submitted successfully",
-            username=username,
-            tenant=tenant,
-            password_sealed=self.deps.sealer.seal(password, task_id, tenant, username),
-            data=records,
-            section_detected=", ".join(d.section for d in detected),
-            result_data={
-                d.section: SectionResult(record_index=d.index, asset_id=d.asset_id)
-                for d in detected
-            },
-            created_at=iso(now),
-            updated_at=iso(now),
-            owner=self.replica_id,
-            principal_id=caller.id,
-        )
-        record.trace.append(
-            transitions.trace_entry(
-                "Submit",
-                "completed",
-                started=started,
-                at=record.created_at,
-                detail=f"{len(records)} records",
+        with self.admission.admit(caller):
+            now = utcnow()
+            task_id = self._new_task_id(now)
+            if idempotency_key:
+                check_key(idempotency_key)
+                request = {"username": username, "password": password, "tenant": tenant}
+                digest = request_digest(self._digest_key, {**request, "records": records})
+                scope = f"{caller.id}\0{username}"  # one caller's keys never meet another's
+                claimed = await claim(self.deps.storage, scope, idempotency_key, digest, task_id)
+                if claimed.replayed:
+                    with contextlib.suppress(NotFound):
+                        replayed = await self._replay(claimed.task_id, caller, username, records)
+                        return replayed, True
+                task_id = claimed.task_id  # the claim's first attempt never wrote its task
+            record = TaskRecord(
+                task_id=task_id,
+                status=TaskState.PENDING,
+                message="Task submitted successfully",
+                username=username,
+                tenant=tenant,
+                password_sealed=self.deps.sealer.seal(password, task_id, tenant, username),
+                data=records,
+                section_detected=", ".join(d.section for d in detected),
+                result_data={
+                    d.section: SectionResult(record_index=d.index, asset_id=d.asset_id)
+                    for d in detected
+                },
+                created_at=iso(now),
+                updated_at=iso(now),
+                owner=self.replica_id,
+                principal_id=caller.id,
             )
-        )
-        # Shielded: a caller that goes away mid-call must not leave a stored task unstarted.
-        return await asyncio.shield(self._store_and_start(record, bool(idempotency_key)))
+            record.trace.append(
+                transitions.trace_entry(
+                    "Submit",
+                    "completed",
+                    started=started,
+                    at=record.created_at,
+                    detail=f"{len(records)} records",
+                )
+            )
+            # Shielded: a caller that goes away mid-call must not leave a stored task unstarted.
+            return await asyncio.shield(self._store_and_start(record, bool(idempotency_key)))
 
     def _new_task_id(self, now: datetime) -> str:
         """An id with this replica's tag and six random hex digits never issued twice by this
@@ -289,6 +291,7 @@ class Orchestrator:
         return task_ids.new(now, self.membership.tag, suffix)
 
     async def _store_and_start(self, record: TaskRecord, keyed: bool) -> tuple[TaskRecord, bool]:
+        self._creating[record.task_id] += 1
         try:
             version = await self.deps.storage.create(record, owner=record.principal_id)
         except Conflict:
@@ -297,6 +300,8 @@ class Orchestrator:
             # A concurrent repeat was first.
             caller = Principal(id=record.principal_id, tenant=record.tenant)
             return await self._replay(record.task_id, caller, record.username, record.data), True
+        finally:
+            self._creating -= Counter([record.task_id])
         self.submitted += 1
         logger.info("task %s submitted with sections %s", record.task_id, record.section_detected)
         submitted = record.model_copy()  # the answer shows the task as stored, not as it runs
@@ -319,7 +324,9 @@ class Orchestrator:
             # An owner this replica has not seen yet (started since the last scan) is not dead
             # for that: look at the leases before taking its task.
             await self.membership.refresh()
-        orphaned = record.owner == self.replica_id or not self.membership.is_alive(record.owner)
+        # A task this replica is creating right now is about to start here: not an orphan.
+        ours_idle = record.owner == self.replica_id and task_id not in self._creating
+        orphaned = ours_idle or not self.membership.is_alive(record.owner)
         if not record.status.terminal and orphaned:
             async with self.membership.claiming([task_id]):
                 await self.takeover.take_over(record, version)

@@ -187,9 +187,10 @@ def _parse_keyring(text: str) -> dict[str, bytes]:
                 raise ValueError("entries must be id:key")
             pairs.append((key_id.strip(), key.strip()))
     ring: dict[str, bytes] = {}
-    for key_id, key in pairs:
+    for position, (key_id, key) in enumerate(pairs, 1):
         if not KEY_ID.match(key_id):
-            raise ValueError(f"key id {key_id!r}: 1-32 letters, digits, '_' or '-'")
+            # Not echoed: a key written where its id belongs would land in the log.
+            raise ValueError(f"key id of entry {position}: 1-32 letters, digits, '_' or '-'")
         if key_id in ring:
             raise ValueError(f"key id {key_id!r} is given twice")
         try:

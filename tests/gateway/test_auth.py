@@ -51,6 +51,7 @@ class KeyedOrchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self.callers: list[tuple[str, pb.Caller]] = []
         self.submitted: list[pb.SubmitTaskRequest] = []
         self.down = False
+        self.hold_watches = False
 
     async def ResolveKey(self, request: Any, context: Any) -> pb.ResolvedKey:
         if self.down:
@@ -90,6 +91,9 @@ class KeyedOrchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
     async def WatchTask(self, request: Any, context: Any) -> Any:
         self.callers.append(("events", request.caller))
+        if self.hold_watches:  # a task that keeps running: the stream stays open
+            yield pb.TaskEvent(task_id=TASK, status="processing", progress=50)
+            await asyncio.sleep(3600)
         yield pb.TaskEvent(task_id=TASK, status="completed", progress=100)
 
     async def GetStats(self, request: Any, context: Any) -> pb.Stats:
@@ -418,3 +422,20 @@ async def test_concurrent_calls_with_one_new_key_share_one_lookup(env: Env) -> N
     replies = await asyncio.gather(*[client.get("/tasks", headers=bearer(ANN)) for _ in range(8)])
     assert [r.status_code for r in replies] == [200] * 8
     assert scripted.resolved == [ANN]
+
+
+async def test_an_open_event_stream_ends_once_its_key_is_revoked(make_env: EnvFactory) -> None:
+    client, scripted, clock = await make_env(auth_cache_ttl_s=0.2)
+    scripted.hold_watches = True
+    stream = asyncio.create_task(
+        client.get(f"/task/{TASK}/events", headers=bearer(ANN), timeout=10)
+    )
+    await asyncio.sleep(0.5)  # it is open, and its key was checked again meanwhile
+    assert not stream.done()
+
+    del scripted.valid[ANN]  # revoked at the orchestrator
+    clock.now += 1  # the gateway's cached answer is stale now
+    reply = await asyncio.wait_for(stream, 5)
+
+    assert reply.status_code == 200
+    assert reply.text.count("data: ") == 1  # what it had before the key was revoked

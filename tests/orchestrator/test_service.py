@@ -628,3 +628,27 @@ async def test_a_replay_does_not_take_a_task_from_a_replica_started_since_the_la
     assert replayed and record.task_id == task_id
     assert world.storage.record(task_id).owner == "r9"  # left to its live owner
     assert task_id not in world.orch.runs
+
+
+async def test_a_repeat_while_the_first_is_being_stored_here_does_not_run_it_twice(
+    world: World,
+) -> None:
+    stored_late = asyncio.Event()
+    create = world.storage.create
+
+    async def create_answering_late(record: TaskRecord, owner: str = "") -> str:
+        version = await create(record, owner)  # stored...
+        await stored_late.wait()  # ...but its answer is not back yet
+        return version
+
+    world.storage.create = create_answering_late  # type: ignore[method-assign]
+    first = asyncio.create_task(world.orch.submit(ALICE, "alice", "pw", "", RECORDS, "k"))
+    await eventually(lambda: bool(world.storage.tasks), what="the first submission stored")
+
+    again, replayed = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS, "k")
+    stored_late.set()
+    record, _ = await first
+
+    assert replayed and again.task_id == record.task_id
+    await world.finished(record.task_id)
+    assert [world.runs_of(section) for section in SECTIONS] == [1, 1, 1]

@@ -69,7 +69,7 @@ def test_the_single_key_joins_a_keyring_as_k1(monkeypatch: pytest.MonkeyPatch) -
     [
         ("k2", "", "entries must be id:key"),
         ("k:2:abc", "", "must be urlsafe base64|32 bytes"),
-        ("bad id:{key}", "", "key id 'bad id'"),
+        ("bad id:{key}", "", "key id of entry 1"),
         ("k2:{key},k2:{key}", "", "given twice"),
         ("k2:{key}", "k9", "'k9' is not in the keyring"),
         ("[1]", "", "entries must be id:key"),
@@ -89,3 +89,15 @@ def test_no_key_at_all_stops_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ORCH_CREDENTIAL_KEY")
     with pytest.raises(SystemExit, match="set ORCH_CREDENTIAL_KEYS"):
         load_settings(OrchestratorSettings)
+
+
+def test_a_bad_key_id_is_refused_without_repeating_what_was_written_there(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = new_key()
+    monkeypatch.setenv("ORCH_CREDENTIAL_KEYS", f"{key}:{new_key()}")  # a key where its id goes
+    with pytest.raises(SystemExit) as refused:
+        load_settings(OrchestratorSettings)
+    said = str(refused.value) + capsys.readouterr().err
+    assert "key id of entry 1" in said
+    assert key not in said and key[:12] not in said
