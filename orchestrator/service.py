@@ -324,8 +324,10 @@ class Orchestrator:
             # An owner this replica has not seen yet (started since the last scan) is not dead
             # for that: look at the leases before taking its task.
             await self.membership.refresh()
-        # A task this replica is creating right now is about to start here: not an orphan.
-        ours_idle = record.owner == self.replica_id and task_id not in self._creating
+        # Looked at after the reads above: meanwhile this replica may have started the task, or
+        # be storing it (it starts once stored). Either way it is no orphan.
+        here = task_id in self.runs or task_id in self._creating
+        ours_idle = record.owner == self.replica_id and not here
         orphaned = ours_idle or not self.membership.is_alive(record.owner)
         if not record.status.terminal and orphaned:
             async with self.membership.claiming([task_id]):

@@ -652,3 +652,39 @@ async def test_a_repeat_while_the_first_is_being_stored_here_does_not_run_it_twi
     assert replayed and again.task_id == record.task_id
     await world.finished(record.task_id)
     assert [world.runs_of(section) for section in SECTIONS] == [1, 1, 1]
+
+
+async def test_a_repeat_whose_read_returns_after_the_first_started_does_not_run_it_twice(
+    world: World,
+) -> None:
+    create_answered, get_answered, get_asked = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    create, get = world.storage.create, world.storage.get
+
+    async def create_answering_late(record: TaskRecord, owner: str = "") -> str:
+        version = await create(record, owner)
+        await create_answered.wait()
+        return version
+
+    async def get_answering_late(task_id: str) -> tuple[TaskRecord, str]:
+        found = await get(task_id)
+        get_asked.set()
+        await get_answered.wait()
+        return found
+
+    world.storage.create = create_answering_late  # type: ignore[method-assign]
+    world.storage.get = get_answering_late  # type: ignore[method-assign]
+    world.gate = asyncio.Event()  # the sections wait: the task's version stays as stored
+    first = asyncio.create_task(world.orch.submit(ALICE, "alice", "pw", "", RECORDS, "k"))
+    await eventually(lambda: bool(world.storage.tasks), what="the first submission stored")
+    again = asyncio.create_task(world.orch.submit(ALICE, "alice", "pw", "", RECORDS, "k"))
+    await asyncio.wait_for(get_asked.wait(), 2)  # the repeat read the task, not yet running
+    create_answered.set()
+    record, _ = await first  # the first submission starts the task meanwhile
+    get_answered.set()
+    repeated, replayed = await again
+    world.gate.set()
+
+    assert replayed and repeated.task_id == record.task_id
+    await world.finished(record.task_id)
+    assert [world.runs_of(section) for section in SECTIONS] == [1, 1, 1]
+    assert world.storage.record(record.task_id).takeovers == 0
