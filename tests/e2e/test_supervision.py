@@ -146,9 +146,18 @@ async def _statuses(client: httpx.AsyncClient, ids: list[str]) -> list[str]:
 
 
 async def _submit(client: httpx.AsyncClient, n: int) -> list[str]:
+    """Submits ``n`` tasks as a client would: a 503 while a service that just came back is
+    being reconnected to is tried again (with the same Idempotency-Key), for up to 20 s."""
     ids = []
     for _ in range(n):
-        reply = await client.post("/task/submit", json=BODY)
+        headers = {"Idempotency-Key": f"supervised-{time.time_ns()}"}
+        reply = await assert_eventually(
+            lambda headers=headers: client.post("/task/submit", json=BODY, headers=headers),
+            lambda answer: answer.status_code != 503,
+            timeout=20,
+            interval=0.3,
+            what="a submission past the reconnect",
+        )
         assert reply.status_code == 202, reply.text
         ids.append(reply.json()["task_id"])
     return ids
