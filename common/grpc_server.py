@@ -13,7 +13,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import NoReturn, TypeAlias, TypeVar, cast
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -21,6 +21,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from common.errors import RETRY_AFTER, AppError
+from common.rpc_handlers import rewrap
 from common.settings import GrpcServerSettings
 from common.tls import ALLOWED_CALLERS, CallerCheck, Role, identity_for
 
@@ -41,13 +42,6 @@ SERVER_OPTIONS = [
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Servicer = TypeVar("Servicer")
-_UnaryBehaviour: TypeAlias = Callable[[Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]
-_StreamBehaviour: TypeAlias = Callable[
-    [Req, grpc.aio.ServicerContext[Req, Resp]], AsyncIterator[Resp]
-]
-_ClientStreamBehaviour: TypeAlias = Callable[
-    [AsyncIterator[Req], grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]
-]
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
@@ -65,29 +59,12 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
-        # The stubs describe the behaviours of the synchronous server; on a grpc.aio server
-        # they are coroutine and async generator functions.
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(cast("_UnaryBehaviour[Req, Resp]", handler.unary_unary), method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(cast("_StreamBehaviour[Req, Resp]", handler.unary_stream), method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                _wrap_client_stream(
-                    cast("_ClientStreamBehaviour[Req, Resp]", handler.stream_unary), method
-                ),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        return rewrap(
+            handler,
+            method,
+            answer=lambda inner: _answer_or_abort(inner, method),
+            stream=lambda inner: _stream_or_abort(inner, method),
+        )
 
 
 async def _abort_for(
@@ -101,8 +78,10 @@ async def _abort_for(
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the service log")
 
 
-def _wrap_unary(inner: _UnaryBehaviour[Req, Resp], method: str) -> _UnaryBehaviour[Req, Resp]:
-    async def call(request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
+def _answer_or_abort(inner: Any, method: str) -> Any:
+    """A behaviour answered once (unary, client-streaming) whose errors become statuses."""
+
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
             return await inner(request, context)
         except grpc.aio.AbortError:
@@ -113,29 +92,13 @@ def _wrap_unary(inner: _UnaryBehaviour[Req, Resp], method: str) -> _UnaryBehavio
     return call
 
 
-def _wrap_stream(inner: _StreamBehaviour[Req, Resp], method: str) -> _StreamBehaviour[Req, Resp]:
-    async def call(
-        request: Req, context: grpc.aio.ServicerContext[Req, Resp]
-    ) -> AsyncIterator[Resp]:
+def _stream_or_abort(inner: Any, method: str) -> Any:
+    """A streaming behaviour whose errors become statuses."""
+
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         try:
             async for item in inner(request, context):
                 yield item
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await _abort_for(exc, context, method)
-
-    return call
-
-
-def _wrap_client_stream(
-    inner: _ClientStreamBehaviour[Req, Resp], method: str
-) -> _ClientStreamBehaviour[Req, Resp]:
-    async def call(
-        requests: AsyncIterator[Req], context: grpc.aio.ServicerContext[Req, Resp]
-    ) -> Resp:
-        try:
-            return await inner(requests, context)
         except grpc.aio.AbortError:
             raise
         except Exception as exc:

@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from common.rpc_handlers import rewrap
 from common.settings import ServiceSettings, env_names
 
 logger = logging.getLogger(__name__)
@@ -393,16 +394,14 @@ def _guarded(
                 f"{method} is not open to {role or 'this certificate'}",
             )
 
-    # The stubs describe the behaviours of the synchronous server; on a grpc.aio server they
-    # are coroutine and async generator functions.
-    def unary(inner: Any) -> Any:
+    def answer(inner: Any) -> Any:
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             await check(context)
             return await inner(request, context)
 
         return call
 
-    def streaming(inner: Any) -> Any:
+    def stream(inner: Any) -> Any:
         async def call(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
@@ -412,19 +411,7 @@ def _guarded(
 
         return call
 
-    codec: dict[str, Any] = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **codec)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **codec)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), **codec)
-    if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), **codec)
-    raise TypeError(f"{method}: a handler of no known kind")
+    return rewrap(handler, method, answer=answer, stream=stream)
 
 
 # -- command line ----------------------------------------------------------------------------

@@ -197,6 +197,11 @@ class Orchestrator:
         await self.deps.storage.close()
 
     def _launch(self, record: TaskRecord, version: str) -> TaskRun:
+        """Starts running ``record`` here, unless this replica runs it already: one task never
+        has two runs on one replica, whichever path (submission, replay, takeover) got here."""
+        if (running := self.runs.get(record.task_id)) is not None:
+            logger.warning("task %s already runs here; not starting it again", record.task_id)
+            return running
         run = TaskRun(record, version, self.deps)
         self.runs[record.task_id] = run
         self.admission.started(record.principal_id)

@@ -688,3 +688,16 @@ async def test_a_repeat_whose_read_returns_after_the_first_started_does_not_run_
     await world.finished(record.task_id)
     assert [world.runs_of(section) for section in SECTIONS] == [1, 1, 1]
     assert world.storage.record(record.task_id).takeovers == 0
+
+
+async def test_a_task_is_never_started_twice_on_one_replica(world: World) -> None:
+    world.gate = asyncio.Event()  # the first run stays busy
+    record, _ = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS)
+    first = world.orch.runs[record.task_id]
+
+    again = world.orch._launch(world.storage.record(record.task_id), "v-stale")
+
+    assert again is first and world.orch.admission.in_flight(ALICE.id) == 1
+    world.gate.set()
+    await world.finished(record.task_id)
+    assert [world.runs_of(section) for section in SECTIONS] == [1, 1, 1]
