@@ -1,5 +1,6 @@
 """File references in task records, owned here for the orchestrator (which checks them at
-submission) and the worker (which puts the files in their place).
+submission) and the worker (which puts the files in their place); and the name of a section's
+result file, which both must agree on.
 
 A record refers to a file by a JSON object whose one key is ``file_id``, anywhere below the
 record's top level: ``{"report": {"file_id": "f_…"}}`` or ``{"docs": [{"file_id": "f_…"}]}``.
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 KEY = "file_id"
+RESULT_SUFFIX = ".md"
 
 
 @dataclass(frozen=True)
@@ -61,3 +63,10 @@ def _step(slot: str | int) -> str:
     if isinstance(slot, int):
         return f"[{slot}]"
     return f".{slot}" if slot.isidentifier() else f"[{json.dumps(slot, ensure_ascii=False)}]"
+
+
+def result_name(task_id: str, section: str) -> str:
+    """The name of the file a section of ``output: file`` stores its answer in,
+    ``<task_id>_<section>.md``: the same for every dispatch of the section's job, so the
+    orchestrator can tell the result file it keeps from one an earlier, lost dispatch stored."""
+    return f"{task_id}_{section}{RESULT_SUFFIX}"

@@ -173,11 +173,6 @@ async def _text(files: FileClient, ref: FileRef, owner: str, most: int) -> str:
         ) from None
 
 
-def result_name(job: FileJob) -> str:
-    """The name of the file a job stores its answer in: the same for every dispatch."""
-    return f"{job.task_id}_{job.section}.md"
-
-
 async def store_answer(job: FileJob, files: FileClient | None, answer: str) -> FileRef:
     """Stores ``answer`` as the job's result file, owned by the job's owner. JobFileError when
     it cannot be stored."""
@@ -188,6 +183,7 @@ async def store_answer(job: FileJob, files: FileClient | None, answer: str) -> F
         yield answer.encode()
 
     try:
-        return await files.write(job.owner_id, result_name(job), RESULT_CONTENT_TYPE, chunks())
+        name = file_refs.result_name(job.task_id, job.section)
+        return await files.write(job.owner_id, name, RESULT_CONTENT_TYPE, chunks())
     except AppError as exc:
         raise JobFileError(f"the answer could not be stored as a file: {exc.message}") from None
