@@ -89,7 +89,13 @@ class World:
         return next(job for job in self.runs if job.section == section)
 
     async def finished(self, task_id: str) -> TaskRecord:
-        await eventually(lambda: task_id not in self.orch.runs, what=f"{task_id} finished")
+        """The task once its run is over, what its end does to its files included (the run is
+        the asyncio task named after the task)."""
+
+        def over() -> bool:
+            return not any(t.get_name() == task_id for t in asyncio.all_tasks() if not t.done())
+
+        await eventually(over, what=f"{task_id} finished")
         return await self.orch.get(task_id, ADMIN)
 
 
