@@ -102,9 +102,16 @@ async def prompt_of(job: FileJob, files: FileClient | None, limits: PromptLimits
     """The prompt of ``job``: its record with each referenced file's text in place of the
     reference (the record as it is when it has none). JobFileError when a file cannot be sent
     in a prompt or read."""
-    if not job.files and file_refs.KEY not in job.record_json:
+    if file_refs.KEY not in job.record_json:
         return job.record_json  # no reference: nothing to parse
-    record = json.loads(job.record_json)
+    try:
+        record = json.loads(job.record_json)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        if job.files:
+            raise JobFileError("the record is not a JSON object, so it refers to no file")
+        return job.record_json  # a prompt of its own, sent as it is
     found = file_refs.references(record, "record")
     if not found:
         return job.record_json

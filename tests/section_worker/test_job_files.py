@@ -31,6 +31,7 @@ from wealthai.worker.v1 import worker_pb2
 
 OWNER = "acme/alice"
 MOVERS = "AAPL +3.2%\nMSFT -1.1%\n"
+FILE = FileRef(f"f_{'0' * 32}_{'1' * 24}", "k", "n.txt", "text/plain", 1)
 
 
 async def chunks_of(data: bytes) -> AsyncIterator[bytes]:
@@ -120,11 +121,21 @@ async def test_a_record_without_references_is_sent_as_it_is(
     sim: Sim, make_client: MakeClient, token: str
 ) -> None:
     record = {"top_movers_data": "AAPL", "note": {"file_id": "x", "and": "more"}}
+    text = 'not JSON, but it says "file_id"'
+    run = runner(make_client, None)
 
-    result = await result_of(runner(make_client, None), job(token, record))
-
+    result = await result_of(run, job(token, record))
     assert result.success, result.error
-    assert list(await prompts(sim)) == [input_digest(ASSET, json.dumps(record))]
+    as_text = await result_of(run, dataclasses.replace(job(token, {}), record_json=text))
+    assert as_text.success, as_text.error
+
+    assert set(await prompts(sim)) == {
+        input_digest(ASSET, json.dumps(record)),
+        input_digest(ASSET, text),
+    }
+    with_files = dataclasses.replace(job(token, {}, (FILE,)), record_json=text)
+    refused = await result_of(run, with_files)
+    assert refused.error == "the record is not a JSON object, so it refers to no file"
 
 
 @pytest.mark.parametrize(
