@@ -3,8 +3,10 @@
 Every service has a role (:class:`Role`), written as the common name of its certificate. A
 gRPC server accepts only clients presenting a certificate issued by the platform's CA
 (``ca.pem``), and :class:`CallerCheck` then lets a call through only if the client's role is
-among the server's :data:`ALLOWED_CALLERS`. The one exception is the gRPC health service, which
-any certificate of the CA may call, so one probe identity serves every service.
+among the server's :data:`ALLOWED_CALLERS`, and only to the methods its role is limited to
+(:data:`CALLER_SCOPES`: a worker reaches storage_svc's files, not its task documents). The one
+exception is the gRPC health service, which any certificate of the CA may call, so one probe
+identity serves every service.
 
 A client checks the server too: it verifies the server's certificate against the CA *and* that
 it names the role it expects (the channel's TLS host name is the role, not the address), so an
@@ -63,11 +65,19 @@ class Role(enum.StrEnum):
 
 ALLOWED_CALLERS: Mapping[Role, frozenset[Role]] = {
     Role.ORCHESTRATOR: frozenset({Role.GATEWAY, Role.ORCHESTRATOR}),
-    Role.STORAGE: frozenset({Role.ORCHESTRATOR}),
+    # Workers stream a job's files and store its result files (limited by CALLER_SCOPES).
+    Role.STORAGE: frozenset({Role.ORCHESTRATOR, Role.WORKER}),
     Role.WORKER: frozenset({Role.ORCHESTRATOR}),
     Role.GATEWAY: frozenset(),  # serves REST only; nothing calls it over gRPC
 }
 """The roles whose calls each gRPC service accepts."""
+
+CALLER_SCOPES: Mapping[Role, tuple[str, ...]] = {
+    Role.WORKER: ("/wealthai.storage.v1.FileService/",),
+}
+"""Method prefixes a role is limited to wherever it is accepted; a role not named here may call
+every method of the services that accept it. A worker acts on files for a job's owner and
+never needs a task document, a lease or an API key."""
 
 OPEN_TO_EVERY_ROLE = ("/grpc.health.v1.Health/",)
 """Method prefixes any certificate of the CA may call: probes need no particular role."""
@@ -360,8 +370,9 @@ def caller_role(context: grpc.aio.ServicerContext[Any, Any]) -> Role | None:
 
 class CallerCheck(grpc.aio.ServerInterceptor):
     """Refuses (PERMISSION_DENIED) a call whose client certificate names a role not in
-    ``allowed``; health checks are open to every role. Runs only with mutual TLS, where the
-    handshake has already refused clients without a certificate of the CA."""
+    ``allowed``, or a method outside that role's :data:`CALLER_SCOPES`; health checks are open
+    to every role. Runs only with mutual TLS, where the handshake has already refused clients
+    without a certificate of the CA."""
 
     def __init__(self, allowed: frozenset[Role]) -> None:
         self.allowed = allowed
@@ -387,7 +398,8 @@ def _guarded(
 
     async def check(context: grpc.aio.ServicerContext[Any, Any]) -> None:
         role = caller_role(context)
-        if role not in allowed:
+        scope = CALLER_SCOPES.get(role) if role is not None else None
+        if role not in allowed or (scope is not None and not method.startswith(scope)):
             logger.warning("refused %s to a %s certificate", method, role or "role-less")
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,

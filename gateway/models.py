@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    SecretStr,
+    computed_field,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from common.errors import ROWS, InvalidInput
@@ -97,6 +105,21 @@ class StatusResponse(BaseModel):
     completed_at: str | None
 
 
+class ResultFileOut(BaseModel):
+    """A file a section produced; ``url`` downloads it (with the caller's key)."""
+
+    file_id: str
+    name: str
+    content_type: str
+    size: int
+    sha256: str
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def url(self) -> str:
+        return f"/files/{self.file_id}"
+
+
 class SectionOutcomeOut(BaseModel):
     status: str
     response: str
@@ -104,6 +127,11 @@ class SectionOutcomeOut(BaseModel):
     conv_id: str
     message_id: str
     error: str
+    files: list[ResultFileOut] = Field(
+        default_factory=list,
+        description='Files the section produced (a section of `"output": "file"` delivers its '
+        "answer as one; its `response` is then empty).",
+    )
 
 
 class ResultResponse(BaseModel):

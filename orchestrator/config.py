@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -25,6 +26,11 @@ class SectionConfig(BaseModel):
     timeout_s: float = Field(120.0, gt=0, le=3600, description="Longest one job may take.")
     max_dispatches: int = Field(
         4, ge=1, le=20, description="Times a job is sent to a worker before it counts as failed."
+    )
+    output: Literal["inline", "file"] = Field(
+        "inline",
+        description="How the answer is delivered: as the result's text, or as a file owned by "
+        "the task's principal.",
     )
 
     @field_validator("fields")

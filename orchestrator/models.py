@@ -2,8 +2,9 @@
 
 Field names follow the user's clients (SPEC §5); ``owner`` and ``takeovers`` record which
 orchestrator replica runs the task (see :mod:`orchestrator.membership`), ``principal_id`` which
-caller it belongs to (:mod:`common.principals`). The user's password is
-kept only sealed (``password_sealed``, see :mod:`orchestrator.credentials`) so another
+caller it belongs to (:mod:`common.principals`), ``files`` what storage said of the files its
+records reference (:mod:`orchestrator.task_files`; metadata only, never content). The user's
+password is kept only sealed (``password_sealed``, see :mod:`orchestrator.credentials`) so another
 orchestrator can resume the task; the platform token is never part of it.
 """
 
@@ -47,6 +48,21 @@ class SectionState(StrEnum):
         return self in (SectionState.COMPLETED, SectionState.ERROR, SectionState.CANCELLED)
 
 
+class FileRef(BaseModel):
+    """A file a task reads or a section produced, as storage described it: its metadata and the
+    object key of its bytes, never its content."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    file_id: str
+    key: str = Field("", description="S3 object key of the bytes; internal, never shown.")
+    name: str
+    content_type: str
+    size: int = Field(ge=0)
+    sha256: str = ""
+    temporary: bool = Field(False, description="Deleted when the task that used it ends.")
+
+
 class SectionResult(BaseModel):
     """One section's job and its outcome."""
 
@@ -61,6 +77,9 @@ class SectionResult(BaseModel):
     record_index: int = Field(ge=0)
     asset_id: str
     dispatches: int = 0
+    files: list[FileRef] = Field(
+        default_factory=list, description="Files the section produced (its last outcome's)."
+    )
 
 
 class TraceEntry(BaseModel):
@@ -99,6 +118,9 @@ class TaskRecord(BaseModel):
     takeovers: int = Field(0, ge=0, description="Times a replica took the task from a dead one.")
     principal_id: str = Field(
         "", description="The principal who submitted the task and alone (with admins) sees it."
+    )
+    files: list[FileRef] = Field(
+        default_factory=list, description="The files the records reference, as at submission."
     )
 
     def to_json(self) -> bytes:

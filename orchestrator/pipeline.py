@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from common.backoff import Backoff
 from common.errors import AppError, Unavailable
 from common.logging import section_var, task_id_var
-from orchestrator import transitions
+from orchestrator import task_files, transitions
 from orchestrator.config import SectionsConfig
 from orchestrator.credentials import Sealer, SealError, TokenCache
 from orchestrator.dispatch import dispatch
@@ -271,6 +271,9 @@ class TaskRun:
             username=self.record.username,
             access_token=self._token.value if self._token else "",
             timeout_s=cfg.timeout_s if cfg else _DEFAULT_TIMEOUT_S,
+            owner_id=self.record.principal_id,
+            files=task_files.of_record(self.record, section.record_index),
+            output=task_files.output_of(cfg),
         )
         dispatches = section.dispatches
 

@@ -6,6 +6,10 @@ tasks of dead ones through :mod:`orchestrator.takeover`. A call about one task i
 :meth:`Orchestrator.locate` says: on the replica that runs it, else here. A task running on this
 replica, or finished by it within the last minute, is read from memory; any other is read from
 storage, which holds it as of its last persisted step (submission or a finished section).
+
+Files a task's records reference are checked at submission and dealt with at its end
+(:mod:`orchestrator.task_files`); :meth:`Orchestrator._ended` is the one place an ended task's
+files are seen to, whichever way the end was written.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from common.errors import (
 from common.json_limits import check_json_shape
 from common.principals import Principal
 from common.timeutil import iso, utcnow
-from orchestrator import transitions
+from orchestrator import task_files, transitions
 from orchestrator.admission import Admission
 from orchestrator.detection import detect
 from orchestrator.idempotency import check_key, claim, request_digest
@@ -218,6 +222,17 @@ class Orchestrator:
                 self.finished[run.record.status.value] += 1
                 self._recent.add(run.record)
                 await index_seal(self.deps.storage, run.record, self.settings.retry_window_s)
+                await self._ended(run.record)
+
+    async def _ended(self, record: TaskRecord) -> None:
+        """What a task's end asks beyond its record: its files (best effort, never raising for
+        storage's failures)."""
+        await task_files.after_task(
+            self.deps.storage.files,
+            record,
+            self.deps.config,
+            delete_temporary=self.settings.delete_temporary_files,
+        )
 
     # -- submission -------------------------------------------------------------------------
 
@@ -254,6 +269,7 @@ class Orchestrator:
                         replayed = await self._replay(claimed.task_id, caller, username, records)
                         return replayed, True
                 task_id = claimed.task_id  # the claim's first attempt never wrote its task
+            files = await task_files.resolve(self.deps.storage.files, caller.id, records)
             record = TaskRecord(
                 task_id=task_id,
                 status=TaskState.PENDING,
@@ -271,6 +287,7 @@ class Orchestrator:
                 updated_at=iso(now),
                 owner=self.replica_id,
                 principal_id=caller.id,
+                files=files,
             )
             record.trace.append(
                 transitions.trace_entry(
@@ -428,6 +445,7 @@ class Orchestrator:
             return record
         transitions.cancel(record)
         await self.deps.storage.update(record, version)
+        await self._ended(record)
         return record
 
     async def retry(self, task_id: str, caller: Principal) -> TaskRecord:

@@ -58,6 +58,16 @@ def result_message(record: TaskRecord) -> pb.TaskResult:
                 conv_id=s.conv_id,
                 message_id=s.message_id,
                 error=s.error,
+                files=[
+                    pb.ResultFile(
+                        file_id=f.file_id,
+                        name=f.name,
+                        content_type=f.content_type,
+                        size=f.size,
+                        sha256=f.sha256,
+                    )
+                    for f in s.files
+                ],
             )
             for name, s in record.result_data.items()
         },

@@ -52,6 +52,11 @@ class OrchestratorSettings(GrpcServerSettings):
         description="How often `error` tasks past the retry window lose their sealed password "
         "(each sweep reads every stored task: see orchestrator/sweeper.py for the S3 cost).",
     )
+    delete_temporary_files: bool = Field(
+        True,
+        description="Delete a task's temporary input files when it ends completed or cancelled "
+        "(kept for a retry after an error; they expire anyway).",
+    )
     config_path: Path = Field(Path("config.json"), description="Sections configuration.")
     default_tenant: str = Field(
         "wealth",

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from common.channels import open_channel
 from common.errors import Internal, from_rpc_error
 from common.tls import Identity, Role
+from orchestrator.file_client import FileClient
 from orchestrator.models import TaskRecord
 from wealthai.storage.v1 import storage_pb2, storage_pb2_grpc
 
@@ -63,6 +64,7 @@ class StorageClient:
         self._stub = storage_pb2_grpc.StorageServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._bucket = ""
+        self.files = FileClient(self._channel)  # the files, over the same channel
 
     async def close(self) -> None:
         await self._channel.close()

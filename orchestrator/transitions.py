@@ -72,6 +72,7 @@ def finish_section(
     section.conv_id = outcome.conv_id
     section.message_id = outcome.message_id
     section.error = outcome.error
+    section.files = list(outcome.files)  # the last outcome's only: one result file per section
     section.dispatches = dispatches
     detail = f"cost ${outcome.cost:.4f}" if outcome.success else outcome.error
     record.trace.append(

@@ -28,6 +28,7 @@ import grpc
 
 from common.channels import open_channel
 from common.tls import Identity, Role
+from orchestrator.models import FileRef
 from wealthai.worker.v1 import worker_pb2, worker_pb2_grpc
 
 # The worker died or the connection broke: the job may be sent to another worker.
@@ -112,6 +113,11 @@ class SectionJob:
     # Where an earlier dispatch stopped (see TokenExpired): the job resumes there.
     resume_conv_id: str = ""
     resume_message_id: str = ""
+    # Whose files the job reads and writes, the files its record references, and "file" when
+    # its answer is to be stored as a file (orchestrator.task_files).
+    owner_id: str = ""
+    files: tuple[FileRef, ...] = ()
+    output: str = ""
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,7 @@ class Outcome:
     conv_id: str = ""
     message_id: str = ""
     error: str = ""
+    files: tuple[FileRef, ...] = ()  # files the job produced
 
     @classmethod
     def failed(cls, error: str) -> Outcome:
@@ -222,6 +229,7 @@ class GrpcWorkerClient:
                         conv_id=result.conv_id,
                         message_id=result.message_id,
                         error=result.error,
+                        files=tuple(_file_of(ref) for ref in result.files),
                     )
                     return
                 yield Progress(conv_id=event.progress.conv_id, message_id=event.progress.message_id)
@@ -252,4 +260,28 @@ def job_message(job: SectionJob) -> worker_pb2.SectionJob:
         timeout_s=job.timeout_s,
         resume_conv_id=job.resume_conv_id,
         resume_message_id=job.resume_message_id,
+        owner_id=job.owner_id,
+        files=[
+            worker_pb2.FileRef(
+                file_id=ref.file_id,
+                key=ref.key,
+                name=ref.name,
+                content_type=ref.content_type,
+                size=ref.size,
+                sha256=ref.sha256,
+            )
+            for ref in job.files
+        ],
+        output=job.output,
+    )
+
+
+def _file_of(ref: worker_pb2.FileRef) -> FileRef:
+    return FileRef(
+        file_id=ref.file_id,
+        key=ref.key,
+        name=ref.name,
+        content_type=ref.content_type,
+        size=ref.size,
+        sha256=ref.sha256,
     )

@@ -255,6 +255,7 @@ class Stack:
                 {
                     "WORKER_PORT": str(port),
                     "WORKER_PLATFORM_URL": f"http://127.0.0.1:{p.simulator}",
+                    "WORKER_STORAGE_TARGET": f"127.0.0.1:{p.storage}",
                     "WORKER_TLS_DIR": tls,
                 },
             )

@@ -10,6 +10,10 @@ failed result naming what failed; a token the platform rejects also marks the re
 token and resume there (:attr:`SectionJob.resume_conv_id`, :attr:`SectionJob.resume_message_id`)
 instead of sending its prompt twice. Only the caller cancelling the job ends it without a
 result, and that frees its slot too.
+
+Files (:mod:`section_worker.job_files`): the record's referenced files are read from storage and
+put into the prompt before any platform call, and a job whose ``output`` is ``"file"`` stores
+the answer as a file of the job's owner.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from enum import StrEnum
 
 from common.errors import InvalidInput, Overloaded, Unavailable
 from common.logging import section_var, task_id_var
+from section_worker import job_files
+from section_worker.files import FileClient, FileRef
+from section_worker.job_files import JobFileError, PromptLimits
 from section_worker.platform_client import (
     AnswerStatus,
     PlatformClient,
@@ -52,6 +59,9 @@ class SectionJob:
     timeout_s: float = 0.0  # 0 means the worker's default
     resume_conv_id: str = ""  # set: an earlier dispatch created this conversation
     resume_message_id: str = ""  # set: an earlier dispatch sent the prompt; only poll
+    owner_id: str = ""  # whose files the job reads and writes
+    files: tuple[FileRef, ...] = ()  # the files the record references
+    output: str = job_files.OUTPUT_INLINE  # "file": the answer is stored as a file
 
 
 class Stage(StrEnum):
@@ -80,9 +90,11 @@ class SectionResult:
     platform_calls: int = 0
     duration_s: float = 0.0
     token_expired: bool = False
+    files: tuple[FileRef, ...] = ()  # files the job produced
 
 
 Event = Progress | SectionResult
+NO_FILES: tuple[FileRef, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,9 +118,16 @@ class _Trail:
 class JobRunner:
     """Runs section jobs, at most ``max_concurrent_jobs`` at once."""
 
-    def __init__(self, client: PlatformClient, settings: WorkerSettings) -> None:
+    def __init__(
+        self, client: PlatformClient, settings: WorkerSettings, files: FileClient | None = None
+    ) -> None:
+        """``files`` reaches storage_svc's files; without it, a job with files fails."""
         self._client = client
         self._settings = settings
+        self._files = files
+        self._prompt_limits = PromptLimits(
+            settings.prompt_file_max_bytes, settings.prompt_files_max_total_bytes
+        )
         self._assets = settings.known_assets()
         self._latencies = LatencyBook(settings)
         self._in_flight = 0
@@ -191,7 +210,7 @@ class JobRunner:
             )
         except TokenRejected as exc:
             result = self._failed(trail, session, f"{exc} while {trail.doing}", token_expired=True)
-        except PlatformError as exc:
+        except (PlatformError, JobFileError) as exc:
             result = self._failed(trail, session, str(exc))
         except Exception:
             logger.exception("job %s failed unexpectedly while %s", job.job_id, trail.doing)
@@ -216,13 +235,17 @@ class JobRunner:
         trail: _Trail,
         emit: Callable[[Event], None],
     ) -> SectionResult:
+        prompt = job.record_json
+        if not trail.message_id:
+            trail.doing = "reading the record's files"
+            prompt = await job_files.prompt_of(job, self._files, self._prompt_limits)
         if not trail.conv_id:
             trail.doing = "creating the conversation"
             trail.conv_id = await session.create_conversation(job.asset_id)
             emit(Progress(Stage.CONVERSATION_CREATED, trail.conv_id))
         if not trail.message_id:
             trail.doing = "sending the prompt"
-            trail.message_id = await session.send_prompt(trail.conv_id, job.record_json)
+            trail.message_id = await session.send_prompt(trail.conv_id, prompt)
         else:
             logger.info("job %s resumes polling message %s", job.job_id, trail.message_id)
         emit(Progress(Stage.PROMPT_SENT, trail.conv_id, trail.message_id))
@@ -235,9 +258,15 @@ class JobRunner:
             trail.polls += 1
             if answer.status is AnswerStatus.SUCCESS:
                 self._latencies.observe(job.asset_id, not_before, time.monotonic() - sent)
+                response, produced = answer.response, NO_FILES
+                if job.output == job_files.OUTPUT_FILE:
+                    trail.doing = "storing the answer as a file"
+                    produced = (await job_files.store_answer(job, self._files, response),)
+                    response = ""
                 return SectionResult(
                     success=True,
-                    response=answer.response,
+                    response=response,
+                    files=produced,
                     cost=answer.cost,
                     conv_id=trail.conv_id,
                     message_id=trail.message_id,

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from common import file_ids
 from common.errors import (
     AppError,
     InvalidInput,
@@ -23,6 +24,8 @@ from common.errors import (
 )
 from common.grpc_server import ServiceHost
 from common.tls import Role
+from section_worker.files import FileRef
+from section_worker.job_files import OUTPUT_FILE, OUTPUT_INLINE
 from section_worker.jobs import Event, JobRunner, Progress, SectionJob, Stage
 from section_worker.platform_client import (
     AuthFailed,
@@ -116,6 +119,12 @@ def _job(request: worker_pb2.SectionJob) -> SectionJob:
         raise InvalidInput("resume_message_id needs resume_conv_id")
     if not math.isfinite(request.timeout_s) or request.timeout_s < 0:
         raise InvalidInput("timeout_s must be a finite number of seconds, 0 or more")
+    if request.output not in (OUTPUT_INLINE, OUTPUT_FILE):
+        raise InvalidInput(f'output must be "" or "{OUTPUT_FILE}"')
+    if (request.files or request.output) and not request.owner_id:
+        raise InvalidInput("owner_id is required for a job with files")
+    for ref in request.files:
+        file_ids.check(ref.file_id)
     return SectionJob(
         job_id=request.job_id,
         task_id=request.task_id,
@@ -128,6 +137,9 @@ def _job(request: worker_pb2.SectionJob) -> SectionJob:
         timeout_s=request.timeout_s,
         resume_conv_id=request.resume_conv_id,
         resume_message_id=request.resume_message_id,
+        owner_id=request.owner_id,
+        files=tuple(FileRef.of_message(ref) for ref in request.files),
+        output=request.output,
     )
 
 
@@ -152,6 +164,7 @@ def _event_message(event: Event) -> worker_pb2.SectionEvent:
             platform_calls=event.platform_calls,
             duration_s=event.duration_s,
             token_expired=event.token_expired,
+            files=[ref.message() for ref in event.files],
         )
     )
 

@@ -52,6 +52,17 @@ class WorkerSettings(GrpcServerSettings):
     token_margin_s: float = Field(
         30.0, ge=0, description="Refresh a token this long before expiry."
     )
+    storage_target: str = Field(
+        "127.0.0.1:50051",
+        min_length=1,
+        description="storage_svc, where a job's files are read and its result files stored.",
+    )
+    prompt_file_max_bytes: int = Field(
+        262_144, ge=1, description="Largest text file a prompt may carry in place of its reference."
+    )
+    prompt_files_max_total_bytes: int = Field(
+        1_048_576, ge=1, description="Most bytes of files one prompt may carry in all."
+    )
     http_max_connections: int = Field(100, ge=1, description="Pooled connections to the platform.")
     http_max_keepalive: int = Field(100, ge=0, description="Idle connections kept open.")
 

@@ -14,15 +14,15 @@ import grpc
 
 from common.errors import InvalidInput
 from storage_svc import filemeta
-from storage_svc.filemeta import ByteRange, FileMeta
+from storage_svc.filemeta import ByteRange, FileMeta, Layout
 from storage_svc.files import FileStore, NewFile
 from wealthai.storage.v1 import files_pb2, files_pb2_grpc
 
 FILE_SERVICE_NAME: str = files_pb2.DESCRIPTOR.services_by_name["FileService"].full_name
 
 
-def to_message(meta: FileMeta) -> files_pb2.FileMeta:
-    """The FileMeta message of a record."""
+def to_message(meta: FileMeta, layout: Layout) -> files_pb2.FileMeta:
+    """The FileMeta message of a record; ``layout`` names the key of its bytes."""
     return files_pb2.FileMeta(
         file_id=meta.file_id,
         owner=meta.owner,
@@ -33,6 +33,7 @@ def to_message(meta: FileMeta) -> files_pb2.FileMeta:
         created_at=filemeta.rfc3339(meta.created_at),
         expires_at=filemeta.rfc3339(meta.expires_at),
         temporary=meta.temporary,
+        key=layout.data_key(meta.file_id),
     )
 
 
@@ -59,6 +60,9 @@ class FileServicer(files_pb2_grpc.FileServiceServicer):
     def __init__(self, files: FileStore) -> None:
         self._files = files
 
+    def _message(self, meta: FileMeta) -> files_pb2.FileMeta:
+        return to_message(meta, self._files.layout)
+
     async def Upload(
         self,
         request_iterator: AsyncIterator[files_pb2.UploadChunk],
@@ -75,7 +79,7 @@ class FileServicer(files_pb2_grpc.FileServiceServicer):
             temporary=start.temporary,
             max_bytes=start.max_bytes,
         )
-        return to_message(await self._files.upload(new, _data(request_iterator)))
+        return self._message(await self._files.upload(new, _data(request_iterator)))
 
     async def Download(
         self,
@@ -85,7 +89,7 @@ class FileServicer(files_pb2_grpc.FileServiceServicer):
         who = filemeta.caller(request.owner, request.admin)
         opened = await self._files.open(who, request.file_id, _range(request))
         yield files_pb2.DownloadChunk(
-            meta=to_message(opened.meta), range_start=opened.start, range_end=opened.end
+            meta=self._message(opened.meta), range_start=opened.start, range_end=opened.end
         )
         async for data in opened.chunks():
             yield files_pb2.DownloadChunk(data=data)
@@ -96,7 +100,7 @@ class FileServicer(files_pb2_grpc.FileServiceServicer):
         context: grpc.aio.ServicerContext[files_pb2.FileRequest, files_pb2.FileMeta],
     ) -> files_pb2.FileMeta:
         who = filemeta.caller(request.owner, request.admin)
-        return to_message(await self._files.meta(who, request.file_id))
+        return self._message(await self._files.meta(who, request.file_id))
 
     async def ListFiles(
         self,
@@ -106,7 +110,7 @@ class FileServicer(files_pb2_grpc.FileServiceServicer):
         who = filemeta.caller(request.owner, request.admin)
         files, token = await self._files.list(who, request.limit, request.page_token)
         return files_pb2.ListFilesResponse(
-            files=[to_message(meta) for meta in files], next_page_token=token
+            files=[self._message(meta) for meta in files], next_page_token=token
         )
 
     async def DeleteFile(
@@ -152,4 +156,4 @@ class FileServicer(files_pb2_grpc.FileServiceServicer):
         context: grpc.aio.ServicerContext[files_pb2.FileRequest, files_pb2.FileMeta],
     ) -> files_pb2.FileMeta:
         who = filemeta.caller(request.owner, request.admin)
-        return to_message(await self._files.complete_presigned(who, request.file_id))
+        return self._message(await self._files.complete_presigned(who, request.file_id))

@@ -21,6 +21,7 @@ from common.settings import GrpcServerSettings
 from common.tls import (
     ALLOWED_CALLERS,
     CA_CERT,
+    CALLER_SCOPES,
     Identity,
     Role,
     TlsError,
@@ -30,6 +31,7 @@ from common.tls import (
     main,
     role_of,
 )
+from wealthai.storage.v1 import files_pb2, files_pb2_grpc, storage_pb2, storage_pb2_grpc
 from wealthai.worker.v1 import worker_pb2, worker_pb2_grpc
 
 LOAD = worker_pb2.GetLoadRequest()
@@ -117,9 +119,10 @@ def test_loading_names_the_file_that_is_missing_or_of_another_role(
 
 
 def test_every_service_is_open_only_to_its_real_callers() -> None:
-    assert ALLOWED_CALLERS[Role.STORAGE] == {Role.ORCHESTRATOR}
+    assert ALLOWED_CALLERS[Role.STORAGE] == {Role.ORCHESTRATOR, Role.WORKER}
     assert ALLOWED_CALLERS[Role.WORKER] == {Role.ORCHESTRATOR}
     assert ALLOWED_CALLERS[Role.ORCHESTRATOR] == {Role.GATEWAY, Role.ORCHESTRATOR}
+    assert CALLER_SCOPES == {Role.WORKER: ("/wealthai.storage.v1.FileService/",)}
 
 
 # -- a real server with mutual TLS ----------------------------------------------------------
@@ -292,3 +295,41 @@ async def test_reflection_is_off_unless_enabled_and_then_only_for_allowed_roles(
     assert "w" in await reflected_services(on, orchestrator)
     gateway = Identity.load(tls_dir, Role.GATEWAY)
     assert await reflection_status(on, gateway) == grpc.StatusCode.PERMISSION_DENIED
+
+
+# -- a role limited to some methods ---------------------------------------------------------
+
+
+class Files(files_pb2_grpc.FileServiceServicer):
+    async def GetMeta(self, request: Any, context: Any) -> Any:
+        return files_pb2.FileMeta(file_id=request.file_id)
+
+
+class Tasks(storage_pb2_grpc.StorageServiceServicer):
+    async def GetTask(self, request: Any, context: Any) -> Any:
+        return storage_pb2.GetTaskResponse(version="v1")
+
+
+async def test_a_worker_reaches_the_files_of_storage_and_nothing_else(tls_dir: Path) -> None:
+    host = ServiceHost(mutual(tls_dir), "test-storage", Role.STORAGE)
+    host.add(files_pb2_grpc.add_FileServiceServicer_to_server, Files(), "f")
+    host.add(storage_pb2_grpc.add_StorageServiceServicer_to_server, Tasks(), "s")
+    port = await host.start()
+    meta = files_pb2.FileRequest(file_id="f_1", owner="alice")
+    task = storage_pb2.GetTaskRequest(task_id="t")
+    try:
+        for role, task_code in (
+            (Role.WORKER, grpc.StatusCode.PERMISSION_DENIED),
+            (Role.ORCHESTRATOR, grpc.StatusCode.OK),
+        ):
+            identity = Identity.load(tls_dir, role)
+            async with open_channel(f"127.0.0.1:{port}", identity, Role.STORAGE) as channel:
+                answer = await files_pb2_grpc.FileServiceStub(channel).GetMeta(meta, timeout=5)
+                assert answer.file_id == "f_1"
+                tasks = storage_pb2_grpc.StorageServiceStub(channel)
+                if task_code == grpc.StatusCode.OK:
+                    assert (await tasks.GetTask(task, timeout=5)).version == "v1"
+                else:
+                    assert await refused(tasks.GetTask(task, timeout=5)) == task_code
+    finally:
+        await host.server.stop(None)

@@ -39,6 +39,7 @@ CALLS = {
     ("orchestrator", "orchestrator"),
     ("orchestrator", "storage-svc"),
     ("orchestrator", "section-worker"),
+    ("section-worker", "storage-svc"),
 }
 # Calls leaving the cluster: the workers to the AI platform, storage_svc to S3, both HTTPS.
 EXTERNAL_CALLS = {("section-worker", 443), ("storage-svc", 443)}
@@ -206,6 +207,7 @@ def test_targets_name_the_services_and_their_ports() -> None:
         ("gateway", "GATEWAY_ORCHESTRATOR_TARGET"): "orchestrator",
         ("orchestrator", "ORCH_STORAGE_TARGET"): "storage-svc",
         ("orchestrator", "ORCH_WORKER_TARGETS"): "section-worker",
+        ("section-worker", "WORKER_STORAGE_TARGET"): "storage-svc",
     }
     for (name, var), callee in targets.items():
         value = _env(name)[var]["value"]

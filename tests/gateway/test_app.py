@@ -6,7 +6,7 @@ import json
 import httpx
 import pytest
 
-from common import errors
+from common import errors, file_ids
 from common.grpc_server import ServiceHost
 from common.settings import GrpcServerSettings
 from common.tls import Role
@@ -17,6 +17,13 @@ from wealthai.orchestrator.v1 import orchestrator_pb2 as pb
 from wealthai.orchestrator.v1 import orchestrator_pb2_grpc
 
 TASK = "task_20251230182721_01e09305"
+REPORT_FILE = pb.ResultFile(
+    file_id=file_ids.EXAMPLE,
+    name="report.md",
+    content_type="text/markdown",
+    size=1234,
+    sha256="ab" * 32,
+)
 ADMIN_KEY = "wak_admin_test-bootstrap-key-of-32-characters-or-more"
 AS_ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 # The gateway's own behaviour; tests/common/test_tls.py covers mutual TLS.
@@ -68,7 +75,10 @@ class ScriptedOrchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             cost=0.24,
             elapsed_seconds=1.5,
             message="done",
-            data={"top_movers": pb.SectionOutcome(status="completed", response="r", cost=0.24)},
+            data={
+                "top_movers": pb.SectionOutcome(status="completed", response="r", cost=0.24),
+                "report": pb.SectionOutcome(status="completed", files=[REPORT_FILE]),
+            },
         )
 
     async def ListTasks(self, request, context):
@@ -249,6 +259,17 @@ async def test_status_result_list_cancel(env):
     result = (await client.get(f"/task/{TASK}/result")).json()
     assert result["elapsed_seconds"] == 1.5
     assert result["data"]["top_movers"]["cost"] == 0.24
+    assert result["data"]["top_movers"]["files"] == []
+    assert result["data"]["report"]["files"] == [
+        {
+            "file_id": REPORT_FILE.file_id,
+            "name": "report.md",
+            "content_type": "text/markdown",
+            "size": 1234,
+            "sha256": "ab" * 32,
+            "url": f"/files/{REPORT_FILE.file_id}",
+        }
+    ]
     listing = (await client.get("/tasks?limit=5&status=completed")).json()
     assert listing["count"] == 1 and listing["next_page_token"] == "tok"
     bad = await client.get("/tasks?status=bogus")

@@ -11,12 +11,14 @@ from common.grpc_server import ServiceHost
 from common.tls import Role
 from orchestrator import membership as membership_module
 from orchestrator.storage_client import StorageClient
+from storage_svc.file_servicer import FILE_SERVICE_NAME, FileServicer
+from storage_svc.files import FileStore
 from storage_svc.objects import ObjectStore
 from storage_svc.servicer import SERVICE_NAME, StorageServicer
 from storage_svc.store import TaskStore
 from tests.orchestrator.fakes import FakeClock
 from tests.storage_svc import conftest as storage_svc_fixtures
-from wealthai.storage.v1 import storage_pb2_grpc
+from wealthai.storage.v1 import files_pb2_grpc, storage_pb2_grpc
 
 # storage_svc's fixtures, here under the names pytest finds them by.
 moto_url = storage_svc_fixtures.moto_url
@@ -37,13 +39,26 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 
 
 @pytest.fixture
-async def storage(store: TaskStore) -> AsyncIterator[StorageClient]:
-    """The orchestrator's client of a real storage_svc over ``store``."""
+async def file_store(store: TaskStore) -> FileStore:
+    """The files of ``store``'s bucket, with the bucket's file rules put."""
+    files = FileStore(store.s3)
+    await files.prepare()
+    return files
+
+
+@pytest.fixture
+async def storage(store: TaskStore, file_store: FileStore) -> AsyncIterator[StorageClient]:
+    """The orchestrator's client of a real storage_svc over ``store`` and its files."""
     host = ServiceHost(store.settings, "storage_svc", Role.STORAGE)
     host.add(
         storage_pb2_grpc.add_StorageServiceServicer_to_server,
         StorageServicer(store, ObjectStore(store.s3)),
         SERVICE_NAME,
+    )
+    host.add(
+        files_pb2_grpc.add_FileServiceServicer_to_server,
+        FileServicer(file_store),
+        FILE_SERVICE_NAME,
     )
     port = await host.start()
     client = StorageClient(f"127.0.0.1:{port}")

@@ -1,4 +1,5 @@
-"""Scripted stand-ins for the orchestrator's clients: storage, section workers, peers and a clock.
+"""Scripted stand-ins for the orchestrator's clients: storage (and its files), section workers,
+peers and a clock.
 
 Each implements the interface the orchestrator calls (``StorageClient``, ``WorkerClient``,
 ``Peers``) in memory, with the semantics the real service has where the code under test depends
@@ -14,9 +15,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from common import file_ids
 from common.errors import AppError, Conflict, NotFound, Unavailable
 from common.principals import Principal
-from orchestrator.models import TaskEvent, TaskRecord
+from orchestrator.models import FileRef, TaskEvent, TaskRecord
 from orchestrator.storage_client import StorageClient
 from orchestrator.worker_client import (
     AccessToken,
@@ -72,6 +74,74 @@ class FakeClock:
 # -- storage --------------------------------------------------------------------------------
 
 
+class FakeFiles:
+    """In-memory files of storage_svc, as the orchestrator's FileClient reaches them: a file is
+    found only by its owner, as storage answers for a caller who is no admin.
+
+    ``calls`` records every call as ``(operation, file_id or owner)``; ``fail(op, error)`` makes
+    the next call of ``op`` raise ``error``."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[str, FileRef]] = {}  # file id -> (owner, file)
+        self.calls: list[tuple[str, str]] = []
+        self._failures: dict[str, list[BaseException]] = {}
+        self._made = 0
+
+    def add(
+        self,
+        owner: str,
+        name: str = "in.txt",
+        content_type: str = "text/plain",
+        *,
+        temporary: bool = False,
+    ) -> FileRef:
+        """Stores a new file of ``owner`` (an id of its owner key, as storage makes them)."""
+        self._made += 1
+        file_id = f"f_{file_ids.owner_key(owner)}_{self._made:024x}"
+        ref = FileRef(
+            file_id=file_id,
+            key=f"files/data/{file_ids.owner_key(owner)}/{file_id}",
+            name=name,
+            content_type=content_type,
+            size=10,
+            sha256="a" * 64,
+            temporary=temporary,
+        )
+        self.files[file_id] = (owner, ref)
+        return ref
+
+    def fail(self, operation: str, error: BaseException, times: int = 1) -> None:
+        self._failures.setdefault(operation, []).extend([error] * times)
+
+    async def _enter(self, operation: str, name: str) -> None:
+        await asyncio.sleep(0)
+        self.calls.append((operation, name))
+        if queued := self._failures.get(operation):
+            raise queued.pop(0)
+
+    def _find(self, file_id: str, owner: str) -> FileRef:
+        found = self.files.get(file_id)
+        if found is None or found[0] != owner:
+            raise NotFound(f"file {file_id} not found")
+        return found[1]
+
+    async def meta(self, file_id: str, owner: str) -> FileRef:
+        await self._enter("meta", file_id)
+        return self._find(file_id, owner)
+
+    async def delete(self, file_id: str, owner: str) -> None:
+        await self._enter("delete", file_id)
+        self._find(file_id, owner)
+        del self.files[file_id]
+
+    async def list_page(self, owner: str, page_token: str = "") -> tuple[list[FileRef], str]:
+        """Pages of two files, so listing tests walk more than one."""
+        await self._enter("list_page", owner)
+        mine = sorted(i for i, (o, _) in self.files.items() if o == owner and i > page_token)
+        page = [self.files[i][1] for i in mine[:2]]
+        return page, (mine[1] if len(mine) > 2 else "")
+
+
 class FakeStorage:
     """In-memory storage_svc with compare-and-swap on every write.
 
@@ -91,6 +161,7 @@ class FakeStorage:
         self._versions = 0
         self._failures: dict[str, list[BaseException]] = {}
         self._lost_replies: dict[str, int] = {}
+        self.files = FakeFiles()
 
     def as_client(self) -> StorageClient:
         return cast(StorageClient, self)

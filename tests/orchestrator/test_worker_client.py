@@ -4,15 +4,17 @@ and a task whose token expires mid-section renews it and finishes without a seco
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from orchestrator.config import load_config
 from orchestrator.credentials import Sealer, decode_key, new_key
-from orchestrator.models import SectionResult, TaskState
+from orchestrator.models import FileRef, SectionResult, TaskState
 from orchestrator.pipeline import Deps, TaskRun
 from orchestrator.worker_client import (
     Credentials,
@@ -22,9 +24,12 @@ from orchestrator.worker_client import (
     TokenExpired,
 )
 from orchestrator.workers import WorkerPool
+from section_worker.files import FileClient
+from simulator.answers import input_digest
 from tests.orchestrator.factories import task_record
 from tests.orchestrator.fakes import FakeStorage
 from tests.section_worker.conftest import ASSET, CREDENTIALS, PASSWORD, Sim, StartWorker
+from tests.section_worker.conftest import file_client as file_client
 from tests.section_worker.conftest import sim as sim  # the fixtures
 from tests.section_worker.conftest import start_worker as start_worker
 
@@ -41,19 +46,18 @@ async def client(start_worker: StartWorker) -> AsyncIterator[GrpcWorkerClient]:
     await made.close()
 
 
-def _job(token: str, **changes: str) -> SectionJob:
-    return SectionJob(
-        job_id="task_1:s",
-        task_id="task_1",
-        section="s",
-        asset_id=ASSET,
-        record_json=json.dumps({"a": 1}),
-        tenant=USER.tenant,
-        username=USER.username,
-        access_token=token,
-        timeout_s=10,
-        **changes,
-    )
+def _job(token: str, **changes: Any) -> SectionJob:
+    values: dict[str, Any] = {
+        "job_id": "task_1:s",
+        "task_id": "task_1",
+        "section": "s",
+        "asset_id": ASSET,
+        "record_json": json.dumps({"a": 1}),
+        "tenant": USER.tenant,
+        "username": USER.username,
+        "timeout_s": 10,
+    }
+    return SectionJob(access_token=token, **(values | changes))
 
 
 async def _outcome(client: GrpcWorkerClient, job: SectionJob) -> Outcome:
@@ -133,3 +137,37 @@ async def test_a_task_renews_its_token_mid_section_without_sending_a_prompt_twic
     assert stats["calls"]["auth"] == 2  # the task's token, then one renewal for both sections
     assert stats["rejected"]["401"] >= 2
     assert sorted(stats["prompts_by_input"].values()) == [1, 1]
+
+
+async def test_a_job_carries_its_owner_files_and_output_and_its_result_files_come_back(
+    sim: Sim, start_worker: StartWorker, file_client: FileClient
+) -> None:
+    worker = await start_worker(files=file_client)
+    client = GrpcWorkerClient(f"127.0.0.1:{worker.host.port}")
+
+    async def text() -> AsyncIterator[bytes]:
+        yield b"AAPL +3%"
+
+    stored = await file_client.write("t/alice", "m.txt", "text/plain", text())
+    given = FileRef(**dataclasses.asdict(stored), temporary=True)
+    job = _job(
+        (await client.authenticate(USER)).value,
+        record_json=json.dumps({"top_movers_data": {"file_id": stored.file_id}}),
+        owner_id="t/alice",
+        files=(given,),
+        output="file",
+    )
+    try:
+        outcome = await _outcome(client, job)
+    finally:
+        await client.close()
+
+    assert outcome.success, outcome.error
+    assert outcome.response == ""
+    [produced] = outcome.files
+    assert isinstance(produced, FileRef)
+    assert (produced.name, produced.content_type) == ("task_1_s.md", "text/markdown; charset=utf-8")
+    assert produced.key.endswith(produced.file_id) and len(produced.sha256) == 64
+    inlined = {"file_id": stored.file_id, "name": "m.txt", "content_type": "text/plain"}
+    prompt = json.dumps({"top_movers_data": {**inlined, "content": "AAPL +3%"}})
+    assert list((await sim.http.get("/_sim/prompts")).json()) == [input_digest(ASSET, prompt)]

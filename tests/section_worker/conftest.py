@@ -1,5 +1,6 @@
-"""Fixtures for the section worker tests: a real simulator on loopback, platform clients, and
-in-process workers on port 0 reached through real gRPC channels."""
+"""Fixtures for the section worker tests: a real simulator on loopback, platform clients,
+in-process workers on port 0 reached through real gRPC channels, and a real storage_svc serving
+files over moto for the jobs that read and write files."""
 
 from __future__ import annotations
 
@@ -14,13 +15,29 @@ import pytest
 from common.channels import open_channel
 from common.grpc_server import ServiceHost
 from common.tls import Role
+from section_worker.files import FileClient
 from section_worker.jobs import JobRunner
 from section_worker.platform_client import Credentials, PlatformClient
 from section_worker.servicer import build_host
 from section_worker.settings import WorkerSettings
 from simulator.server import SimulatorServer
 from simulator.settings import SimulatorSettings
+from storage_svc.file_servicer import FILE_SERVICE_NAME, FileServicer
+from storage_svc.files import FileStore
+from tests.storage_svc import conftest as storage_svc_fixtures
+from wealthai.storage.v1 import files_pb2_grpc
 from wealthai.worker.v1 import worker_pb2_grpc
+
+# storage_svc's fixtures, here under the names pytest finds them by.
+moto_url = storage_svc_fixtures.moto_url
+aws_env = storage_svc_fixtures.aws_env
+s3_url = storage_svc_fixtures.s3_url
+aws_session = storage_svc_fixtures.aws_session
+make_settings = storage_svc_fixtures.make_settings
+make_store = storage_svc_fixtures.make_store
+store = storage_svc_fixtures.store
+clock = storage_svc_fixtures.clock
+file_store = storage_svc_fixtures.files
 
 PASSWORD = "correct-horse-battery"
 CREDENTIALS = Credentials("acme", "alice@example.com", PASSWORD)
@@ -119,6 +136,22 @@ async def make_client(sim: Sim) -> AsyncIterator[MakeClient]:
         await client.aclose()
 
 
+@pytest.fixture
+async def file_client(file_store: FileStore) -> AsyncIterator[FileClient]:
+    """The worker's client of a real storage_svc serving ``file_store`` on a free port."""
+    host = ServiceHost(file_store.settings, "storage_svc", Role.STORAGE)
+    host.add(
+        files_pb2_grpc.add_FileServiceServicer_to_server,
+        FileServicer(file_store),
+        FILE_SERVICE_NAME,
+    )
+    port = await host.start()
+    client = FileClient(f"127.0.0.1:{port}")
+    yield client
+    await client.close()
+    await host.server.stop(None)
+
+
 @dataclass
 class Worker:
     settings: WorkerSettings
@@ -132,13 +165,14 @@ StartWorker = Callable[..., Awaitable[Worker]]
 
 @pytest.fixture
 async def start_worker(sim: Sim) -> AsyncIterator[StartWorker]:
-    """Factory: an in-process worker on a free port and a stub on a real channel."""
+    """Factory: an in-process worker on a free port and a stub on a real channel; ``files``
+    (a :class:`FileClient`) gives its jobs storage_svc's files."""
     cleanups: list[Callable[[], Awaitable[None]]] = []
 
-    async def start(**overrides: Any) -> Worker:
+    async def start(files: FileClient | None = None, **overrides: Any) -> Worker:
         settings = _settings(sim, overrides)
         client = PlatformClient(settings)
-        runner = JobRunner(client, settings)
+        runner = JobRunner(client, settings, files)
         host = build_host(settings, runner, client)
         port = await host.start()
         channel: grpc.aio.Channel = open_channel(f"127.0.0.1:{port}", None, Role.WORKER)

@@ -16,6 +16,7 @@ import grpc
 import httpx
 import pytest
 
+from common import file_ids
 from storage_svc.files import FileStore
 from tests.helpers import assert_eventually, free_port
 from tests.storage_svc.conftest import BUCKET, HostFactory, StoreFactory
@@ -74,6 +75,21 @@ async def test_upload_then_meta_list_and_download(file_stub: Any) -> None:
     assert first.meta == meta
     assert (first.range_start, first.range_end) == (0, len(data) - 1)
     assert back == data
+
+
+async def test_the_metadata_names_the_object_key_of_the_bytes(
+    file_stub: Any, files: FileStore
+) -> None:
+    data = b"key me"
+    meta = await file_stub.Upload(upload_of(data))
+
+    assert meta.key == f"files/data/{file_ids.owner_key('alice')}/{meta.file_id}"
+    stored = await files.s3.client.get_object(Bucket=BUCKET, Key=meta.key)
+    assert await stored["Body"].read() == data
+    asked = pb.FileRequest(file_id=meta.file_id, owner="alice")
+    assert (await file_stub.GetMeta(asked)).key == meta.key
+    first, _ = await download(file_stub, file_id=meta.file_id, owner="alice")
+    assert first.meta.key == meta.key
 
 
 @pytest.mark.parametrize(
