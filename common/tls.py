@@ -3,8 +3,10 @@
 Every service has a role (:class:`Role`), written as the common name of its certificate. A
 gRPC server accepts only clients presenting a certificate issued by the platform's CA
 (``ca.pem``), and :class:`CallerCheck` then lets a call through only if the client's role is
-among the server's :data:`ALLOWED_CALLERS`. The one exception is the gRPC health service, which
-any certificate of the CA may call, so one probe identity serves every service.
+among the server's :data:`ALLOWED_CALLERS` and the method is within what that role may call at
+all (:data:`CALLER_SCOPES`: the gateway reaches storage_svc's FileService only). The one
+exception is the gRPC health service, which any certificate of the CA may call, so one probe
+identity serves every service.
 
 A client checks the server too: it verifies the server's certificate against the CA *and* that
 it names the role it expects (the channel's TLS host name is the role, not the address), so an
@@ -63,11 +65,22 @@ class Role(enum.StrEnum):
 
 ALLOWED_CALLERS: Mapping[Role, frozenset[Role]] = {
     Role.ORCHESTRATOR: frozenset({Role.GATEWAY, Role.ORCHESTRATOR}),
-    Role.STORAGE: frozenset({Role.ORCHESTRATOR}),
+    # The gateway for the files only (CALLER_SCOPES).
+    Role.STORAGE: frozenset({Role.ORCHESTRATOR, Role.GATEWAY}),
     Role.WORKER: frozenset({Role.ORCHESTRATOR}),
     Role.GATEWAY: frozenset(),  # serves REST only; nothing calls it over gRPC
 }
 """The roles whose calls each gRPC service accepts."""
+
+CALLER_SCOPES: Mapping[Role, tuple[str, ...]] = {
+    Role.GATEWAY: (
+        "/wealthai.orchestrator.v1.OrchestratorService/",
+        "/wealthai.storage.v1.FileService/",
+        "/grpc.reflection.",
+    ),
+}
+"""Method prefixes a role may call at all, for roles narrower than the servers that accept them:
+the gateway reaches storage_svc's files, never its task documents, keys or sealed passwords."""
 
 OPEN_TO_EVERY_ROLE = ("/grpc.health.v1.Health/",)
 """Method prefixes any certificate of the CA may call: probes need no particular role."""
@@ -358,9 +371,18 @@ def caller_role(context: grpc.aio.ServicerContext[Any, Any]) -> Role | None:
     return roles[0] if len(roles) == 1 else None
 
 
+def may_call(role: Role | None, method: str, allowed: frozenset[Role]) -> bool:
+    """Whether a caller of ``role`` may call ``method`` of a server accepting ``allowed``."""
+    if role is None or role not in allowed:
+        return False
+    scope = CALLER_SCOPES.get(role)
+    return scope is None or method.startswith(scope)
+
+
 class CallerCheck(grpc.aio.ServerInterceptor):
     """Refuses (PERMISSION_DENIED) a call whose client certificate names a role not in
-    ``allowed``; health checks are open to every role. Runs only with mutual TLS, where the
+    ``allowed``, or a method outside the role's :data:`CALLER_SCOPES`; health checks are open
+    to every role. Runs only with mutual TLS, where the
     handshake has already refused clients without a certificate of the CA."""
 
     def __init__(self, allowed: frozenset[Role]) -> None:
@@ -387,7 +409,7 @@ def _guarded(
 
     async def check(context: grpc.aio.ServicerContext[Any, Any]) -> None:
         role = caller_role(context)
-        if role not in allowed:
+        if not may_call(role, method, allowed):
             logger.warning("refused %s to a %s certificate", method, role or "role-less")
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,

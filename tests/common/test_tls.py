@@ -21,6 +21,7 @@ from common.settings import GrpcServerSettings
 from common.tls import (
     ALLOWED_CALLERS,
     CA_CERT,
+    CALLER_SCOPES,
     Identity,
     Role,
     TlsError,
@@ -28,8 +29,10 @@ from common.tls import (
     ensure_certificates,
     key_file,
     main,
+    may_call,
     role_of,
 )
+from wealthai.storage.v1 import files_pb2, files_pb2_grpc, storage_pb2, storage_pb2_grpc
 from wealthai.worker.v1 import worker_pb2, worker_pb2_grpc
 
 LOAD = worker_pb2.GetLoadRequest()
@@ -117,9 +120,38 @@ def test_loading_names_the_file_that_is_missing_or_of_another_role(
 
 
 def test_every_service_is_open_only_to_its_real_callers() -> None:
-    assert ALLOWED_CALLERS[Role.STORAGE] == {Role.ORCHESTRATOR}
+    assert ALLOWED_CALLERS[Role.STORAGE] == {Role.ORCHESTRATOR, Role.GATEWAY}
     assert ALLOWED_CALLERS[Role.WORKER] == {Role.ORCHESTRATOR}
     assert ALLOWED_CALLERS[Role.ORCHESTRATOR] == {Role.GATEWAY, Role.ORCHESTRATOR}
+    assert set(CALLER_SCOPES) == {Role.GATEWAY}
+
+
+FILES = "/wealthai.storage.v1.FileService/GetMeta"
+TASKS = "/wealthai.storage.v1.StorageService/GetTask"
+STORAGE_CALLERS = ALLOWED_CALLERS[Role.STORAGE]
+
+
+@pytest.mark.parametrize(
+    ("role", "method", "allowed", "expected"),
+    [
+        (Role.GATEWAY, FILES, STORAGE_CALLERS, True),
+        (Role.GATEWAY, TASKS, STORAGE_CALLERS, False),
+        (
+            Role.GATEWAY,
+            "/wealthai.orchestrator.v1.OrchestratorService/GetStats",
+            {Role.GATEWAY},
+            True,
+        ),
+        (Role.ORCHESTRATOR, TASKS, STORAGE_CALLERS, True),
+        (Role.ORCHESTRATOR, FILES, STORAGE_CALLERS, True),
+        (Role.WORKER, FILES, STORAGE_CALLERS, False),
+        (None, FILES, STORAGE_CALLERS, False),
+    ],
+)
+def test_a_caller_may_call_what_the_server_and_its_own_scope_allow(
+    role: Role | None, method: str, allowed: set[Role], expected: bool
+) -> None:
+    assert may_call(role, method, frozenset(allowed)) is expected
 
 
 # -- a real server with mutual TLS ----------------------------------------------------------
@@ -292,3 +324,39 @@ async def test_reflection_is_off_unless_enabled_and_then_only_for_allowed_roles(
     assert "w" in await reflected_services(on, orchestrator)
     gateway = Identity.load(tls_dir, Role.GATEWAY)
     assert await reflection_status(on, gateway) == grpc.StatusCode.PERMISSION_DENIED
+
+
+class Files(files_pb2_grpc.FileServiceServicer):
+    async def GetMeta(self, request: Any, context: Any) -> Any:
+        return files_pb2.FileMeta(file_id=request.file_id)
+
+
+class Tasks(storage_pb2_grpc.StorageServiceServicer):
+    async def GetTask(self, request: Any, context: Any) -> Any:
+        return storage_pb2.GetTaskResponse()
+
+
+async def test_the_gateway_reaches_the_files_of_storage_and_nothing_else(tls_dir: Path) -> None:
+    host = ServiceHost(mutual(tls_dir), "test-storage", Role.STORAGE)
+    host.add(files_pb2_grpc.add_FileServiceServicer_to_server, Files(), "f")
+    host.add(storage_pb2_grpc.add_StorageServiceServicer_to_server, Tasks(), "s")
+    port = await host.start()
+    try:
+        for role, tasks_code in (
+            (Role.GATEWAY, grpc.StatusCode.PERMISSION_DENIED),
+            (Role.ORCHESTRATOR, None),
+        ):
+            identity = Identity.load(tls_dir, role)
+            async with open_channel(f"127.0.0.1:{port}", identity, Role.STORAGE) as channel:
+                meta = await files_pb2_grpc.FileServiceStub(channel).GetMeta(
+                    files_pb2.FileRequest(file_id="f"), timeout=5
+                )
+                assert meta.file_id == "f"
+                tasks = storage_pb2_grpc.StorageServiceStub(channel)
+                call = tasks.GetTask(storage_pb2.GetTaskRequest(task_id="t"), timeout=5)
+                if tasks_code is None:
+                    await call
+                else:
+                    assert await refused(call) == tasks_code
+    finally:
+        await host.server.stop(None)
