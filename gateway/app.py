@@ -629,7 +629,7 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
         authenticator.forget(key_id)
         return ApiKeyOut.model_validate(_api_key(reply))
 
-    files.install(app, settings, lambda: file_box["client"], _JsonBodyRoute)
+    files.install(app, settings, lambda: file_box["client"])
     # A file upload streams its body under the file size limit (gateway.files).
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_body_bytes, exempt=frozenset({("POST", "/files")})

@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import grpc
 
+from common import file_ids
 from common.channels import open_channel
 from common.errors import Internal, from_rpc_error
 from common.file_ids import MAX_CHUNK_BYTES
@@ -236,7 +237,17 @@ class FileClient:
         self, who: Principal, limit: int, page_token: str = "", owner: str | None = None
     ) -> tuple[list[FileInfo], str]:
         """A page of ``who``'s files (an admin's: everyone's, or ``owner``'s) and the token of
-        the next page ("" when none). Only an admin may name an ``owner``: check it first."""
+        the next page ("" when none): the files after ``page_token`` in file id order. Only an
+        admin may name an ``owner``: check it first."""
+        listed = owner or (None if who.admin else who.id)
+        if page_token and listed is not None:
+            # One owner's ids all start with its key, so they are all before or all after a
+            # token of another owner (which storage_svc refuses as another listing's).
+            token_key, own_key = file_ids.check(page_token), file_ids.owner_key(listed)
+            if token_key > own_key:
+                return [], ""
+            if token_key < own_key:
+                page_token = ""
         if owner:
             request = pb.ListFilesRequest(owner=owner, admin=False)
         else:

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from enum import Enum
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from fastapi.routing import APIRoute
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import ClientDisconnect
 
 from common import file_ids
@@ -51,7 +52,24 @@ from gateway.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
 
+TAGS: list[str | Enum] = ["files"]
 FileId = Annotated[str, Path(pattern=file_ids.PATTERN, examples=[file_ids.EXAMPLE])]
+
+
+class _FileIdConvertor(Convertor[str]):
+    """Routes ``/files/{file_id:file_id}`` only for what has the form of a file id, so
+    ``/files/presign`` is never taken for one (a GET of it is 405, not a 422 about the id)."""
+
+    regex = file_ids.PATTERN.removeprefix("^").removesuffix("$")
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("file_id", _FileIdConvertor())
 Caller = Annotated[Principal, Depends(auth.current_principal)]
 
 
@@ -171,19 +189,15 @@ def file_headers(info: FileInfo, start: int, end: int, ranged: bool) -> dict[str
     return headers
 
 
-def install(
-    app: FastAPI,
-    settings: GatewaySettings,
-    client: Callable[[], FileClient],
-    route_class: type[APIRoute] = APIRoute,
-) -> None:
-    """Adds the file routes (and the answers of their own errors) to ``app``; ``client``
-    gives the FileClient of the running app."""
-    router = APIRouter(route_class=route_class, tags=["files"])
+def install(app: FastAPI, settings: GatewaySettings, client: Callable[[], FileClient]) -> None:
+    """Adds the file routes (and the answers of their own errors) to ``app``'s own router, so
+    they are its routes like any other; ``client`` gives the FileClient of the running app."""
+    router = app.router
     limit = settings.file_max_bytes
 
     @router.post(
         "/files",
+        tags=TAGS,
         status_code=201,
         response_model=FileOut,
         responses={
@@ -234,7 +248,12 @@ def install(
         response.headers["Location"] = f"/files/{info.file_id}"
         return file_out(info)
 
-    @router.get("/files/{file_id}", response_class=StreamingResponse, responses=_READ_RESPONSES)
+    @router.get(
+        "/files/{file_id:file_id}",
+        tags=TAGS,
+        response_class=StreamingResponse,
+        responses=_READ_RESPONSES,
+    )
     async def download(file_id: FileId, principal: Caller, range_: RangeHeader = None) -> Response:
         """Downloads a file, streamed from S3; `Range` reads one byte range of it."""
         asked = ranges.parse(range_)
@@ -244,7 +263,9 @@ def install(
             opened.chunks(), status_code=206 if asked else 200, headers=headers
         )
 
-    @router.head("/files/{file_id}", response_class=Response, responses=_READ_RESPONSES)
+    @router.head(
+        "/files/{file_id:file_id}", tags=TAGS, response_class=Response, responses=_READ_RESPONSES
+    )
     async def head(file_id: FileId, principal: Caller, range_: RangeHeader = None) -> Response:
         """The headers a download would answer with, from the file's metadata (no byte read)."""
         asked = ranges.parse(range_)
@@ -253,7 +274,12 @@ def install(
         headers = file_headers(info, start, end, asked is not None)
         return Response(status_code=206 if asked else 200, headers=headers)
 
-    @router.get("/files/{file_id}/url", response_model=FileUrlResponse, responses=_errors())
+    @router.get(
+        "/files/{file_id:file_id}/url",
+        tags=TAGS,
+        response_model=FileUrlResponse,
+        responses=_errors(),
+    )
     async def url(
         file_id: FileId,
         principal: Caller,
@@ -273,6 +299,7 @@ def install(
 
     @router.get(
         "/files",
+        tags=TAGS,
         response_model=FileListResponse,
         responses=_errors(**{"403": "`owner` from a client: admins only (`forbidden`)"}),
     )
@@ -304,7 +331,8 @@ def install(
         return FileListResponse(files=files, count=len(files), next_page_token=token or None)
 
     @router.delete(
-        "/files/{file_id}",
+        "/files/{file_id:file_id}",
+        tags=TAGS,
         status_code=204,
         response_class=Response,
         responses={**_errors(), 204: {"description": "Deleted."}},
@@ -316,6 +344,7 @@ def install(
 
     @router.post(
         "/files/presign",
+        tags=TAGS,
         response_model=PresignResponse,
         responses=_errors(**{"413": f"`size` over the limit ({limit} bytes) (`too_large`)"}),
     )
@@ -336,7 +365,8 @@ def install(
         )
 
     @router.post(
-        "/files/{file_id}/complete",
+        "/files/{file_id:file_id}/complete",
+        tags=TAGS,
         response_model=FileOut,
         responses=_errors(
             **{
@@ -363,6 +393,5 @@ def install(
         logger.info("%s %s: the client went away", request.method, request.url.path)
         return JSONResponse(status_code=400, content=http_error_body(400, "client went away"))
 
-    app.include_router(router)
     app.add_exception_handler(RangeNotSatisfiable, unsatisfiable)
     app.add_exception_handler(ClientDisconnect, client_gone)

@@ -40,7 +40,12 @@ class GatewaySettings(ServiceSettings):
         description="Largest file POST /files and POST /files/presign accept; larger ones get "
         "413 (storage_svc's own STORAGE_FILE_MAX_BYTES applies too).",
     )
-    call_timeout_s: float = Field(15.0, gt=0, description="Deadline of each orchestrator call.")
+    call_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="Deadline of each orchestrator call, and of each storage call but the file "
+        "streams.",
+    )
     auth: Literal["keys", "open"] = Field(
         "keys",
         description="keys: every call but /ping and the docs needs an API key. open: calls "

@@ -449,6 +449,23 @@ async def test_listing_pages_and_delete(api: httpx.AsyncClient) -> None:
     assert (await api.delete(f"/files/{ids[0]}")).status_code == 404
 
 
+async def test_a_page_token_of_another_owner_pages_by_file_id_order(api: httpx.AsyncClient) -> None:
+    anns = (await upload(api, b"x"))["file_id"]
+    lowest = "f_" + "0" * 32 + "_" + "0" * 24
+    highest = "f_" + "f" * 32 + "_" + "0" * 24
+
+    for params in ({}, {"owner": "acme/ann"}):
+        headers = ADMIN if params else ANN
+        after_low = await api.get(
+            "/files", params={**params, "page_token": lowest}, headers=headers
+        )
+        after_high = await api.get(
+            "/files", params={**params, "page_token": highest}, headers=headers
+        )
+        assert [f["file_id"] for f in after_low.json()["files"]] == [anns]
+        assert (after_high.status_code, after_high.json()["files"]) == (200, [])
+
+
 async def test_a_file_past_its_retention_is_404(api: httpx.AsyncClient, clock: Clock) -> None:
     file_id = (await upload(api, b"short-lived"))["file_id"]
     assert (await api.head(f"/files/{file_id}")).status_code == 200
@@ -507,6 +524,14 @@ async def test_the_body_limit_still_holds_for_every_other_route(api: httpx.Async
     )
 
     assert (reply.status_code, reply.json()["error"]) == (413, "too_large")
+
+
+async def test_a_path_that_is_no_file_id_is_404_and_get_of_presign_is_405(
+    api: httpx.AsyncClient,
+) -> None:
+    assert (await api.get("/files/nonsense")).status_code == 404
+    wrong = await api.get("/files/presign")
+    assert (wrong.status_code, wrong.headers["Allow"]) == (405, "POST")
 
 
 async def test_files_need_a_key(api: httpx.AsyncClient) -> None:
