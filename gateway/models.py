@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    SecretStr,
+    StrictBool,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from common.errors import REST_ONLY, ROWS, InvalidInput
@@ -394,7 +402,7 @@ class PresignRequest(BaseModel):
         description="SHA-256 of the bytes in hex: signed into the URL, S3 refuses bytes that "
         "do not match, and the file's metadata carries it.",
     )
-    temporary: bool = Field(False, description="A temporary input of a task.")
+    temporary: StrictBool = Field(False, description="A temporary input of a task.")
     expires_s: int | None = Field(
         None,
         ge=1,
@@ -402,6 +410,14 @@ class PresignRequest(BaseModel):
         description="Validity of the URL in seconds (default 15 minutes; capped by storage, "
         "1 hour by default).",
     )
+
+    @field_validator("size", "expires_s", mode="before")
+    @classmethod
+    def _numbers_are_json_numbers(cls, value: Any) -> Any:
+        # JSON Schema's integers: 5 and 5.0, never "5" nor true.
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise PydanticCustomError("int_type", "Input should be a valid integer")
+        return value
 
 
 class PresignResponse(BaseModel):

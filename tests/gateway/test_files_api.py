@@ -510,10 +510,17 @@ async def test_presigned_put_complete_then_download_and_url(api: httpx.AsyncClie
 async def test_presign_refuses_sizes_over_the_limit_and_bad_fields(api: httpx.AsyncClient) -> None:
     big = await api.post("/files/presign", json={"name": "x", "size": LIMIT + 1})
     bad = await api.post("/files/presign", json={"name": "a/b", "size": 1, "extra": 1})
+    loose = await api.post(
+        "/files/presign", json={"name": "a", "size": "1", "temporary": 0, "expires_s": True}
+    )
+    whole = await api.post("/files/presign", json={"name": "a", "size": 5.0, "expires_s": 60.0})
 
     assert (big.status_code, big.json()["error"]) == (413, "too_large")
     assert bad.status_code == 422
     assert {e["field"] for e in bad.json()["errors"]} == {"body.name", "body.extra"}
+    fields = {e["field"] for e in loose.json()["errors"]}
+    assert fields == {"body.size", "body.temporary", "body.expires_s"}
+    assert whole.status_code == 200, whole.text
 
 
 async def test_the_body_limit_still_holds_for_every_other_route(api: httpx.AsyncClient) -> None:
