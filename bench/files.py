@@ -43,7 +43,7 @@ from typing import Any
 import aioboto3
 import aiohttp
 
-from bench.procstats import MIB, usage
+from bench.procstats import MIB, machine_busy, usage
 from bench.stack import QUIET
 from scripts import seaweedfs
 from scripts.devstack import ROOT, Ports, Stack
@@ -100,20 +100,32 @@ class Generated:
         return whole.hexdigest()
 
 
-class Memory:
-    """The peak resident memory of some processes over a phase, over what they held before."""
+class Watch:
+    """Over one phase: the peak resident memory of the watched services over what they held
+    before, and the CPU seconds spent by them, by the S3 server and by this client."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    def __init__(self, pids: dict[str, int], s3_pid: int) -> None:
         self.pids = pids
+        self.s3_pid = s3_pid
         self.before = {name: usage(pid).rss for name, pid in pids.items()}
         self.peak = dict(self.before)
+        self.cpu: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
+        self._cpu_before: dict[str, float] = {}
+        self._busy_before = (0.0, 0.0)
+        self.machine_busy = 0.0
         for pid in pids.values():
             # "5" resets VmHWM to the current RSS (Linux 4.0+); without it, the samples count.
             with contextlib.suppress(OSError):
                 Path(f"/proc/{pid}/clear_refs").write_text("5")
 
-    async def __aenter__(self) -> Memory:
+    def _cpu_now(self) -> dict[str, float]:
+        now = {name: usage(pid).cpu_s for name, pid in self.pids.items()}
+        return now | {"s3": usage(self.s3_pid).cpu_s, "client": time.process_time()}
+
+    async def __aenter__(self) -> Watch:
+        self._cpu_before = self._cpu_now()
+        self._busy_before = machine_busy()
         self._task = asyncio.create_task(self._sample())
         return self
 
@@ -123,6 +135,11 @@ class Memory:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._read(hwm=True)
+        after = self._cpu_now()
+        self.cpu = {name: round(after[name] - self._cpu_before[name], 2) for name in after}
+        busy, total = machine_busy()
+        spent = total - self._busy_before[1]
+        self.machine_busy = round((busy - self._busy_before[0]) / spent, 2) if spent else 0.0
 
     async def _sample(self) -> None:
         while True:
@@ -223,6 +240,7 @@ async def measure(stack: Stack, opts: argparse.Namespace) -> dict[str, Any]:
     size = opts.size_mb * MB
     base = f"http://127.0.0.1:{stack.ports.gateway}"
     pids = {name: _pid(stack, name) for name in SERVICES}
+    s3_pid = _pid(stack, "s3")
     session = aioboto3.Session(
         aws_access_key_id=seaweedfs.ACCESS_KEY,
         aws_secret_access_key=seaweedfs.SECRET_KEY,
@@ -237,7 +255,8 @@ async def measure(stack: Stack, opts: argparse.Namespace) -> dict[str, Any]:
         data = Generated(size, "single")
         expected = data.expected()
         say(f"direct upload of {opts.size_mb} MB to S3 (multipart, 8 MiB parts)")
-        up_direct = await timed(lambda: direct_upload(s3, "bench/direct.bin", data))
+        async with Watch(pids, s3_pid) as up_direct_watch:
+            up_direct = await timed(lambda: direct_upload(s3, "bench/direct.bin", data))
         say(f"  {rate(size, up_direct)} MB/s")
         say("direct download")
         got: dict[str, str] = {}
@@ -245,7 +264,8 @@ async def measure(stack: Stack, opts: argparse.Namespace) -> dict[str, Any]:
         async def down_direct_() -> None:
             got["direct"] = await direct_download(s3, "bench/direct.bin")
 
-        down_direct = await timed(down_direct_)
+        async with Watch(pids, s3_pid) as down_direct_watch:
+            down_direct = await timed(down_direct_)
         say(f"  {rate(size, down_direct)} MB/s")
         await s3.delete_object(Bucket=BUCKET, Key="bench/direct.bin")
 
@@ -256,17 +276,17 @@ async def measure(stack: Stack, opts: argparse.Namespace) -> dict[str, Any]:
         async def up_gateway_() -> None:
             meta.update(await gateway_upload(http, base, "single.bin", data))
 
-        async with Memory(pids) as up_memory:
+        async with Watch(pids, s3_pid) as up_watch:
             up_gateway = await timed(up_gateway_)
-        say(f"  {rate(size, up_gateway)} MB/s, memory growth {up_memory.growth_mib()} MiB")
+        say(f"  {rate(size, up_gateway)} MB/s, memory growth {up_watch.growth_mib()} MiB")
         say("download through the gateway")
 
         async def down_gateway_() -> None:
             got["gateway"] = await gateway_download(http, base, meta["file_id"])
 
-        async with Memory(pids) as down_memory:
+        async with Watch(pids, s3_pid) as down_watch:
             down_gateway = await timed(down_gateway_)
-        say(f"  {rate(size, down_gateway)} MB/s, memory growth {down_memory.growth_mib()} MiB")
+        say(f"  {rate(size, down_gateway)} MB/s, memory growth {down_watch.growth_mib()} MiB")
         await http.delete(f"{base}/files/{meta['file_id']}")
         checks = {
             "direct_download": got["direct"] == expected,
@@ -285,10 +305,10 @@ async def measure(stack: Stack, opts: argparse.Namespace) -> dict[str, Any]:
                 )
             )
 
-        async with Memory(pids) as many_memory:
+        async with Watch(pids, s3_pid) as many_watch:
             many_s = await timed(many_)
         total = opts.concurrent * opts.concurrent_mb * MB
-        say(f"  {rate(total, many_s)} MB/s in all, memory growth {many_memory.growth_mib()} MiB")
+        say(f"  {rate(total, many_s)} MB/s in all, memory growth {many_watch.growth_mib()} MiB")
         checks["concurrent_uploads"] = all(
             m["sha256"] == d.expected() for m, d in zip(metas, many, strict=True)
         )
@@ -299,7 +319,7 @@ async def measure(stack: Stack, opts: argparse.Namespace) -> dict[str, Any]:
     upload_ratio = round(up_direct / up_gateway, 2)
     download_ratio = round(down_direct / down_gateway, 2)
     single_growth = {
-        name: max(up_memory.growth_mib()[name], down_memory.growth_mib()[name]) for name in SERVICES
+        name: max(up_watch.growth_mib()[name], down_watch.growth_mib()[name]) for name in SERVICES
     }
     targets = [
         _target(
@@ -335,8 +355,22 @@ async def measure(stack: Stack, opts: argparse.Namespace) -> dict[str, Any]:
             },
             "ratio": {"upload": upload_ratio, "download": download_ratio},
             "memory_growth_mib": {
-                "upload": up_memory.growth_mib(),
-                "download": down_memory.growth_mib(),
+                "upload": up_watch.growth_mib(),
+                "download": down_watch.growth_mib(),
+            },
+            # CPU seconds of each process during each transfer, and how busy the
+            # whole machine was (1.0: both cores all the time, whoever used them).
+            "cpu_s": {
+                "upload": up_watch.cpu,
+                "download": down_watch.cpu,
+                "direct_upload": up_direct_watch.cpu,
+                "direct_download": down_direct_watch.cpu,
+            },
+            "machine_busy": {
+                "upload": up_watch.machine_busy,
+                "download": down_watch.machine_busy,
+                "direct_upload": up_direct_watch.machine_busy,
+                "direct_download": down_direct_watch.machine_busy,
             },
         },
         "concurrent": {
@@ -344,7 +378,8 @@ async def measure(stack: Stack, opts: argparse.Namespace) -> dict[str, Any]:
             "size_mb": opts.concurrent_mb,
             "seconds": round(many_s, 1),
             "mb_s": rate(total, many_s),
-            "memory_growth_mib": many_memory.growth_mib(),
+            "memory_growth_mib": many_watch.growth_mib(),
+            "cpu_s": many_watch.cpu,
         },
         "targets": targets,
         "ok": all(t["pass"] for t in targets),
