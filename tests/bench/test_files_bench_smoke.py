@@ -20,10 +20,8 @@ pytestmark = pytest.mark.e2e
 def test_a_tiny_file_benchmark_reports_every_figure(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(
-        ["--size-mb", "9", "--concurrent", "2", "--concurrent-mb", "2"]
-        + ["--results-dir", str(tmp_path)]
-    )
+    sizes = ["--size-mb", "9", "--concurrent", "2", "--concurrent-mb", "2"]
+    code = main([*sizes, "--results-dir", str(tmp_path)])
 
     summary = json.loads(capsys.readouterr().out)
     assert code == (0 if summary["ok"] else 1)
