@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-$(shell cat $(LOCKS) | sha1sum | cut -c1-12)
 DEPS_OF := import sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] if sys.argv[1] == "runtime" else [d for ds in p["optional-dependencies"].values() for d in ds]))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv protos run run-clean test lint fmt lock clean chaos bench
+.PHONY: help venv protos run run-clean test lint fmt lock clean chaos bench bench-files
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ test: protos ## Run the whole test suite.
 
 bench: protos ## Benchmarks, every scenario (bench/README.md; ARGS="--scenario a").
 	$(BIN)/python -m bench.perf $(or $(ARGS),--scenario all)
+
+bench-files: protos ## File benchmark: 350 MB up and down through the gateway vs straight to S3 (bench/README.md).
+	$(BIN)/python -m bench.files $(ARGS)
 
 chaos: protos ## Chaos run: kill -9 services at random under load (bench/README.md; ARGS=--help).
 	$(BIN)/python -m bench.chaos $(ARGS)

@@ -14,6 +14,7 @@ status and REST code of that same row (:func:`error_body`)::
     ├── Conflict                ABORTED              409   conflict
     ├── WrongState              FAILED_PRECONDITION  409   wrong_state
     ├── TooLarge                OUT_OF_RANGE         413   too_large
+    ├── RangeNotSatisfiable     (OUT_OF_RANGE)       416   range_not_satisfiable
     ├── Overloaded              RESOURCE_EXHAUSTED   429   rate_limited
     ├── UpstreamError           DATA_LOSS            502   upstream_error
     ├── Unavailable             UNAVAILABLE          503   unavailable
@@ -27,6 +28,11 @@ would make channels and callers repeat a request that fails the same way; FAILED
 and ABORTED belong to other rows; UNKNOWN is what gRPC itself reports for a crashed handler.
 DATA_LOSS is never produced by the gRPC library, is not retried by any policy here, and reads
 as "the data we got is unusable", which is what a contract breach is.
+
+``RangeNotSatisfiable`` is a row of the REST side only: a read of a byte range that misses the
+file crosses gRPC as OUT_OF_RANGE, the code TooLarge owns, and the caller that asked for the
+range (the gateway's file download) knows it means this row. It is not in :data:`ROWS`, so
+OUT_OF_RANGE keeps meaning TooLarge everywhere else.
 
 HTTP errors no row owns (405 from the router) take their HTTP name (:func:`http_error_body`).
 """
@@ -114,6 +120,19 @@ class TooLarge(AppError):
     code = "too_large"
 
 
+class RangeNotSatisfiable(AppError):
+    """A byte range asked for misses the file; ``size`` is the file's size (HTTP answers with
+    ``Content-Range: bytes */<size>``)."""
+
+    grpc_code = grpc.StatusCode.OUT_OF_RANGE
+    http_status = 416
+    code = "range_not_satisfiable"
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
 class Overloaded(AppError):
     """The service is at capacity; retry later."""
 
@@ -165,7 +184,10 @@ ROWS: tuple[type[AppError], ...] = (
     Timeout,
     Internal,
 )
-"""Every row of the table, in the order of the docstring."""
+"""Every row of the table that crosses gRPC, in the order of the docstring."""
+
+REST_ONLY: tuple[type[AppError], ...] = (RangeNotSatisfiable,)
+"""Rows only the REST side answers with (see the module docstring)."""
 
 _BY_GRPC_CODE: dict[grpc.StatusCode, type[AppError]] = {cls.grpc_code: cls for cls in ROWS}
 _BY_GRPC_CODE[grpc.StatusCode.CANCELLED] = Unavailable

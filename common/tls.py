@@ -4,7 +4,8 @@ Every service has a role (:class:`Role`), written as the common name of its cert
 gRPC server accepts only clients presenting a certificate issued by the platform's CA
 (``ca.pem``), and :class:`CallerCheck` then lets a call through only if the client's role is
 among the server's :data:`ALLOWED_CALLERS`, and only to the methods its role is limited to
-(:data:`CALLER_SCOPES`: a worker reaches storage_svc's files, not its task documents). The one
+(:data:`CALLER_SCOPES`: a worker and the gateway reach storage_svc's files, not its task
+documents). The one
 exception is the gRPC health service, which any certificate of the CA may call, so one probe
 identity serves every service.
 
@@ -65,8 +66,9 @@ class Role(enum.StrEnum):
 
 ALLOWED_CALLERS: Mapping[Role, frozenset[Role]] = {
     Role.ORCHESTRATOR: frozenset({Role.GATEWAY, Role.ORCHESTRATOR}),
-    # Workers stream a job's files and store its result files (limited by CALLER_SCOPES).
-    Role.STORAGE: frozenset({Role.ORCHESTRATOR, Role.WORKER}),
+    # Workers stream a job's files and store its result files; the gateway serves the file
+    # API (both limited by CALLER_SCOPES).
+    Role.STORAGE: frozenset({Role.ORCHESTRATOR, Role.WORKER, Role.GATEWAY}),
     Role.WORKER: frozenset({Role.ORCHESTRATOR}),
     Role.GATEWAY: frozenset(),  # serves REST only; nothing calls it over gRPC
 }
@@ -74,10 +76,16 @@ ALLOWED_CALLERS: Mapping[Role, frozenset[Role]] = {
 
 CALLER_SCOPES: Mapping[Role, tuple[str, ...]] = {
     Role.WORKER: ("/wealthai.storage.v1.FileService/",),
+    Role.GATEWAY: (
+        "/wealthai.orchestrator.v1.OrchestratorService/",
+        "/wealthai.storage.v1.FileService/",
+        "/grpc.reflection.",
+    ),
 }
 """Method prefixes a role is limited to wherever it is accepted; a role not named here may call
-every method of the services that accept it. A worker acts on files for a job's owner and
-never needs a task document, a lease or an API key."""
+every method of the services that accept it. A worker acts on files for a job's owner and the
+gateway serves the file API: neither ever needs a task document, a lease, an API key hash or a
+sealed password from storage_svc."""
 
 OPEN_TO_EVERY_ROLE = ("/grpc.health.v1.Health/",)
 """Method prefixes any certificate of the CA may call: probes need no particular role."""
@@ -368,6 +376,14 @@ def caller_role(context: grpc.aio.ServicerContext[Any, Any]) -> Role | None:
     return roles[0] if len(roles) == 1 else None
 
 
+def may_call(role: Role | None, method: str, allowed: frozenset[Role]) -> bool:
+    """Whether a caller of ``role`` may call ``method`` of a server accepting ``allowed``."""
+    if role is None or role not in allowed:
+        return False
+    scope = CALLER_SCOPES.get(role)
+    return scope is None or method.startswith(scope)
+
+
 class CallerCheck(grpc.aio.ServerInterceptor):
     """Refuses (PERMISSION_DENIED) a call whose client certificate names a role not in
     ``allowed``, or a method outside that role's :data:`CALLER_SCOPES`; health checks are open
@@ -398,8 +414,7 @@ def _guarded(
 
     async def check(context: grpc.aio.ServicerContext[Any, Any]) -> None:
         role = caller_role(context)
-        scope = CALLER_SCOPES.get(role) if role is not None else None
-        if role not in allowed or (scope is not None and not method.startswith(scope)):
+        if not may_call(role, method, allowed):
             logger.warning("refused %s to a %s certificate", method, role or "role-less")
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,

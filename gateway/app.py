@@ -1,4 +1,5 @@
-"""The REST application: the user's existing contract (SPEC §6) over the orchestrator's gRPC API.
+"""The REST application: the user's existing contract (SPEC §6) over the orchestrator's gRPC API,
+and the file API (:mod:`gateway.files`) over storage_svc's.
 
 Errors come from the one table in :mod:`common.errors`: a gRPC status from the orchestrator
 becomes the HTTP status and REST code of the same row, with the orchestrator's message; the
@@ -53,7 +54,8 @@ from common.json_limits import MAX_DEPTH
 from common.principals import Principal
 from common.principals import Role as PrincipalRole
 from common.tls import Role, identity_for
-from gateway import auth
+from gateway import auth, files
+from gateway.file_client import FileClient
 from gateway.models import (
     ApiKeyOut,
     CreatedKey,
@@ -116,14 +118,18 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class BodyLimit:
-    """Answers 413 to any request whose body is larger than the limit, declared or streamed."""
+    """Answers 413 to any request whose body is larger than the limit, declared or streamed,
+    but to the routes in ``exempt`` (method, path), which set limits of their own."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, exempt: frozenset[tuple[str, str]] = frozenset()
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (scope["method"], scope["path"]) in self.exempt:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
@@ -253,6 +259,7 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
     ``clock`` (monotonic seconds) times the API key cache; tests pass a fake one.
     """
     stub_box: dict[str, orchestrator_pb2_grpc.OrchestratorServiceAsyncStub] = {}
+    file_box: dict[str, FileClient] = {}
     tls = identity_for(settings, Role.GATEWAY)
 
     @asynccontextmanager
@@ -264,9 +271,11 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
             )
         channel = open_channel(settings.orchestrator_target, tls, Role.ORCHESTRATOR)
         stub_box["stub"] = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+        file_box["client"] = FileClient(settings.storage_target, tls, settings.call_timeout_s)
         try:
             yield
         finally:
+            await file_box["client"].close()
             await channel.close()
 
     app = FastAPI(
@@ -620,5 +629,9 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
         authenticator.forget(key_id)
         return ApiKeyOut.model_validate(_api_key(reply))
 
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    files.install(app, settings, lambda: file_box["client"])
+    # A file upload streams its body under the file size limit (gateway.files).
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_body_bytes, exempt=frozenset({("POST", "/files")})
+    )
     return app

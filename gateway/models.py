@@ -10,12 +10,13 @@ from pydantic import (
     Field,
     JsonValue,
     SecretStr,
+    StrictBool,
     computed_field,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
 
-from common.errors import ROWS, InvalidInput
+from common.errors import REST_ONLY, ROWS, InvalidInput
 from common.json_limits import check_json_shape
 
 EXAMPLE_TASK_ID = "task_20251230182721_01e09305"
@@ -291,7 +292,7 @@ class KeyListResponse(BaseModel):
     count: int
 
 
-_CODES = ", ".join(f"`{row.code}` ({row.http_status})" for row in ROWS)
+_CODES = ", ".join(f"`{row.code}` ({row.http_status})" for row in ROWS + REST_ONLY)
 
 
 class ErrorResponse(BaseModel):
@@ -334,3 +335,125 @@ class TaskEventOut(BaseModel):
     message: str
     section: str = Field(description="The section the change concerns; empty for the task.")
     at: str = Field(description="When it happened, ISO 8601 UTC.")
+
+
+# -- files -------------------------------------------------------------------------------------
+
+FILE_NAME_CHARS = r"[^/\x00-\x1f\x7f]{1,255}"
+"""A file name: 1-255 characters, none of them '/' or a control character (storage's rule)."""
+CONTENT_TYPE_CHARS = (
+    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*(?:;[ -~]*)?"
+)
+"""A MIME type ``type/subtype``, parameters allowed, printable ASCII (storage's rule)."""
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+EXAMPLE_FILE_ID = "f_9f86d081884c7d659a2feaa0c55ad015_0123456789abcdef01234567"
+SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
+
+
+class FileOut(BaseModel):
+    """What the platform knows about one file."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "file_id": EXAMPLE_FILE_ID,
+                    "name": "holdings 2025.csv",
+                    "size": 1048576,
+                    "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                    "content_type": "text/csv",
+                    "created_at": "2025-12-30T12:00:00Z",
+                    "expires_at": "2025-12-31T12:00:00Z",
+                    "temporary": False,
+                    "owner": "acme/ann",
+                }
+            ]
+        }
+    )
+
+    file_id: str = Field(description="`f_<32 hex>_<24 hex>`.")
+    name: str = Field(description="The file's name, as uploaded.")
+    size: int = Field(ge=0, description="Size in bytes.")
+    sha256: str = Field(
+        description="SHA-256 of the bytes, 64 lowercase hex digits; empty for a pre-signed "
+        "upload that declared none."
+    )
+    content_type: str
+    created_at: str = Field(description="When the upload completed, RFC 3339 UTC.")
+    expires_at: str = Field(
+        description="When the file expires (created_at + the retention); it is 404 from then."
+    )
+    temporary: bool = Field(
+        description="A temporary input, deleted right after the task that used it ends."
+    )
+    owner: str = Field(description="The principal id of the file's owner.")
+
+
+class FileListResponse(BaseModel):
+    files: list[FileOut]
+    count: int
+    next_page_token: str | None = Field(
+        description="Pass as page_token for the next page; null on the last one."
+    )
+
+
+class PresignRequest(BaseModel):
+    """A file the client will PUT straight to S3."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"name": "holdings.csv", "content_type": "text/csv", "size": 1048576}]
+        },
+    )
+
+    name: str = Field(pattern=f"^{FILE_NAME_CHARS}$", description="The file's name.")
+    content_type: str = Field(
+        DEFAULT_CONTENT_TYPE,
+        max_length=255,
+        pattern=f"^{CONTENT_TYPE_CHARS}$",
+        description="MIME type; the PUT must send it as Content-Type.",
+    )
+    size: int = Field(
+        ge=0, description="Exact size in bytes of the PUT (S3 refuses any other length)."
+    )
+    sha256: str | None = Field(
+        None,
+        pattern=SHA256_PATTERN,
+        description="SHA-256 of the bytes in hex: signed into the URL, S3 refuses bytes that "
+        "do not match, and the file's metadata carries it.",
+    )
+    temporary: StrictBool = Field(False, description="A temporary input of a task.")
+    expires_s: int | None = Field(
+        None,
+        ge=1,
+        le=604_800,
+        description="Validity of the URL in seconds (default 15 minutes; capped by storage, "
+        "1 hour by default).",
+    )
+
+    @field_validator("size", "expires_s", mode="before")
+    @classmethod
+    def _numbers_are_json_numbers(cls, value: Any) -> Any:
+        # JSON Schema's integers: 5 and 5.0, never "5" nor true.
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise PydanticCustomError("int_type", "Input should be a valid integer")
+        return value
+
+
+class PresignResponse(BaseModel):
+    """Where and how to PUT the bytes; then ``POST /files/{file_id}/complete``."""
+
+    file_id: str = Field(description="The id the file will have.")
+    url: str = Field(description="The URL to PUT the bytes to.")
+    headers: dict[str, str] = Field(
+        description="Headers the PUT must carry exactly as given (they are signed)."
+    )
+    expires_at: str = Field(description="When the URL stops working, RFC 3339 UTC.")
+
+
+class FileUrlResponse(BaseModel):
+    """A URL that downloads the file straight from S3."""
+
+    url: str
+    expires_at: str = Field(description="When the URL stops working, RFC 3339 UTC.")

@@ -13,7 +13,8 @@ from common.settings import ServiceSettings
 
 
 class GatewaySettings(ServiceSettings):
-    """Where the gateway listens, which orchestrator it talks to, and how callers sign in."""
+    """Where the gateway listens, which orchestrator and storage it talks to, how callers sign in,
+    and how large a request may be."""
 
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", frozen=True)
 
@@ -23,10 +24,28 @@ class GatewaySettings(ServiceSettings):
         description="Orchestrator replicas: host:port, dns:///name:port or "
         "ipv4:ip:port,ip:port; calls are spread round-robin over them.",
     )
-    max_body_bytes: int = Field(
-        2 * 1024 * 1024, ge=1024, description="Largest request body; larger ones get 413."
+    storage_target: str = Field(
+        "127.0.0.1:50051",
+        description="storage_svc replicas (its FileService), in the same forms as "
+        "orchestrator_target.",
     )
-    call_timeout_s: float = Field(15.0, gt=0, description="Deadline of each orchestrator call.")
+    max_body_bytes: int = Field(
+        2 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body but a file upload's; larger ones get 413.",
+    )
+    file_max_bytes: int = Field(
+        1024**3,
+        ge=1,
+        description="Largest file POST /files and POST /files/presign accept; larger ones get "
+        "413 (storage_svc's own STORAGE_FILE_MAX_BYTES applies too).",
+    )
+    call_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="Deadline of each orchestrator call, and of each storage call but the file "
+        "streams.",
+    )
     auth: Literal["keys", "open"] = Field(
         "keys",
         description="keys: every call but /ping and the docs needs an API key. open: calls "

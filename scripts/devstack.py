@@ -287,6 +287,7 @@ class Stack:
                 {
                     "GATEWAY_PORT": str(p.gateway),
                     "GATEWAY_ORCHESTRATOR_TARGET": f"ipv4:{orchestrators}",
+                    "GATEWAY_STORAGE_TARGET": f"127.0.0.1:{p.storage}",
                     "GATEWAY_ADMIN_KEY": self.admin_key,
                     "GATEWAY_TLS_DIR": tls,
                 },

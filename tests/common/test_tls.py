@@ -29,6 +29,7 @@ from common.tls import (
     ensure_certificates,
     key_file,
     main,
+    may_call,
     role_of,
 )
 from wealthai.storage.v1 import files_pb2, files_pb2_grpc, storage_pb2, storage_pb2_grpc
@@ -119,10 +120,41 @@ def test_loading_names_the_file_that_is_missing_or_of_another_role(
 
 
 def test_every_service_is_open_only_to_its_real_callers() -> None:
-    assert ALLOWED_CALLERS[Role.STORAGE] == {Role.ORCHESTRATOR, Role.WORKER}
+    assert ALLOWED_CALLERS[Role.STORAGE] == {Role.ORCHESTRATOR, Role.WORKER, Role.GATEWAY}
     assert ALLOWED_CALLERS[Role.WORKER] == {Role.ORCHESTRATOR}
     assert ALLOWED_CALLERS[Role.ORCHESTRATOR] == {Role.GATEWAY, Role.ORCHESTRATOR}
-    assert CALLER_SCOPES == {Role.WORKER: ("/wealthai.storage.v1.FileService/",)}
+    assert CALLER_SCOPES[Role.WORKER] == ("/wealthai.storage.v1.FileService/",)
+    assert set(CALLER_SCOPES) == {Role.WORKER, Role.GATEWAY}
+
+
+FILES = "/wealthai.storage.v1.FileService/GetMeta"
+TASKS = "/wealthai.storage.v1.StorageService/GetTask"
+STORAGE_CALLERS = ALLOWED_CALLERS[Role.STORAGE]
+
+
+@pytest.mark.parametrize(
+    ("role", "method", "allowed", "expected"),
+    [
+        (Role.GATEWAY, FILES, STORAGE_CALLERS, True),
+        (Role.GATEWAY, TASKS, STORAGE_CALLERS, False),
+        (
+            Role.GATEWAY,
+            "/wealthai.orchestrator.v1.OrchestratorService/GetStats",
+            {Role.GATEWAY},
+            True,
+        ),
+        (Role.ORCHESTRATOR, TASKS, STORAGE_CALLERS, True),
+        (Role.ORCHESTRATOR, FILES, STORAGE_CALLERS, True),
+        (Role.WORKER, FILES, STORAGE_CALLERS, True),
+        (Role.WORKER, TASKS, STORAGE_CALLERS, False),
+        (Role.WORKER, FILES, frozenset({Role.ORCHESTRATOR}), False),
+        (None, FILES, STORAGE_CALLERS, False),
+    ],
+)
+def test_a_caller_may_call_what_the_server_and_its_own_scope_allow(
+    role: Role | None, method: str, allowed: set[Role], expected: bool
+) -> None:
+    assert may_call(role, method, frozenset(allowed)) is expected
 
 
 # -- a real server with mutual TLS ----------------------------------------------------------
@@ -310,7 +342,7 @@ class Tasks(storage_pb2_grpc.StorageServiceServicer):
         return storage_pb2.GetTaskResponse(version="v1")
 
 
-async def test_a_worker_reaches_the_files_of_storage_and_nothing_else(tls_dir: Path) -> None:
+async def test_a_worker_and_the_gateway_reach_the_files_of_storage_and_nothing_else(tls_dir: Path) -> None:
     host = ServiceHost(mutual(tls_dir), "test-storage", Role.STORAGE)
     host.add(files_pb2_grpc.add_FileServiceServicer_to_server, Files(), "f")
     host.add(storage_pb2_grpc.add_StorageServiceServicer_to_server, Tasks(), "s")
@@ -320,6 +352,7 @@ async def test_a_worker_reaches_the_files_of_storage_and_nothing_else(tls_dir: P
     try:
         for role, task_code in (
             (Role.WORKER, grpc.StatusCode.PERMISSION_DENIED),
+            (Role.GATEWAY, grpc.StatusCode.PERMISSION_DENIED),
             (Role.ORCHESTRATOR, grpc.StatusCode.OK),
         ):
             identity = Identity.load(tls_dir, role)

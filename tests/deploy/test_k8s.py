@@ -36,6 +36,7 @@ AUTOSCALED = {"orchestrator", "section-worker"}
 # callee's container port. The orchestrator calls itself: a replica forwards to a task's owner.
 CALLS = {
     ("gateway", "orchestrator"),
+    ("gateway", "storage-svc"),
     ("orchestrator", "orchestrator"),
     ("orchestrator", "storage-svc"),
     ("orchestrator", "section-worker"),
