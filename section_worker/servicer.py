@@ -116,6 +116,11 @@ def _job(request: worker_pb2.SectionJob) -> SectionJob:
         raise InvalidInput("resume_message_id needs resume_conv_id")
     if not math.isfinite(request.timeout_s) or request.timeout_s < 0:
         raise InvalidInput("timeout_s must be a finite number of seconds, 0 or more")
+    assets = tuple(request.assets)
+    if assets and assets[0] != request.asset_id:
+        raise InvalidInput("assets must start with asset_id")
+    if len(set(assets)) != len(assets):
+        raise InvalidInput("assets must not name an asset twice")
     return SectionJob(
         job_id=request.job_id,
         task_id=request.task_id,
@@ -128,6 +133,8 @@ def _job(request: worker_pb2.SectionJob) -> SectionJob:
         timeout_s=request.timeout_s,
         resume_conv_id=request.resume_conv_id,
         resume_message_id=request.resume_message_id,
+        assets=assets,
+        principal_tenant=request.principal_tenant,
     )
 
 
@@ -152,6 +159,17 @@ def _event_message(event: Event) -> worker_pb2.SectionEvent:
             platform_calls=event.platform_calls,
             duration_s=event.duration_s,
             token_expired=event.token_expired,
+            asset_id=event.asset_id,
+            attempts=[
+                worker_pb2.Attempt(
+                    asset_id=a.asset_id,
+                    outcome=a.outcome.value,
+                    reason=a.reason,
+                    cost=a.cost,
+                    duration_s=a.duration_s,
+                )
+                for a in event.attempts
+            ],
         )
     )
 
