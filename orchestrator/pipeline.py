@@ -265,12 +265,15 @@ class TaskRun:
             job_id=f"{self.task_id}:{name}",
             task_id=self.task_id,
             section=name,
-            asset_id=section.asset_id,
+            asset_id=cfg.asset_id if cfg else section.asset_id,
             record_json=json.dumps(self.record.data[section.record_index]),
             tenant=self.record.tenant,
             username=self.record.username,
             access_token=self._token.value if self._token else "",
             timeout_s=cfg.timeout_s if cfg else _DEFAULT_TIMEOUT_S,
+            # A section no longer configured keeps the one asset it was detected with.
+            assets=cfg.chain if cfg else (),
+            principal_tenant=self.record.principal_tenant,
         )
         dispatches = section.dispatches
 

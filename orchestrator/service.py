@@ -271,6 +271,7 @@ class Orchestrator:
                 updated_at=iso(now),
                 owner=self.replica_id,
                 principal_id=caller.id,
+                principal_tenant=caller.tenant or tenant,
             )
             record.trace.append(
                 transitions.trace_entry(

@@ -112,6 +112,10 @@ class SectionJob:
     # Where an earlier dispatch stopped (see TokenExpired): the job resumes there.
     resume_conv_id: str = ""
     resume_message_id: str = ""
+    # The section's fallback chain (asset_id first); empty: asset_id alone.
+    assets: tuple[str, ...] = ()
+    # Who pays: the tenant of the task's principal (limits and budgets count against it).
+    principal_tenant: str = ""
 
 
 @dataclass(frozen=True)
@@ -123,8 +127,20 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """One step of a job's path through its fallback chain."""
+
+    asset_id: str
+    outcome: str
+    reason: str = ""
+    cost: float = 0.0
+    duration_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class Outcome:
-    """How a section's job ended."""
+    """How a section's job ended; ``asset_id`` is the asset that answered (on failure, the
+    last one reached) and ``attempts`` the path through the chain."""
 
     success: bool
     response: str = ""
@@ -132,6 +148,8 @@ class Outcome:
     conv_id: str = ""
     message_id: str = ""
     error: str = ""
+    asset_id: str = ""
+    attempts: tuple[Attempt, ...] = ()
 
     @classmethod
     def failed(cls, error: str) -> Outcome:
@@ -222,6 +240,11 @@ class GrpcWorkerClient:
                         conv_id=result.conv_id,
                         message_id=result.message_id,
                         error=result.error,
+                        asset_id=result.asset_id,
+                        attempts=tuple(
+                            Attempt(a.asset_id, a.outcome, a.reason, a.cost, a.duration_s)
+                            for a in result.attempts
+                        ),
                     )
                     return
                 yield Progress(conv_id=event.progress.conv_id, message_id=event.progress.message_id)
@@ -252,4 +275,6 @@ def job_message(job: SectionJob) -> worker_pb2.SectionJob:
         timeout_s=job.timeout_s,
         resume_conv_id=job.resume_conv_id,
         resume_message_id=job.resume_message_id,
+        assets=list(job.assets),
+        principal_tenant=job.principal_tenant,
     )
