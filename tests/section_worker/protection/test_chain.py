@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from common.platform_config import PlatformConfig
 from section_worker.platform_client import (
@@ -409,3 +410,36 @@ async def test_a_cancelled_call_gives_its_places_and_reservation_back() -> None:
     limits = p.budgets.limits(cfg.tenant("acme"))
     assert (await p.store.spent("acme", "task_1", limits))["reserved"] == 0
     assert p.breakers.breaker("a").probes == 0
+
+
+async def test_the_metrics_count_attempts_fallbacks_cool_downs_and_spend() -> None:
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = {
+        "throttled": value("wealthai_platform_requests_total", asset="m-a", outcome="throttled"),
+        "answered": value("wealthai_platform_requests_total", asset="m-b", outcome="answered"),
+        "fallback": value("wealthai_fallbacks_total", from_asset="m-a", to_asset="m-b"),
+        "cooldown": value("wealthai_cooldowns_total", asset="m-a"),
+        "spend": value("wealthai_tenant_spend_usd_total", tenant="metered"),
+    }
+    cfg = config(tenants={"metered": {"budget_day": 100.0}})
+    chain, _ = make(cfg)
+    platform = Platform({"m-a": [Throttled("429")], "m-b": [Answer("w", 0.25)]})
+    await run(chain, platform, job(["m-a", "m-b"], tenant="metered"))
+
+    assert value("wealthai_platform_requests_total", asset="m-a", outcome="throttled") == (
+        before["throttled"] + 1
+    )
+    assert value("wealthai_platform_requests_total", asset="m-b", outcome="answered") == (
+        before["answered"] + 1
+    )
+    assert value("wealthai_fallbacks_total", from_asset="m-a", to_asset="m-b") == (
+        before["fallback"] + 1
+    )
+    assert value("wealthai_cooldowns_total", asset="m-a") == before["cooldown"] + 1
+    assert value("wealthai_tenant_spend_usd_total", tenant="metered") == pytest.approx(
+        before["spend"] + 0.25
+    )
+    assert value("wealthai_tenant_reserved_usd", tenant="metered") == pytest.approx(0)
+    assert value("wealthai_breaker_state", asset="m-a") == 0
