@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-$(shell cat $(LOCKS) | sha1sum | cut -c1-12)
 DEPS_OF := import sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] if sys.argv[1] == "runtime" else [d for ds in p["optional-dependencies"].values() for d in ds]))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv protos run run-clean test lint fmt lock clean chaos bench bench-files
+.PHONY: help venv protos redis-server run run-clean test lint fmt lock clean chaos bench bench-files
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -26,22 +26,27 @@ venv: $(STAMP) ## Create or refresh the virtualenv from requirements-dev.lock.
 protos: $(STAMP) ## Regenerate the gRPC stubs from protos/.
 	$(BIN)/python scripts/gen_protos.py
 
-run: protos ## Start the whole platform locally (SeaweedFS S3 on disk, simulator, every service).
+# The workers share limits, budgets and breakers through Redis when several run (make run, the
+# tests): Debian's redis-server, installed on first use (CI runs on a fresh machine as root).
+redis-server: ## Install redis-server when it is missing.
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+
+run: protos redis-server ## Start the whole platform locally (SeaweedFS S3 on disk, Redis, simulator, every service).
 	$(BIN)/python -m scripts.devstack
 
 run-clean: ## Wipe make run's S3 data (tasks, API keys): $DEVSTACK_DIR/s3, .run/s3 by default.
 	rm -rf "$${DEVSTACK_DIR:-.run}/s3"
 
-test: protos ## Run the whole test suite.
+test: protos redis-server ## Run the whole test suite.
 	$(BIN)/python -m pytest
 
-bench: protos ## Benchmarks, every scenario (bench/README.md; ARGS="--scenario a").
+bench: protos redis-server ## Benchmarks, every scenario (bench/README.md; ARGS="--scenario a").
 	$(BIN)/python -m bench.perf $(or $(ARGS),--scenario all)
 
 bench-files: protos ## File benchmark: 350 MB up and down through the gateway vs straight to S3 (bench/README.md).
 	$(BIN)/python -m bench.files $(ARGS)
 
-chaos: protos ## Chaos run: kill -9 services at random under load (bench/README.md; ARGS=--help).
+chaos: protos redis-server ## Chaos run: kill -9 services at random under load (bench/README.md; ARGS=--help).
 	$(BIN)/python -m bench.chaos $(ARGS)
 
 lint: protos ## Lint, format check and strict type check.

@@ -28,7 +28,8 @@ from section_worker.settings import WorkerSettings
 from simulator.state import input_digest
 
 FIXED_POLL_S = 2.0  # the baseline polling schedule of the polling target
-NOT_SERVICES = ("s3", "simulator", "s3count")  # the stand-ins for AWS and the platform, and us
+# The stand-ins for AWS and the platform, the workers' Redis, and us.
+NOT_SERVICES = ("s3", "simulator", "redis", "s3count")
 
 
 def _asset_ids() -> dict[str, str]:
@@ -186,8 +187,8 @@ def platform_figures(
 def resource_figures(
     before: Sample, after: Sample, clients_cpu_s: float, completed: int, seconds: float
 ) -> dict[str, Any]:
-    """CPU per task (every service together and each; moto, the simulator, the bench clients
-    and the S3 counting proxy apart), peak and growth of resident memory per service."""
+    """CPU per task (every service together and each; moto, the simulator, Redis, the bench
+    clients and the S3 counting proxy apart), peak and growth of resident memory per service."""
     cpu = cpu_spent(before, after)
     services = {name: s for name, s in cpu.items() if name not in NOT_SERVICES}
     per = 1000 / max(completed, 1)
@@ -199,6 +200,7 @@ def resource_figures(
             "by_service": {n: round(s * per, 2) for n, s in sorted(services.items())},
             "s3": round(cpu.get("s3", 0.0) * per, 2),
             "simulator": round(cpu.get("simulator", 0.0) * per, 2),
+            "redis": round(cpu.get("redis", 0.0) * per, 2),
             "harness": {
                 "clients": round(clients_cpu_s * per, 2),
                 "s3_proxy": round(cpu.get("s3count", 0.0) * per, 2),

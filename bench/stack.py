@@ -3,8 +3,9 @@ ports, with the S3 counting proxy (:mod:`bench.s3count`) between storage_svc and
 
 moto stays on the port the stack starts it on; the proxy is one more process of the stack
 (started right after moto, stopped with the rest) and storage_svc's
-``STORAGE_S3_ENDPOINT_URL`` points at it. Every service logs at WARNING, so logging stays off
-the hot path.
+``STORAGE_S3_ENDPOINT_URL`` points at it. With more than one worker the stack also starts
+Redis for the workers' shared limits (:class:`scripts.devstack.Stack`). Every service logs at
+WARNING, so logging stays off the hot path.
 """
 
 from __future__ import annotations
@@ -66,5 +67,5 @@ class BenchStack(Stack):
 
     @property
     def services(self) -> list[str]:
-        """The platform's own processes (not moto, the simulator or the proxy)."""
-        return [n for n in self.procs if n not in ("s3", "simulator", "s3count")]
+        """The platform's own processes (not moto, Redis, the simulator or the proxy)."""
+        return [n for n in self.procs if n not in ("s3", "redis", "simulator", "s3count")]

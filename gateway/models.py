@@ -121,6 +121,19 @@ class ResultFileOut(BaseModel):
         return f"/files/{self.file_id}"
 
 
+class AttemptOut(BaseModel):
+    """One step of a section's path through its fallback chain."""
+
+    asset_id: str
+    outcome: str = Field(
+        description="answered | throttled | failed | rejected (the platform was called), or "
+        "breaker_open | cooling_down | limited | budget (the asset was skipped)"
+    )
+    reason: str = Field(description="Why it did not answer; empty when it did.")
+    cost: float = Field(description="US dollars.")
+    duration_s: float
+
+
 class SectionOutcomeOut(BaseModel):
     status: str
     response: str
@@ -128,6 +141,13 @@ class SectionOutcomeOut(BaseModel):
     conv_id: str
     message_id: str
     error: str
+    asset_id: str = Field(
+        "", description="The chain's first asset; once completed, the asset that answered."
+    )
+    model_used: str = Field("", description="The asset that answered; empty unless completed.")
+    attempts: list[AttemptOut] = Field(
+        default_factory=list, description="The path through the section's fallback chain."
+    )
     files: list[ResultFileOut] = Field(
         default_factory=list,
         description='Files the section produced (a section of `"output": "file"` delivers its '
@@ -155,6 +175,25 @@ class ResultResponse(BaseModel):
                             "conv_id": "6953cc347432dcd48967cb34",
                             "message_id": "6953cc34dd24cce8ffb41f33",
                             "error": "",
+                            "asset_id": "0edec5d8-a1db-44c7-bdf5-3b028be0efc6",
+                            "model_used": "0edec5d8-a1db-44c7-bdf5-3b028be0efc6",
+                            "attempts": [
+                                {
+                                    "asset_id": "c7b75809-063a-4f9c-80a8-496e88ed4894",
+                                    "outcome": "throttled",
+                                    "reason": "create conversation: the platform throttled "
+                                    "the call (429); cooling down for 60s",
+                                    "cost": 0.0,
+                                    "duration_s": 0.012,
+                                },
+                                {
+                                    "asset_id": "0edec5d8-a1db-44c7-bdf5-3b028be0efc6",
+                                    "outcome": "answered",
+                                    "reason": "",
+                                    "cost": 0.0801,
+                                    "duration_s": 21.4,
+                                },
+                            ],
                         }
                     },
                     "cost": 0.3241,

@@ -63,6 +63,21 @@ class FileRef(BaseModel):
     temporary: bool = Field(False, description="Deleted when the task that used it ends.")
 
 
+class AttemptRecord(BaseModel):
+    """One step of a section's path through its fallback chain (an asset tried or skipped)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    asset_id: str
+    outcome: str = Field(
+        description="answered | throttled | failed | rejected | breaker_open | cooling_down | "
+        "limited | budget"
+    )
+    reason: str = ""
+    cost: float = 0.0
+    duration_s: float = 0.0
+
+
 class SectionResult(BaseModel):
     """One section's job and its outcome."""
 
@@ -75,8 +90,14 @@ class SectionResult(BaseModel):
     message_id: str = ""
     error: str = ""
     record_index: int = Field(ge=0)
-    asset_id: str
+    asset_id: str = Field(
+        description="The chain's first asset; once the section completed, the asset that answered."
+    )
     dispatches: int = 0
+    model_used: str = Field("", description="The asset that answered; empty unless completed.")
+    attempts: list[AttemptRecord] = Field(
+        default_factory=list, description="The path through the fallback chain, in order."
+    )
     files: list[FileRef] = Field(
         default_factory=list, description="Files the section produced (its last outcome's)."
     )
@@ -118,6 +139,11 @@ class TaskRecord(BaseModel):
     takeovers: int = Field(0, ge=0, description="Times a replica took the task from a dead one.")
     principal_id: str = Field(
         "", description="The principal who submitted the task and alone (with admins) sees it."
+    )
+    principal_tenant: str = Field(
+        "",
+        description="The tenant of that principal: who pays, and whose limits and budgets the "
+        "task's platform calls count against (`tenant` is the platform login's tenant).",
     )
     files: list[FileRef] = Field(
         default_factory=list, description="The files the records reference, as at submission."

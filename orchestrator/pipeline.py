@@ -265,7 +265,7 @@ class TaskRun:
             job_id=f"{self.task_id}:{name}",
             task_id=self.task_id,
             section=name,
-            asset_id=section.asset_id,
+            asset_id=cfg.asset_id if cfg else section.asset_id,
             record_json=json.dumps(self.record.data[section.record_index]),
             tenant=self.record.tenant,
             username=self.record.username,
@@ -274,6 +274,9 @@ class TaskRun:
             owner_id=self.record.principal_id,
             files=task_files.of_record(self.record, section.record_index),
             output=task_files.output_of(cfg),
+            # A section no longer configured keeps the one asset it was detected with.
+            assets=cfg.chain if cfg else (),
+            principal_tenant=self.record.principal_tenant,
         )
         dispatches = section.dispatches
 

@@ -288,6 +288,7 @@ class Orchestrator:
                 owner=self.replica_id,
                 principal_id=caller.id,
                 files=files,
+                principal_tenant=caller.tenant or tenant,
             )
             record.trace.append(
                 transitions.trace_entry(

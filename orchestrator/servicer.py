@@ -58,6 +58,18 @@ def result_message(record: TaskRecord) -> pb.TaskResult:
                 conv_id=s.conv_id,
                 message_id=s.message_id,
                 error=s.error,
+                asset_id=s.asset_id,
+                model_used=s.model_used,
+                attempts=[
+                    pb.SectionAttempt(
+                        asset_id=a.asset_id,
+                        outcome=a.outcome,
+                        reason=a.reason,
+                        cost=a.cost,
+                        duration_s=a.duration_s,
+                    )
+                    for a in s.attempts
+                ],
                 files=[
                     pb.ResultFile(
                         file_id=f.file_id,

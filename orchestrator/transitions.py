@@ -21,7 +21,14 @@ from datetime import datetime
 
 from common.errors import WrongState
 from common.timeutil import iso, parse_iso, utcnow
-from orchestrator.models import SectionResult, SectionState, TaskRecord, TaskState, TraceEntry
+from orchestrator.models import (
+    AttemptRecord,
+    SectionResult,
+    SectionState,
+    TaskRecord,
+    TaskState,
+    TraceEntry,
+)
 from orchestrator.worker_client import Outcome
 
 PROGRESS = {
@@ -74,7 +81,22 @@ def finish_section(
     section.error = outcome.error
     section.files = list(outcome.files)  # the last outcome's only: one result file per section
     section.dispatches = dispatches
+    if outcome.success and outcome.asset_id:
+        # A failed section keeps its chain's first asset, so a retry starts the chain over.
+        section.asset_id = section.model_used = outcome.asset_id
+    section.attempts = [
+        AttemptRecord(
+            asset_id=a.asset_id,
+            outcome=a.outcome,
+            reason=a.reason,
+            cost=a.cost,
+            duration_s=round(a.duration_s, 3),
+        )
+        for a in outcome.attempts
+    ]
     detail = f"cost ${outcome.cost:.4f}" if outcome.success else outcome.error
+    if outcome.success and len(outcome.attempts) > 1:
+        detail += f"; answered by {outcome.asset_id} after {len(outcome.attempts) - 1} fallback(s)"
     record.trace.append(
         trace_entry(f"3. Section {name}", section.status.value, started=started, detail=detail)
     )

@@ -118,6 +118,10 @@ class SectionJob:
     owner_id: str = ""
     files: tuple[FileRef, ...] = ()
     output: str = ""
+    # The section's fallback chain (asset_id first); empty: asset_id alone.
+    assets: tuple[str, ...] = ()
+    # Who pays: the tenant of the task's principal (limits and budgets count against it).
+    principal_tenant: str = ""
 
 
 @dataclass(frozen=True)
@@ -129,8 +133,20 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """One step of a job's path through its fallback chain."""
+
+    asset_id: str
+    outcome: str
+    reason: str = ""
+    cost: float = 0.0
+    duration_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class Outcome:
-    """How a section's job ended."""
+    """How a section's job ended; ``asset_id`` is the asset that answered (on failure, the
+    last one reached) and ``attempts`` the path through the chain."""
 
     success: bool
     response: str = ""
@@ -139,6 +155,8 @@ class Outcome:
     message_id: str = ""
     error: str = ""
     files: tuple[FileRef, ...] = ()  # files the job produced
+    asset_id: str = ""
+    attempts: tuple[Attempt, ...] = ()
 
     @classmethod
     def failed(cls, error: str) -> Outcome:
@@ -230,6 +248,11 @@ class GrpcWorkerClient:
                         message_id=result.message_id,
                         error=result.error,
                         files=tuple(_file_of(ref) for ref in result.files),
+                        asset_id=result.asset_id,
+                        attempts=tuple(
+                            Attempt(a.asset_id, a.outcome, a.reason, a.cost, a.duration_s)
+                            for a in result.attempts
+                        ),
                     )
                     return
                 yield Progress(conv_id=event.progress.conv_id, message_id=event.progress.message_id)
@@ -260,6 +283,8 @@ def job_message(job: SectionJob) -> worker_pb2.SectionJob:
         timeout_s=job.timeout_s,
         resume_conv_id=job.resume_conv_id,
         resume_message_id=job.resume_message_id,
+        assets=list(job.assets),
+        principal_tenant=job.principal_tenant,
         owner_id=job.owner_id,
         files=[
             worker_pb2.FileRef(

@@ -2,7 +2,9 @@
 
 ``make run`` (``python -m scripts.devstack``) starts SeaweedFS as the S3 server (data kept on
 disk under the state folder, ``scripts/seaweedfs.py``), the AI-platform simulator, storage_svc,
-the orchestrator, two section workers and the gateway, prints where they are and how to submit
+the orchestrator, two section workers and the gateway, and — because more than one worker runs
+— Redis, where the workers share their limits, budgets and breaker states
+(``WORKER_LIMITS_URL``; ``scripts/redis.py``), prints where they are and how to submit
 a task, restarts any of them that exits (with backoff; the others keep serving) and stops them
 all on Ctrl-C. The end-to-end tests start the same :class:`Stack` on free ports, on moto or
 SeaweedFS, supervised or not.
@@ -10,7 +12,8 @@ SeaweedFS, supervised or not.
 Ports come from the same variables the services read (``GATEWAY_PORT``, ``ORCH_PORT``,
 ``STORAGE_PORT``, ``SIM_PORT``) plus ``DEVSTACK_S3_PORT``, ``DEVSTACK_WORKER_PORTS`` and
 ``DEVSTACK_ORCH_PORTS`` (comma-separated, one replica per port), ``DEVSTACK_SEAWEED_PORTS``
-(SeaweedFS's own nine, in ``scripts.seaweedfs.PORT_FLAGS`` order) and ``DEVSTACK_DIR`` (state
+(SeaweedFS's own nine, in ``scripts.seaweedfs.PORT_FLAGS`` order), ``DEVSTACK_REDIS_PORT``
+and ``DEVSTACK_DIR`` (state
 kept between runs: the credential key, the admin API key, under ``tls/`` the local CA and the
 services' certificates, made on first start, every gRPC hop being mutual TLS with them; and
 under ``s3/`` SeaweedFS's data).
@@ -40,7 +43,7 @@ from common.http_server import can_bind
 from common.tls import CA_CERT, Identity, Role, ensure_certificates
 from gateway.models import EXAMPLE_DATA
 from orchestrator.credentials import new_key
-from scripts import seaweedfs
+from scripts import redis, seaweedfs
 
 ROOT = Path(__file__).resolve().parent.parent
 S3_SERVERS = ("moto", "seaweedfs")
@@ -52,6 +55,12 @@ RESTART_DELAY_MAX_S = 10.0
 RESTART_RESET_AFTER_S = 30.0
 
 logger = logging.getLogger(__name__)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def listens(port: int) -> bool:
@@ -83,6 +92,8 @@ class Ports:
     workers: list[int] = field(default_factory=lambda: [50061, 50062])
     # SeaweedFS's own ports (master, volume, filer, admin; then their gRPC ports and S3's).
     seaweed: list[int] = field(default_factory=lambda: list(seaweedfs.DEFAULT_PORTS))
+    # Redis, when the workers share their limits (several workers); 0 picks a free port.
+    redis: int = 0
 
     @classmethod
     def from_env(cls) -> Ports:
@@ -98,6 +109,7 @@ class Ports:
             ports.workers = [int(p) for p in raw.split(",") if p.strip()]
         if raw := env.get("DEVSTACK_SEAWEED_PORTS"):
             ports.seaweed = [int(p) for p in raw.split(",") if p.strip()]
+        ports.redis = int(env.get("DEVSTACK_REDIS_PORT", 6379))
         return ports
 
     @classmethod
@@ -141,10 +153,12 @@ class Stack:
     """Starts and stops the whole platform as local processes.
 
     ``s3_server`` is ``"moto"`` (in memory: gone when it stops) or ``"seaweedfs"`` (on disk
-    under ``<state_dir>/s3``). With ``supervise``, a process that exits while the stack runs is
-    restarted after a delay (:data:`RESTART_DELAY_MIN_S` doubling to :data:`RESTART_DELAY_MAX_S`)
-    by a thread of the stack, with a log line; without it, a process killed stays down until
-    the caller calls :meth:`launch` for it again.
+    under ``<state_dir>/s3``). ``shared_limits`` (default: when more than one worker runs)
+    starts Redis and points every worker's ``WORKER_LIMITS_URL`` at it, so the workers' limits,
+    budgets and breakers hold across them. With ``supervise``, a process that exits while the
+    stack runs is restarted after a delay (:data:`RESTART_DELAY_MIN_S` doubling to
+    :data:`RESTART_DELAY_MAX_S`) by a thread of the stack, with a log line; without it, a
+    process killed stays down until the caller calls :meth:`launch` for it again.
     """
 
     def __init__(
@@ -157,6 +171,7 @@ class Stack:
         bucket: str = "wealth-ai-tasks",
         s3_server: str = "moto",
         supervise: bool = False,
+        shared_limits: bool | None = None,
     ) -> None:
         if s3_server not in S3_SERVERS:
             raise ValueError(f"s3_server must be one of {', '.join(S3_SERVERS)}")
@@ -167,6 +182,7 @@ class Stack:
         self.bucket = bucket
         self.s3_server = s3_server
         self.supervise = supervise
+        self.shared_limits = len(ports.workers) > 1 if shared_limits is None else shared_limits
         self.procs: dict[str, Proc] = {}
         self.tls_dir = state_dir / "tls"
         self.s3_dir = state_dir / "s3"
@@ -232,8 +248,15 @@ class Stack:
         env = self._base_env()
         workers = ",".join(f"127.0.0.1:{port}" for port in p.workers)
         tls = self._certificates()
-        specs = [
-            self._s3_spec(env),
+        specs = [self._s3_spec(env)]
+        worker_env: dict[str, str] = {}
+        if self.shared_limits:
+            if not p.redis:
+                p.redis = _free_port()
+            argv = redis.command(p.redis, self.state_dir / "redis")
+            specs.append(Proc("redis", p.redis, argv, env, quiet=True))
+            worker_env["WORKER_LIMITS_URL"] = f"redis://127.0.0.1:{p.redis}/0"
+        specs += [
             Proc("simulator", p.simulator, [py, "-m", "simulator"], {"SIM_PORT": str(p.simulator)}),
             Proc(
                 "storage",
@@ -257,6 +280,7 @@ class Stack:
                     "WORKER_PLATFORM_URL": f"http://127.0.0.1:{p.simulator}",
                     "WORKER_STORAGE_TARGET": f"127.0.0.1:{p.storage}",
                     "WORKER_TLS_DIR": tls,
+                    **worker_env,
                 },
             )
             for i, port in enumerate(p.workers)
@@ -322,7 +346,7 @@ class Stack:
                 + ", ".join(busy)
                 + " (stop what uses them or set GATEWAY_PORT, ORCH_PORT, STORAGE_PORT, "
                 "SIM_PORT, DEVSTACK_S3_PORT, DEVSTACK_WORKER_PORTS, DEVSTACK_ORCH_PORTS, "
-                "DEVSTACK_SEAWEED_PORTS)"
+                "DEVSTACK_SEAWEED_PORTS, DEVSTACK_REDIS_PORT)"
             )
         self._stopping.clear()
         try:
@@ -479,7 +503,7 @@ Wealth AI Task Platform is running.
   section workers  {workers} (gRPC)
   storage_svc      127.0.0.1:{ports.storage} (gRPC) -> S3 ({s3_name}) http://127.0.0.1:{ports.s3}
   AI simulator     http://127.0.0.1:{ports.simulator}   calls: /_sim/stats
-  gRPC is mutual TLS; local CA {tls_dir / CA_CERT}, certificates in {tls_dir}/
+{_limits(stack)}  gRPC is mutual TLS; local CA {tls_dir / CA_CERT}, certificates in {tls_dir}/
 {_data(stack)}
 
 Every call but /ping and /docs needs an API key. The admin key ({where}):
@@ -494,6 +518,15 @@ Then:
 
 {_supervision(stack)}Ctrl-C stops everything.
 """
+
+
+def _limits(stack: Stack) -> str:
+    if not stack.shared_limits:
+        return "  limits           in each worker's memory (one worker)\n"
+    return (
+        f"  Redis            127.0.0.1:{stack.ports.redis}: the workers' shared limits, "
+        "budgets and breakers (nothing on disk)\n"
+    )
 
 
 def _supervision(stack: Stack) -> str:

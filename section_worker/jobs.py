@@ -1,15 +1,22 @@
 """Section jobs, end to end, in plain async Python (no gRPC types).
 
 :class:`JobRunner` admits a job only when a slot is free (else :class:`common.errors.Overloaded`
-at once; :class:`common.errors.Unavailable` while draining), then creates a conversation,
-sends the prompt and polls with a growing interval until the platform answers, every call with
-the access token the job carries. It yields :class:`Progress` events and finally exactly one
-:class:`SectionResult`. Whatever goes wrong on the platform, or the job's own timeout, becomes a
-failed result naming what failed; a token the platform rejects also marks the result
-``token_expired``, with the ids reached so far, so that the job can be sent again with a new
-token and resume there (:attr:`SectionJob.resume_conv_id`, :attr:`SectionJob.resume_message_id`)
-instead of sending its prompt twice. Only the caller cancelling the job ends it without a
-result, and that frees its slot too.
+at once; :class:`common.errors.Unavailable` while draining). Slots guard only the worker's own
+memory (a waiting job costs a few KiB): what reaches the platform is shaped by the protection
+(:mod:`section_worker.protection`). The job then runs through its section's fallback chain
+(:class:`~section_worker.protection.chain.Chain`); on each asset the chain lets it try, it
+creates a conversation, sends the prompt and polls on the plan learned for that asset until the
+platform answers, every call with the access token the job carries. It yields
+:class:`Progress` events (naming the asset of the conversation) and finally exactly one
+:class:`SectionResult`, which names the asset that answered and every attempt on the way.
+
+When every asset of the chain failed, or the job's own timeout struck, the result is failed,
+naming why; a token the platform rejects also marks the result ``token_expired``, with the ids
+reached so far, so that the job can be sent again with a new token and resume there
+(:attr:`SectionJob.resume_conv_id`, :attr:`SectionJob.resume_message_id`, on the asset that
+made the conversation: :attr:`SectionJob.resume_asset_id`, else the chain's first) instead of
+sending its prompt twice. Only the caller cancelling the job ends it without a result, and that
+frees its slot too.
 
 Files (:mod:`section_worker.job_files`): the record's referenced files are read from storage and
 put into the prompt before any platform call, and a job whose ``output`` is ``"file"`` stores
@@ -22,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -34,11 +41,21 @@ from section_worker.job_files import JobFileError, PromptLimits
 from section_worker.platform_client import (
     AnswerStatus,
     PlatformClient,
-    PlatformError,
+    Retries,
     TokenRejected,
 )
 from section_worker.platform_session import PlatformSession
 from section_worker.polling import LatencyBook
+from section_worker.protection.chain import (
+    Answer,
+    AnswerFailed,
+    Attempt,
+    Chain,
+    ChainExhausted,
+    ChainJob,
+)
+from section_worker.protection.guard import Protection
+from section_worker.protection.store import MemoryStore
 from section_worker.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
@@ -62,6 +79,17 @@ class SectionJob:
     owner_id: str = ""  # whose files the job reads and writes
     files: tuple[FileRef, ...] = ()  # the files the record references
     output: str = job_files.OUTPUT_INLINE  # "file": the answer is stored as a file
+    assets: tuple[str, ...] = ()  # the fallback chain; empty: asset_id alone
+    principal_tenant: str = ""  # who pays (limits, budgets); empty: the platform tenant
+    resume_asset_id: str = ""  # the asset of resume_conv_id; empty: the chain's first
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        return self.assets or (self.asset_id,)
+
+    @property
+    def payer(self) -> str:
+        return self.principal_tenant or self.tenant
 
 
 class Stage(StrEnum):
@@ -77,6 +105,7 @@ class Progress:
     conv_id: str = ""
     message_id: str = ""
     polls: int = 0
+    asset_id: str = ""  # the asset of the conversation (empty before one is chosen)
 
 
 @dataclass(frozen=True)
@@ -90,6 +119,8 @@ class SectionResult:
     platform_calls: int = 0
     duration_s: float = 0.0
     token_expired: bool = False
+    asset_id: str = ""  # the asset that answered (on failure: the last one reached)
+    attempts: tuple[Attempt, ...] = ()
     files: tuple[FileRef, ...] = ()  # files the job produced
 
 
@@ -112,6 +143,8 @@ class _Trail:
     conv_id: str = ""
     message_id: str = ""
     polls: int = 0
+    asset_id: str = ""
+    attempts: list[Attempt] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
 
@@ -119,16 +152,31 @@ class JobRunner:
     """Runs section jobs, at most ``max_concurrent_jobs`` at once."""
 
     def __init__(
-        self, client: PlatformClient, settings: WorkerSettings, files: FileClient | None = None
+        self,
+        client: PlatformClient,
+        settings: WorkerSettings,
+        protection: Protection | None = None,
+        files: FileClient | None = None,
     ) -> None:
-        """``files`` reaches storage_svc's files; without it, a job with files fails."""
+        """``protection`` defaults to one in this process's memory on the settings' config;
+        ``files`` reaches storage_svc's files (without it, a job with files fails)."""
         self._client = client
         self._settings = settings
         self._files = files
         self._prompt_limits = PromptLimits(
             settings.prompt_file_max_bytes, settings.prompt_files_max_total_bytes
         )
-        self._assets = settings.known_assets()
+        if protection is None:
+            protection = Protection.on(
+                MemoryStore(), settings.platform_config(), lease_ttl_s=settings.lease_ttl_s
+            )
+        self._assets = protection.config.known_assets()
+        self._chain = Chain(
+            protection,
+            fallback_wait_max_s=settings.fallback_wait_max_s,
+            limit_wait_max_s=settings.limit_wait_max_s,
+        )
+        self._opening = Retries.chain(settings)
         self._latencies = LatencyBook(settings)
         self._in_flight = 0
         self._accepting = True
@@ -176,8 +224,9 @@ class JobRunner:
                 self._release()
 
     def _admit(self, job: SectionJob) -> None:
-        if job.asset_id not in self._assets:
-            raise InvalidInput(f"asset {job.asset_id!r} is not one the configuration names")
+        for asset in (*job.chain, *filter(None, [job.resume_asset_id])):
+            if asset not in self._assets:
+                raise InvalidInput(f"asset {asset!r} is not one the configuration names")
         if not self._accepting:
             raise Unavailable("worker is draining for shutdown; send the job to another worker")
         limit = self._settings.max_concurrent_jobs
@@ -197,20 +246,58 @@ class JobRunner:
         section_var.set(job.section)
         asked = job.timeout_s if job.timeout_s > 0 else self._settings.job_timeout_s
         timeout_s = min(asked, self._settings.max_job_timeout_s)
-        session = PlatformSession(self._client, job.access_token)
+        session = PlatformSession(self._client, job.access_token, self._opening)
         trail = _Trail(conv_id=job.resume_conv_id, message_id=job.resume_message_id)
-        logger.info("job %s started (asset %s)", job.job_id, job.asset_id)
+        logger.info("job %s started (assets %s)", job.job_id, ", ".join(job.chain))
         emit(Progress(Stage.ACCEPTED))
+        resuming = bool(job.resume_conv_id)
+        chain_job = ChainJob(
+            job_id=job.job_id,
+            task_id=job.task_id,
+            tenant=job.payer,
+            assets=job.chain,
+            deadline=trail.started + timeout_s,
+            resume_asset=(job.resume_asset_id or job.chain[0]) if resuming else "",
+        )
+
+        prompts: list[str] = []  # the prompt, once read (a resumed job may need none)
+
+        async def prompt() -> str:
+            if not prompts:
+                trail.doing = "reading the record's files"
+                prompts.append(await job_files.prompt_of(job, self._files, self._prompt_limits))
+            return prompts[0]
+
+        async def attempt(asset_id: str, resume: bool) -> Answer:
+            return await self._attempt(job, asset_id, resume, prompt, session, trail, emit)
+
         try:
             async with asyncio.timeout(timeout_s):
-                result = await self._drive(job, session, trail, emit)
+                trail.asset_id, answer = await self._chain.run(chain_job, attempt, trail.attempts)
+                response, produced = answer.response, NO_FILES
+                if job.output == job_files.OUTPUT_FILE:
+                    trail.doing = "storing the answer as a file"
+                    produced = (await job_files.store_answer(job, self._files, response),)
+                    response = ""
+            result = SectionResult(
+                success=True,
+                response=response,
+                files=produced,
+                cost=answer.cost,
+                conv_id=trail.conv_id,
+                message_id=trail.message_id,
+                platform_calls=session.calls.value,
+                duration_s=time.monotonic() - trail.started,
+                asset_id=trail.asset_id,
+                attempts=tuple(trail.attempts),
+            )
         except TimeoutError:
             result = self._failed(
                 trail, session, f"section timed out after {timeout_s:g}s while {trail.doing}"
             )
         except TokenRejected as exc:
             result = self._failed(trail, session, f"{exc} while {trail.doing}", token_expired=True)
-        except (PlatformError, JobFileError) as exc:
+        except (ChainExhausted, JobFileError) as exc:
             result = self._failed(trail, session, str(exc))
         except Exception:
             logger.exception("job %s failed unexpectedly while %s", job.job_id, trail.doing)
@@ -218,9 +305,10 @@ class JobRunner:
                 trail, session, f"internal error in the worker while {trail.doing}"
             )
         logger.info(
-            "job %s finished: success=%s cost=%.4f calls=%d in %.2fs%s",
+            "job %s finished: success=%s asset=%s cost=%.4f calls=%d in %.2fs%s",
             job.job_id,
             result.success,
+            result.asset_id or "-",
             result.cost,
             result.platform_calls,
             result.duration_s,
@@ -228,59 +316,52 @@ class JobRunner:
         )
         emit(result)
 
-    async def _drive(
+    async def _attempt(
         self,
         job: SectionJob,
+        asset_id: str,
+        resume: bool,
+        prompt: Callable[[], Awaitable[str]],
         session: PlatformSession,
         trail: _Trail,
         emit: Callable[[Event], None],
-    ) -> SectionResult:
-        prompt = job.record_json
-        if not trail.message_id:
-            trail.doing = "reading the record's files"
-            prompt = await job_files.prompt_of(job, self._files, self._prompt_limits)
+    ) -> Answer:
+        """One attempt on ``asset_id``: a new conversation, or (``resume``) the one the job
+        reached before; raises a PlatformError (AnswerFailed for a FAILED answer)."""
+        if not resume:
+            trail.conv_id = trail.message_id = ""
+        trail.asset_id = asset_id
+        text = "" if trail.message_id else await prompt()
         if not trail.conv_id:
-            trail.doing = "creating the conversation"
-            trail.conv_id = await session.create_conversation(job.asset_id)
-            emit(Progress(Stage.CONVERSATION_CREATED, trail.conv_id))
+            trail.doing = f"creating the conversation on asset {asset_id}"
+            trail.conv_id = await session.create_conversation(asset_id)
+            emit(Progress(Stage.CONVERSATION_CREATED, trail.conv_id, asset_id=asset_id))
         if not trail.message_id:
-            trail.doing = "sending the prompt"
-            trail.message_id = await session.send_prompt(trail.conv_id, prompt)
+            trail.doing = f"sending the prompt to asset {asset_id}"
+            trail.message_id = await session.send_prompt(trail.conv_id, text)
         else:
             logger.info("job %s resumes polling message %s", job.job_id, trail.message_id)
-        emit(Progress(Stage.PROMPT_SENT, trail.conv_id, trail.message_id))
-        trail.doing = "waiting for the answer"
+        emit(Progress(Stage.PROMPT_SENT, trail.conv_id, trail.message_id, asset_id=asset_id))
+        trail.doing = f"waiting for the answer of asset {asset_id}"
         sent = time.monotonic()
         not_before = 0.0
-        for offset in self._latencies.plan(job.asset_id):
+        for offset in self._latencies.plan(asset_id):
             await asyncio.sleep(max(0.0, sent + offset - time.monotonic()))
             answer = await session.poll(trail.conv_id, trail.message_id)
             trail.polls += 1
             if answer.status is AnswerStatus.SUCCESS:
-                self._latencies.observe(job.asset_id, not_before, time.monotonic() - sent)
-                response, produced = answer.response, NO_FILES
-                if job.output == job_files.OUTPUT_FILE:
-                    trail.doing = "storing the answer as a file"
-                    produced = (await job_files.store_answer(job, self._files, response),)
-                    response = ""
-                return SectionResult(
-                    success=True,
-                    response=response,
-                    files=produced,
-                    cost=answer.cost,
-                    conv_id=trail.conv_id,
-                    message_id=trail.message_id,
-                    platform_calls=session.calls.value,
-                    duration_s=time.monotonic() - trail.started,
-                )
+                self._latencies.observe(asset_id, not_before, time.monotonic() - sent)
+                return Answer(answer.response, answer.cost)
             if answer.status is AnswerStatus.FAILED:
-                return self._failed(
-                    trail,
-                    session,
-                    f"the platform answered FAILED for asset {job.asset_id}: {answer.error}",
+                raise AnswerFailed(
+                    f"the platform answered FAILED for asset {asset_id}: {answer.error}"
                 )
             not_before = time.monotonic() - sent
-            emit(Progress(Stage.POLLING, trail.conv_id, trail.message_id, trail.polls))
+            emit(
+                Progress(
+                    Stage.POLLING, trail.conv_id, trail.message_id, trail.polls, asset_id=asset_id
+                )
+            )
         raise AssertionError("unreachable: poll plans never end")
 
     @staticmethod
@@ -295,4 +376,6 @@ class JobRunner:
             platform_calls=session.calls.value,
             duration_s=time.monotonic() - trail.started,
             token_expired=token_expired,
+            asset_id=trail.asset_id,
+            attempts=tuple(trail.attempts),
         )

@@ -6,6 +6,12 @@ the four calls over one pooled ``httpx.AsyncClient``, each with a timeout and bo
 the access token a job was given (:mod:`section_worker.platform_session`); :meth:`authenticate`
 caches tokens per user, so the orchestrators' Authenticate calls for one user share one.
 
+How often a call is tried is the caller's choice (:class:`Retries`): by default
+``WORKER_MAX_RETRIES`` times on 429 and on 5xx/timeouts alike; the fallback chain opens an
+attempt on an asset with :meth:`Retries.chain` instead (a 429 at once to the caller, which moves
+on to the next asset; ``WORKER_CHAIN_RETRIES`` retries on 5xx/timeouts), so the retries here
+never multiply with the chain's assets.
+
 Errors (messages name the call and never contain a password or token)::
 
     PlatformError
@@ -58,11 +64,34 @@ class TokenRejected(AuthFailed):
 
 
 class Throttled(PlatformError):
-    """The platform kept answering 429 until the retries ran out."""
+    """The platform kept answering 429 until the retries ran out. ``retry_after`` is the
+    seconds its last answer asked to wait (None when it did not say)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class PlatformUnavailable(PlatformError):
     """5xx answers, timeouts or connection errors until the retries ran out."""
+
+
+@dataclass(frozen=True)
+class Retries:
+    """How many times one call is tried again: on 5xx, timeouts and connection errors
+    (``transient``), and on 429 (``throttled``)."""
+
+    transient: int
+    throttled: int
+
+    @classmethod
+    def default(cls, settings: WorkerSettings) -> Retries:
+        return cls(settings.max_retries, settings.max_retries)
+
+    @classmethod
+    def chain(cls, settings: WorkerSettings) -> Retries:
+        """An attempt's opening calls: no retry on 429, few on transient errors."""
+        return cls(settings.chain_retries, 0)
 
 
 class PlatformRejected(PlatformError):
@@ -234,7 +263,12 @@ class PlatformClient:
     # -- genai calls ------------------------------------------------------------------------
 
     async def create_conversation(
-        self, token: str, asset_id: str, *, counter: CallCount | None = None
+        self,
+        token: str,
+        asset_id: str,
+        *,
+        counter: CallCount | None = None,
+        retries: Retries | None = None,
     ) -> str:
         """Opens a conversation with ``asset_id``; returns its id."""
         what = "create conversation"
@@ -243,6 +277,7 @@ class PlatformClient:
             "POST",
             f"{_GENAI}/create",
             counter=counter or CallCount(),
+            retries=retries,
             # A repeated create at worst leaves an unused empty conversation behind.
             repeatable=True,
             token=token,
@@ -251,7 +286,13 @@ class PlatformClient:
         return _field(what, _checked(what, response), "conversation_id")
 
     async def send_prompt(
-        self, token: str, conv_id: str, message: str, *, counter: CallCount | None = None
+        self,
+        token: str,
+        conv_id: str,
+        message: str,
+        *,
+        counter: CallCount | None = None,
+        retries: Retries | None = None,
     ) -> str:
         """Sends ``message`` into the conversation; returns the message id to poll."""
         what = "send prompt"
@@ -260,6 +301,7 @@ class PlatformClient:
             "POST",
             f"{_GENAI}/addmessage/stream",
             counter=counter or CallCount(),
+            retries=retries,
             # Repeating a prompt the platform may have accepted would pay for a second answer.
             repeatable=False,
             token=token,
@@ -307,6 +349,7 @@ class PlatformClient:
         *,
         counter: CallCount,
         repeatable: bool,
+        retries: Retries | None = None,
         token: str | None = None,
         auth: httpx.BasicAuth | None = None,
         json: dict[str, Any] | None = None,
@@ -314,8 +357,10 @@ class PlatformClient:
         """One platform call with retries; returns the first answer that is not 429/5xx."""
         settings = self._settings
         headers = {"Authorization": f"Bearer {token}"} if token is not None else None
-        attempts = settings.max_retries + 1
-        for attempt in range(1, attempts + 1):
+        allowed = retries or Retries.default(settings)
+        attempt = 0
+        while True:
+            attempt += 1
             counter.value += 1
             retry_after: float | None = None
             error: PlatformError
@@ -339,8 +384,8 @@ class PlatformClient:
             else:
                 code = response.status_code
                 if code == 429:
-                    error = Throttled(f"{what}: the platform throttled the call (429)")
                     retry_after = _retry_after(response)
+                    error = Throttled(f"{what}: the platform throttled the call (429)", retry_after)
                     retryable = True
                 elif code >= 500:
                     error = PlatformUnavailable(f"{what}: the platform answered {code}")
@@ -349,20 +394,27 @@ class PlatformClient:
                     retryable = repeatable or code == 503
                 else:
                     return response
-            if not retryable or attempt == attempts:
+            limit = allowed.throttled if isinstance(error, Throttled) else allowed.transient
+            if not retryable or attempt > limit:
                 if attempt > 1:
-                    error = type(error)(f"{error} (gave up after {attempt} attempts)")
+                    error = _gave_up(error, attempt)
                 raise error
             delay = self._delay(attempt, retry_after)
-            logger.warning("%s; retry %d/%d in %.2fs", error, attempt, settings.max_retries, delay)
+            logger.warning("%s; retry %d/%d in %.2fs", error, attempt, limit, delay)
             await asyncio.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds before the next attempt: the platform's wish (capped) or jittered backoff."""
         if retry_after is not None:
             return min(retry_after, self._settings.retry_after_max_s)
         return self._backoff.delay(attempt)
+
+
+def _gave_up(error: PlatformError, attempts: int) -> PlatformError:
+    message = f"{error} (gave up after {attempts} attempts)"
+    if isinstance(error, Throttled):
+        return Throttled(message, error.retry_after)
+    return type(error)(message)
 
 
 def _retry_after(response: httpx.Response) -> float | None:

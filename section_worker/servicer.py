@@ -125,6 +125,11 @@ def _job(request: worker_pb2.SectionJob) -> SectionJob:
         raise InvalidInput("owner_id is required for a job with files")
     for ref in request.files:
         file_ids.check(ref.file_id)
+    assets = tuple(request.assets)
+    if assets and assets[0] != request.asset_id:
+        raise InvalidInput("assets must start with asset_id")
+    if len(set(assets)) != len(assets):
+        raise InvalidInput("assets must not name an asset twice")
     return SectionJob(
         job_id=request.job_id,
         task_id=request.task_id,
@@ -140,6 +145,8 @@ def _job(request: worker_pb2.SectionJob) -> SectionJob:
         owner_id=request.owner_id,
         files=tuple(FileRef.of_message(ref) for ref in request.files),
         output=request.output,
+        assets=assets,
+        principal_tenant=request.principal_tenant,
     )
 
 
@@ -165,6 +172,17 @@ def _event_message(event: Event) -> worker_pb2.SectionEvent:
             duration_s=event.duration_s,
             token_expired=event.token_expired,
             files=[ref.message() for ref in event.files],
+            asset_id=event.asset_id,
+            attempts=[
+                worker_pb2.Attempt(
+                    asset_id=a.asset_id,
+                    outcome=a.outcome.value,
+                    reason=a.reason,
+                    cost=a.cost,
+                    duration_s=a.duration_s,
+                )
+                for a in event.attempts
+            ],
         )
     )
 

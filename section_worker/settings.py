@@ -3,12 +3,13 @@ the seed's ``BASE_URL``, ``WORKER_PLATFORM_URL`` winning when both are set)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from common.platform_config import ConfigError, PlatformConfig, load_config
 from common.settings import GrpcServerSettings
 
 
@@ -24,17 +25,67 @@ class WorkerSettings(GrpcServerSettings):
         validation_alias=AliasChoices("WORKER_PLATFORM_URL", "BASE_URL"),
         description="Base URL of the platform.",
     )
-    max_concurrent_jobs: int = Field(16, ge=1, description="Jobs run at once; more are refused.")
+    max_concurrent_jobs: int = Field(
+        2000,
+        ge=1,
+        description="Jobs held at once, waiting ones included; more are refused. It guards the "
+        "worker's memory only: what reaches the platform is shaped by config.json's limits.",
+    )
     job_timeout_s: float = Field(120.0, gt=0, description="Longest a job may take by default.")
     max_job_timeout_s: float = Field(
         900.0, gt=0, description="Longest a job may take whatever it asks for (clamped to it)."
     )
     config_path: Path = Field(
         Path("config.json"),
-        description="The sections configuration: jobs for assets it does not name are refused.",
+        description="The platform configuration (sections and their chains, assets, tenants): "
+        "jobs for assets it does not name are refused.",
     )
     request_timeout_s: float = Field(10.0, gt=0, description="Longest one platform call may take.")
-    max_retries: int = Field(4, ge=0, le=20, description="Retries of one platform call.")
+    max_retries: int = Field(
+        4,
+        ge=0,
+        le=20,
+        description="Retries of one platform call outside the fallback chain (authentication, "
+        "polls of a prompt already sent).",
+    )
+    chain_retries: int = Field(
+        1,
+        ge=0,
+        le=5,
+        description="Retries on 5xx/timeouts of the calls that open an attempt on an asset "
+        "(create conversation, send prompt) before the chain moves on; a 429 is never retried "
+        "there, it moves the job on at once.",
+    )
+    fallback_wait_max_s: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="Longest a job waits on a cooling-down asset, and only when it is the last "
+        "of the chain; longer cool-downs are skipped.",
+    )
+    limit_wait_max_s: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="Longest a job queues for an asset's or tenant's rate or concurrency "
+        "before moving on to the next asset (on the chain's last asset it queues until its "
+        "timeout).",
+    )
+    limits_url: str = Field(
+        "memory://",
+        description="Where limits, leases, cool-downs, breaker states and budgets live: "
+        "memory:// (this process only) or redis://host:port/db (shared by every replica).",
+    )
+    limits_password_file: Path | None = Field(
+        None, description="File holding the Redis password (never logged)."
+    )
+    lease_ttl_s: float = Field(
+        30.0,
+        ge=1,
+        le=3600,
+        description="Life of a concurrency lease or budget reservation not renewed: what a "
+        "killed worker's holds last. Renewed every third of it while the call runs.",
+    )
     backoff_base_s: float = Field(0.5, gt=0, description="First retry delay (doubles each time).")
     backoff_max_s: float = Field(8.0, gt=0, description="Longest computed retry delay.")
     retry_after_max_s: float = Field(30.0, ge=0, description="Longest Retry-After honoured.")
@@ -73,22 +124,40 @@ class WorkerSettings(GrpcServerSettings):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
-    def known_assets(self) -> frozenset[str]:
-        """Every asset id the sections configuration names (a section's own, and any in its
-        ``assets`` list); ValueError naming the file when it cannot be read."""
+    @field_validator("limits_url")
+    @classmethod
+    def _limits_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if value == "memory://":
+            return value
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise ValueError("must be memory:// or redis://host:port/db (rediss:// for TLS)")
+        if parts.password is not None:
+            # Not echoed: the message would carry the secret into the log.
+            raise ValueError("must not hold a password: put it in WORKER_LIMITS_PASSWORD_FILE")
+        return value
+
+    def platform_config(self) -> PlatformConfig:
+        """The validated configuration file; ValueError naming the file and the problem."""
         try:
-            config = json.loads(self.config_path.read_text())
-            sections = config["sections"].values()
-        except (OSError, ValueError, KeyError, AttributeError) as exc:
-            raise ValueError(f"cannot read asset ids from {self.config_path}: {exc}") from exc
-        found: set[str] = set()
-        for section in sections:
-            if isinstance(section, dict):
-                found.update(a for a in [section.get("asset_id")] if isinstance(a, str))
-                found.update(a for a in section.get("assets", []) if isinstance(a, str))
-        if not found:
-            raise ValueError(f"{self.config_path} names no asset")
-        return frozenset(found)
+            return load_config(self.config_path)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+
+    def known_assets(self) -> frozenset[str]:
+        """Every asset a section's chain names; ValueError naming the file when it is bad."""
+        return self.platform_config().known_assets()
+
+    def limits_password(self) -> str | None:
+        """The Redis password from ``limits_password_file`` (None without one)."""
+        if self.limits_password_file is None:
+            return None
+        try:
+            return self.limits_password_file.read_text().strip() or None
+        except OSError as exc:
+            raise ValueError(
+                f"WORKER_LIMITS_PASSWORD_FILE {self.limits_password_file}: {exc.strerror}"
+            ) from None
 
     @model_validator(mode="after")
     def _check_ranges(self) -> WorkerSettings:

@@ -10,13 +10,14 @@ per-asset counters.
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 import secrets
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -84,7 +85,9 @@ class Message:
 class AssetStats:
     """What reached one asset: calls with a valid token that named it (a conversation created
     with it, a prompt to or a poll of one of its conversations), how many of those were
-    refused (429, or 503 from errors and outages), and the answers it gave."""
+    refused (429, or 503 from errors and outages), and the answers it gave; and the most
+    prompts it was writing at once (accepted, answer not ready yet: ``max_in_flight``), which
+    shows whether the callers' concurrency limits held."""
 
     create: int = 0
     prompt: int = 0
@@ -94,6 +97,16 @@ class AssetStats:
     success: int = 0
     failed: int = 0
     cost_served: float = 0.0
+    max_in_flight: int = 0
+    # When each prompt being written is ready (a heap): those past are no longer in flight.
+    writing: list[float] = field(default_factory=list)
+
+    def prompted(self, now: float, ready_at: float) -> None:
+        """A prompt accepted at ``now`` whose answer is ready at ``ready_at``."""
+        while self.writing and self.writing[0] <= now:
+            heapq.heappop(self.writing)
+        heapq.heappush(self.writing, ready_at)
+        self.max_in_flight = max(self.max_in_flight, len(self.writing))
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -105,6 +118,7 @@ class AssetStats:
             "success": self.success,
             "failed": self.failed,
             "cost_served": round(self.cost_served, 4),
+            "max_in_flight": self.max_in_flight,
         }
 
 
@@ -316,7 +330,8 @@ class PlatformState:
         self._record_prompt_time(digest)
         latency = knobs.latency_median_s * math.exp(knobs.latency_sigma * self._rng.gauss())
         latency = min(latency, knobs.latency_max_s)
-        ready_at = self._clock() + latency
+        now = self._clock()
+        ready_at = now + latency
         failed = asset_id in knobs.fail_assets or (
             knobs.failure_rate > 0 and self._rng.random() < knobs.failure_rate
         )
@@ -343,6 +358,7 @@ class PlatformState:
         )
         while len(self._messages) > self.settings.max_messages:
             self._messages.popitem(last=False)
+        self.stats.asset(asset_id).prompted(now, ready_at)
         prompted_at = self._wall_clock().astimezone(UTC)
         self.stats.timeline.prompted(
             message_id,

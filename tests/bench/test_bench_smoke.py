@@ -84,7 +84,9 @@ def test_a_tiny_benchmark_reports_every_figure(
     assert set(cpu["by_service"]) == SERVICES
     assert cpu["services"] > 0 and cpu["s3"] > 0 and cpu["simulator"] > 0
     assert cpu["harness"]["clients"] > 0 and cpu["harness"]["s3_proxy"] > 0
-    assert set(resources["peak_rss_mib"]) == SERVICES | {"s3", "simulator"}
+    # Two workers share their limits through Redis.
+    assert set(resources["peak_rss_mib"]) == SERVICES | {"s3", "simulator", "redis"}
+    assert cpu["redis"] > 0
     assert all(mib > 10 for mib in resources["peak_rss_mib"].values())
     assert set(resources["rss_growth_mib"]["by_service"]) == SERVICES
     assert resources["cpu_busy_share"] > 0

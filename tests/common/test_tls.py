@@ -342,7 +342,7 @@ class Tasks(storage_pb2_grpc.StorageServiceServicer):
         return storage_pb2.GetTaskResponse(version="v1")
 
 
-async def test_a_worker_and_the_gateway_reach_the_files_of_storage_and_nothing_else(tls_dir: Path) -> None:
+async def test_workers_and_the_gateway_reach_only_the_files_of_storage(tls_dir: Path) -> None:
     host = ServiceHost(mutual(tls_dir), "test-storage", Role.STORAGE)
     host.add(files_pb2_grpc.add_FileServiceServicer_to_server, Files(), "f")
     host.add(storage_pb2_grpc.add_StorageServiceServicer_to_server, Tasks(), "s")

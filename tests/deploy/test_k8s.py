@@ -30,17 +30,21 @@ SERVICES: dict[str, tuple[str, type[BaseSettings]]] = {
     "section-worker": ("section_worker", WorkerSettings),
     "storage-svc": ("storage_svc", StorageSettings),
 }
+# Deployments of what the services use rather than of the platform's own code: name -> the
+# container port name its callers reach.
+BACKING = {"redis": "redis"}
 GRPC_SERVICES = ["orchestrator", "section-worker", "storage-svc"]
 AUTOSCALED = {"orchestrator", "section-worker"}
-# The calls the architecture makes between the services (caller, callee); the port is the
-# callee's container port. The orchestrator calls itself: a replica forwards to a task's owner.
+# The calls the architecture makes between the workloads (caller, callee, the callee's
+# container port name). The orchestrator calls itself: a replica forwards to a task's owner.
 CALLS = {
-    ("gateway", "orchestrator"),
-    ("gateway", "storage-svc"),
-    ("orchestrator", "orchestrator"),
-    ("orchestrator", "storage-svc"),
-    ("orchestrator", "section-worker"),
-    ("section-worker", "storage-svc"),
+    ("gateway", "orchestrator", "grpc"),
+    ("gateway", "storage-svc", "grpc"),
+    ("orchestrator", "orchestrator", "grpc"),
+    ("orchestrator", "storage-svc", "grpc"),
+    ("orchestrator", "section-worker", "grpc"),
+    ("section-worker", "storage-svc", "grpc"),
+    ("section-worker", "redis", "redis"),
 }
 # Calls leaving the cluster: the workers to the AI platform, storage_svc to S3, both HTTPS.
 EXTERNAL_CALLS = {("section-worker", 443), ("storage-svc", 443)}
@@ -162,8 +166,8 @@ def test_namespace_enforces_the_restricted_pod_security_standard() -> None:
 
 
 def test_one_deployment_and_service_per_service_running_its_module() -> None:
-    assert set(DEPLOYMENTS) == set(SERVICES)
-    assert set(SERVICE_OBJECTS) == set(SERVICES)
+    assert set(DEPLOYMENTS) == set(SERVICES) | set(BACKING)
+    assert set(SERVICE_OBJECTS) == set(SERVICES) | set(BACKING)
     for name, (module, _) in SERVICES.items():
         container = _container(name)
         # args, not command: command would replace the entry point that reads *_FILE secrets.
@@ -319,6 +323,18 @@ def test_secret_files_the_services_read_are_mounted() -> None:
             assert file in secrets[secret], f"{name}: secret {secret} holds no {file}"
 
 
+def test_workers_share_their_limits_through_the_redis_service() -> None:
+    env = _env("section-worker")
+    port = SERVICE_OBJECTS["redis"]["spec"]["ports"][0]["port"]
+    assert env["WORKER_LIMITS_URL"]["value"] == f"redis://redis:{port}/0"
+    # Redis and the workers read one generated password; it is never an environment value.
+    assert env["WORKER_LIMITS_PASSWORD_FILE"]["value"] == "/run/secrets/redis-auth/password"
+    redis = _container("redis")
+    assert "/run/secrets/redis-auth/password" in " ".join(redis["args"])
+    assert "requirepass" in " ".join(redis["args"])
+    assert not redis.get("env")
+
+
 def test_orchestrator_gets_its_credential_key_from_a_file() -> None:
     assert "ORCH_CREDENTIAL_KEY" not in _env("orchestrator")
     assert "ORCH_CREDENTIAL_KEY_FILE" in _env("orchestrator")
@@ -385,7 +401,7 @@ def _peer(peer: Manifest) -> set[str]:
 
 
 def _expected_edges() -> set[tuple[str, str, int]]:
-    return {(src, dst, _container_ports(dst)["grpc"]) for src, dst in CALLS}
+    return {(src, dst, _container_ports(dst)[port]) for src, dst, port in CALLS}
 
 
 def test_everything_not_allowed_is_denied() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from scripts.devstack import Stack
 from tests.e2e.conftest import BUCKET
-from tests.e2e.test_platform import PASSWORD, SEED, TOP_MOVERS_ASSET
+from tests.e2e.test_platform import PASSWORD, SEED, TOP_MOVERS_CHAIN
 from tests.helpers import assert_eventually
 
 pytestmark = pytest.mark.e2e
@@ -141,7 +141,7 @@ async def test_each_tenant_sees_only_its_own_tasks_in_every_endpoint(
 ) -> None:
     tenants = {"cy": "c1", "di": "d1"}
     keys = {who: (await new_key(api, who, tenant))["key"] for who, tenant in tenants.items()}
-    await sim.patch("/_sim/config", json={"fail_assets": [TOP_MOVERS_ASSET]})  # retry has work
+    await sim.patch("/_sim/config", json={"fail_assets": TOP_MOVERS_CHAIN})  # retry has work
     own: dict[str, list[str]] = {}
     for who, key in keys.items():
         ids = []

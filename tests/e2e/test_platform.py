@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from common.tls import Role
-from scripts.devstack import Stack
+from orchestrator.config import load_config
+from scripts.devstack import ROOT, Stack
 from tests.e2e.conftest import BUCKET
 from tests.helpers import assert_eventually
 
@@ -31,6 +32,8 @@ SEED = [
 ]
 SECTIONS = ["portfolio_snapshot", "top_movers", "model_and_rebalancing"]
 TOP_MOVERS_ASSET = "a9fdeb96-cdfa-4a48-9467-bf97a06f8738"
+# Every asset of the section's fallback chain: failing them all fails the section.
+TOP_MOVERS_CHAIN = list(load_config(ROOT / "config.json").sections["top_movers"].chain)
 TERMINAL = {"completed", "error", "cancelled"}
 
 
@@ -154,14 +157,17 @@ async def test_unknown_task_is_404(api):
 
 
 async def test_a_failing_section_ends_in_error_with_the_others_kept(api, sim):
-    (await sim.patch("/_sim/config", json={"fail_assets": [TOP_MOVERS_ASSET]})).raise_for_status()
+    (await sim.patch("/_sim/config", json={"fail_assets": TOP_MOVERS_CHAIN})).raise_for_status()
     task_id = await submit(api, SEED)
     status = (await wait_finished(api, [task_id]))[task_id]
     assert status["status"] == "error"
     assert "top_movers" in status["message"]
     result = (await api.get(f"/task/{task_id}/result")).json()
     assert result["data"]["top_movers"]["status"] == "error"
-    assert result["data"]["top_movers"]["error"]
+    assert result["data"]["top_movers"]["error"].startswith("every asset of the chain failed")
+    attempts = result["data"]["top_movers"]["attempts"]
+    assert [a["asset_id"] for a in attempts] == TOP_MOVERS_CHAIN
+    assert {a["outcome"] for a in attempts} == {"failed"}
     for name in ("portfolio_snapshot", "model_and_rebalancing"):
         assert result["data"][name]["status"] == "completed"
         assert result["data"][name]["response"]

@@ -22,7 +22,14 @@ from orchestrator.storage_client import LEASES, StorageClient
 from orchestrator.takeover import Takeover
 from scripts.devstack import Ports, Stack
 from tests.e2e.conftest import BUCKET, FAST
-from tests.e2e.test_platform import PASSWORD, SEED, accepted_prompts, submit, wait_finished
+from tests.e2e.test_platform import (
+    PASSWORD,
+    SEED,
+    TOP_MOVERS_CHAIN,
+    accepted_prompts,
+    submit,
+    wait_finished,
+)
 from tests.faults import TcpProxy
 from tests.helpers import assert_eventually, free_port
 
@@ -181,7 +188,7 @@ async def test_idempotency_key_returns_the_first_task(api, sim):
 
 
 async def test_retry_reruns_only_the_failed_sections(api, sim):
-    await sim.patch("/_sim/config", json={"fail_assets": [TOP_MOVERS_ASSET]})
+    await sim.patch("/_sim/config", json={"fail_assets": TOP_MOVERS_CHAIN})
     task_id = await submit(api, SEED)
     failed = (await wait_finished(api, [task_id]))[task_id]
     assert failed["status"] == "error"
@@ -192,7 +199,8 @@ async def test_retry_reruns_only_the_failed_sections(api, sim):
     assert retried.status_code == 200, retried.text
     done = (await wait_finished(api, [task_id]))[task_id]
     assert done["status"] == "completed"
-    assert await accepted_prompts(sim) == 4  # 3, then only top_movers again
+    # The other two sections, top_movers on every asset of its chain, then only top_movers again.
+    assert await accepted_prompts(sim) == 2 + len(TOP_MOVERS_CHAIN) + 1
     result = (await api.get(f"/task/{task_id}/result")).json()
     assert all(s["status"] == "completed" for s in result["data"].values())
     assert (await api.post(f"/task/{task_id}/retry")).status_code == 409

@@ -701,3 +701,27 @@ async def test_a_task_is_never_started_twice_on_one_replica(world: World) -> Non
     world.gate.set()
     await world.finished(record.task_id)
     assert [world.runs_of(section) for section in SECTIONS] == [1, 1, 1]
+
+
+# -- protected calls: who pays, and the chain each job carries ---------------------------
+
+
+async def test_jobs_carry_the_sections_chain_and_the_principals_tenant(world: World) -> None:
+    operator = Principal(id="ops-key", tenant="house", role=Role.ADMIN)
+    record, _ = await world.orch.submit(operator, "alice", "pw", "acme", RECORDS)
+
+    await world.finished(record.task_id)
+    assert (record.tenant, record.principal_tenant) == ("acme", "house")
+    config = load_config(CONFIG)
+    for job in world.worker.runs:
+        chain = config.sections[job.section].chain
+        assert len(chain) > 1
+        assert (job.asset_id, job.assets) == (chain[0], chain)
+        assert (job.tenant, job.principal_tenant) == ("acme", "house")
+
+
+async def test_a_clients_task_is_paid_by_its_own_tenant(world: World) -> None:
+    record, _ = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS)
+    await world.finished(record.task_id)
+    assert world.storage.record(record.task_id).principal_tenant == ALICE.tenant
+    assert {job.principal_tenant for job in world.worker.runs} == {ALICE.tenant}

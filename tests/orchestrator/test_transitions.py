@@ -13,7 +13,7 @@ from common.errors import WrongState
 from common.timeutil import parse_iso
 from orchestrator import transitions
 from orchestrator.models import SectionResult, SectionState, TaskRecord, TaskState
-from orchestrator.worker_client import Outcome
+from orchestrator.worker_client import Attempt, Outcome
 from tests.orchestrator.factories import task_record
 
 
@@ -131,6 +131,33 @@ def test_last_section_failing_ends_the_task_in_error() -> None:
     )
     assert record.status == TaskState.ERROR
     assert record.message == "1 of 2 sections failed: s1: boom"
+
+
+def test_finish_section_keeps_the_answering_asset_and_the_path() -> None:
+    record = _record(SectionState.RUNNING, SectionState.RUNNING)
+    record.status = TaskState.PROCESSING
+    path = (
+        Attempt("a", "throttled", "429; cooling down for 60s", 0.0, 0.0123),
+        Attempt("b", "answered", "", 0.2, 1.5),
+    )
+    answered = Outcome(success=True, response="r", cost=0.2, asset_id="b", attempts=path)
+    transitions.finish_section(record, "s0", answered, dispatches=1, started=time.monotonic())
+
+    section = record.result_data["s0"]
+    assert (section.asset_id, section.model_used) == ("b", "b")
+    assert [(a.asset_id, a.outcome, a.reason, a.cost) for a in section.attempts] == [
+        ("a", "throttled", "429; cooling down for 60s", 0.0),
+        ("b", "answered", "", 0.2),
+    ]
+    assert section.attempts[0].duration_s == 0.012
+    assert record.trace[-1].detail == "cost $0.2000; answered by b after 1 fallback(s)"
+
+    exhausted = Outcome(success=False, error="every asset failed", asset_id="b", attempts=path[:1])
+    transitions.finish_section(record, "s1", exhausted, dispatches=1, started=time.monotonic())
+    failed = record.result_data["s1"]
+    # A failed section keeps its chain's first asset, so that a retry starts the chain over.
+    assert (failed.asset_id, failed.model_used) == ("asset1", "")
+    assert [a.outcome for a in failed.attempts] == ["throttled"]
 
 
 # -- aggregate ------------------------------------------------------------------------------

@@ -172,7 +172,7 @@ async def start_worker(sim: Sim) -> AsyncIterator[StartWorker]:
     async def start(files: FileClient | None = None, **overrides: Any) -> Worker:
         settings = _settings(sim, overrides)
         client = PlatformClient(settings)
-        runner = JobRunner(client, settings, files)
+        runner = JobRunner(client, settings, files=files)
         host = build_host(settings, runner, client)
         port = await host.start()
         channel: grpc.aio.Channel = open_channel(f"127.0.0.1:{port}", None, Role.WORKER)

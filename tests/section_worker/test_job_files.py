@@ -60,7 +60,7 @@ def job(token: str, record: dict[str, Any], files: tuple[FileRef, ...] = (), **m
 
 def runner(make_client: MakeClient, files: FileClient | None, **overrides: Any) -> JobRunner:
     client = make_client(**overrides)
-    return JobRunner(client, client._settings, files)
+    return JobRunner(client, client._settings, files=files)
 
 
 async def result_of(run: JobRunner, section_job: SectionJob) -> SectionResult:

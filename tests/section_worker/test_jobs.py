@@ -89,7 +89,9 @@ async def test_the_job_timeout_becomes_a_failed_result(
     result = events[-1]
     assert isinstance(result, SectionResult)
     assert not result.success
-    assert result.error == "section timed out after 1.5s while waiting for the answer"
+    assert result.error == (
+        f"section timed out after 1.5s while waiting for the answer of asset {ASSET}"
+    )
     assert result.message_id
     assert 1.5 <= result.duration_s < 4
 
@@ -105,10 +107,13 @@ async def test_a_platform_outage_becomes_a_failed_result(
     result = events[-1]
     assert isinstance(result, SectionResult)
     assert not result.success
+    # One retry on a transient error (WORKER_CHAIN_RETRIES), then the chain of one is exhausted.
     assert result.error == (
-        "create conversation: the platform answered 503 (gave up after 2 attempts)"
+        f"every asset of the chain failed ({ASSET} failed: "
+        "create conversation: the platform answered 503 (gave up after 2 attempts))"
     )
     assert result.platform_calls == 2  # two create attempts; the job brings its token
+    assert [(a.asset_id, a.outcome) for a in result.attempts] == [(ASSET, "failed")]
 
 
 async def test_beyond_capacity_a_job_is_refused_at_once(
@@ -198,7 +203,7 @@ async def test_a_rejected_token_before_the_prompt_ends_the_job_as_token_expired(
     assert result.token_expired and not result.success
     assert result.error == (
         "create conversation: the platform rejected the access token (401) "
-        "while creating the conversation"
+        f"while creating the conversation on asset {ASSET}"
     )
     assert (result.conv_id, result.message_id) == ("", "")
     assert (await sim.stats())["calls"].get("auth", 0) == 0  # the worker cannot authenticate

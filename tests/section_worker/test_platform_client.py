@@ -15,10 +15,12 @@ from section_worker.platform_client import (
     Credentials,
     PlatformClient,
     PlatformUnavailable,
+    Retries,
     Throttled,
     TokenRejected,
 )
 from section_worker.platform_session import PlatformSession
+from section_worker.settings import WorkerSettings
 from simulator.state import answer_for, input_digest
 from tests.helpers import assert_eventually, free_port
 from tests.section_worker.conftest import ASSET, CREDENTIALS, PASSWORD, MakeClient, Sim
@@ -200,3 +202,49 @@ async def test_tokens_are_cached_per_password_and_never_shown(
     assert tokens[0].value not in repr(tokens[0])
     assert PASSWORD not in repr(CREDENTIALS)
     assert (await sim.stats())["calls"]["auth"] == 2
+
+
+async def test_the_chains_opening_calls_hand_a_429_back_at_once_with_its_retry_after(
+    sim: Sim, make_client: MakeClient
+) -> None:
+    client = make_client(max_retries=4, chain_retries=1)
+    token = (await client.authenticate(CREDENTIALS)).value
+    session = PlatformSession(client, token, Retries(transient=1, throttled=0))
+    await sim.configure(throttle_rate=1.0, retry_after_s=7)
+
+    with pytest.raises(Throttled) as throttled:
+        await session.create_conversation(ASSET)
+
+    assert throttled.value.retry_after == 7
+    assert "attempts" not in str(throttled.value)  # tried once
+    assert (await sim.stats())["calls"]["create"] == 1
+
+
+async def test_the_chains_opening_calls_retry_a_5xx_only_chain_retries_times(
+    sim: Sim, make_client: MakeClient
+) -> None:
+    client = make_client(max_retries=4, chain_retries=1)
+    token = (await client.authenticate(CREDENTIALS)).value
+    session = PlatformSession(
+        client, token, Retries.chain(WorkerSettings(chain_retries=1, tls_mode="plaintext"))
+    )
+    await sim.configure(error_next=10)
+
+    with pytest.raises(PlatformUnavailable, match="gave up after 2 attempts"):
+        await session.create_conversation(ASSET)
+
+
+async def test_polls_keep_the_default_retries_inside_a_chain(
+    sim: Sim, make_client: MakeClient
+) -> None:
+    client = make_client(max_retries=2, chain_retries=0)
+    token = (await client.authenticate(CREDENTIALS)).value
+    session = PlatformSession(client, token, Retries(transient=0, throttled=0))
+    conv_id = await session.create_conversation(ASSET)
+    message_id = await session.send_prompt(conv_id, RECORD)
+    await sim.configure(throttle_next=2, retry_after_s=0.01)
+
+    answer = await session.poll(conv_id, message_id)
+
+    assert answer.status in (AnswerStatus.IN_PROGRESS, AnswerStatus.SUCCESS)
+    assert (await sim.stats())["rejected"]["429"] == 2

@@ -76,7 +76,8 @@ async def test_a_failing_asset_gives_a_failed_result(worker: Worker, token: str)
 
     result = events[-1].result
     assert not result.success
-    assert result.error.startswith(f"the platform answered FAILED for asset {FAILING_ASSET}")
+    assert f"the platform answered FAILED for asset {FAILING_ASSET}" in result.error
+    assert [(a.asset_id, a.outcome) for a in result.attempts] == [(FAILING_ASSET, "failed")]
     assert result.response == ""
     assert result.conv_id and result.message_id
 

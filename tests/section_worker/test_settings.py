@@ -30,3 +30,45 @@ def test_a_bad_base_url_stops_start_up_naming_it(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(SystemExit) as stopped:
         load_settings(WorkerSettings)
     assert "\n  BASE_URL: " in str(stopped.value.code)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("memcached://x:1", "must be memory:// or redis://"),
+        ("redis://", "must be memory:// or redis://"),
+        ("redis://:hunter2@cache:6379/0", "WORKER_LIMITS_PASSWORD_FILE"),
+    ],
+)
+def test_a_bad_limits_url_stops_start_up_without_echoing_a_password(
+    monkeypatch: pytest.MonkeyPatch, url: str, problem: str
+) -> None:
+    monkeypatch.setenv("WORKER_LIMITS_URL", url)
+    with pytest.raises(SystemExit) as stopped:
+        load_settings(WorkerSettings)
+    assert problem in str(stopped.value.code)
+    assert "hunter2" not in str(stopped.value.code)
+
+
+def test_the_limits_password_comes_from_its_file(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    secret = tmp_path / "redis-password"
+    secret.write_text("s3cret\n")
+    monkeypatch.setenv("WORKER_LIMITS_URL", "redis://cache:6379/0")
+    monkeypatch.setenv("WORKER_LIMITS_PASSWORD_FILE", str(secret))
+    settings = WorkerSettings()
+    assert settings.limits_password() == "s3cret"
+    assert "s3cret" not in repr(settings)
+    assert WorkerSettings(limits_password_file=None).limits_password() is None
+    with pytest.raises(ValueError, match="WORKER_LIMITS_PASSWORD_FILE"):
+        WorkerSettings(limits_password_file=tmp_path / "missing").limits_password()
+
+
+def test_the_default_holds_a_thousand_waiting_jobs() -> None:
+    assert WorkerSettings().max_concurrent_jobs >= 1000
+
+
+def test_a_bad_config_file_is_named(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "config.json"
+    bad.write_text('{"sections": {"s": {"fields": ["x"]}}}')
+    with pytest.raises(ValueError, match="give asset_id or assets"):
+        WorkerSettings(config_path=bad).platform_config()

@@ -209,9 +209,25 @@ async def test_by_asset_counts_calls_and_answers_of_each_asset(sim: Sim) -> None
         "success": 0,
         "failed": 0,
         "cost_served": 0.0,
+        "max_in_flight": 0,
     }
     assert stats["by_asset"]["x" * 24]["create"] == 1
     assert set(stats["by_asset"]) == {ASSET, OTHER_ASSET, "x" * 24}
+
+
+async def test_max_in_flight_counts_the_prompts_an_asset_writes_at_once(sim: Sim) -> None:
+    await sim.configure_asset(ASSET, latency_median_s=30, latency_sigma=0)
+    await sim.configure_asset(OTHER_ASSET, latency_median_s=0.01, latency_sigma=0)
+    token = await sim.token()
+    for message in "abc":
+        await prompted(sim, token, ASSET, message)  # all three still being written
+    for message in "abc":
+        done = await prompted(sim, token, OTHER_ASSET, message)
+        await final(sim, token, *done)  # each ready before the next one is sent
+
+    by_asset = (await sim.stats())["by_asset"]
+    assert by_asset[ASSET]["max_in_flight"] == 3
+    assert by_asset[OTHER_ASSET]["max_in_flight"] == 1
 
 
 async def test_asset_counters_are_capped_least_recently_reached_first(

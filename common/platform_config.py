@@ -1,0 +1,240 @@
+"""The platform configuration (``config.json``), read and validated by the orchestrator and by
+every section worker at start-up; a bad file stops either with a message naming the problem.
+
+Three parts:
+
+- ``sections``: which record fields identify each report section, how its jobs run, and its
+  ordered **fallback chain** of platform assets (``assets``; ``asset_id`` alone is a chain of
+  one, and when both are given ``asset_id`` must be the chain's first asset);
+- ``assets``: per platform asset, the limits every replica shares (requests a minute,
+  concurrent calls), its cool-down after a 429, the most one section may cost on it (reserved
+  from the budget before the call) and its circuit breaker; an asset not listed gets the
+  ``"*"`` entry, or the defaults of :class:`AssetConfig`;
+- ``tenants``: per paying tenant (the tenant of the principal who submitted the task), its
+  limits and its cost budgets per day, per month and per task, and what a section does when the
+  budget is spent (``on_budget``); a tenant not listed gets the ``"*"`` entry.
+
+Money is in US dollars; ``None`` for a budget means no budget.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_TENANT = re.compile(r"^(\*|[A-Za-z0-9._-]{1,64})$")
+_ASSET = re.compile(r"^(\*|[A-Za-z0-9._:-]{1,128})$")
+DEFAULT = "*"
+
+
+class BreakerConfig(BaseModel):
+    """When an asset's circuit breaker opens, and how it closes again."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    failures: int = Field(
+        5, ge=1, le=10_000, description="Failures within window_s that open the breaker."
+    )
+    failure_ratio: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of failed calls within window_s that opens it (with min_calls).",
+    )
+    window_s: float = Field(60.0, gt=0, le=3600, description="The window counts are kept over.")
+    min_calls: int = Field(
+        10, ge=1, le=100_000, description="Calls within window_s before the ratio counts."
+    )
+    open_s: float = Field(
+        30.0, gt=0, le=3600, description="How long it stays open before half-open probes."
+    )
+    half_open_probes: int = Field(
+        1, ge=1, le=100, description="Calls let through at once while half-open."
+    )
+
+
+class AssetConfig(BaseModel):
+    """One platform asset (model): its limits, cool-down, cost ceiling and breaker."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field("", max_length=128, description="Readable name (logs, docs).")
+    rpm: int = Field(600, ge=1, le=1_000_000, description="Prompts a minute, across every replica.")
+    concurrency: int = Field(
+        100, ge=1, le=100_000, description="Calls in flight at once, across every replica."
+    )
+    cooldown_s: float = Field(
+        60.0, ge=0, le=3600, description="Pause after a 429 without Retry-After."
+    )
+    max_cost: float = Field(
+        0.25,
+        gt=0,
+        le=1000,
+        description="Most one section may cost on it; reserved from the budget before the call.",
+    )
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+
+
+class TenantConfig(BaseModel):
+    """One paying tenant: limits across every replica, budgets, and what to do when spent."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rpm: int = Field(600, ge=1, le=1_000_000, description="Prompts a minute.")
+    concurrency: int = Field(200, ge=1, le=100_000, description="Calls in flight at once.")
+    budget_day: float | None = Field(None, ge=0, description="US dollars per UTC day.")
+    budget_month: float | None = Field(None, ge=0, description="US dollars per UTC month.")
+    task_ceiling: float | None = Field(None, ge=0, description="US dollars one task may spend.")
+    on_budget: Literal["fail", "wait"] = Field(
+        "fail",
+        description="A section that would overshoot a budget fails (after trying the rest of "
+        "its chain), or waits for reservations to settle or the next day, up to its timeout.",
+    )
+
+
+class SectionConfig(BaseModel):
+    """One report section."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    asset_id: str = Field(
+        "",
+        max_length=128,
+        description="Platform asset that writes it (the chain's first when `assets` is given).",
+    )
+    assets: tuple[str, ...] = Field(
+        (), max_length=10, description="Ordered fallback chain of assets."
+    )
+    fields: tuple[str, ...] = Field(min_length=1, description="Record fields that identify it.")
+    description: str = ""
+    timeout_s: float = Field(120.0, gt=0, le=3600, description="Longest one job may take.")
+    max_dispatches: int = Field(
+        4, ge=1, le=20, description="Times a job is sent to a worker before it counts as failed."
+    )
+    output: Literal["inline", "file"] = Field(
+        "inline",
+        description="How the answer is delivered: as the result's text, or as a file owned by "
+        "the task's principal.",
+    )
+
+    @field_validator("fields")
+    @classmethod
+    def _distinct(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("identifying fields must be distinct")
+        if any(not f.strip() for f in value):
+            raise ValueError("identifying fields must not be blank")
+        return value
+
+    @field_validator("assets")
+    @classmethod
+    def _chain(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for asset in value:
+            if not _ASSET.match(asset) or asset == DEFAULT:
+                raise ValueError(f"asset id {asset!r} is not valid")
+        if len(set(value)) != len(value):
+            raise ValueError("an asset may appear only once in a chain")
+        return value
+
+    @model_validator(mode="after")
+    def _first(self) -> SectionConfig:
+        if not self.assets and not self.asset_id:
+            raise ValueError("give asset_id or assets (the fallback chain)")
+        if self.asset_id and self.assets and self.assets[0] != self.asset_id:
+            raise ValueError(
+                f"asset_id {self.asset_id!r} must be the first of assets {list(self.assets)}"
+            )
+        if self.asset_id and not _ASSET.match(self.asset_id):
+            raise ValueError(f"asset id {self.asset_id!r} is not valid")
+        if not self.asset_id:
+            object.__setattr__(self, "asset_id", self.assets[0])
+        return self
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        """The assets to try, in order (a chain of one when only ``asset_id`` is given)."""
+        return self.assets or (self.asset_id,)
+
+
+class PlatformConfig(BaseModel):
+    """The whole file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sections: dict[str, SectionConfig] = Field(min_length=1)
+    assets: dict[str, AssetConfig] = Field(default_factory=dict)
+    tenants: dict[str, TenantConfig] = Field(default_factory=dict)
+
+    @field_validator("sections")
+    @classmethod
+    def _names(cls, value: dict[str, SectionConfig]) -> dict[str, SectionConfig]:
+        for name in value:
+            if not _NAME.match(name):
+                raise ValueError(f"section name {name!r} must be lower_snake_case")
+        return value
+
+    @field_validator("assets")
+    @classmethod
+    def _asset_ids(cls, value: dict[str, AssetConfig]) -> dict[str, AssetConfig]:
+        for asset in value:
+            if not _ASSET.match(asset):
+                raise ValueError(f"asset id {asset!r} is not valid")
+        return value
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenant_names(cls, value: dict[str, TenantConfig]) -> dict[str, TenantConfig]:
+        for tenant in value:
+            if not _TENANT.match(tenant):
+                raise ValueError(f"tenant {tenant!r}: 1-64 letters, digits, '.', '_' or '-'")
+        return value
+
+    def asset(self, asset_id: str) -> AssetConfig:
+        """The settings of ``asset_id``: its own, else the ``"*"`` entry, else the defaults."""
+        found = self.assets.get(asset_id) or self.assets.get(DEFAULT)
+        return found if found is not None else AssetConfig()
+
+    def tenant(self, tenant: str) -> TenantConfig:
+        """The settings of ``tenant``: its own, else the ``"*"`` entry, else the defaults."""
+        found = self.tenants.get(tenant) or self.tenants.get(DEFAULT)
+        return found if found is not None else TenantConfig()
+
+    def known_assets(self) -> frozenset[str]:
+        """Every asset a section's chain names: the only ones a job may run on."""
+        return frozenset(a for section in self.sections.values() for a in section.chain)
+
+
+class ConfigError(Exception):
+    """config.json is missing, not JSON, or does not describe a valid configuration."""
+
+
+def load_config(path: Path) -> PlatformConfig:
+    """Reads and validates ``path``; raises :class:`ConfigError` naming the problem."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
+    try:
+        return PlatformConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from exc

@@ -1,0 +1,120 @@
+"""The shared configuration: chains, assets and tenants with their defaults, and every rule a
+bad file breaks named in the error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.platform_config import (
+    AssetConfig,
+    ConfigError,
+    PlatformConfig,
+    TenantConfig,
+    load_config,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def config(**parts: Any) -> PlatformConfig:
+    body: dict[str, Any] = {"sections": {"s": {"asset_id": "a", "fields": ["x"]}}}
+    body.update(parts)
+    return PlatformConfig.model_validate(body)
+
+
+def load(tmp_path: Path, body: dict[str, Any]) -> PlatformConfig:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(body))
+    return load_config(path)
+
+
+def test_the_repository_file_is_valid_and_every_section_has_a_fallback() -> None:
+    loaded = load_config(ROOT / "config.json")
+    for name in ("portfolio_snapshot", "top_movers", "model_and_rebalancing"):
+        chain = loaded.sections[name].chain
+        assert len(chain) >= 2, name
+        assert chain[0] == loaded.sections[name].asset_id
+    # Every asset of a chain has its own limits, not the defaults.
+    assert loaded.known_assets() <= set(loaded.assets)
+    assert loaded.tenant("anyone").budget_day is not None
+
+
+def test_asset_id_alone_is_a_chain_of_one() -> None:
+    section = config().sections["s"]
+    assert section.chain == ("a",)
+
+
+def test_assets_alone_make_the_first_the_asset_id() -> None:
+    section = config(sections={"s": {"assets": ["b", "c"], "fields": ["x"]}}).sections["s"]
+    assert (section.asset_id, section.chain) == ("b", ("b", "c"))
+
+
+def test_both_given_with_asset_id_first_is_valid() -> None:
+    body = {"s": {"asset_id": "b", "assets": ["b", "c"], "fields": ["x"]}}
+    assert config(sections=body).sections["s"].chain == ("b", "c")
+
+
+def test_unlisted_assets_and_tenants_get_the_star_entry_then_the_defaults() -> None:
+    bare = config()
+    assert bare.asset("zzz") == AssetConfig()
+    assert bare.tenant("acme") == TenantConfig()
+    starred = config(assets={"*": {"rpm": 7}}, tenants={"*": {"budget_day": 3}})
+    assert starred.asset("zzz").rpm == 7
+    assert starred.tenant("acme").budget_day == 3
+    own = config(assets={"a": {"rpm": 9}, "*": {"rpm": 7}}, tenants={"acme": {"rpm": 5}})
+    assert own.asset("a").rpm == 9
+    assert own.tenant("acme").rpm == 5
+    assert own.tenant("other").rpm == TenantConfig().rpm
+
+
+def test_known_assets_are_those_of_the_chains() -> None:
+    body = {
+        "s": {"assets": ["a", "b"], "fields": ["x"]},
+        "t": {"asset_id": "c", "fields": ["y"]},
+    }
+    assert config(sections=body).known_assets() == {"a", "b", "c"}
+
+
+@pytest.mark.parametrize(
+    ("sections", "extra", "problem"),
+    [
+        ({"s": {"fields": ["x"]}}, {}, "give asset_id or assets"),
+        ({"s": {"asset_id": "a", "assets": ["b", "a"], "fields": ["x"]}}, {}, "must be the first"),
+        ({"s": {"assets": ["a", "a"], "fields": ["x"]}}, {}, "only once in a chain"),
+        ({"s": {"assets": ["a b"], "fields": ["x"]}}, {}, "not valid"),
+        ({"s": {"assets": ["*"], "fields": ["x"]}}, {}, "not valid"),
+        ({"s": {"asset_id": "a", "fields": ["x"]}}, {"assets": {"a": {"rpm": 0}}}, "assets.a.rpm"),
+        (
+            {"s": {"asset_id": "a", "fields": ["x"]}},
+            {"assets": {"a": {"breaker": {"failure_ratio": 2}}}},
+            "assets.a.breaker.failure_ratio",
+        ),
+        (
+            {"s": {"asset_id": "a", "fields": ["x"]}},
+            {"tenants": {"acme": {"on_budget": "pray"}}},
+            "tenants.acme.on_budget",
+        ),
+        (
+            {"s": {"asset_id": "a", "fields": ["x"]}},
+            {"tenants": {"acme": {"budget_day": -1}}},
+            "tenants.acme.budget_day",
+        ),
+        ({"s": {"asset_id": "a", "fields": ["x"]}}, {"tenants": {"a b": {}}}, "tenant 'a b'"),
+        ({"s": {"asset_id": "a", "fields": ["x"]}}, {"assets": {"a/b": {}}}, "asset id 'a/b'"),
+        ({"s": {"asset_id": "a", "fields": ["x"]}}, {"assets": {"a": {"bogus": 1}}}, "bogus"),
+    ],
+)
+def test_a_bad_file_names_the_problem(
+    tmp_path: Path, sections: dict[str, Any], extra: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        load(tmp_path, {"sections": sections, **extra})
+
+
+def test_an_unreadable_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_config(tmp_path)  # a folder
