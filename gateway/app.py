@@ -50,6 +50,7 @@ from common.errors import (
     retry_after_of,
 )
 from common.json_limits import MAX_DEPTH
+from common.metrics import HttpMetrics
 from common.principals import Principal
 from common.principals import Role as PrincipalRole
 from common.tls import Role, identity_for
@@ -621,4 +622,5 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
         return ApiKeyOut.model_validate(_api_key(reply))
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HttpMetrics)  # outermost: counts the body limit's 413s too
     return app

@@ -36,7 +36,7 @@ from common.errors import (
 from common.json_limits import check_json_shape
 from common.principals import Principal
 from common.timeutil import iso, utcnow
-from orchestrator import transitions
+from orchestrator import metrics, transitions
 from orchestrator.admission import Admission
 from orchestrator.detection import detect
 from orchestrator.idempotency import check_key, claim, request_digest
@@ -129,6 +129,7 @@ class Orchestrator:
             held=self._held,
         )
         self._loops: list[asyncio.Task[None]] = []
+        metrics.watch(self)
 
     def _held(self) -> set[str]:
         return set(self.runs)
