@@ -1,8 +1,9 @@
 """One bootstrap for every gRPC server of the platform.
 
-:class:`ServiceHost` builds a ``grpc.aio`` server with the metrics and error interceptors, the
-gRPC health service and, when enabled, reflection; serves the process's Prometheus metrics on
-the metrics port (:mod:`common.metrics`); binds it (a port already in use stops start-up with a
+:class:`ServiceHost` builds a ``grpc.aio`` server with the tracing (when on,
+:mod:`common.tracing`), metrics and error interceptors, the gRPC health service and, when
+enabled, reflection; serves the process's Prometheus metrics on the metrics port
+(:mod:`common.metrics`); binds it (a port already in use stops start-up with a
 clear message) with mutual TLS and the caller check of :mod:`common.tls`, or in plaintext when
 the settings say so; and on SIGTERM/SIGINT first marks every service NOT_SERVING, lets the
 service drain, then stops the server with a grace period so in-flight calls can finish.
@@ -21,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from common import tracing
 from common.errors import RETRY_AFTER, AppError
 from common.metrics import GrpcMetrics, MetricsServer
 from common.rpc_handlers import rewrap
@@ -124,8 +126,10 @@ class ServiceHost:
         interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
         if self.identity is not None:
             interceptors.insert(0, CallerCheck(ALLOWED_CALLERS[role]))
-        # Outermost, so it counts the status the caller gets, whoever decided it.
-        interceptors.insert(0, GrpcMetrics())
+        # Outermost, so it counts the status the caller gets, whoever decided it; the trace's
+        # span (when tracing is on) wraps even that.
+        tracing.setup(service_name)
+        interceptors[:0] = [*tracing.server_interceptors(), GrpcMetrics()]
         self.metrics = MetricsServer(settings, service_name)
         self.server = grpc.aio.server(
             interceptors=interceptors,

@@ -6,7 +6,7 @@ import asyncio
 import signal
 import sys
 
-from common import eventloop
+from common import eventloop, tracing
 from common.http_server import HttpServer
 from common.logging import configure
 from common.metrics import MetricsServer
@@ -44,6 +44,7 @@ async def serve(settings: GatewaySettings) -> None:
 def main() -> None:
     settings = load_settings(GatewaySettings)
     configure("gateway", settings.log_level, settings.log_format)
+    tracing.setup("gateway")
     eventloop.run(serve(settings))
 
 

@@ -33,7 +33,7 @@ from google.protobuf.message import Message
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from common import api_keys, task_ids
+from common import api_keys, task_ids, tracing
 from common.channels import open_channel
 from common.errors import (
     AppError,
@@ -623,4 +623,6 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(HttpMetrics)  # outermost: counts the body limit's 413s too
+    if tracing.enabled():
+        app.add_middleware(tracing.HttpTracing)
     return app

@@ -100,6 +100,11 @@ class TaskRecord(BaseModel):
     principal_id: str = Field(
         "", description="The principal who submitted the task and alone (with admins) sees it."
     )
+    traceparent: str = Field(
+        "",
+        description="W3C traceparent of the submission (empty with tracing off): every run of "
+        "the task, on whichever replica, continues that trace.",
+    )
 
     def to_json(self) -> bytes:
         return self.model_dump_json().encode()

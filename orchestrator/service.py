@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from common import task_ids
+from common import task_ids, tracing
 from common.backoff import Backoff
 from common.errors import (
     AppError,
@@ -211,7 +211,8 @@ class Orchestrator:
 
     async def _drive(self, run: TaskRun) -> None:
         try:
-            await run.run()
+            with tracing.continued(run.record.traceparent, "task run", run.task_id):
+                await run.run()
         finally:
             self.runs.pop(run.task_id, None)
             self.admission.finished(run.record.principal_id)
@@ -272,6 +273,7 @@ class Orchestrator:
                 updated_at=iso(now),
                 owner=self.replica_id,
                 principal_id=caller.id,
+                traceparent=tracing.current_traceparent(),
             )
             record.trace.append(
                 transitions.trace_entry(

@@ -1,14 +1,26 @@
 """Metrics, traces and logs of the whole platform as real processes: every service's Prometheus
-endpoint is scraped before and after a task, and the counters that task must move have moved."""
+endpoint is scraped before and after a task, and the counters that task must move have moved;
+with tracing on, every service sends its spans to a small OTLP/HTTP receiver the test runs on
+loopback, and a task's spans from all four services share one trace id, the one its JSON log
+lines carry."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from scripts.devstack import Ports, Stack
@@ -24,9 +36,79 @@ WORKER = "wealthai.worker.v1.SectionWorkerService"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
+@dataclass(frozen=True)
+class ReceivedSpan:
+    service: str
+    name: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+
+
+class Receiver:
+    """An OTLP/HTTP trace receiver on loopback: keeps every span it is sent."""
+
+    def __init__(self) -> None:
+        self.spans: list[ReceivedSpan] = []
+        self.requests = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                request = ExportTraceServiceRequest.FromString(body)
+                receiver.take(request, self.path)
+                answer = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/v1/traces"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def take(self, request: ExportTraceServiceRequest, path: str) -> None:
+        assert path == "/v1/traces", path
+        self.requests += 1
+        for resource_spans in request.resource_spans:
+            attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    self.spans.append(
+                        ReceivedSpan(
+                            service=attributes.get("service.name", ""),
+                            name=span.name,
+                            trace_id=span.trace_id.hex(),
+                            span_id=span.span_id.hex(),
+                            parent_span_id=span.parent_span_id.hex(),
+                        )
+                    )
+
+    def of_trace(self, trace_id: str) -> list[ReceivedSpan]:
+        return [span for span in list(self.spans) if span.trace_id == trace_id]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.fixture(scope="module")
-def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The platform with every service's metrics endpoint on a free port."""
+def receiver() -> Iterator[Receiver]:
+    running = Receiver()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def observed(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Stack]:
+    """The platform with every service's metrics endpoint on a free port, tracing on (OTLP to
+    the receiver, exported every 100 ms) and JSON logs."""
     base = tmp_path_factory.mktemp("observed")
     ports = Ports(
         gateway=free_port(),
@@ -37,7 +119,14 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         workers=[free_port(), free_port()],
     )
     ports.metrics = {name: free_port() for name in ports.service_names()}
-    platform = Stack(ports, base / "state", log_dir=base / "logs", env=FAST, bucket=BUCKET)
+    env = {
+        **FAST,
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.url,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        **{f"{prefix}_LOG_FORMAT": "json" for prefix in ("GATEWAY", "ORCH", "STORAGE", "WORKER")},
+    }
+    platform = Stack(ports, base / "state", log_dir=base / "logs", env=env, bucket=BUCKET)
     platform.start(timeout=60)
     yield platform
     platform.stop()
@@ -169,3 +258,76 @@ async def test_every_service_serves_metrics_and_a_task_moves_the_counters(
         FAST["WORKER_MAX_CONCURRENT_JOBS"]
     )
     assert all(value(after[w], "wealthai_worker_jobs_in_flight") == 0 for w in workers)
+
+
+# -- traces and logs ------------------------------------------------------------------------
+
+SERVICES = {"gateway", "orchestrator", "storage_svc", "section_worker"}
+
+
+def log_lines(stack: Stack, name: str, task_id: str) -> list[dict[str, str]]:
+    """The JSON log lines of one process that name ``task_id``."""
+    assert stack.log_dir is not None
+    lines = []
+    for raw in (stack.log_dir / f"{name}.log").read_text(errors="replace").splitlines():
+        if raw.startswith("{") and task_id in raw:
+            lines.append(json.loads(raw))
+    return lines
+
+
+async def spans_of(receiver: Receiver, trace_id: str, workers_expected: int) -> list[ReceivedSpan]:
+    """The trace's spans once every service's have arrived (batches leave every 100 ms)."""
+    deadline = time.monotonic() + 20
+    while True:
+        spans = receiver.of_trace(trace_id)
+        seen = {span.service for span in spans}
+        runs = [s for s in spans if s.name.endswith("SectionWorkerService/RunSection")]
+        if seen >= SERVICES and len(runs) >= workers_expected:
+            return spans
+        if time.monotonic() > deadline:
+            raise AssertionError(f"spans of {trace_id} from {seen} only: {spans}")
+        await asyncio.sleep(0.1)
+
+
+async def test_a_task_is_one_trace_across_every_service_continuing_the_callers(
+    observed: Stack, client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+    task_id = await run_task(client, traceparent=f"00-{trace_id}-{caller_span}-01")
+
+    spans = await spans_of(receiver, trace_id, workers_expected=3)
+    by_name: dict[str, list[ReceivedSpan]] = {}
+    for span in spans:
+        by_name.setdefault(span.name, []).append(span)
+    [submit] = by_name["POST /task/submit"]
+    assert submit.service == "gateway" and submit.parent_span_id == caller_span
+    [served] = by_name[f"{ORCH}/SubmitTask"]
+    assert served.service == "orchestrator" and served.parent_span_id == submit.span_id
+    [run] = by_name["task run"]
+    assert run.parent_span_id == served.span_id
+    sections = by_name[f"{WORKER}/RunSection"]
+    assert len(sections) == 3
+    assert {s.parent_span_id for s in sections} == {run.span_id}
+    assert {s.service for s in sections} == {"section_worker"}
+    stored = [s for s in spans if s.service == "storage_svc"]
+    assert {s.name for s in stored} >= {f"{STORAGE}/PutTask"}
+    assert all(s.trace_id == trace_id for s in spans)
+
+    # Every JSON log line about the task carries its trace next to its task id.
+    for name in ("orchestrator-1", "worker-1", "worker-2"):
+        for line in log_lines(observed, name, task_id):
+            assert line["trace_id"] == trace_id, line
+            assert line["span_id"], line
+    assert log_lines(observed, "orchestrator-1", task_id)
+
+
+async def test_a_task_submitted_without_a_trace_starts_one_of_its_own(
+    observed: Stack, client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    task_id = await run_task(client)
+    [first, *_] = log_lines(observed, "orchestrator-1", task_id)
+    trace_id = first["trace_id"]
+    spans = await spans_of(receiver, trace_id, workers_expected=3)
+    assert {s.service for s in spans} == SERVICES
+    [submit] = [s for s in spans if s.name == "POST /task/submit"]
+    assert submit.parent_span_id == ""  # the gateway started the trace
