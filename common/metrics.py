@@ -26,6 +26,7 @@ ones (anything else is ``other``), codes and statuses the protocols' own.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
@@ -150,18 +151,31 @@ def split_method(full_method: str) -> tuple[str, str]:
     return (service or UNKNOWN), (method or UNKNOWN)
 
 
+@functools.cache
+def _in_flight(service: str, method: str) -> Gauge:
+    # Label sets are bounded (registered methods, status codes), so these caches are too; they
+    # spare each call the registry's label lookups.
+    return GRPC_IN_FLIGHT.labels(service, method)
+
+
+@functools.cache
+def _ended(service: str, method: str, code: str) -> tuple[Counter, Histogram]:
+    return GRPC_REQUESTS.labels(service, method, code), GRPC_DURATION.labels(service, method, code)
+
+
 class _CallTimer:
     """Counts and times one call: in progress from the start, done with the code it ended on."""
 
     def __init__(self, service: str, method: str) -> None:
         self.labels = (service, method)
         self.started = time.perf_counter()
-        GRPC_IN_FLIGHT.labels(*self.labels).inc()
+        _in_flight(service, method).inc()
 
     def done(self, code: str) -> None:
-        GRPC_IN_FLIGHT.labels(*self.labels).dec()
-        GRPC_REQUESTS.labels(*self.labels, code).inc()
-        GRPC_DURATION.labels(*self.labels, code).observe(time.perf_counter() - self.started)
+        _in_flight(*self.labels).dec()
+        requests, duration = _ended(*self.labels, code)
+        requests.inc()
+        duration.observe(time.perf_counter() - self.started)
 
 
 def call_code(context: grpc.aio.ServicerContext[Any, Any], default: grpc.StatusCode) -> str:

@@ -95,15 +95,13 @@ def _provider(service: str, exporter: str) -> Any:
     if exporter == "console":
         span_exporter = ConsoleSpanExporter()
     else:
-        protocol = (
-            os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-            or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-            or "http/protobuf"
-        )
+        names = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+        variable = next((name for name in names if os.environ.get(name)), "")
+        protocol = os.environ[variable] if variable else "http/protobuf"
         if protocol != "http/protobuf":
             raise SystemExit(
-                f"{service}: OTLP protocol {protocol!r} is not supported: use http/protobuf "
-                "(OTEL_EXPORTER_OTLP_PROTOCOL), the collector's port 4318"
+                f"{service}: {variable}={protocol!r} is not supported: use http/protobuf, "
+                "the collector's port 4318"
             )
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
