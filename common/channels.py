@@ -12,6 +12,7 @@ import json
 
 import grpc
 
+from common import tracing
 from common.grpc_server import MAX_MESSAGE_BYTES
 from common.tls import Identity, Role, expect_server
 
@@ -53,8 +54,13 @@ def open_channel(target: str, tls: Identity | None, server: Role) -> grpc.aio.Ch
     """A channel to ``target``: ``host:port``, ``dns:///name:port`` (every address the name
     resolves to), or ``ipv4:ip:port,ip:port`` (a fixed list of replicas), whose servers have
     the role ``server``. ``tls`` is the caller's identity; ``None`` only in plaintext mode."""
+    # With tracing on, every call carries the current trace (common/tracing.py).
+    interceptors = tracing.client_interceptors() or None
     if tls is None:
-        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors)
     return grpc.aio.secure_channel(
-        target, tls.channel_credentials(), options=CHANNEL_OPTIONS + expect_server(server)
+        target,
+        tls.channel_credentials(),
+        options=CHANNEL_OPTIONS + expect_server(server),
+        interceptors=interceptors,
     )

@@ -1,7 +1,9 @@
 """One bootstrap for every gRPC server of the platform.
 
-:class:`ServiceHost` builds a ``grpc.aio`` server with the error interceptor, the gRPC health
-service and, when enabled, reflection; binds it (a port already in use stops start-up with a
+:class:`ServiceHost` builds a ``grpc.aio`` server with the tracing (when on,
+:mod:`common.tracing`), metrics and error interceptors, the gRPC health service and, when
+enabled, reflection; serves the process's Prometheus metrics on the metrics port
+(:mod:`common.metrics`); binds it (a port already in use stops start-up with a
 clear message) with mutual TLS and the caller check of :mod:`common.tls`, or in plaintext when
 the settings say so; and on SIGTERM/SIGINT first marks every service NOT_SERVING, lets the
 service drain, then stops the server with a grace period so in-flight calls can finish.
@@ -20,7 +22,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from common import tracing
 from common.errors import RETRY_AFTER, AppError
+from common.metrics import GrpcMetrics, MetricsServer
 from common.rpc_handlers import rewrap
 from common.settings import GrpcServerSettings
 from common.tls import ALLOWED_CALLERS, CallerCheck, Role, identity_for
@@ -126,6 +130,11 @@ class ServiceHost:
         interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
         if self.identity is not None:
             interceptors.insert(0, CallerCheck(ALLOWED_CALLERS[role]))
+        # Outermost, so it counts the status the caller gets, whoever decided it; the trace's
+        # span (when tracing is on) wraps even that.
+        tracing.setup(service_name)
+        interceptors[:0] = [*tracing.server_interceptors(), GrpcMetrics()]
+        self.metrics = MetricsServer(settings, service_name)
         self.server = grpc.aio.server(
             interceptors=interceptors,
             options=SERVER_OPTIONS,
@@ -171,6 +180,7 @@ class ServiceHost:
                 [*self._full_names, reflection.SERVICE_NAME, "grpc.health.v1.Health"], self.server
             )
         self.bind()
+        await self.metrics.start()
         await self.server.start()
         for name in ["", *self._full_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -189,6 +199,7 @@ class ServiceHost:
         if on_drain is not None:
             await on_drain()
         await self.server.stop(self.settings.shutdown_grace_s)
+        await self.metrics.stop()
         logger.info("%s stopped", self.service_name)
 
     async def run_until_signal(self, on_drain: Callable[[], Awaitable[None]] | None = None) -> None:

@@ -1,7 +1,13 @@
 """Logging set-up, once per process in the entry point.
 
 Task and section ids ride on context variables, so every line logged while handling a task
-carries them without each call passing them along.
+carries them without each call passing them along; with tracing on, so do the ids of the trace
+and span the line was logged in (:mod:`common.tracing`), which finds a task's lines across
+every service.
+
+A JSON line (``*_LOG_FORMAT=json``) holds ``at`` (UTC, milliseconds), ``level``, ``logger``,
+``msg``, and when known ``task_id``, ``section``, ``trace_id``, ``span_id`` and ``exc`` (a
+traceback).
 """
 
 from __future__ import annotations
@@ -12,14 +18,20 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from common import tracing
+
 task_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("task_id", default="")
 section_var: contextvars.ContextVar[str] = contextvars.ContextVar("section", default="")
+
+
+_IDS = ("task_id", "section", "trace_id", "span_id")
 
 
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.task_id = task_id_var.get()
         record.section = section_var.get()
+        record.trace_id, record.span_id = tracing.current_ids()
         return True
 
 
@@ -33,7 +45,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key in ("task_id", "section"):
+        for key in _IDS:
             if value := getattr(record, key, ""):
                 entry[key] = value
         if record.exc_info:
@@ -49,11 +61,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        ids = " ".join(
-            f"{key}={value}"
-            for key in ("task_id", "section")
-            if (value := getattr(record, key, ""))
-        )
+        ids = " ".join(f"{key}={value}" for key in _IDS if (value := getattr(record, key, "")))
         return f"{line} [{ids}]" if ids else line
 
 

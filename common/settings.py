@@ -21,7 +21,7 @@ S = TypeVar("S", bound=BaseSettings)
 
 
 class ServiceSettings(BaseSettings):
-    """Host, port, logging and internal TLS of one service."""
+    """Host, port, logging, internal TLS and the metrics endpoint of one service."""
 
     # populate_by_name: code and tests build settings by field name even where the field is
     # read from aliased environment variables.
@@ -42,6 +42,18 @@ class ServiceSettings(BaseSettings):
     tls_dir: Path = Field(
         Path("/run/secrets/tls"),
         description="Holds ca.pem and this service's <role>.pem and <role>-key.pem.",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address the Prometheus metrics endpoint binds to (0.0.0.0 in a pod, so "
+        "the monitoring namespace can scrape it).",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus metrics endpoint; 0 turns it off; unset: the "
+        "service's own default (common.metrics.DEFAULT_PORTS).",
     )
 
 

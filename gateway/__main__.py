@@ -6,9 +6,10 @@ import asyncio
 import signal
 import sys
 
-from common import eventloop
+from common import eventloop, tracing
 from common.http_server import HttpServer
 from common.logging import configure
+from common.metrics import MetricsServer
 from common.settings import load_settings
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
@@ -30,12 +31,20 @@ async def serve(settings: GatewaySettings) -> None:
         await server.start()
     except RuntimeError as exc:
         sys.exit(str(exc))
-    await server.wait()
+    # Its own port and no API key: reachable only from the host, or in a cluster from the
+    # monitoring namespace (README, "Metrics and traces").
+    metrics = MetricsServer(settings, "gateway")
+    await metrics.start()
+    try:
+        await server.wait()
+    finally:
+        await metrics.stop()
 
 
 def main() -> None:
     settings = load_settings(GatewaySettings)
     configure("gateway", settings.log_level, settings.log_format)
+    tracing.setup("gateway")
     eventloop.run(serve(settings))
 
 

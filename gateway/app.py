@@ -34,7 +34,7 @@ from google.protobuf.message import Message
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from common import api_keys, task_ids
+from common import api_keys, task_ids, tracing
 from common.channels import open_channel
 from common.errors import (
     AppError,
@@ -51,6 +51,7 @@ from common.errors import (
     retry_after_of,
 )
 from common.json_limits import MAX_DEPTH
+from common.metrics import HttpMetrics
 from common.principals import Principal
 from common.principals import Role as PrincipalRole
 from common.tls import Role, identity_for
@@ -634,4 +635,7 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_body_bytes, exempt=frozenset({("POST", "/files")})
     )
+    app.add_middleware(HttpMetrics)  # outermost: counts the body limit's 413s too
+    if tracing.enabled():
+        app.add_middleware(tracing.HttpTracing)
     return app

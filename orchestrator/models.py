@@ -140,6 +140,11 @@ class TaskRecord(BaseModel):
     principal_id: str = Field(
         "", description="The principal who submitted the task and alone (with admins) sees it."
     )
+    traceparent: str = Field(
+        "",
+        description="W3C traceparent of the submission (empty with tracing off): every run of "
+        "the task, on whichever replica, continues that trace.",
+    )
     principal_tenant: str = Field(
         "",
         description="The tenant of that principal: who pays, and whose limits and budgets the "

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from common import task_ids
+from common import task_ids, tracing
 from common.backoff import Backoff
 from common.errors import (
     AppError,
@@ -40,7 +40,7 @@ from common.errors import (
 from common.json_limits import check_json_shape
 from common.principals import Principal
 from common.timeutil import iso, utcnow
-from orchestrator import task_files, transitions
+from orchestrator import metrics, task_files, transitions
 from orchestrator.admission import Admission
 from orchestrator.detection import detect
 from orchestrator.idempotency import check_key, claim, request_digest
@@ -133,6 +133,7 @@ class Orchestrator:
             held=self._held,
         )
         self._loops: list[asyncio.Task[None]] = []
+        metrics.watch(self)
 
     def _held(self) -> set[str]:
         return set(self.runs)
@@ -214,7 +215,8 @@ class Orchestrator:
 
     async def _drive(self, run: TaskRun) -> None:
         try:
-            await run.run()
+            with tracing.continued(run.record.traceparent, "task run", run.task_id):
+                await run.run()
         finally:
             self.runs.pop(run.task_id, None)
             self.admission.finished(run.record.principal_id)
@@ -289,6 +291,7 @@ class Orchestrator:
                 principal_id=caller.id,
                 files=files,
                 principal_tenant=caller.tenant or tenant,
+                traceparent=tracing.current_traceparent(),
             )
             record.trace.append(
                 transitions.trace_entry(

@@ -12,8 +12,10 @@ SeaweedFS, supervised or not.
 Ports come from the same variables the services read (``GATEWAY_PORT``, ``ORCH_PORT``,
 ``STORAGE_PORT``, ``SIM_PORT``) plus ``DEVSTACK_S3_PORT``, ``DEVSTACK_WORKER_PORTS`` and
 ``DEVSTACK_ORCH_PORTS`` (comma-separated, one replica per port), ``DEVSTACK_SEAWEED_PORTS``
-(SeaweedFS's own nine, in ``scripts.seaweedfs.PORT_FLAGS`` order), ``DEVSTACK_REDIS_PORT``
-and ``DEVSTACK_DIR`` (state
+(SeaweedFS's own nine, in ``scripts.seaweedfs.PORT_FLAGS`` order), ``DEVSTACK_REDIS_PORT``,
+``DEVSTACK_METRICS_PORT``
+(the first of the services' Prometheus ports: gateway, storage_svc, the orchestrators, then the
+workers, one each, counting up; 0 turns them off) and ``DEVSTACK_DIR`` (state
 kept between runs: the credential key, the admin API key, under ``tls/`` the local CA and the
 services' certificates, made on first start, every gRPC hop being mutual TLS with them; and
 under ``s3/`` SeaweedFS's data).
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import IO
 
 from common.http_server import can_bind
+from common.metrics import DEFAULT_PORTS
 from common.tls import CA_CERT, Identity, Role, ensure_certificates
 from gateway.models import EXAMPLE_DATA
 from orchestrator.credentials import new_key
@@ -53,6 +56,16 @@ S3_SERVERS = ("moto", "seaweedfs")
 RESTART_DELAY_MIN_S = 0.5
 RESTART_DELAY_MAX_S = 10.0
 RESTART_RESET_AFTER_S = 30.0
+# The first metrics port: the gateway's own default (common.metrics.DEFAULT_PORTS), and with one
+# orchestrator the others' defaults too.
+DEFAULT_METRICS_PORT = DEFAULT_PORTS["gateway"]
+# The environment variable prefix of each kind of service process.
+ENV_PREFIXES = {
+    "gateway": "GATEWAY",
+    "storage": "STORAGE",
+    "orchestrator": "ORCH",
+    "worker": "WORKER",
+}
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +107,23 @@ class Ports:
     seaweed: list[int] = field(default_factory=lambda: list(seaweedfs.DEFAULT_PORTS))
     # Redis, when the workers share their limits (several workers); 0 picks a free port.
     redis: int = 0
+    # Prometheus metrics port of each process by name ("gateway", "worker-2" ...); a process
+    # not named here serves no metrics.
+    metrics: dict[str, int] = field(default_factory=dict)
+
+    def service_names(self) -> list[str]:
+        """The names of the platform's own processes, in the order metrics ports are given."""
+        return [
+            "gateway",
+            "storage",
+            *(f"orchestrator-{i + 1}" for i in range(len(self.orchestrators))),
+            *(f"worker-{i + 1}" for i in range(len(self.workers))),
+        ]
+
+    def number_metrics(self, first: int) -> None:
+        """Gives every service process a metrics port, from ``first`` counting up (0: none)."""
+        names = self.service_names()
+        self.metrics = {name: first + i for i, name in enumerate(names)} if first else {}
 
     @classmethod
     def from_env(cls) -> Ports:
@@ -110,6 +140,7 @@ class Ports:
         if raw := env.get("DEVSTACK_SEAWEED_PORTS"):
             ports.seaweed = [int(p) for p in raw.split(",") if p.strip()]
         ports.redis = int(env.get("DEVSTACK_REDIS_PORT", 6379))
+        ports.number_metrics(int(env.get("DEVSTACK_METRICS_PORT", DEFAULT_METRICS_PORT)))
         return ports
 
     @classmethod
@@ -319,6 +350,11 @@ class Stack:
         )
         for spec in specs:
             spec.env = {**env, **spec.env, **self.extra_env}
+            if (prefix := ENV_PREFIXES.get(spec.name.split("-")[0])) is not None:
+                # Off unless given a port: replicas must not race for the services' defaults.
+                metrics_port = p.metrics.get(spec.name, 0)
+                spec.env[f"{prefix}_METRICS_PORT"] = str(metrics_port)
+                spec.other_ports += [metrics_port] if metrics_port else []
         return specs
 
     def _s3_spec(self, env: dict[str, str]) -> Proc:
@@ -346,7 +382,7 @@ class Stack:
                 + ", ".join(busy)
                 + " (stop what uses them or set GATEWAY_PORT, ORCH_PORT, STORAGE_PORT, "
                 "SIM_PORT, DEVSTACK_S3_PORT, DEVSTACK_WORKER_PORTS, DEVSTACK_ORCH_PORTS, "
-                "DEVSTACK_SEAWEED_PORTS, DEVSTACK_REDIS_PORT)"
+                "DEVSTACK_SEAWEED_PORTS, DEVSTACK_REDIS_PORT, DEVSTACK_METRICS_PORT)"
             )
         self._stopping.clear()
         try:
@@ -496,6 +532,7 @@ def _banner(stack: Stack, admin_key: str, key_file: Path | None) -> str:
     new_key = json.dumps({"name": "ann", "tenant": "acme", "role": "client"})
     workers = ", ".join(f"127.0.0.1:{p}" for p in ports.workers)
     orchestrators = ", ".join(f"127.0.0.1:{p}" for p in ports.orchestrators)
+    extras = _limits(stack) + _metrics(stack)
     return f"""
 Wealth AI Task Platform is running.
   gateway (REST)   {base}   docs: {base}/docs   health: {base}/ping
@@ -503,7 +540,7 @@ Wealth AI Task Platform is running.
   section workers  {workers} (gRPC)
   storage_svc      127.0.0.1:{ports.storage} (gRPC) -> S3 ({s3_name}) http://127.0.0.1:{ports.s3}
   AI simulator     http://127.0.0.1:{ports.simulator}   calls: /_sim/stats
-{_limits(stack)}  gRPC is mutual TLS; local CA {tls_dir / CA_CERT}, certificates in {tls_dir}/
+{extras}  gRPC is mutual TLS; local CA {tls_dir / CA_CERT}, certificates in {tls_dir}/
 {_data(stack)}
 
 Every call but /ping and /docs needs an API key. The admin key ({where}):
@@ -527,6 +564,13 @@ def _limits(stack: Stack) -> str:
         f"  Redis            127.0.0.1:{stack.ports.redis}: the workers' shared limits, "
         "budgets and breakers (nothing on disk)\n"
     )
+
+
+def _metrics(stack: Stack) -> str:
+    if not stack.ports.metrics:
+        return ""
+    listed = ", ".join(f"{name} :{port}" for name, port in stack.ports.metrics.items())
+    return f"  metrics          http://127.0.0.1:<port>/metrics for {listed}\n"
 
 
 def _supervision(stack: Stack) -> str:

@@ -35,7 +35,7 @@ from enum import StrEnum
 
 from common.errors import InvalidInput, Overloaded, Unavailable
 from common.logging import section_var, task_id_var
-from section_worker import job_files
+from section_worker import job_files, metrics
 from section_worker.files import FileClient, FileRef
 from section_worker.job_files import JobFileError, PromptLimits
 from section_worker.platform_client import (
@@ -182,6 +182,7 @@ class JobRunner:
         self._accepting = True
         self._idle = asyncio.Event()
         self._idle.set()
+        metrics.watch(self)
 
     def load(self) -> Load:
         return Load(self._settings.max_concurrent_jobs, self._in_flight, self._accepting)
@@ -314,6 +315,7 @@ class JobRunner:
             result.duration_s,
             f" ({result.error})" if result.error else "",
         )
+        metrics.job_finished(result)
         emit(result)
 
     async def _attempt(

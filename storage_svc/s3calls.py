@@ -26,6 +26,12 @@ many writers holding the same version exactly one succeeds and the others get
 :class:`~common.errors.Conflict`. If a write whose earlier attempt timed out is rejected on
 retry, :meth:`S3Calls.put_json` re-reads the object: when it holds exactly our bytes, that
 earlier attempt did land and its version is returned instead of a false conflict.
+
+**Metrics.** Every S3 request (each attempt of a call) is counted and timed by operation
+(``GetObject``, ``PutObject`` …) and outcome: ``ok``, or the :class:`Failure` it was sorted
+into (``not_found``, ``conflict``, ``transient``, ``no_bucket``, ``denied``, ``other``),
+``refused`` when the attempt itself judged S3's answer a failure (a bucket name taken), or
+``cancelled`` when its caller went away first.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any, NamedTuple, TypeVar
@@ -48,9 +55,11 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from prometheus_client import Counter, Histogram
 
 from common.backoff import Backoff
 from common.errors import AppError, Conflict, Internal, NotFound, Unavailable
+from common.metrics import LATENCY_BUCKETS
 from storage_svc.settings import StorageSettings
 
 logger = logging.getLogger(__name__)
@@ -88,6 +97,19 @@ _DENIED = frozenset(
 )
 # Errors raised while sending a request or reading an answer: the call may be retried.
 _TRANSPORT_ERRORS = (BotoConnectionError, HTTPClientError, IncompleteReadError, TimeoutError)
+
+S3_REQUESTS = Counter(
+    "wealthai_s3_requests_total",
+    "S3 requests storage_svc made (each attempt), by operation and outcome.",
+    ["operation", "outcome"],
+)
+S3_DURATION = Histogram(
+    "wealthai_s3_request_duration_seconds",
+    "Time of one S3 request (one attempt, without the backoff before a retry), by operation "
+    "and outcome.",
+    ["operation", "outcome"],
+    buckets=LATENCY_BUCKETS,
+)
 
 
 class Stored(NamedTuple):
@@ -226,7 +248,7 @@ class S3Calls:
         s = self.settings
         for number in range(1, s.s3_max_attempts + 1):
             try:
-                return await attempt()
+                return await _counted(op, attempt)
             except AppError:
                 raise
             except Exception as exc:
@@ -381,6 +403,25 @@ class S3Calls:
             return Internal(f"S3 refused access ({op}); see the storage service log")
         logger.error("S3 %s on bucket %s failed: %s", op, self.bucket, describe(exc))
         return Internal(f"S3 {op} failed; see the storage service log")
+
+
+async def _counted(op: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    """Runs one S3 request and counts and times it by ``op`` and outcome."""
+    outcome = "cancelled"
+    started = time.perf_counter()
+    try:
+        answer = await attempt()
+        outcome = "ok"
+        return answer
+    except AppError:
+        outcome = "refused"  # the attempt itself judged S3's answer a failure
+        raise
+    except Exception as exc:
+        outcome = classify(exc).name.lower()
+        raise
+    finally:
+        S3_REQUESTS.labels(op, outcome).inc()
+        S3_DURATION.labels(op, outcome).observe(time.perf_counter() - started)
 
 
 def _changed(what: str, version: str) -> str:

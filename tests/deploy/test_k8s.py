@@ -48,6 +48,8 @@ CALLS = {
 }
 # Calls leaving the cluster: the workers to the AI platform, storage_svc to S3, both HTTPS.
 EXTERNAL_CALLS = {("section-worker", 443), ("storage-svc", 443)}
+# Where Prometheus runs: it alone may reach the pods' metrics ports.
+MONITORING_NAMESPACE = "monitoring"
 
 # Environment variables a container may set besides its settings: inputs of $(VAR) expansion,
 # the AWS chain's own variables, and the *_FILE variables the image's entry point reads.
@@ -229,6 +231,19 @@ def test_services_listen_on_all_interfaces_at_their_container_port() -> None:
         assert int(env[f"{prefix}PORT"]["value"]) in _container_ports(name).values(), name
 
 
+def test_every_pod_serves_metrics_where_its_annotations_say() -> None:
+    for name, (_, settings) in SERVICES.items():
+        prefix = str(settings.model_config.get("env_prefix", "")).upper()
+        env = _env(name)
+        port = _container_ports(name)["metrics"]
+        assert env[f"{prefix}METRICS_HOST"]["value"] == "0.0.0.0", name
+        assert int(env[f"{prefix}METRICS_PORT"]["value"]) == port, name
+        annotations = DEPLOYMENTS[name]["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true", name
+        assert annotations["prometheus.io/port"] == str(port), name
+        assert annotations["prometheus.io/path"] == "/metrics", name
+
+
 def test_orchestrator_advertises_its_pod_ip() -> None:
     env = _env("orchestrator")
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
@@ -397,6 +412,12 @@ def _peer(peer: Manifest) -> set[str]:
         selected = _selected(peer["podSelector"])
         assert selected, f"NetworkPolicy peer {peer} matches no workload"
         return selected
+    namespace = peer.get("namespaceSelector", {}).get("matchLabels", {})
+    if (
+        namespace == {"kubernetes.io/metadata.name": MONITORING_NAMESPACE}
+        and "podSelector" not in peer
+    ):
+        return {MONITORING_NAMESPACE}
     return {"outside"}
 
 
@@ -429,7 +450,10 @@ def test_every_pod_may_resolve_names() -> None:
 def test_ingress_allows_exactly_the_calls_the_services_make() -> None:
     ingress, _ = _policy_edges()
     gateway_port = _container_ports("gateway")["http"]
-    assert ingress == _expected_edges() | {("outside", "gateway", gateway_port)}
+    scrapes = {
+        (MONITORING_NAMESPACE, name, _container_ports(name)["metrics"]) for name in SERVICES
+    }
+    assert ingress == _expected_edges() | {("outside", "gateway", gateway_port)} | scrapes
 
 
 def test_egress_allows_exactly_the_calls_the_services_make() -> None:

@@ -139,3 +139,30 @@ def test_a_given_admin_key_wins_and_nothing_is_written(
     stack = Stack(Ports(), tmp_path)
     assert stack.admin_key == "g" * 40
     assert not (tmp_path / "admin.key").exists()
+
+
+def test_metrics_ports_count_up_from_the_first_and_are_off_when_not_given(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DEVSTACK_METRICS_PORT", "19100")
+    monkeypatch.setenv("DEVSTACK_ORCH_PORTS", "18071,18072")
+    ports = Ports.from_env()
+    assert ports.metrics == {
+        "gateway": 19100,
+        "storage": 19101,
+        "orchestrator-1": 19102,
+        "orchestrator-2": 19103,
+        "worker-1": 19104,
+        "worker-2": 19105,
+    }
+    env = {spec.name: spec.env for spec in Stack(ports, tmp_path).specs()}
+    assert env["gateway"]["GATEWAY_METRICS_PORT"] == "19100"
+    assert env["orchestrator-2"]["ORCH_METRICS_PORT"] == "19103"
+    assert env["worker-2"]["WORKER_METRICS_PORT"] == "19105"
+
+    monkeypatch.setenv("DEVSTACK_METRICS_PORT", "0")
+    quiet = Ports.from_env()
+    assert quiet.metrics == {}
+    specs = Stack(quiet, tmp_path).specs()
+    # Off, not the services' defaults, which the replicas of one kind would all race for.
+    assert {spec.env.get("WORKER_METRICS_PORT") for spec in specs if "worker" in spec.name} == {"0"}
