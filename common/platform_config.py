@@ -5,7 +5,10 @@ Three parts:
 
 - ``sections``: which record fields identify each report section, how its jobs run, and its
   ordered **fallback chain** of platform assets (``assets``; ``asset_id`` alone is a chain of
-  one, and when both are given ``asset_id`` must be the chain's first asset);
+  one, and when both are given ``asset_id`` must be the chain's first asset); its job
+  **kind** (:data:`KINDS`: an AI conversation about the record by default) and the kind's
+  ``options`` (a JSON object the worker validates against the kind's options at start-up); a
+  section of a kind that needs no AI platform names no asset;
 - ``assets``: per platform asset, the limits every replica shares (requests a minute,
   concurrent calls), its cool-down after a 429, the most one section may cost on it (reserved
   from the budget before the call) and its circuit breaker; an asset not listed gets the
@@ -22,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -37,6 +40,29 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _TENANT = re.compile(r"^(\*|[A-Za-z0-9._-]{1,64})$")
 _ASSET = re.compile(r"^(\*|[A-Za-z0-9._:-]{1,128})$")
 DEFAULT = "*"
+
+CONVERSATION = "conversation"
+PROFILE_TABLE = "profile_table"
+TRANSFORM_TABLE = "transform_table"
+# Every job kind: whether its jobs call the AI platform (and so need the user's platform
+# credentials and a chain of assets), and the unit its progress counts ("chunks 3/10"). The
+# worker's registry (section_worker.kinds) runs them and checks it agrees with this table.
+KINDS: dict[str, tuple[bool, str]] = {
+    CONVERSATION: (True, ""),
+    PROFILE_TABLE: (False, "percent"),
+    TRANSFORM_TABLE: (True, "chunks"),
+}
+
+
+def needs_platform(kind: str) -> bool:
+    """Whether jobs of ``kind`` call the AI platform (an unknown kind is assumed to)."""
+    return KINDS.get(kind or CONVERSATION, (True, ""))[0]
+
+
+def progress_text(kind: str, done: int, total: int) -> str:
+    """How a job's progress reads in its section's status: ``"chunks 3/10"``."""
+    unit = KINDS.get(kind or CONVERSATION, (True, ""))[1]
+    return f"{unit} {done}/{total}".strip()
 
 
 class BreakerConfig(BaseModel):
@@ -128,6 +154,13 @@ class SectionConfig(BaseModel):
         description="How the answer is delivered: as the result's text, or as a file owned by "
         "the task's principal.",
     )
+    kind: Literal["conversation", "profile_table", "transform_table"] = Field(
+        "conversation", description="What a job of the section does (section_worker.kinds)."
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The kind's options; the worker checks them against the kind at start-up.",
+    )
 
     @field_validator("fields")
     @classmethod
@@ -150,6 +183,10 @@ class SectionConfig(BaseModel):
 
     @model_validator(mode="after")
     def _first(self) -> SectionConfig:
+        if not self.needs_platform:
+            if self.assets or self.asset_id:
+                raise ValueError(f"a section of kind {self.kind} calls no asset; name none")
+            return self
         if not self.assets and not self.asset_id:
             raise ValueError("give asset_id or assets (the fallback chain)")
         if self.asset_id and self.assets and self.assets[0] != self.asset_id:
@@ -163,8 +200,16 @@ class SectionConfig(BaseModel):
         return self
 
     @property
+    def needs_platform(self) -> bool:
+        """Whether the section's jobs call the AI platform."""
+        return needs_platform(self.kind)
+
+    @property
     def chain(self) -> tuple[str, ...]:
-        """The assets to try, in order (a chain of one when only ``asset_id`` is given)."""
+        """The assets to try, in order (a chain of one when only ``asset_id`` is given; none
+        for a kind that needs no platform)."""
+        if not self.needs_platform:
+            return ()
         return self.assets or (self.asset_id,)
 
 

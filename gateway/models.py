@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -13,6 +14,7 @@ from pydantic import (
     StrictBool,
     computed_field,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -32,7 +34,8 @@ EXAMPLE_DATA: list[JsonValue] = [
 
 
 class SubmitRequest(BaseModel):
-    """A task: the user's platform credentials and the records to write sections from."""
+    """A task: the user's platform credentials and the records to write sections from. A task
+    whose sections are all of kinds that call no AI platform (``profile_table``) needs none."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -41,8 +44,17 @@ class SubmitRequest(BaseModel):
         },
     )
 
-    username: str = Field(min_length=1, max_length=256, pattern=r"\S")
-    password: SecretStr = Field(min_length=1, max_length=1024)
+    username: str = Field(
+        "",
+        max_length=256,
+        pattern=r"^$|\S",
+        description="Platform login; required unless no section calls the platform.",
+    )
+    password: SecretStr = Field(
+        SecretStr(""),
+        max_length=1024,
+        description="Platform password; required unless no section calls the platform.",
+    )
     tenant: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
     data: list[Annotated[dict[str, Any], Field(json_schema_extra={"minProperties": 1})]] = Field(
         min_length=1, max_length=20
@@ -84,6 +96,9 @@ class SectionStateOut(BaseModel):
     status: str
     cost: float
     error: str
+    progress: str = Field(
+        "", description='How far its running job got in its kind\'s unit ("chunks 3/10").'
+    )
 
 
 class TraceEntryOut(BaseModel):
@@ -153,6 +168,21 @@ class SectionOutcomeOut(BaseModel):
         description='Files the section produced (a section of `"output": "file"` delivers its '
         "answer as one; its `response` is then empty).",
     )
+    result: dict[str, Any] | None = Field(
+        None,
+        description="The structured result of the section's kind (profile_table: the file's "
+        "profile; transform_table: the output file and the failed row ranges); null for none.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _result_object(cls, data: Any) -> Any:
+        """The orchestrator sends the structured result as JSON text (``result_json``)."""
+        if isinstance(data, dict) and "result_json" in data:
+            data = dict(data)
+            text = data.pop("result_json")
+            data.setdefault("result", json.loads(text) if text else None)
+        return data
 
 
 class ResultResponse(BaseModel):

@@ -15,11 +15,14 @@ and a finished task is 100.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from datetime import datetime
+from typing import Any
 
 from common.errors import WrongState
+from common.platform_config import progress_text
 from common.timeutil import iso, parse_iso, utcnow
 from orchestrator.models import (
     AttemptRecord,
@@ -80,6 +83,7 @@ def finish_section(
     section.message_id = outcome.message_id
     section.error = outcome.error
     section.files = list(outcome.files)  # the last outcome's only: one result file per section
+    section.result = _result_object(outcome.result_json)
     section.dispatches = dispatches
     if outcome.success and outcome.asset_id:
         # A failed section keeps its chain's first asset, so a retry starts the chain over.
@@ -107,6 +111,27 @@ def finish_section(
     if all(s.terminal for s in states):
         aggregate(record)
     return record
+
+
+def _result_object(result_json: str) -> dict[str, Any] | None:
+    """A job's structured result as stored: a JSON object, or None (none, or not an object)."""
+    if not result_json:
+        return None
+    try:
+        value = json.loads(result_json)
+    except ValueError:
+        return {"unreadable": result_json[:200]}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def section_progress(record: TaskRecord, name: str, kind: str, done: int, total: int) -> bool:
+    """Shows how far a running section's job got; True when that changed what is shown."""
+    section = record.result_data[name]
+    text = progress_text(kind, done, total) if total > 0 else ""
+    if not text or text == section.progress:
+        return False
+    section.progress = text
+    return True
 
 
 def _close_unfinished(record: TaskRecord, status: SectionState, error: str = "") -> None:
