@@ -1,0 +1,1 @@
+"""Job kinds the worker runs; one module per kind."""
