@@ -30,39 +30,55 @@ here, and never with the whole file in memory:
    it is ``string``. Every row of the file takes part (``type_inference.rows``), not a sample.
    The non-empty values that do not parse as the column's type are its ``invalid`` count (the
    first few are reported with their line); they do not enter its statistics. Spaces around a
-   value make it text. A column with no value at all is ``empty``. Parquet columns keep the
-   file's own types; lists, structs, binary and times there are ``other``, only counted.
+   value, or a decimal comma, make it text. A column with no value at all is ``empty``.
+   Parquet columns keep the file's own types; lists, structs, binary and times there are
+   ``other``, only counted.
 6. **Statistics** per column: ``count`` (valid values), ``nulls`` (empty or missing values, and
    NaN), ``invalid``; ``count + nulls + invalid == rows``. ``distinct`` counts the valid values
    exactly (``distinct_method: "exact"``) when an estimate (HyperLogLog, polars
-   ``approx_n_unique``) is at most ``options.exact_distinct_max``, else it is that estimate
-   (``"approximate"``). Numbers: min, max, mean, std (sample) and the quantiles of
-   ``options.quantiles`` (linear interpolation) over all values, or over every n-th value when
-   there are more than ``options.exact_quantile_max`` (``quantiles_method: "sample"``, with its
-   size). Dates and datetimes: min and max. Text: the ``options.top_k`` most frequent values
-   (ties by value; only when distinct is exact) and the min/max/mean length in characters.
-   Booleans: both values with their counts as ``top_values``. A statistic that does not apply,
-   or is not finite (an infinity), is ``null``; every key is always present.
+   ``approx_n_unique``: about 1 % off from a hundred thousand values up, up to ~10 % around a
+   few thousand) is at most ``options.exact_distinct_max``, else it is that estimate
+   (``"approximate"``); ``null`` for ``other`` columns. Numbers: min, max, mean, std (sample)
+   and the quantiles of ``options.quantiles`` (linear interpolation) over all values, or over
+   every n-th value when there are more than ``options.exact_quantile_max``
+   (``quantiles_method: "sample"``, with its size). Dates and datetimes: min and max. Text: the
+   ``options.top_k`` most frequent values (ties by value; only when distinct is exact) and the
+   min/max/mean length in characters. Booleans: both values with their counts as
+   ``top_values``. A statistic that does not apply, or is not finite (an infinity), is
+   ``null``; every key is always present.
 
-Memory is bounded by the readers' chunk size (``options.read_chunk_bytes``; polars 2.1 reads
-CSV and lines 32 MiB at a time with several chunks in flight per thread unless told otherwise,
-~250 MiB on two cores, so this sets ``POLARS_CSV_CHUNK_SIZE`` and ``POLARS_NDJSON_CHUNK_SIZE``
-for the process), by the Parquet row groups of the text copy (about 16 MiB each), by
-``exact_distinct_max`` (the groups of an exact count) and by ``exact_quantile_max`` (the values
-one quantile pass holds). An .xlsx sheet is the exception: the format has no streaming reader,
-so the sheet is read whole, and ``options.max_excel_bytes`` bounds the file.
+Memory is bounded by the readers' chunk size (``options.read_chunk_bytes``: polars 2.1 reads
+CSV and lines 32 MiB at a time with several chunks in flight per thread, ~250 MiB for one scan
+on two cores, so this sets ``POLARS_CSV_CHUNK_SIZE`` and ``POLARS_NDJSON_CHUNK_SIZE`` for the
+process), by the row groups of the text copy (about 4 MiB each, two read ahead:
+``POLARS_ROW_GROUP_PREFETCH_SIZE`` unless the environment sets it; polars' default is 16 or
+more), by ``exact_distinct_max`` (the groups of an exact count) and by ``exact_quantile_max``
+(the values one quantile pass holds). The line pass reads all its text first, in parallel, so
+that only integers wait for the running sums that need the lines in order. An .xlsx sheet is
+the exception: the format has no streaming reader, so the sheet is read whole, and
+``options.max_excel_bytes`` bounds the file.
 
-The result is JSON-serialisable (dates as ISO 8601 text), with stable keys; for example::
+The result is JSON-serialisable (dates as ISO 8601 text), with stable keys. For this CSV, with
+``min_type_share=0.75``::
+
+    amount,city,day
+    1.5,Paris,2024-01-01
+    ,Oslo,2024-01-15
+    5,Paris,2024-02-01,extra
+    10,Oslo,2024-02-20
+    n/a,Paris,2024-03-01
+
+the profile is::
 
     {
-      "file": {"format": "csv", "size_bytes": 1043, "rows": 5, "columns": 3,
+      "file": {"format": "csv", "size_bytes": 119, "rows": 5, "columns": 3,
                "encoding": "utf-8", "delimiter": ",", "sheet": null, "sheets": null},
-      "type_inference": {"method": "values", "rows": 5, "min_share": 0.9},
+      "type_inference": {"method": "values", "rows": 5, "min_share": 0.75},
       "columns": [
         {"name": "amount", "type": "float", "count": 3, "nulls": 1, "invalid": 1,
          "distinct": 3, "distinct_method": "exact",
-         "min": 1.5, "max": 10.0, "mean": 5.5, "std": 4.27,
-         "quantiles": {"p1": 1.59, "p5": 1.95, "p25": 3.25, "p50": 5.0, "p75": 7.5,
+         "min": 1.5, "max": 10.0, "mean": 5.5, "std": 4.272001872658765,
+         "quantiles": {"p1": 1.57, "p5": 1.85, "p25": 3.25, "p50": 5.0, "p75": 7.5,
                        "p95": 9.5, "p99": 9.9},
          "quantiles_method": "exact", "quantiles_sample_size": null,
          "top_values": null, "length": null},
@@ -125,7 +141,8 @@ FORMATS = ("csv", "xlsx", "parquet")
 MIB = 1024 * 1024
 
 Progress = Callable[[float], None]
-"""Called with the fraction of the work done, from 0.0 to 1.0, never decreasing."""
+"""Called with the fraction of the work done, from 0.0 to 1.0, never decreasing, on the thread
+that runs :func:`profile_file`."""
 
 _FORMAT_ALIASES = {
     "csv": "csv",
@@ -672,15 +689,15 @@ def _ragged_rows(
     """(records including the header, ragged data rows, the first few of them)."""
     ends = structure.filter(pl.col("end"))
     ragged = (pl.col("fields") != expected) & (pl.col("record") > 0)
-    found = ends.select(
-        pl.len().alias("records"),
-        ragged.sum().alias("ragged"),
-        pl.struct("first_line", "record", "fields")
-        .filter(ragged)
-        .head(options.malformed_samples)
-        .implode()
-        .alias("samples"),
-    ).collect(engine="streaming")
+    # Two answers from one pass over the lines (collect_all shares the scan); the samples as
+    # a query of their own: gathered inside the count's select, they held every record.
+    counts, first = pl.collect_all(
+        [
+            ends.select(pl.len().alias("records"), ragged.sum().alias("ragged")),
+            ends.filter(ragged).head(options.malformed_samples),
+        ],
+        engine="streaming",
+    )
     samples = [
         {
             "line": int(s["first_line"]),
@@ -688,9 +705,9 @@ def _ragged_rows(
             "fields": int(s["fields"]),
             "expected_fields": expected,
         }
-        for s in found["samples"][0]
+        for s in first.iter_rows(named=True)
     ]
-    return int(found["records"][0]), int(found["ragged"][0]), samples
+    return int(counts["records"][0]), int(counts["ragged"][0]), samples
 
 
 # --- types ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import json
 import math
 import random
 import statistics
+import textwrap
 import zipfile
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -22,6 +23,7 @@ import pytest
 from pydantic import ValidationError
 
 from common.errors import InvalidInput, TooLarge
+from section_worker.kinds import profile_table
 from section_worker.kinds.profile_table import (
     ProfileOptions,
     detect_format,
@@ -138,6 +140,15 @@ def test_csv_numbers_text_dates_and_nulls_match_what_was_written(tmp_path: Path)
     assert profile["malformed"] == {
         "ragged_rows": 0, "ragged_samples": [], "invalid_values": 0, "invalid_samples": [],
     }  # fmt: skip
+
+
+def test_the_documented_example_is_what_profile_file_returns(tmp_path: Path) -> None:
+    doc = textwrap.dedent(profile_table.__doc__ or "")
+    csv_text = doc.split("``min_type_share=0.75``::\n\n", 1)[1].split("\n\nthe profile is", 1)[0]
+    documented = doc.split("the profile is::\n", 1)[1].split("\n\n``row``", 1)[0]
+    path = write(tmp_path / "example.csv", textwrap.dedent(csv_text) + "\n")
+    profile = profile_file(path, options=ProfileOptions(min_type_share=0.75))
+    assert profile == json.loads(documented)
 
 
 def test_top_values_keep_the_k_most_frequent_ties_by_value(tmp_path: Path) -> None:
