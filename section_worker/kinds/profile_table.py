@@ -265,7 +265,12 @@ def profile_file(
     content_type: str | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """The profile of the table in ``path`` (see the module docstring for its shape)."""
+    """The profile of the table in ``path`` (see the module docstring for its shape).
+
+    A text copy of the values (compressed Parquet, about half the CSV's size) is written to a
+    temporary folder next to ``path`` and removed at the end. polars' reader settings are
+    process-wide environment variables: profiles that run at the same time in one process
+    should share one ``options.read_chunk_bytes``."""
     started = time.monotonic()
     report = _Reporter(progress)
     size = path.stat().st_size
@@ -1025,10 +1030,17 @@ class _Reporter:
 
 
 def _bound_reader_memory(chunk_bytes: int) -> None:
-    # Read per query by polars (std::env), so setting them here takes effect for what follows.
-    os.environ["POLARS_CSV_CHUNK_SIZE"] = str(chunk_bytes)
-    os.environ["POLARS_NDJSON_CHUNK_SIZE"] = str(chunk_bytes)
-    os.environ.setdefault("POLARS_ROW_GROUP_PREFETCH_SIZE", "2")
+    """Set the reader settings polars reads from the environment at each query."""
+    wanted = {
+        "POLARS_CSV_CHUNK_SIZE": str(chunk_bytes),
+        "POLARS_NDJSON_CHUNK_SIZE": str(chunk_bytes),
+        "POLARS_ROW_GROUP_PREFETCH_SIZE": os.environ.get("POLARS_ROW_GROUP_PREFETCH_SIZE", "2"),
+    }
+    for name, value in wanted.items():
+        # Written only when it changes: a profile running in another thread may be reading the
+        # environment, and the same settings every time mean it is written once per process.
+        if os.environ.get(name) != value:
+            os.environ[name] = value
 
 
 def _text(name: str) -> pl.Expr:
