@@ -568,6 +568,13 @@ def test_size_and_width_limits(tmp_path: Path) -> None:
         profile_file(path, options=ProfileOptions(max_columns=2))
 
 
+def test_a_table_of_ten_thousand_columns_is_refused_by_default(tmp_path: Path) -> None:
+    header = ",".join(f"c{i}" for i in range(10_000))
+    path = write(tmp_path / "wide.csv", header + "\n" + ",".join("1" * 10_000) + "\n")
+    with pytest.raises(TooLarge, match="10000 columns; the limit is 1000"):
+        profile_file(path, options=OPTIONS)
+
+
 def test_options_are_validated() -> None:
     with pytest.raises(ValidationError):
         ProfileOptions(quantiles=(0.5, 1.5))
