@@ -10,9 +10,10 @@ malformed rows among them: rows with an extra field, rows with a missing field, 
 run it, and reads that process's peak resident memory (``VmHWM`` in ``/proc/<pid>/status``) when
 the profile is done; the parent also samples the child's ``VmRSS`` as it runs. It prints one
 JSON summary on stdout (progress on stderr), also written to
-``bench/results/profile-<UTC>.json``: peak RSS and PASS/FAIL against ``--target-mib``, seconds
-and MB/s, whether the malformed rows found are exactly those written, the machine and its load
-(the machine may be shared: the load average says how busy it was), and the profile itself.
+``bench/results/profile-<UTC>.json``: peak RSS and PASS/FAIL against ``--target-mib``, seconds,
+MB/s and CPU seconds, whether the malformed rows found are exactly those written, the machine
+and its load (the machine may be shared: the load average says how busy it was), and the
+profile itself.
 
 Exit code: 0 when the peak is within the target and the malformed counts are exact, 1
 otherwise, 2 when the child failed.
@@ -196,11 +197,12 @@ def child(path: Path, options: dict[str, Any]) -> int:
     (the parent reads them from stdout)."""
     from section_worker.kinds.profile_table import ProfileOptions, profile_file
 
-    started = time.monotonic()
+    started, cpu_before = time.monotonic(), usage(os.getpid()).cpu_s
     profile = profile_file(path, options=ProfileOptions(**options))
     elapsed = time.monotonic() - started
-    peak = usage(os.getpid()).peak_rss
-    print(json.dumps({"elapsed_s": elapsed, "peak_rss": peak, "profile": profile}))
+    done = usage(os.getpid())
+    answer = {"elapsed_s": elapsed, "cpu_s": done.cpu_s - cpu_before, "peak_rss": done.peak_rss}
+    print(json.dumps(answer | {"profile": profile}))
     return 0
 
 
@@ -311,6 +313,8 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         },
         "elapsed_s": round(elapsed, 1),
         "mb_per_s": round(size / 1_000_000 / elapsed, 1),
+        # CPU seconds (all threads) of the profile: steadier than elapsed on a shared machine.
+        "cpu_s": round(answer["cpu_s"], 1),
         "peak_rss_mib": round(peak_mib, 1),
         "peak_rss_sampled_mib": round(sampled / MIB, 1),
         "target_mib": opts.target_mib,
