@@ -473,3 +473,23 @@ def test_every_workload_has_its_own_ingress_and_egress_policy() -> None:
         for name in _selected(p["spec"]["podSelector"])
     }
     assert owned == set(DEPLOYMENTS)
+
+
+ROLES = {"gateway": "gateway", "orchestrator": "orchestrator", "section-worker": "worker"}
+ROLES["storage-svc"] = "storage"
+
+
+@pytest.mark.parametrize("name", sorted(ROLES))
+def test_each_service_mounts_the_ca_and_its_own_certificate_where_it_reads_them(
+    name: str,
+) -> None:
+    role = ROLES[name]
+    secrets = _generated("secret")
+    pod = DEPLOYMENTS[name]["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in _container(name)["volumeMounts"]}
+    prefix = SERVICES[name][1].model_config.get("env_prefix", "")
+    folder = _env(name).get(f"{prefix}TLS_DIR", {}).get("value", "/run/secrets/tls")
+    volume = mounts[folder]["secret"]
+    assert not volume.get("optional", False), f"{name}: its certificates are optional"
+    assert secrets[volume["secretName"]] == {"ca.pem", f"{role}.pem", f"{role}-key.pem"}
