@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 from common import platform_config
 from common.errors import InvalidInput
 from common.platform_config import PlatformConfig
-from section_worker.kinds import conversation
+from section_worker.kinds import conversation, profile_table, transform_table
 from section_worker.kinds.base import KindContext, KindError, KindOutcome
 
 __all__ = ["REGISTRY", "Kind", "KindContext", "KindError", "KindOutcome", "check_config", "kind"]
@@ -59,11 +59,13 @@ class Kind:
             raise InvalidInput(f"options of kind {self.name}: {_problems(exc)}") from None
 
 
-REGISTRY: dict[str, Kind] = {k.name: k for k in map(Kind.of, (conversation,))}
+REGISTRY: dict[str, Kind] = {
+    k.name: k for k in map(Kind.of, (conversation, profile_table, transform_table))
+}
 
 for _kind in REGISTRY.values():  # one table of kinds for every service: it must agree
     assert platform_config.needs_platform(_kind.name) == _kind.needs_platform, _kind.name
-assert set(REGISTRY) <= set(platform_config.KINDS), "common.platform_config.KINDS disagrees"
+assert set(REGISTRY) == set(platform_config.KINDS), "common.platform_config.KINDS disagrees"
 
 
 def kind(name: str) -> Kind:
