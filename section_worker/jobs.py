@@ -462,7 +462,11 @@ class _Platform:
             )
 
         chain_job = self._chain_job(f"{self._job.job_id} {label}", "")
-        asset, answer = await self._runner._chain.run(chain_job, attempt, self._trail.attempts)
+        attempts: list[Attempt] = []  # this prompt's own, so its failure names only them
+        try:
+            asset, answer = await self._runner._chain.run(chain_job, attempt, attempts)
+        finally:
+            self._trail.attempts.extend(attempts)
         self._trail.asset_id = asset
         return answer
 

@@ -20,6 +20,8 @@ from tests.e2e.test_platform import PASSWORD, wait_finished
 from tests.helpers import assert_eventually, free_port
 
 pytestmark = pytest.mark.e2e
+# A chunk costs its rows' price: kept well under the tenant's task ceiling ($2).
+CHEAP = {"SIM_COST_MIN": "0.001", "SIM_COST_MAX": "0.002"}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         workers=[free_port()],
     )
     platform = Stack(
-        ports, base / "state", log_dir=base / "logs", env=FAST | configured, bucket="e2e-kinds"
+        ports,
+        base / "state",
+        log_dir=base / "logs",
+        env=FAST | configured | CHEAP,
+        bucket="e2e-kinds",
     )
     platform.start(timeout=60)
     yield platform
