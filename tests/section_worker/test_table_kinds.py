@@ -11,6 +11,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import pytest
 
 from section_worker.files import FileClient, FileRef
@@ -23,7 +24,9 @@ from tests.section_worker.conftest import (
     FAILING_ASSET,
     MakeClient,
     Sim,
+    StartWorker,
 )
+from wealthai.worker.v1 import worker_pb2
 
 OWNER = "acme/alice"
 ROWS = [{"name": f"client {i}", "a": str(i), "b": str(i * 3)} for i in range(1, 24)]
@@ -249,3 +252,58 @@ async def test_a_file_that_cannot_be_profiled_fails_the_job_naming_the_problem(
     for section_job, problem in cases:
         result = last(await events_of(run, section_job))
         assert not result.success and problem in result.error, (problem, result.error)
+
+
+# -- over gRPC ----------------------------------------------------------------------------------
+
+
+async def test_a_profile_job_over_grpc_needs_no_token_and_returns_its_profile(
+    start_worker: StartWorker, file_client: FileClient
+) -> None:
+    worker = await start_worker(files=file_client)
+    ref = await upload(file_client, b"a,b\n1,x\n2,y\n", "t.csv", "text/csv")
+    request = worker_pb2.SectionJob(
+        job_id="task_9:data_profile",
+        task_id="task_9",
+        section="data_profile",
+        record_json=json.dumps({"table_file": {"file_id": ref.file_id}}),
+        owner_id=OWNER,
+        files=[ref.message()],
+        kind="profile_table",
+        options_json=json.dumps({"top_k": 1}),
+    )
+    events = [event async for event in worker.stub.RunSection(request)]
+    result = events[-1].result
+    assert result.success, result.error
+    profile = json.loads(result.result_json)
+    assert profile["file"]["rows"] == 2
+    assert len(profile["columns"][1]["top_values"]) == 1  # the options reached the kind
+    assert any(e.progress.total == 100 for e in events if e.HasField("progress"))
+
+
+@pytest.mark.parametrize(
+    ("fields", "details"),
+    [
+        ({"kind": "poetry"}, "kind 'poetry' is not one this worker runs"),
+        ({"kind": "transform_table", "access_token": ""}, "access_token is required"),
+        ({"kind": "transform_table", "asset_id": ""}, "asset_id is required"),
+        ({"kind": "profile_table", "options_json": '{"top_k": -1}'}, "options of kind"),
+        ({"kind": "profile_table", "options_json": "[]"}, "must be a JSON object"),
+    ],
+)
+async def test_a_job_of_a_bad_kind_or_options_is_invalid(
+    start_worker: StartWorker, fields: dict[str, Any], details: str
+) -> None:
+    worker = await start_worker()
+    values: dict[str, Any] = {
+        "job_id": "task_9:x",
+        "task_id": "task_9",
+        "asset_id": ASSET,
+        "record_json": "{}",
+        "access_token": "t",
+    }
+    request = worker_pb2.SectionJob(**(values | fields))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        [e async for e in worker.stub.RunSection(request)]
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details in (refused.value.details() or "")
