@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import signal
 import statistics
 from collections.abc import AsyncIterator, Iterator
 
@@ -14,7 +15,8 @@ import httpx
 import pytest
 
 from scripts.devstack import ROOT, Ports, Stack
-from simulator.answers import COMPUTED, computed
+from section_worker.kinds import tables
+from simulator.answers import COMPUTED, computed, input_digest
 from tests.e2e.conftest import FAST
 from tests.e2e.test_platform import PASSWORD, wait_finished
 from tests.helpers import assert_eventually, free_port
@@ -22,6 +24,7 @@ from tests.helpers import assert_eventually, free_port
 pytestmark = pytest.mark.e2e
 # A chunk costs its rows' price: kept well under the tenant's task ceiling ($2).
 CHEAP = {"SIM_COST_MIN": "0.001", "SIM_COST_MAX": "0.002"}
+TRANSFORM_ASSET = "5d2e8f7a-1b3c-4d9e-8f60-7a1b2c3d4e5f"  # table_transform's first asset
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +160,67 @@ async def test_a_table_is_transformed_in_order_and_downloaded(api: httpx.AsyncCl
     # The temporary input went with the task's end.
     gone = await api.get(f"/files/{uploaded.json()['file_id']}")
     assert gone.status_code == 404
+
+
+async def test_a_worker_killed_mid_transform_costs_no_answered_chunk_twice(
+    api: httpx.AsyncClient, stack: Stack
+) -> None:
+    sim = httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.ports.simulator}", timeout=10)
+    await sim.post("/_sim/reset")
+    await sim.patch("/_sim/config", json={"latency_median_s": 0.4, "latency_sigma": 0.1})
+    rows = [{"name": f"c{i}", "a": str(i), "b": str(i % 7)} for i in range(1, 127)]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, ["name", "a", "b"])
+    writer.writeheader()
+    writer.writerows(rows)
+    uploaded = await api.post(
+        "/files?temporary=true",
+        files={"file": ("many.csv", text.getvalue().encode(), "text/csv")},
+    )
+    instruction = "add the sum"
+    record = {"instruction": instruction, "table_file": {"file_id": uploaded.json()["file_id"]}}
+    submitted = await api.post(
+        "/task/submit", json={"username": "ann", "password": PASSWORD, "data": [record]}
+    )
+    task_id = submitted.json()["task_id"]
+    chunk_prompts = {
+        chunk: input_digest(
+            TRANSFORM_ASSET, tables.chunk_prompt(instruction, ["name", "a", "b"], rows[at : at + 7])
+        )
+        for chunk, at in enumerate(range(0, len(rows), 7))
+    }
+    assert len(chunk_prompts) == 18
+
+    async def kept() -> set[int]:
+        listing = (await api.get("/files?limit=1000")).json()["files"]
+        names = [f["name"] for f in listing if f["name"].startswith(f"{task_id}_table_transform")]
+        return {int(name.rsplit("-", 1)[1].split(".")[0]) for name in names}
+
+    await assert_eventually(kept, lambda k: len(k) >= 4, timeout=60, what="4 chunks kept")
+    stack.kill("worker-1", signal.SIGKILL)
+    kept_at_kill = await kept()
+    try:
+        stack.launch("worker-1")
+        done = await wait_finished(api, [task_id], within=120)
+    finally:
+        await sim.patch("/_sim/config", json={"latency_median_s": 0.05, "latency_sigma": 0.3})
+        await sim.aclose()
+    assert done[task_id]["status"] == "completed", done
+    assert 4 <= len(kept_at_kill) < 18
+    sent = await sim_prompts(stack)
+    # Every chunk was asked; none kept before the kill was asked again.
+    assert set(chunk_prompts.values()) <= set(sent)
+    for chunk in kept_at_kill:
+        assert len(sent[chunk_prompts[chunk]]) == 1, (chunk, sent[chunk_prompts[chunk]])
+    result = (await api.get(f"/task/{task_id}/result")).json()["data"]["table_transform"]
+    summary = result["result"]
+    assert summary["chunks_reused"] >= len(kept_at_kill) and summary["failed_chunks"] == []
+    output = list(csv.DictReader(io.StringIO((await api.get(summary["output_file"]["url"])).text)))
+    assert [r["name"] for r in output] == [r["name"] for r in rows]
+    assert all(o[COMPUTED] == str(computed(r)) for r, o in zip(rows, output, strict=True))
+    assert await kept() == set()  # the kept chunks went with the success
+
+
+async def sim_prompts(stack: Stack) -> dict[str, list[str]]:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.ports.simulator}") as sim:
+        return dict((await sim.get("/_sim/prompts")).json())
