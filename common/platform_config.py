@@ -45,12 +45,12 @@ CONVERSATION = "conversation"
 PROFILE_TABLE = "profile_table"
 TRANSFORM_TABLE = "transform_table"
 # Every job kind: whether its jobs call the AI platform (and so need the user's platform
-# credentials and a chain of assets), and the unit its progress counts ("chunks 3/10"). The
-# worker's registry (section_worker.kinds) runs them and checks it agrees with this table.
+# credentials and a chain of assets), and how its progress reads in a section's status
+# ("chunks 3/10"). The worker's registry (section_worker.kinds) runs them and checks it agrees.
 KINDS: dict[str, tuple[bool, str]] = {
-    CONVERSATION: (True, ""),
-    PROFILE_TABLE: (False, "percent"),
-    TRANSFORM_TABLE: (True, "chunks"),
+    CONVERSATION: (True, "{done}/{total}"),
+    PROFILE_TABLE: (False, "profiled {done}%"),  # its done counts percent, of 100
+    TRANSFORM_TABLE: (True, "chunks {done}/{total}"),
 }
 
 
@@ -61,8 +61,8 @@ def needs_platform(kind: str) -> bool:
 
 def progress_text(kind: str, done: int, total: int) -> str:
     """How a job's progress reads in its section's status: ``"chunks 3/10"``."""
-    unit = KINDS.get(kind or CONVERSATION, (True, ""))[1]
-    return f"{unit} {done}/{total}".strip()
+    shape = KINDS.get(kind or CONVERSATION, KINDS[CONVERSATION])[1]
+    return shape.format(done=done, total=total)
 
 
 class BreakerConfig(BaseModel):

@@ -284,7 +284,8 @@ class JobRunner:
             trail.doing = doing
 
         try:
-            with tempfile.TemporaryDirectory(prefix="job-") as scratch:
+            scratch_dir = self._settings.scratch_dir
+            with tempfile.TemporaryDirectory(prefix="job-", dir=scratch_dir) as scratch:
                 context = KindContext(
                     job=job,
                     options=kind.parse_options(job.options_json),

@@ -144,4 +144,5 @@ def test_an_unknown_kind_is_refused():
 def test_progress_reads_in_the_kinds_unit():
     assert progress_text("transform_table", 3, 10) == "chunks 3/10"
     assert progress_text("", 1, 2) == "1/2"
+    assert progress_text("profile_table", 40, 100) == "profiled 40%"
     assert needs_platform("unknown") and not needs_platform("profile_table")
