@@ -27,6 +27,7 @@ from common.errors import InvalidInput
 from common.principals import Principal
 from gateway import auth, upload_body
 from gateway.file_client import FileClient, NewFile
+from gateway.models import ErrorResponse
 from gateway.settings import GatewaySettings
 from wealthai.orchestrator.v1 import orchestrator_pb2 as pb
 from wealthai.orchestrator.v1 import orchestrator_pb2_grpc
@@ -39,6 +40,37 @@ TAGS: list[str | Any] = ["agensium"]
 Caller = Annotated[Principal, Depends(auth.current_principal)]
 TaskId = Annotated[str, Path(pattern=task_ids.PATTERN, examples=[task_ids.EXAMPLE])]
 Status = Literal["PENDING", "STARTED", "SUCCESS", "FAILURE"]
+
+
+def _errors(**texts: str) -> dict[int | str, dict[str, Any]]:
+    common = {
+        "401": "No API key, or an unknown or revoked one (`unauthenticated`)",
+        "422": "Invalid input: which field and why (`invalid_input`)",
+        "503": "A service behind the gateway is down (`unavailable`)",
+        "504": "A service behind the gateway did not answer in time (`timeout`)",
+    }
+    return {
+        int(code): {"model": ErrorResponse, "description": text}
+        for code, text in (common | texts).items()
+    }
+
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "A multipart/form-data form whose file part (a part with a filename "
+        "ending in .csv, .xlsx or .parquet) is the table; other form fields are ignored.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
+}
 
 
 class ProfileSubmitted(BaseModel):
@@ -81,7 +113,19 @@ def install(
     timeout = settings.call_timeout_s
     limit = settings.file_max_bytes
 
-    @app.post("/profile/async", tags=TAGS, status_code=202, response_model=ProfileSubmitted)
+    @app.post(
+        "/profile/async",
+        tags=TAGS,
+        status_code=202,
+        response_model=ProfileSubmitted,
+        responses=_errors(
+            **{
+                "413": f"The file is larger than the limit ({limit} bytes) (`too_large`)",
+                "429": "Too many tasks submitted or running for this key (`rate_limited`)",
+            }
+        ),
+        openapi_extra=_UPLOAD_BODY,
+    )
     async def profile_async(request: Request, principal: Caller) -> ProfileSubmitted:
         """Profiles an uploaded CSV, .xlsx or Parquet file in the background."""
         content_type = request.headers.get("content-type", "")
@@ -103,7 +147,12 @@ def install(
         )
         return ProfileSubmitted(task_id=reply.task_id)
 
-    @app.get("/tasks/{task_id}", tags=TAGS, response_model=ProfileTask)
+    @app.get(
+        "/tasks/{task_id}",
+        tags=TAGS,
+        response_model=ProfileTask,
+        responses=_errors(**{"404": "Unknown task, or another owner's (`not_found`)"}),
+    )
     async def profile_task(task_id: TaskId, principal: Caller) -> ProfileTask:
         """A task's state in Agensium's terms, with the profile once it is done."""
         reply = await stub().GetTaskResult(
