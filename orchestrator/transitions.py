@@ -6,7 +6,9 @@ and takeover apply them to a copy and persist it; the unit tests call them direc
 
 A task that ends ``completed`` or ``cancelled`` loses its sealed password at once (nothing can
 run it again); one that ends in ``error`` keeps it for the retry window, after which
-:func:`forget_password` clears it (:mod:`orchestrator.sweeper`) and :func:`retry` refuses.
+:func:`forget_password` clears it (:mod:`orchestrator.sweeper`) and :func:`retry` refuses. A
+task submitted without a platform login (every section of a kind that calls no platform) has
+no password to keep and can be retried as long as it is stored.
 
 Progress follows the user's seed flow (SPEC §5): pending 0, authenticating 10, authenticated 20,
 detecting_section 40, processing 50, then the sections share the span up to 95 as they finish,
@@ -222,7 +224,9 @@ def retry(record: TaskRecord, owner: str, *, window_s: float = math.inf) -> list
     """Reopens an ``error`` task on ``owner``: the sections that did not complete start over,
     the completed ones are kept. Returns the reopened sections' names. Refused (WrongState)
     once the task's password is no longer kept, or its retry window of ``window_s`` is over."""
-    if not record.password_sealed or password_outlived(record, utcnow(), window_s):
+    # A task submitted without a platform login (its sections call no platform) keeps none.
+    login_gone = not record.password_sealed or password_outlived(record, utcnow(), window_s)
+    if record.username and login_gone:
         raise WrongState(f"task {record.task_id} can no longer be retried: {SEAL_CLEARED}")
     failed = [n for n, s in record.result_data.items() if s.status != SectionState.COMPLETED]
     for name in failed:

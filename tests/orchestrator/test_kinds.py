@@ -14,7 +14,7 @@ from typing import cast
 
 import pytest
 
-from common.errors import InvalidInput
+from common.errors import InvalidInput, WrongState
 from common.principals import Principal, Role
 from orchestrator import transitions
 from orchestrator.config import load_config
@@ -162,3 +162,19 @@ def test_a_structured_result_is_kept_as_an_object(result_json: str, kept: object
     outcome = Outcome(success=True, result_json=result_json)
     transitions.finish_section(record, "data_profile", outcome, dispatches=1, started=0.0)
     assert record.result_data["data_profile"].result == kept
+
+
+def test_a_task_without_a_login_can_be_retried_and_one_whose_login_is_gone_cannot() -> None:
+    def failed(username: str) -> TaskRecord:
+        section = SectionResult(record_index=0, asset_id="", status="error", error="boom")
+        return task_record(
+            username=username,
+            password_sealed="",
+            status=TaskState.ERROR,
+            completed_at="2026-11-28T00:00:00.000000",
+            result_data={"data_profile": section},
+        )
+
+    assert transitions.retry(failed(""), "r1") == ["data_profile"]
+    with pytest.raises(WrongState, match="can no longer be retried"):
+        transitions.retry(failed("ann"), "r1")
