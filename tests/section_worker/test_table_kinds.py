@@ -9,10 +9,13 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import fastexcel
 import grpc
 import pytest
+import xlsxwriter  # type: ignore[import-untyped]
 
 from section_worker.files import FileClient, FileRef
 from section_worker.jobs import Event, JobRunner, Progress, SectionJob, SectionResult
@@ -307,3 +310,39 @@ async def test_a_job_of_a_bad_kind_or_options_is_invalid(
         [e async for e in worker.stub.RunSection(request)]
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert details in (refused.value.details() or "")
+
+
+async def test_an_xlsx_table_gives_an_xlsx_output(
+    make_client: MakeClient, file_client: FileClient, token: str, tmp_path: Path
+) -> None:
+    book = tmp_path / "in.xlsx"
+    workbook = xlsxwriter.Workbook(str(book))
+    sheet = workbook.add_worksheet()
+    for row, values in enumerate([["name", "a"], ["x", 1], ["y", 2.5], ["z", 4]]):
+        for col, value in enumerate(values):
+            sheet.write(row, col, value)
+    workbook.close()
+    xlsx = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    ref = await upload(file_client, book.read_bytes(), "book.xlsx", xlsx)
+    result = last(await events_of(runner(make_client, file_client), transform(ref, token)))
+    assert result.success, result.error
+    (output,) = result.files
+    assert output.name == "book.transformed.xlsx" and output.content_type == xlsx
+    out = tmp_path / "out.xlsx"
+    out.write_bytes(await read(file_client, output))
+    frame = fastexcel.read_excel(str(out)).load_sheet(0).to_polars()
+    assert frame["name"].to_list() == ["x", "y", "z"]
+    assert frame[COMPUTED].to_list() == [1, 2.5, 4]
+
+
+async def test_a_kept_chunk_that_cannot_be_read_is_asked_again(
+    make_client: MakeClient, file_client: FileClient, sim: Sim, token: str
+) -> None:
+    ref = await upload(file_client, table(ROWS[:5]), "one.csv", "text/csv")
+    name = Checkpoints(file_client, OWNER, "task_9", "transform_table").name(0)
+    await file_client.write(OWNER, name, "application/json", chunks_of(b"{not json"))
+    result = last(await events_of(runner(make_client, file_client), transform(ref, token)))
+    assert result.success, result.error
+    assert json.loads(result.result_json)["chunks_reused"] == 0
+    assert await prompts(sim) == 1
+    assert await checkpoint_names(file_client) == []  # the unreadable one went too
