@@ -67,6 +67,7 @@ class FileRef:
 
 
 LIST_PAGE = 1000  # files per page of a listing
+_CALL_TIMEOUT_S = 30.0  # a listing page or a delete (streams have none: a file may be large)
 
 
 class FileMismatch(Conflict):
@@ -162,7 +163,7 @@ class FileClient:
         the last)."""
         request = files_pb2.ListFilesRequest(owner=owner, page_token=page_token, limit=LIST_PAGE)
         try:
-            reply = await self._stub.ListFiles(request)
+            reply = await self._stub.ListFiles(request, timeout=_CALL_TIMEOUT_S)
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err, "storage") from err
         return [FileRef.of_message(meta) for meta in reply.files], reply.next_page_token
@@ -170,7 +171,8 @@ class FileClient:
     async def delete(self, file_id: str, owner: str) -> None:
         """Deletes ``owner``'s file ``file_id``; NotFound when there is none."""
         try:
-            await self._stub.DeleteFile(files_pb2.FileRequest(file_id=file_id, owner=owner))
+            request = files_pb2.FileRequest(file_id=file_id, owner=owner)
+            await self._stub.DeleteFile(request, timeout=_CALL_TIMEOUT_S)
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err, "storage") from err
 

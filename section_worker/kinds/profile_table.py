@@ -1090,7 +1090,8 @@ Options = ProfileOptions
 async def run(ctx: KindContext) -> KindOutcome:
     """Profiles the file the record's ``table_file`` references: streamed from storage to the
     job's scratch folder, profiled in a thread with progress in percent; the profile is the
-    job's structured result."""
+    job's structured result. A thread cannot be stopped: a job that times out or is cancelled
+    ends at once, its profile running on to its end in the background and then dropped."""
     options = ctx.options
     assert isinstance(options, ProfileOptions)
     if ctx.files is None:
