@@ -109,6 +109,10 @@ async def run(ctx: KindContext) -> KindOutcome:
     ctx.progress(0, total, "chunks")
     ctx.step(f"transforming {total} chunks of {ref.name!r}")
 
+    # Answers that arrived before a slower chunk ahead of them wait in memory, at most this many.
+    most_held = 4 * options.parallel_chunks
+    room = asyncio.Event()
+
     with tables.OutputWriter(output, fmt, columns) as writer:
 
         def finished(chunk: tables.Chunk, answered: Answered) -> None:
@@ -120,6 +124,7 @@ async def run(ctx: KindContext) -> KindOutcome:
                 writer.add(chunk, answered.rows)
             done += 1
             ctx.progress(done, total, "chunks")
+            room.set()
 
         async def transform(chunk: tables.Chunk, slot: asyncio.Semaphore) -> None:
             try:
@@ -127,11 +132,9 @@ async def run(ctx: KindContext) -> KindOutcome:
                 prompt = tables.chunk_prompt(instruction, columns, chunk.rows)
                 try:
                     answer = await ctx.platform.ask(prompt, label=label)
-                except ChainExhausted as exc:  # not paid: a later dispatch may try it again
-                    writer.fail(chunk, str(exc))
-                    nonlocal done
-                    done += 1
-                    ctx.progress(done, total, "chunks")
+                except ChainExhausted as exc:  # not paid, so not kept: a later dispatch asks again
+                    first, last = chunk.first_row, chunk.last_row
+                    finished(chunk, Answered(chunk.index, first, last, None, str(exc), 0.0))
                     return
                 try:
                     rows: list[dict[str, str]] | None = tables.parse_answer(
@@ -154,6 +157,9 @@ async def run(ctx: KindContext) -> KindOutcome:
             async with asyncio.TaskGroup() as group:
                 while True:
                     await slot.acquire()  # holds at most parallel_chunks chunks in memory
+                    while writer.held >= most_held:
+                        room.clear()
+                        await room.wait()
                     chunk = await asyncio.to_thread(next, reader, None)
                     if chunk is None:
                         slot.release()

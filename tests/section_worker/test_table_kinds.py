@@ -4,11 +4,12 @@ the row ranges they report, and every input they refuse with the problem named."
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
 import io
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,12 @@ import xlsxwriter  # type: ignore[import-untyped]
 
 from section_worker.files import FileClient, FileRef
 from section_worker.jobs import Event, JobRunner, Progress, SectionJob, SectionResult
+from section_worker.kinds import transform_table
+from section_worker.kinds.base import KindContext
 from section_worker.kinds.checkpoints import Answered, Checkpoints
+from section_worker.protection.chain import Answer
 from simulator.answers import COMPUTED, computed
+from tests.helpers import assert_eventually
 from tests.section_worker.conftest import (
     ASSET,
     CREDENTIALS,
@@ -346,3 +351,54 @@ async def test_a_kept_chunk_that_cannot_be_read_is_asked_again(
     assert json.loads(result.result_json)["chunks_reused"] == 0
     assert await prompts(sim) == 1
     assert await checkpoint_names(file_client) == []  # the unreadable one went too
+
+
+class HeldBack:
+    """A platform whose first chunk answers only when let go; every other chunk at once."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.first = asyncio.Event()
+
+    async def ask(self, prompt: str, *, label: str) -> Answer:
+        self.asked.append(label)
+        if label == "rows 1-1":
+            await self.first.wait()
+        rows = json.loads(prompt)["rows"]
+        return Answer(json.dumps({"rows": [{COMPUTED: "ok"} for _ in rows]}), 0.001)
+
+    async def converse(self, prompt: Callable[[], Awaitable[str]]) -> Answer:
+        raise AssertionError("a transform asks; it does not converse")
+
+
+async def test_answers_waiting_behind_a_slow_chunk_are_bounded(
+    make_client: MakeClient, file_client: FileClient, tmp_path: Path
+) -> None:
+    rows = [{"n": str(i)} for i in range(40)]
+    ref = await upload(file_client, table(rows), "slow.csv", "text/csv")
+    platform = HeldBack()
+    options = transform_table.Options(chunk_rows=1, parallel_chunks=2)
+    section_job = transform(ref, "token")
+    ctx = KindContext(
+        job=section_job,
+        options=options,
+        platform=platform,
+        files=file_client,
+        settings=make_client()._settings,
+        progress=lambda done, total, note: None,
+        step=lambda doing: None,
+        scratch=tmp_path,
+    )
+    running = asyncio.create_task(transform_table.run(ctx))
+    # Row 1's chunk is held back; 8 answers (4 per slot) may wait behind it, and no more.
+    await assert_eventually(lambda: _count(platform), lambda n: n >= 9, timeout=10)
+    await asyncio.sleep(0.3)  # time to ask more, were the bound broken
+    assert len(platform.asked) == 9
+    platform.first.set()
+    outcome = await asyncio.wait_for(running, timeout=30)
+    assert outcome.result is not None and outcome.result["rows"] == 40
+    assert len(platform.asked) == 40
+
+
+async def _count(platform: HeldBack) -> int:
+    return len(platform.asked)
