@@ -11,6 +11,8 @@ OutputWriter`) and the output is streamed back to storage as a file of the job's
 ``<input name>.transformed.<csv|xlsx>``. A chunk that fails through the whole chain, or whose
 answer is not the rows asked for, is kept as its input rows with the reason, and reported by
 its row range (``failed_chunks``); the rest is kept. Progress counts chunks done of all.
+Memory holds the chunks in flight and at most four answers per parallel slot waiting behind a
+slower chunk ahead of them; the table is read no further until that chunk is in.
 
 Never paid twice: each answered chunk is kept in storage as it arrives
 (:mod:`section_worker.kinds.checkpoints`); a dispatch after a worker died reuses them.
