@@ -393,8 +393,8 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
             )
         reply = await stub().SubmitTask(
             pb.SubmitTaskRequest(
-                username=body.username,
-                password=body.password.get_secret_value(),
+                username=body.username or "",
+                password=body.password.get_secret_value() if body.password else "",
                 tenant=body.tenant or principal.tenant,
                 records_json=[json.dumps(record) for record in body.data],
                 idempotency_key=idempotency_key or "",

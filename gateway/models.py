@@ -13,6 +13,7 @@ from pydantic import (
     StrictBool,
     computed_field,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -32,7 +33,10 @@ EXAMPLE_DATA: list[JsonValue] = [
 
 
 class SubmitRequest(BaseModel):
-    """A task: the user's platform credentials and the records to write sections from."""
+    """A task: the user's platform credentials and the records to write sections from.
+
+    Without ``username`` and ``password`` the task runs on the platform service account of the
+    caller's tenant (``ORCH_PLATFORM_ACCOUNTS_FILE``); 422 when none is configured."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -41,12 +45,22 @@ class SubmitRequest(BaseModel):
         },
     )
 
-    username: str = Field(min_length=1, max_length=256, pattern=r"\S")
-    password: SecretStr = Field(min_length=1, max_length=1024)
+    username: str | None = Field(None, min_length=1, max_length=256, pattern=r"\S")
+    password: SecretStr | None = Field(None, min_length=1, max_length=1024)
     tenant: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
     data: list[Annotated[dict[str, Any], Field(json_schema_extra={"minProperties": 1})]] = Field(
         min_length=1, max_length=20
     )
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> SubmitRequest:
+        if (self.username is None) != (self.password is None):
+            raise PydanticCustomError(
+                "credentials",
+                "username and password: send both, or neither to use the platform service "
+                "account of your tenant",
+            )
+        return self
 
     @field_validator("data")
     @classmethod
