@@ -278,6 +278,15 @@ class TaskRun:
             assets=cfg.chain if cfg else (),
             principal_tenant=self.record.principal_tenant,
         )
+        if (continued := section.continues) is not None:
+            # The conversation is continued where it is: its asset alone (another asset would
+            # need a new conversation), the prompt sent into it (no message id: none sent yet).
+            job = dataclasses.replace(
+                job,
+                asset_id=continued.asset_id,
+                assets=(continued.asset_id,),
+                resume_conv_id=continued.conv_id,
+            )
         dispatches = section.dispatches
 
         def dispatched() -> None:
@@ -312,7 +321,7 @@ class TaskRun:
                 job = dataclasses.replace(
                     job,
                     access_token=token,
-                    resume_conv_id=expired.conv_id,
+                    resume_conv_id=expired.conv_id or job.resume_conv_id,
                     resume_message_id=expired.message_id,
                 )
         await self._persist(

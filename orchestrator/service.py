@@ -40,7 +40,7 @@ from common.errors import (
 from common.json_limits import check_json_shape
 from common.principals import Principal
 from common.timeutil import iso, utcnow
-from orchestrator import metrics, task_files, transitions
+from orchestrator import continuation, metrics, task_files, transitions
 from orchestrator.accounts import Accounts
 from orchestrator.admission import Admission
 from orchestrator.detection import detect
@@ -262,6 +262,9 @@ class Orchestrator:
         records = self._validate(username, password, tenant, records_json)
         tenant = tenant or caller.tenant or self.settings.default_tenant
         detected = detect(records, self.deps.config)
+        continued = await continuation.resolve(
+            records, detected, self.deps.config, lambda earlier: self._stored(earlier, caller)
+        )
         with self.admission.admit(caller):
             now = utcnow()
             task_id = self._new_task_id(now)
@@ -287,7 +290,11 @@ class Orchestrator:
                 data=records,
                 section_detected=", ".join(d.section for d in detected),
                 result_data={
-                    d.section: SectionResult(record_index=d.index, asset_id=d.asset_id)
+                    d.section: SectionResult(
+                        record_index=d.index,
+                        asset_id=c.asset_id if (c := continued.get(d.index)) else d.asset_id,
+                        continues=c,
+                    )
                     for d in detected
                 },
                 created_at=iso(now),
@@ -425,6 +432,13 @@ class Orchestrator:
             record = recent
         else:
             record, _ = await self.deps.storage.get(task_id)
+        return _visible(record, caller)
+
+    async def _stored(self, task_id: str, caller: Principal) -> TaskRecord:
+        """A task as stored, its input records included (which the memory of finished tasks
+        drops), if ``caller`` may see it."""
+        task_ids.check(task_id)
+        record, _ = await self.deps.storage.get(task_id)
         return _visible(record, caller)
 
     async def list(
