@@ -17,6 +17,10 @@ The password is opened from the task's seal only when a token must be fetched. A
 an expired token (:class:`~orchestrator.worker_client.TokenExpired`) gets a renewed one — once
 per expired token for the whole task — and is sent again from the conversation and message it
 had reached, so no prompt is sent twice.
+
+A section that continues an earlier task's conversation (:mod:`orchestrator.continuation`) runs
+its job with that conversation to resume and its asset as the whole chain, so the prompt goes
+into that conversation and never into a new one.
 """
 
 from __future__ import annotations

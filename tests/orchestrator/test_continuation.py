@@ -30,6 +30,7 @@ from tests.orchestrator.fakes import (
     FakeWorker,
     Step,
     eventually,
+    expired,
     pool_of,
     room,
 )
@@ -217,3 +218,29 @@ async def test_a_malformed_earlier_task_id_is_bad_input(
     service, _ = orch
     with pytest.raises(InvalidInput):
         await service.submit(ANN, "u", "pw", "", [json.dumps(chat(continue_task_id="nope"))])
+
+
+async def test_a_chat_whose_token_expired_resumes_in_the_same_conversation(
+    orch: tuple[Orchestrator, FakeWorker],
+) -> None:
+    service, worker = orch
+    first, _ = await service.submit(ANN, "u", "pw", "", [json.dumps(ANALYSIS)])
+    await _finished(service, first.task_id)
+    answering = worker.plan
+    assert answering is not None
+
+    def expire_first_chat(job: SectionJob) -> Sequence[Step]:
+        chats = [j for j in worker.runs if j.section == "document_chat"]
+        if len(chats) == 1:
+            return [expired()]  # rejected before the worker reported any id
+        return answering(job)
+
+    worker.plan = expire_first_chat
+    reply, _ = await service.submit(
+        ANN, "u", "pw", "", [json.dumps(chat(continue_task_id=first.task_id))]
+    )
+    finished = await _finished(service, reply.task_id)
+    assert finished.result_data["document_chat"].status == SectionState.COMPLETED
+    again = [j for j in worker.runs if j.section == "document_chat"]
+    assert [j.resume_conv_id for j in again] == ["conv-new", "conv-new"]
+    assert again[1].assets == again[0].assets
