@@ -8,7 +8,10 @@ Three parts:
   one, and when both are given ``asset_id`` must be the chain's first asset); its job
   **kind** (:data:`KINDS`: an AI conversation about the record by default) and the kind's
   ``options`` (a JSON object the worker validates against the kind's options at start-up); a
-  section of a kind that needs no AI platform names no asset;
+  section of a kind that needs no AI platform names no asset. A section that ``continues``
+  another continues the conversation of that section of an earlier task: its record names the
+  task under :data:`CONTINUE_TASK_ID`, and its job sends the prompt into that conversation, on
+  the asset that answered there;
 - ``assets``: per platform asset, the limits every replica shares (requests a minute,
   concurrent calls), its cool-down after a 429, the most one section may cost on it (reserved
   from the budget before the call) and its circuit breaker; an asset not listed gets the
@@ -40,6 +43,9 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _TENANT = re.compile(r"^(\*|[A-Za-z0-9._-]{1,64})$")
 _ASSET = re.compile(r"^(\*|[A-Za-z0-9._:-]{1,128})$")
 DEFAULT = "*"
+# The record field naming the earlier task whose conversation a record continues (a section
+# that `continues` another); read and removed by the orchestrator, never sent to the platform.
+CONTINUE_TASK_ID = "continue_task_id"
 
 CONVERSATION = "conversation"
 PROFILE_TABLE = "profile_table"
@@ -162,6 +168,19 @@ class SectionConfig(BaseModel):
         description="The kind's options; the worker checks them against the kind at start-up.",
     )
 
+    continues: str = Field(
+        "",
+        description="Section whose conversation a record of this one continues (the record "
+        f"names the earlier task in `{CONTINUE_TASK_ID}`); its chain must hold every asset of "
+        "that section's chain. Empty: a new conversation.",
+    )
+    carry: tuple[str, ...] = Field(
+        (),
+        max_length=20,
+        description="With `continues`: fields of the continued record copied into this "
+        "record's `context` object (which the record must then carry).",
+    )
+
     @field_validator("fields")
     @classmethod
     def _distinct(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -229,6 +248,31 @@ class PlatformConfig(BaseModel):
             if not _NAME.match(name):
                 raise ValueError(f"section name {name!r} must be lower_snake_case")
         return value
+
+    @model_validator(mode="after")
+    def _continued_sections(self) -> PlatformConfig:
+        for name, section in self.sections.items():
+            if section.carry and not section.continues:
+                raise ValueError(f"sections.{name}: carry needs continues")
+            if not section.continues:
+                continue
+            continued = self.sections.get(section.continues)
+            if continued is None or section.continues == name:
+                raise ValueError(
+                    f"sections.{name}: continues {section.continues!r}, which is not another "
+                    "configured section"
+                )
+            if continued.continues:
+                raise ValueError(f"sections.{name}: continues a section that continues another")
+            missing = [a for a in continued.chain if a not in section.chain]
+            if missing:
+                raise ValueError(
+                    f"sections.{name}: its chain must hold every asset {section.continues!r} "
+                    f"may answer on; missing {missing}"
+                )
+            if CONTINUE_TASK_ID in section.fields:
+                raise ValueError(f"sections.{name}: {CONTINUE_TASK_ID} cannot identify a section")
+        return self
 
     @field_validator("assets")
     @classmethod

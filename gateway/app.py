@@ -55,7 +55,7 @@ from common.metrics import HttpMetrics
 from common.principals import Principal
 from common.principals import Role as PrincipalRole
 from common.tls import Role, identity_for
-from gateway import agensium, auth, files
+from gateway import agensium, auth, files, prism
 from gateway.file_client import FileClient
 from gateway.models import (
     ApiKeyOut,
@@ -393,8 +393,8 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
             )
         reply = await stub().SubmitTask(
             pb.SubmitTaskRequest(
-                username=body.username,
-                password=body.password.get_secret_value(),
+                username=body.username or "",
+                password=body.password.get_secret_value() if body.password else "",
                 tenant=body.tenant or principal.tenant,
                 records_json=[json.dumps(record) for record in body.data],
                 idempotency_key=idempotency_key or "",
@@ -632,6 +632,7 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
 
     files.install(app, settings, lambda: file_box["client"])
     agensium.install(app, settings, lambda: file_box["client"], stub, caller)
+    prism.install(app, stub, caller, timeout)
     # A file upload streams its body under the file size limit (gateway.files).
     uploads = frozenset({("POST", "/files"), ("POST", "/profile/async")})
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, exempt=uploads)

@@ -18,6 +18,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from common import task_ids
 from common.errors import REST_ONLY, ROWS, InvalidInput
 from common.json_limits import check_json_shape
 
@@ -34,8 +35,11 @@ EXAMPLE_DATA: list[JsonValue] = [
 
 
 class SubmitRequest(BaseModel):
-    """A task: the user's platform credentials and the records to write sections from. A task
-    whose sections are all of kinds that call no AI platform (``profile_table``) needs none."""
+    """A task: the user's platform credentials and the records to write sections from.
+
+    Without ``username`` and ``password`` the task runs on the platform service account of the
+    caller's tenant (``ORCH_PLATFORM_ACCOUNTS_FILE``); 422 when none is configured. A task whose
+    sections all are of kinds that call no AI platform (``profile_table``) needs neither."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -44,21 +48,22 @@ class SubmitRequest(BaseModel):
         },
     )
 
-    username: str = Field(
-        "",
-        max_length=256,
-        pattern=r"^$|\S",
-        description="Platform login; required unless no section calls the platform.",
-    )
-    password: SecretStr = Field(
-        SecretStr(""),
-        max_length=1024,
-        description="Platform password; required unless no section calls the platform.",
-    )
+    username: str | None = Field(None, min_length=1, max_length=256, pattern=r"\S")
+    password: SecretStr | None = Field(None, min_length=1, max_length=1024)
     tenant: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
     data: list[Annotated[dict[str, Any], Field(json_schema_extra={"minProperties": 1})]] = Field(
         min_length=1, max_length=20
     )
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> SubmitRequest:
+        if (self.username is None) != (self.password is None):
+            raise PydanticCustomError(
+                "credentials",
+                "username and password: send both, or neither to use the platform service "
+                "account of your tenant",
+            )
+        return self
 
     @field_validator("data")
     @classmethod
@@ -526,3 +531,150 @@ class FileUrlResponse(BaseModel):
 
     url: str
     expires_at: str = Field(description="When the URL stops working, RFC 3339 UTC.")
+
+
+# -- AI-Prism document analysis (gateway.prism) -------------------------------------------------
+
+PRISM_SECTION_NAME_MAX_CHARS = 200
+PRISM_CONTENT_MAX_BYTES = 200 * 1024
+PRISM_MESSAGE_MAX_BYTES = 20 * 1024
+
+
+def _utf8_within(value: str, limit: int, what: str) -> str:
+    if len(value.encode()) > limit:
+        raise PydanticCustomError("too_long", f"{what}: at most {limit} bytes as UTF-8")
+    return value
+
+
+class AnalyzeSectionRequest(BaseModel):
+    """One section of a document to get feedback on (paragraphs apart by blank lines)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "section_name": "Investment risks",
+                    "content": "Equities may fall.\n\nBonds carry rate risk.",
+                }
+            ]
+        },
+    )
+
+    section_name: str = Field(min_length=1, max_length=PRISM_SECTION_NAME_MAX_CHARS, pattern=r"\S")
+    content: str = Field(
+        min_length=1,
+        max_length=PRISM_CONTENT_MAX_BYTES,
+        pattern=r"\S",
+        description=f"The section's text, at most {PRISM_CONTENT_MAX_BYTES} bytes as UTF-8.",
+    )
+
+    @field_validator("content")
+    @classmethod
+    def _content_fits(cls, value: str) -> str:
+        return _utf8_within(value, PRISM_CONTENT_MAX_BYTES, "content")
+
+
+class ChatRequest(BaseModel):
+    """A message about an analysed section, continuing that analysis' conversation."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"task_id": EXAMPLE_TASK_ID, "message": "Which risk matters most?"}]
+        },
+    )
+
+    task_id: str = Field(
+        pattern=task_ids.PATTERN,
+        description="The analysis (`POST /analyze_section`) whose conversation to continue.",
+    )
+    message: str = Field(
+        min_length=1,
+        max_length=PRISM_MESSAGE_MAX_BYTES,
+        pattern=r"\S",
+        description=f"At most {PRISM_MESSAGE_MAX_BYTES} bytes as UTF-8.",
+    )
+
+    @field_validator("message")
+    @classmethod
+    def _message_fits(cls, value: str) -> str:
+        return _utf8_within(value, PRISM_MESSAGE_MAX_BYTES, "message")
+
+
+class QueuedResponse(BaseModel):
+    """A task accepted; poll ``GET /task_status/{task_id}``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"success": True, "task_id": EXAMPLE_TASK_ID, "status": "queued"}]
+        }
+    )
+
+    success: bool = True
+    task_id: str
+    status: Literal["queued"] = "queued"
+
+
+PrismStatus = Literal["queued", "processing", "completed", "failed"]
+
+
+class PrismResult(BaseModel):
+    """What the platform answered: ``feedback`` for an analysis, ``response`` for a chat."""
+
+    feedback: list[dict[str, JsonValue]] | None = Field(
+        None,
+        description="An analysis' feedback items, as the platform gives them (id, type, "
+        "category, description, suggestion, confidence).",
+    )
+    response: str | None = Field(None, description="A chat's reply text.")
+    model_used: str = Field(description="The asset that answered; empty unless it answered.")
+    attempts: list[AttemptOut] = Field(description="The path through the fallback chain.")
+    cost: float = Field(description="US dollars.")
+
+
+class PrismTaskStatus(BaseModel):
+    """An AI-Prism task: where it is, and once finished its result or why it failed."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "success": True,
+                    "task_id": EXAMPLE_TASK_ID,
+                    "status": "completed",
+                    "result": {
+                        "feedback": [
+                            {
+                                "id": "fb-1c0e9a7f3b2d",
+                                "type": "important",
+                                "category": "risk",
+                                "description": 'Paragraph 1 of "Investment risks" (3 words) '
+                                "begins: Equities may fall.",
+                                "suggestion": "Review paragraph 1 for risk.",
+                                "confidence": 0.87,
+                            }
+                        ],
+                        "model_used": "3f1c9a2e-6b7d-4e8f-a0b1-c2d3e4f5a6b7",
+                        "attempts": [
+                            {
+                                "asset_id": "3f1c9a2e-6b7d-4e8f-a0b1-c2d3e4f5a6b7",
+                                "outcome": "answered",
+                                "reason": "",
+                                "cost": 0.0412,
+                                "duration_s": 6.2,
+                            }
+                        ],
+                        "cost": 0.0412,
+                    },
+                    "error": None,
+                }
+            ]
+        }
+    )
+
+    success: bool = Field(description="False when the task failed.")
+    task_id: str
+    status: PrismStatus
+    result: PrismResult | None = Field(None, description="Once the task finished.")
+    error: str | None = Field(None, description="Why it failed; null otherwise.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import secrets
 import socket
 import sys
@@ -50,7 +51,19 @@ async def serve(settings: OrchestratorSettings) -> None:
     # From the sealing key: the one key every replica of one configuration agrees on.
     digest_key = hashlib.sha256(b"idempotency\0" + next(iter(keyring.values()))).digest()
     address = settings.advertise_address or f"{settings.host}:{host.bind()}"
-    orchestrator = Orchestrator(settings, deps, digest_key, address, peers=Peers(tls))
+    accounts = settings.platform_accounts()
+    if len(accounts):
+        logging.getLogger(__name__).info(
+            "platform service accounts of tenants %s", accounts.tenants
+        )
+    orchestrator = Orchestrator(
+        settings,
+        deps,
+        digest_key,
+        address,
+        peers=Peers(tls),
+        accounts=accounts,
+    )
     host.add(
         orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server,
         OrchestratorServicer(orchestrator),

@@ -78,6 +78,18 @@ class AttemptRecord(BaseModel):
     duration_s: float = 0.0
 
 
+class Continued(BaseModel):
+    """The conversation a section continues: that of a section of an earlier task of the same
+    owner, resolved at submission (:mod:`orchestrator.continuation`)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    task_id: str
+    section: str
+    conv_id: str
+    asset_id: str = Field(description="The asset that answered there, which holds it.")
+
+
 class SectionResult(BaseModel):
     """One section's job and its outcome."""
 
@@ -106,6 +118,9 @@ class SectionResult(BaseModel):
     )
     progress: str = Field(
         "", description='How far its running job got ("chunks 3/10"); in memory while it runs.'
+    )
+    continues: Continued | None = Field(
+        None, description="The conversation its job sends the prompt into, instead of a new one."
     )
 
 

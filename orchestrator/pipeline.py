@@ -17,6 +17,10 @@ The password is opened from the task's seal only when a token must be fetched. A
 an expired token (:class:`~orchestrator.worker_client.TokenExpired`) gets a renewed one — once
 per expired token for the whole task — and is sent again from the conversation and message it
 had reached, so no prompt is sent twice.
+
+A section that continues an earlier task's conversation (:mod:`orchestrator.continuation`) runs
+its job with that conversation to resume and its asset as the whole chain, so the prompt goes
+into that conversation and never into a new one.
 """
 
 from __future__ import annotations
@@ -291,6 +295,15 @@ class TaskRun:
             kind=cfg.kind if cfg else "",
             options_json=json.dumps(cfg.options) if cfg and cfg.options else "",
         )
+        if (continued := section.continues) is not None:
+            # The conversation is continued where it is: its asset alone (another asset would
+            # need a new conversation), the prompt sent into it (no message id: none sent yet).
+            job = dataclasses.replace(
+                job,
+                asset_id=continued.asset_id,
+                assets=(continued.asset_id,),
+                resume_conv_id=continued.conv_id,
+            )
         dispatches = section.dispatches
 
         def dispatched() -> None:
@@ -329,7 +342,7 @@ class TaskRun:
                 job = dataclasses.replace(
                     job,
                     access_token=token,
-                    resume_conv_id=expired.conv_id,
+                    resume_conv_id=expired.conv_id or job.resume_conv_id,
                     resume_message_id=expired.message_id,
                 )
         await self._persist(

@@ -40,7 +40,8 @@ from common.errors import (
 from common.json_limits import check_json_shape
 from common.principals import Principal
 from common.timeutil import iso, utcnow
-from orchestrator import metrics, task_files, transitions
+from orchestrator import continuation, metrics, task_files, transitions
+from orchestrator.accounts import Accounts
 from orchestrator.admission import Admission
 from orchestrator.detection import detect
 from orchestrator.idempotency import check_key, claim, request_digest
@@ -103,8 +104,10 @@ class Orchestrator:
         digest_key: bytes,
         address: str,
         peers: Peers | None = None,
+        accounts: Accounts | None = None,
     ) -> None:
         self.settings = settings
+        self.accounts = accounts or Accounts()
         self.deps = deps
         self.replica_id = deps.replica_id
         self.runs: dict[str, TaskRun] = {}
@@ -253,14 +256,20 @@ class Orchestrator:
         if not caller.id:
             raise Unauthenticated("caller: every task needs an owner; the gateway names it")
         records = self._validate(tenant, records_json)
-        if tenant and caller.tenant and tenant != caller.tenant and not caller.admin:
-            raise InvalidInput(f"tenant: your key belongs to tenant {caller.tenant!r}")
-        tenant = tenant or caller.tenant or self.settings.default_tenant
         detected = detect(records, self.deps.config)
         sections = self.deps.config.sections
-        if any(sections[d.section].needs_platform for d in detected) or username or password:
-            # Only a task that calls the AI platform needs the user's platform login.
+        # A task whose sections all are of kinds that call no platform needs no platform login.
+        calls_platform = any(sections[d.section].needs_platform for d in detected)
+        if not username and not password and calls_platform:
+            username, password, tenant = self._service_login(caller, tenant)
+        elif tenant and caller.tenant and tenant != caller.tenant and not caller.admin:
+            raise InvalidInput(f"tenant: your key belongs to tenant {caller.tenant!r}")
+        if username or password:
             _check_credentials(username, password)
+        tenant = tenant or caller.tenant or self.settings.default_tenant
+        continued = await continuation.resolve(
+            records, detected, self.deps.config, lambda earlier: self._stored(earlier, caller)
+        )
         with self.admission.admit(caller):
             now = utcnow()
             task_id = self._new_task_id(now)
@@ -288,7 +297,11 @@ class Orchestrator:
                 data=records,
                 section_detected=", ".join(d.section for d in detected),
                 result_data={
-                    d.section: SectionResult(record_index=d.index, asset_id=d.asset_id)
+                    d.section: SectionResult(
+                        record_index=d.index,
+                        asset_id=c.asset_id if (c := continued.get(d.index)) else d.asset_id,
+                        continues=c,
+                    )
                     for d in detected
                 },
                 created_at=iso(now),
@@ -310,6 +323,17 @@ class Orchestrator:
             )
             # Shielded: a caller that goes away mid-call must not leave a stored task unstarted.
             return await asyncio.shield(self._store_and_start(record, bool(idempotency_key)))
+
+    def _service_login(self, caller: Principal, tenant: str) -> tuple[str, str, str]:
+        """The username, password and platform tenant of the service account of the caller's
+        tenant, for a submission that carries no credentials (:mod:`orchestrator.accounts`)."""
+        account = self.accounts.for_tenant(caller.tenant)
+        if tenant and tenant != account.tenant:
+            raise InvalidInput(
+                f"tenant: a task without credentials runs on your tenant's platform account, "
+                f"of platform tenant {account.tenant!r}; leave tenant empty or send credentials"
+            )
+        return account.username, account.password.get_secret_value(), account.tenant
 
     def _new_task_id(self, now: datetime) -> str:
         """An id with this replica's tag and six random hex digits never issued twice by this
@@ -409,6 +433,13 @@ class Orchestrator:
             record = recent
         else:
             record, _ = await self.deps.storage.get(task_id)
+        return _visible(record, caller)
+
+    async def _stored(self, task_id: str, caller: Principal) -> TaskRecord:
+        """A task as stored, its input records included (which the memory of finished tasks
+        drops), if ``caller`` may see it."""
+        task_ids.check(task_id)
+        record, _ = await self.deps.storage.get(task_id)
         return _visible(record, caller)
 
     async def list(

@@ -11,6 +11,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from common.settings import GrpcServerSettings
+from orchestrator.accounts import Accounts, AccountsError, load_accounts
 from orchestrator.credentials import KEY_ID, LEGACY_KEY_ID, decode_key
 
 
@@ -58,6 +59,13 @@ class OrchestratorSettings(GrpcServerSettings):
         "(kept for a retry after an error; they expire anyway).",
     )
     config_path: Path = Field(Path("config.json"), description="Sections configuration.")
+    platform_accounts_file: Path | None = Field(
+        None,
+        description="Platform service accounts (a JSON file mounted as a secret): "
+        '`{"<principal tenant>" or "*": {"tenant", "username", "password"}}`. A task '
+        "submitted without username and password runs with its principal's tenant's account "
+        '(else "*"\'s); unset, such a task is refused. Read once, at start-up.',
+    )
     default_tenant: str = Field(
         "wealth",
         min_length=1,
@@ -146,6 +154,22 @@ class OrchestratorSettings(GrpcServerSettings):
         if value is not None:
             _parse_keyring(value.get_secret_value())
         return value
+
+    @field_validator("platform_accounts_file")
+    @classmethod
+    def _accounts(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                load_accounts(value)
+            except AccountsError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    def platform_accounts(self) -> Accounts:
+        """The service accounts of ``platform_accounts_file`` (none when it is unset)."""
+        if self.platform_accounts_file is None:
+            return Accounts()
+        return load_accounts(self.platform_accounts_file)
 
     @model_validator(mode="after")
     def _one_keyring(self) -> OrchestratorSettings:

@@ -231,6 +231,27 @@ class Stack:
             key_file.chmod(0o600)
         return key_file.read_text().strip()
 
+    def _platform_accounts(self) -> str:
+        """The platform service accounts file (``ORCH_PLATFORM_ACCOUNTS_FILE``): one account
+        for every tenant, made on first start with a random password (the simulator takes any
+        password unless ``SIM_PASSWORD`` is set), then kept."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / "platform-accounts.json"
+        if not path.exists():
+            account = {
+                "tenant": "wealth",
+                "username": "prism-service@example.com",
+                "password": (
+                    self.extra_env.get("SIM_PASSWORD")
+                    or os.environ.get("SIM_PASSWORD")
+                    or secrets.token_urlsafe(24)
+                ),
+            }
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                json.dump({"*": account}, out, indent=2)
+        return str(path)
+
     @property
     def admin_key(self) -> str:
         """The gateway's admin API key: ``GATEWAY_ADMIN_KEY`` (of the stack's environment, else
@@ -327,6 +348,7 @@ class Stack:
                     "ORCH_STORAGE_TARGET": f"127.0.0.1:{p.storage}",
                     "ORCH_WORKER_TARGETS": workers,
                     "ORCH_CREDENTIAL_KEY": self._credential_key(),
+                    "ORCH_PLATFORM_ACCOUNTS_FILE": self._platform_accounts(),
                     "ORCH_CONFIG_PATH": str(ROOT / "config.json"),
                     "ORCH_TLS_DIR": tls,
                 },

@@ -19,8 +19,10 @@ For each asset, in this order (:meth:`Chain.run`):
    - a rejected access token → the job stops at once (the orchestrator renews the token).
 
 A job that resumes a conversation an earlier dispatch started (``resume_asset``) begins on that
-asset and skips steps 1-2 there: its prompt is paid for already, so it polls; if that attempt
-fails, the chain goes on after that asset. Every attempt and skip is recorded
+asset and skips steps 1-2 there: its prompt is paid for already, so it polls (or, with no
+message yet, sends the prompt into that conversation); a retry of that asset after a short
+``Retry-After`` resumes the same conversation again; if the attempt fails, the chain goes on
+after that asset. Every attempt and skip is recorded
 (:class:`Attempt`); a job fails only when the chain is exhausted (:class:`ChainExhausted`, its
 message giving every attempt's reason).
 """
@@ -136,7 +138,6 @@ class Chain:
             asset = chain[index]
             last = index == len(chain) - 1
             step = await self._attempt(job, asset, call, attempts, resuming=resuming, last=last)
-            resuming = False
             if isinstance(step, Answer):
                 return asset, step
             if step is not None and (not last or not retried_last):
@@ -145,8 +146,11 @@ class Chain:
                     break
                 await asyncio.sleep(step)
                 if last:
+                    # The same asset again: a resumed conversation is resumed again, so its
+                    # prompt is neither sent twice nor moved to a new conversation.
                     retried_last = True
                     continue
+            resuming = False
             index += 1
             if index < len(chain):
                 metrics.FALLBACKS.labels(from_asset=asset, to_asset=chain[index]).inc()

@@ -146,3 +146,53 @@ def test_progress_reads_in_the_kinds_unit():
     assert progress_text("", 1, 2) == "1/2"
     assert progress_text("profile_table", 40, 100) == "profiled 40%"
     assert needs_platform("unknown") and not needs_platform("profile_table")
+
+
+# -- sections that continue another's conversation ------------------------------------------
+
+
+def test_the_repository_chat_continues_the_document_section_and_carries_its_name() -> None:
+    loaded = load_config(ROOT / "config.json")
+    chat = loaded.sections["document_chat"]
+    assert (chat.continues, chat.carry) == ("document_section", ("section_name",))
+    assert set(loaded.sections["document_section"].chain) <= set(chat.chain)
+    assert loaded.sections["document_section"].continues == ""
+
+
+def _continuing(**chat: Any) -> dict[str, Any]:
+    return {
+        "sections": {
+            "doc": {"assets": ["a", "b"], "fields": ["content"]},
+            "chat": {"assets": ["a", "b"], "fields": ["message"], **chat},
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("chat", "problem"),
+    [
+        ({"continues": "nowhere"}, "continues 'nowhere', which is not another configured"),
+        ({"continues": "chat"}, "continues 'chat', which is not another configured"),
+        ({"carry": ["x"]}, "carry needs continues"),
+        (
+            {"continues": "doc", "assets": ["a"]},
+            r"must hold every asset 'doc' may answer on; missing \['b'\]",
+        ),
+        ({"continues": "doc", "fields": ["continue_task_id"]}, "cannot identify a section"),
+    ],
+)
+def test_a_bad_continuation_is_named(chat: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        PlatformConfig.model_validate(_continuing(**chat))
+
+
+def test_a_section_may_not_continue_one_that_continues() -> None:
+    body = _continuing(continues="doc")
+    body["sections"]["more"] = {"assets": ["a", "b"], "fields": ["more"], "continues": "chat"}
+    with pytest.raises(ValueError, match="continues a section that continues another"):
+        PlatformConfig.model_validate(body)
+
+
+def test_a_valid_continuation_loads() -> None:
+    loaded = PlatformConfig.model_validate(_continuing(continues="doc", carry=["content"]))
+    assert loaded.sections["chat"].continues == "doc"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.accounts import load_accounts
 from scripts.devstack import ROOT, Ports, Stack, _banner
 from tests.helpers import free_port
 
@@ -130,6 +131,22 @@ def test_the_admin_key_is_made_once_kept_private_and_given_to_the_gateway(
         check=True,
     )
     assert f"Authorization: Bearer {key}" in shell.stdout.splitlines()
+
+
+def test_the_platform_accounts_file_is_made_once_kept_private_and_given_to_orchestrators(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SIM_PASSWORD", raising=False)
+    stack = Stack(Ports(orchestrators=[free_port(), free_port()]), tmp_path)
+    envs = [spec.env for spec in stack.specs() if spec.name.startswith("orchestrator")]
+    path = tmp_path / "platform-accounts.json"
+    assert [env["ORCH_PLATFORM_ACCOUNTS_FILE"] for env in envs] == [str(path)] * 2
+    assert path.stat().st_mode & 0o777 == 0o600
+    accounts = load_accounts(path)  # valid as the orchestrator reads it
+    password = accounts.for_tenant("any").password.get_secret_value()
+    assert len(password) >= 24
+    Stack(Ports(), tmp_path).specs()
+    assert load_accounts(path).for_tenant("any").password.get_secret_value() == password
 
 
 def test_a_given_admin_key_wins_and_nothing_is_written(

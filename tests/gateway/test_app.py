@@ -150,6 +150,24 @@ async def test_submit_answers_202_with_the_seed_fields_and_passes_records_as_jso
     assert [json.loads(r) for r in sent.records_json] == BODY["data"]
 
 
+async def test_submit_without_credentials_leaves_them_to_the_service_account(env):
+    client, scripted = env
+    reply = await client.post("/task/submit", json={"data": BODY["data"]})
+    assert reply.status_code == 202, reply.text
+    sent = scripted.submitted[0]
+    assert (sent.username, sent.password) == ("", "")
+
+
+@pytest.mark.parametrize("half", [{"username": "u@example.com"}, {"password": "hunter2-secret"}])
+async def test_submit_with_half_the_credentials_is_422(env, half):
+    client, scripted = env
+    reply = await client.post("/task/submit", json={**half, "data": BODY["data"]})
+    assert reply.status_code == 422
+    assert "send both, or neither" in reply.json()["detail"]
+    assert "hunter2-secret" not in reply.text
+    assert scripted.submitted == []
+
+
 async def test_validation_error_names_the_field_and_never_echoes_the_password(env):
     client, _ = env
     # An empty password is the orchestrator's to judge (a task may call no platform).

@@ -383,6 +383,15 @@ async def test_a_resumed_attempt_that_fails_goes_on_after_its_asset() -> None:
     assert path(attempts) == [("b", Outcome.FAILED), ("c", Outcome.ANSWERED)]
 
 
+async def test_a_resumed_conversation_on_its_only_asset_is_resumed_again_after_a_429() -> None:
+    chain, _ = make()
+    platform = Platform({"c": [Throttled("send prompt: 429", retry_after=0.05), OK]})
+    attempts = await run(chain, platform, job(["c"], resume_asset="c"))
+    # Both times in the conversation the job resumes: never a new one for the same prompt.
+    assert platform.calls == [("c", True), ("c", True)]
+    assert path(attempts) == [("c", Outcome.THROTTLED), ("c", Outcome.ANSWERED)]
+
+
 async def test_a_resume_asset_outside_the_chain_is_polled_first() -> None:
     chain, _ = make()
     platform = Platform({"z": [PlatformUnavailable("poll: 503")], "a": [OK]})
