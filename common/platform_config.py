@@ -5,10 +5,13 @@ Three parts:
 
 - ``sections``: which record fields identify each report section, how its jobs run, and its
   ordered **fallback chain** of platform assets (``assets``; ``asset_id`` alone is a chain of
-  one, and when both are given ``asset_id`` must be the chain's first asset). A section that
-  ``continues`` another continues the conversation of that section of an earlier task: its
-  record names the task under :data:`CONTINUE_TASK_ID`, and its job sends the prompt into
-  that conversation, on the asset that answered there;
+  one, and when both are given ``asset_id`` must be the chain's first asset); its job
+  **kind** (:data:`KINDS`: an AI conversation about the record by default) and the kind's
+  ``options`` (a JSON object the worker validates against the kind's options at start-up); a
+  section of a kind that needs no AI platform names no asset. A section that ``continues``
+  another continues the conversation of that section of an earlier task: its record names the
+  task under :data:`CONTINUE_TASK_ID`, and its job sends the prompt into that conversation, on
+  the asset that answered there;
 - ``assets``: per platform asset, the limits every replica shares (requests a minute,
   concurrent calls), its cool-down after a 429, the most one section may cost on it (reserved
   from the budget before the call) and its circuit breaker; an asset not listed gets the
@@ -25,7 +28,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -43,6 +46,29 @@ DEFAULT = "*"
 # The record field naming the earlier task whose conversation a record continues (a section
 # that `continues` another); read and removed by the orchestrator, never sent to the platform.
 CONTINUE_TASK_ID = "continue_task_id"
+
+CONVERSATION = "conversation"
+PROFILE_TABLE = "profile_table"
+TRANSFORM_TABLE = "transform_table"
+# Every job kind: whether its jobs call the AI platform (and so need the user's platform
+# credentials and a chain of assets), and how its progress reads in a section's status
+# ("chunks 3/10"). The worker's registry (section_worker.kinds) runs them and checks it agrees.
+KINDS: dict[str, tuple[bool, str]] = {
+    CONVERSATION: (True, "{done}/{total}"),
+    PROFILE_TABLE: (False, "profiled {done}%"),  # its done counts percent, of 100
+    TRANSFORM_TABLE: (True, "chunks {done}/{total}"),
+}
+
+
+def needs_platform(kind: str) -> bool:
+    """Whether jobs of ``kind`` call the AI platform (an unknown kind is assumed to)."""
+    return KINDS.get(kind or CONVERSATION, (True, ""))[0]
+
+
+def progress_text(kind: str, done: int, total: int) -> str:
+    """How a job's progress reads in its section's status: ``"chunks 3/10"``."""
+    shape = KINDS.get(kind or CONVERSATION, KINDS[CONVERSATION])[1]
+    return shape.format(done=done, total=total)
 
 
 class BreakerConfig(BaseModel):
@@ -134,6 +160,13 @@ class SectionConfig(BaseModel):
         description="How the answer is delivered: as the result's text, or as a file owned by "
         "the task's principal.",
     )
+    kind: Literal["conversation", "profile_table", "transform_table"] = Field(
+        "conversation", description="What a job of the section does (section_worker.kinds)."
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The kind's options; the worker checks them against the kind at start-up.",
+    )
 
     continues: str = Field(
         "",
@@ -169,6 +202,10 @@ class SectionConfig(BaseModel):
 
     @model_validator(mode="after")
     def _first(self) -> SectionConfig:
+        if not self.needs_platform:
+            if self.assets or self.asset_id:
+                raise ValueError(f"a section of kind {self.kind} calls no asset; name none")
+            return self
         if not self.assets and not self.asset_id:
             raise ValueError("give asset_id or assets (the fallback chain)")
         if self.asset_id and self.assets and self.assets[0] != self.asset_id:
@@ -182,8 +219,16 @@ class SectionConfig(BaseModel):
         return self
 
     @property
+    def needs_platform(self) -> bool:
+        """Whether the section's jobs call the AI platform."""
+        return needs_platform(self.kind)
+
+    @property
     def chain(self) -> tuple[str, ...]:
-        """The assets to try, in order (a chain of one when only ``asset_id`` is given)."""
+        """The assets to try, in order (a chain of one when only ``asset_id`` is given; none
+        for a kind that needs no platform)."""
+        if not self.needs_platform:
+            return ()
         return self.assets or (self.asset_id,)
 
 

@@ -55,7 +55,7 @@ from common.metrics import HttpMetrics
 from common.principals import Principal
 from common.principals import Role as PrincipalRole
 from common.tls import Role, identity_for
-from gateway import auth, files, prism
+from gateway import agensium, auth, files, prism
 from gateway.file_client import FileClient
 from gateway.models import (
     ApiKeyOut,
@@ -631,11 +631,11 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
         return ApiKeyOut.model_validate(_api_key(reply))
 
     files.install(app, settings, lambda: file_box["client"])
+    agensium.install(app, settings, lambda: file_box["client"], stub, caller)
     prism.install(app, stub, caller, timeout)
     # A file upload streams its body under the file size limit (gateway.files).
-    app.add_middleware(
-        BodyLimit, max_bytes=settings.max_body_bytes, exempt=frozenset({("POST", "/files")})
-    )
+    uploads = frozenset({("POST", "/files"), ("POST", "/profile/async")})
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, exempt=uploads)
     app.add_middleware(HttpMetrics)  # outermost: counts the body limit's 413s too
     if tracing.enabled():
         app.add_middleware(tracing.HttpTracing)

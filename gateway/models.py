@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -37,7 +38,8 @@ class SubmitRequest(BaseModel):
     """A task: the user's platform credentials and the records to write sections from.
 
     Without ``username`` and ``password`` the task runs on the platform service account of the
-    caller's tenant (``ORCH_PLATFORM_ACCOUNTS_FILE``); 422 when none is configured."""
+    caller's tenant (``ORCH_PLATFORM_ACCOUNTS_FILE``); 422 when none is configured. A task whose
+    sections all are of kinds that call no AI platform (``profile_table``) needs neither."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -99,6 +101,9 @@ class SectionStateOut(BaseModel):
     status: str
     cost: float
     error: str
+    progress: str = Field(
+        "", description='How far its running job got in its kind\'s unit ("chunks 3/10").'
+    )
 
 
 class TraceEntryOut(BaseModel):
@@ -168,6 +173,21 @@ class SectionOutcomeOut(BaseModel):
         description='Files the section produced (a section of `"output": "file"` delivers its '
         "answer as one; its `response` is then empty).",
     )
+    result: dict[str, Any] | None = Field(
+        None,
+        description="The structured result of the section's kind (profile_table: the file's "
+        "profile; transform_table: the output file and the failed row ranges); null for none.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _result_object(cls, data: Any) -> Any:
+        """The orchestrator sends the structured result as JSON text (``result_json``)."""
+        if isinstance(data, dict) and "result_json" in data:
+            data = dict(data)
+            text = data.pop("result_json")
+            data.setdefault("result", json.loads(text) if text else None)
+        return data
 
 
 class ResultResponse(BaseModel):

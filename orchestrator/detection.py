@@ -36,6 +36,10 @@ def detect_one(record: dict[str, Any], index: int, config: SectionsConfig) -> De
     scores = {name: len(keys.intersection(sec.fields)) for name, sec in config.sections.items()}
     best = max(scores.values())
     winners = [name for name, score in scores.items() if score == best]
+    if len(winners) > 1:
+        # Equal matches: the section the record covers the most of is the most specific.
+        share = {name: best / len(config.sections[name].fields) for name in winners}
+        winners = [name for name in winners if share[name] == max(share.values())]
     fields = sorted(keys)[:10]
     if best == 0:
         raise InvalidInput(

@@ -113,6 +113,12 @@ class SectionResult(BaseModel):
     files: list[FileRef] = Field(
         default_factory=list, description="Files the section produced (its last outcome's)."
     )
+    result: dict[str, Any] | None = Field(
+        None, description="The structured result of its kind (a profile, a transform summary)."
+    )
+    progress: str = Field(
+        "", description='How far its running job got ("chunks 3/10"); in memory while it runs.'
+    )
     continues: Continued | None = Field(
         None, description="The conversation its job sends the prompt into, instead of a new one."
     )

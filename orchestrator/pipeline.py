@@ -136,11 +136,13 @@ class TaskRun:
         """Drives the task to a terminal state (or until cancelled for shutdown)."""
         task_id_var.set(self.task_id)
         try:
-            if not self.record.password_sealed:
+            if not self._needs_platform():
+                self._authenticated(time.monotonic(), "not needed: no section calls the platform")
+            elif not self.record.password_sealed:
                 gone = f"Task failed: {transitions.SEAL_CLEARED}"
                 await self._persist(lambda r: transitions.fail(r, gone))
                 return
-            if not await self._authenticate():
+            elif not await self._authenticate():
                 return
             self._detect()
             await self._process()
@@ -162,6 +164,15 @@ class TaskRun:
             reason = exc.message if isinstance(exc, AppError) else "internal error"
             with contextlib.suppress(TaskStopped):
                 await self._persist(lambda r: transitions.fail(r, f"Task failed: {reason}"))
+
+    def _needs_platform(self) -> bool:
+        """Whether a section of the task is of a kind that calls the AI platform (a section no
+        longer configured is assumed to)."""
+        sections = self.deps.config.sections
+        return any(
+            name not in sections or sections[name].needs_platform
+            for name in self.record.result_data
+        )
 
     def _credentials(self) -> Credentials:
         """The user's credentials, the password opened from the task's seal for this moment."""
@@ -281,6 +292,8 @@ class TaskRun:
             # A section no longer configured keeps the one asset it was detected with.
             assets=cfg.chain if cfg else (),
             principal_tenant=self.record.principal_tenant,
+            kind=cfg.kind if cfg else "",
+            options_json=json.dumps(cfg.options) if cfg and cfg.options else "",
         )
         if (continued := section.continues) is not None:
             # The conversation is continued where it is: its asset alone (another asset would
@@ -300,6 +313,10 @@ class TaskRun:
         def progressed(progress: Progress) -> None:
             section.conv_id = progress.conv_id or section.conv_id
             section.message_id = progress.message_id or section.message_id
+            if transitions.section_progress(
+                self.record, name, job.kind, progress.done, progress.total
+            ):
+                self._publish(name)
 
         renewals = _TOKEN_RENEWALS
         while True:

@@ -255,13 +255,18 @@ class Orchestrator:
         started = time.monotonic()
         if not caller.id:
             raise Unauthenticated("caller: every task needs an owner; the gateway names it")
-        if not username and not password:
+        records = self._validate(tenant, records_json)
+        detected = detect(records, self.deps.config)
+        sections = self.deps.config.sections
+        # A task whose sections all are of kinds that call no platform needs no platform login.
+        calls_platform = any(sections[d.section].needs_platform for d in detected)
+        if not username and not password and calls_platform:
             username, password, tenant = self._service_login(caller, tenant)
         elif tenant and caller.tenant and tenant != caller.tenant and not caller.admin:
             raise InvalidInput(f"tenant: your key belongs to tenant {caller.tenant!r}")
-        records = self._validate(username, password, tenant, records_json)
+        if username or password:
+            _check_credentials(username, password)
         tenant = tenant or caller.tenant or self.settings.default_tenant
-        detected = detect(records, self.deps.config)
         continued = await continuation.resolve(
             records, detected, self.deps.config, lambda earlier: self._stored(earlier, caller)
         )
@@ -286,7 +291,9 @@ class Orchestrator:
                 message="Task submitted successfully",
                 username=username,
                 tenant=tenant,
-                password_sealed=self.deps.sealer.seal(password, task_id, tenant, username),
+                password_sealed=(
+                    self.deps.sealer.seal(password, task_id, tenant, username) if password else ""
+                ),
                 data=records,
                 section_detected=", ".join(d.section for d in detected),
                 result_data={
@@ -383,14 +390,8 @@ class Orchestrator:
                 await self.takeover.take_over(record, version)
         return record
 
-    def _validate(
-        self, username: str, password: str, tenant: str, records_json: list[str]
-    ) -> list[dict[str, Any]]:
+    def _validate(self, tenant: str, records_json: list[str]) -> list[dict[str, Any]]:
         limits = self.settings
-        if not username.strip() or len(username) > 256:
-            raise InvalidInput("username: required, at most 256 characters")
-        if not password or len(password) > 1024:
-            raise InvalidInput("password: required, at most 1024 characters")
         if tenant and (len(tenant) > 64 or not set(tenant) <= _TENANT_CHARS):
             raise InvalidInput("tenant: 1-64 letters, digits, '.', '_' or '-'")
         if not records_json:
@@ -581,6 +582,13 @@ class Orchestrator:
             cache_size=len(self.runs) + len(self._recent),
             storage_bucket=await self.deps.storage.bucket(),
         )
+
+
+def _check_credentials(username: str, password: str) -> None:
+    if not username.strip() or len(username) > 256:
+        raise InvalidInput("username: required, at most 256 characters")
+    if not password or len(password) > 1024:
+        raise InvalidInput("password: required, at most 1024 characters")
 
 
 def _visible(record: TaskRecord, caller: Principal) -> TaskRecord:

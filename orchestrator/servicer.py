@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
@@ -28,7 +29,9 @@ def status_message(record: TaskRecord) -> pb.TaskStatus:
         progress=record.progress,
         message=record.message,
         sections=[
-            pb.SectionState(name=name, status=s.status.value, cost=s.cost, error=s.error)
+            pb.SectionState(
+                name=name, status=s.status.value, cost=s.cost, error=s.error, progress=s.progress
+            )
             for name, s in record.result_data.items()
         ],
         trace=[
@@ -80,6 +83,7 @@ def result_message(record: TaskRecord) -> pb.TaskResult:
                     )
                     for f in s.files
                 ],
+                result_json=json.dumps(s.result) if s.result is not None else "",
             )
             for name, s in record.result_data.items()
         },

@@ -6,7 +6,9 @@ and takeover apply them to a copy and persist it; the unit tests call them direc
 
 A task that ends ``completed`` or ``cancelled`` loses its sealed password at once (nothing can
 run it again); one that ends in ``error`` keeps it for the retry window, after which
-:func:`forget_password` clears it (:mod:`orchestrator.sweeper`) and :func:`retry` refuses.
+:func:`forget_password` clears it (:mod:`orchestrator.sweeper`) and :func:`retry` refuses. A
+task submitted without a platform login (every section of a kind that calls no platform) has
+no password to keep and can be retried as long as it is stored.
 
 Progress follows the user's seed flow (SPEC §5): pending 0, authenticating 10, authenticated 20,
 detecting_section 40, processing 50, then the sections share the span up to 95 as they finish,
@@ -15,11 +17,14 @@ and a finished task is 100.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from datetime import datetime
+from typing import Any
 
 from common.errors import WrongState
+from common.platform_config import progress_text
 from common.timeutil import iso, parse_iso, utcnow
 from orchestrator.models import (
     AttemptRecord,
@@ -80,6 +85,7 @@ def finish_section(
     section.message_id = outcome.message_id
     section.error = outcome.error
     section.files = list(outcome.files)  # the last outcome's only: one result file per section
+    section.result = _result_object(outcome.result_json)
     section.dispatches = dispatches
     if outcome.success and outcome.asset_id:
         # A failed section keeps its chain's first asset, so a retry starts the chain over.
@@ -107,6 +113,27 @@ def finish_section(
     if all(s.terminal for s in states):
         aggregate(record)
     return record
+
+
+def _result_object(result_json: str) -> dict[str, Any] | None:
+    """A job's structured result as stored: a JSON object, or None (none, or not an object)."""
+    if not result_json:
+        return None
+    try:
+        value = json.loads(result_json)
+    except ValueError:
+        return {"unreadable": result_json[:200]}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def section_progress(record: TaskRecord, name: str, kind: str, done: int, total: int) -> bool:
+    """Shows how far a running section's job got; True when that changed what is shown."""
+    section = record.result_data[name]
+    text = progress_text(kind, done, total) if total > 0 else ""
+    if not text or text == section.progress:
+        return False
+    section.progress = text
+    return True
 
 
 def _close_unfinished(record: TaskRecord, status: SectionState, error: str = "") -> None:
@@ -197,7 +224,9 @@ def retry(record: TaskRecord, owner: str, *, window_s: float = math.inf) -> list
     """Reopens an ``error`` task on ``owner``: the sections that did not complete start over,
     the completed ones are kept. Returns the reopened sections' names. Refused (WrongState)
     once the task's password is no longer kept, or its retry window of ``window_s`` is over."""
-    if not record.password_sealed or password_outlived(record, utcnow(), window_s):
+    # A task submitted without a platform login (its sections call no platform) keeps none.
+    login_gone = not record.password_sealed or password_outlived(record, utcnow(), window_s)
+    if record.username and login_gone:
         raise WrongState(f"task {record.task_id} can no longer be retried: {SEAL_CLEARED}")
     failed = [n for n, s in record.result_data.items() if s.status != SectionState.COMPLETED]
     for name in failed:

@@ -122,14 +122,20 @@ class SectionJob:
     assets: tuple[str, ...] = ()
     # Who pays: the tenant of the task's principal (limits and budgets count against it).
     principal_tenant: str = ""
+    # The section's job kind ("" a conversation) and its options as JSON text ("" defaults).
+    kind: str = ""
+    options_json: str = ""
 
 
 @dataclass(frozen=True)
 class Progress:
-    """The platform ids a running job has reached so far."""
+    """The platform ids a running job has reached so far, and the units of its kind's work
+    done of all (0 of 0 when its kind counts none)."""
 
     conv_id: str = ""
     message_id: str = ""
+    done: int = 0
+    total: int = 0
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,7 @@ class Outcome:
     files: tuple[FileRef, ...] = ()  # files the job produced
     asset_id: str = ""
     attempts: tuple[Attempt, ...] = ()
+    result_json: str = ""  # a structured result, JSON object text; "" when the kind has none
 
     @classmethod
     def failed(cls, error: str) -> Outcome:
@@ -253,9 +260,15 @@ class GrpcWorkerClient:
                             Attempt(a.asset_id, a.outcome, a.reason, a.cost, a.duration_s)
                             for a in result.attempts
                         ),
+                        result_json=result.result_json,
                     )
                     return
-                yield Progress(conv_id=event.progress.conv_id, message_id=event.progress.message_id)
+                yield Progress(
+                    conv_id=event.progress.conv_id,
+                    message_id=event.progress.message_id,
+                    done=event.progress.done,
+                    total=event.progress.total,
+                )
         except grpc.aio.AioRpcError as err:
             raise self._error(err) from err
         raise WorkerLost(self.address, "ended the job without a result")
@@ -298,6 +311,8 @@ def job_message(job: SectionJob) -> worker_pb2.SectionJob:
             for ref in job.files
         ],
         output=job.output,
+        kind=job.kind,
+        options_json=job.options_json,
     )
 
 

@@ -66,6 +66,10 @@ class FileRef:
         )
 
 
+LIST_PAGE = 1000  # files per page of a listing
+_CALL_TIMEOUT_S = 30.0  # a listing page or a delete (streams have none: a file may be large)
+
+
 class FileMismatch(Conflict):
     """Storage serves something other than the file a job was given (another key, another size
     or other bytes); ``file_id`` names the file."""
@@ -153,6 +157,24 @@ class FileClient:
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err, "storage") from err
         return FileRef.of_message(meta)
+
+    async def list_page(self, owner: str, page_token: str = "") -> tuple[list[FileRef], str]:
+        """A page of ``owner``'s files in file id order, and the next page's token ("" after
+        the last)."""
+        request = files_pb2.ListFilesRequest(owner=owner, page_token=page_token, limit=LIST_PAGE)
+        try:
+            reply = await self._stub.ListFiles(request, timeout=_CALL_TIMEOUT_S)
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err, "storage") from err
+        return [FileRef.of_message(meta) for meta in reply.files], reply.next_page_token
+
+    async def delete(self, file_id: str, owner: str) -> None:
+        """Deletes ``owner``'s file ``file_id``; NotFound when there is none."""
+        try:
+            request = files_pb2.FileRequest(file_id=file_id, owner=owner)
+            await self._stub.DeleteFile(request, timeout=_CALL_TIMEOUT_S)
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err, "storage") from err
 
 
 def _check_meta(ref: FileRef, meta: files_pb2.FileMeta) -> None:

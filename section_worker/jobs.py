@@ -1,5 +1,10 @@
 """Section jobs, end to end, in plain async Python (no gRPC types).
 
+A job is of a kind (:mod:`section_worker.kinds`: an AI conversation about a record, a profile of
+a file, a transform of a table); the runner does what every kind shares — admission, timeout,
+progress, the result — and hands the kind its protected platform client (:class:`_Platform`:
+every prompt through the section's fallback chain), the file client and a progress reporter.
+
 :class:`JobRunner` admits a job only when a slot is free (else :class:`common.errors.Overloaded`
 at once; :class:`common.errors.Unavailable` while draining). Slots guard only the worker's own
 memory (a waiting job costs a few KiB): what reaches the platform is shaped by the protection
@@ -20,24 +25,29 @@ frees its slot too.
 
 Files (:mod:`section_worker.job_files`): the record's referenced files are read from storage and
 put into the prompt before any platform call, and a job whose ``output`` is ``"file"`` stores
-the answer as a file of the job's owner.
+the answer as a file of the job's owner (the ``conversation`` kind; other kinds read and write
+their own files).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import tempfile
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 
-from common.errors import InvalidInput, Overloaded, Unavailable
+from common.errors import AppError, InvalidInput, Overloaded, Unavailable
 from common.logging import section_var, task_id_var
-from section_worker import job_files, metrics
+from section_worker import job_files, kinds, metrics
 from section_worker.files import FileClient, FileRef
-from section_worker.job_files import JobFileError, PromptLimits
+from section_worker.job_files import JobFileError
+from section_worker.kinds.base import KindContext, KindError
 from section_worker.platform_client import (
     AnswerStatus,
     PlatformClient,
@@ -82,10 +92,12 @@ class SectionJob:
     assets: tuple[str, ...] = ()  # the fallback chain; empty: asset_id alone
     principal_tenant: str = ""  # who pays (limits, budgets); empty: the platform tenant
     resume_asset_id: str = ""  # the asset of resume_conv_id; empty: the chain's first
+    kind: str = ""  # the job's kind (section_worker.kinds); empty: a conversation
+    options_json: str = ""  # the section's options for its kind, a JSON object; "": defaults
 
     @property
     def chain(self) -> tuple[str, ...]:
-        return self.assets or (self.asset_id,)
+        return self.assets or ((self.asset_id,) if self.asset_id else ())
 
     @property
     def payer(self) -> str:
@@ -106,6 +118,8 @@ class Progress:
     message_id: str = ""
     polls: int = 0
     asset_id: str = ""  # the asset of the conversation (empty before one is chosen)
+    done: int = 0  # units of the kind's work done (e.g. chunks answered)
+    total: int = 0  # units in all; 0 when the kind counts none
 
 
 @dataclass(frozen=True)
@@ -122,6 +136,7 @@ class SectionResult:
     asset_id: str = ""  # the asset that answered (on failure: the last one reached)
     attempts: tuple[Attempt, ...] = ()
     files: tuple[FileRef, ...] = ()  # files the job produced
+    result_json: str = ""  # a structured result (JSON object text); "" when the kind has none
 
 
 Event = Progress | SectionResult
@@ -163,14 +178,12 @@ class JobRunner:
         self._client = client
         self._settings = settings
         self._files = files
-        self._prompt_limits = PromptLimits(
-            settings.prompt_file_max_bytes, settings.prompt_files_max_total_bytes
-        )
         if protection is None:
             protection = Protection.on(
                 MemoryStore(), settings.platform_config(), lease_ttl_s=settings.lease_ttl_s
             )
         self._assets = protection.config.known_assets()
+        kinds.check_config(protection.config)
         self._chain = Chain(
             protection,
             fallback_wait_max_s=settings.fallback_wait_max_s,
@@ -225,6 +238,10 @@ class JobRunner:
                 self._release()
 
     def _admit(self, job: SectionJob) -> None:
+        kind = kinds.kind(job.kind)
+        kind.parse_options(job.options_json)
+        if kind.needs_platform and not job.chain:
+            raise InvalidInput(f"a job of kind {kind.name} needs an asset")
         for asset in (*job.chain, *filter(None, [job.resume_asset_id])):
             if asset not in self._assets:
                 raise InvalidInput(f"asset {asset!r} is not one the configuration names")
@@ -249,48 +266,50 @@ class JobRunner:
         timeout_s = min(asked, self._settings.max_job_timeout_s)
         session = PlatformSession(self._client, job.access_token, self._opening)
         trail = _Trail(conv_id=job.resume_conv_id, message_id=job.resume_message_id)
-        logger.info("job %s started (assets %s)", job.job_id, ", ".join(job.chain))
-        emit(Progress(Stage.ACCEPTED))
-        resuming = bool(job.resume_conv_id)
-        chain_job = ChainJob(
-            job_id=job.job_id,
-            task_id=job.task_id,
-            tenant=job.payer,
-            assets=job.chain,
-            deadline=trail.started + timeout_s,
-            resume_asset=(job.resume_asset_id or job.chain[0]) if resuming else "",
+        kind = kinds.kind(job.kind)
+        logger.info(
+            "job %s started (kind %s, assets %s)",
+            job.job_id,
+            kind.name,
+            ", ".join(job.chain) or "-",
         )
+        emit(Progress(Stage.ACCEPTED))
+        platform = _Platform(self, job, session, trail, emit, trail.started + timeout_s)
 
-        prompts: list[str] = []  # the prompt, once read (a resumed job may need none)
+        def progress(done: int, total: int, note: str) -> None:
+            logger.debug("job %s: %s %d/%d", job.job_id, note, done, total)
+            emit(Progress(Stage.ACCEPTED, done=done, total=total))
 
-        async def prompt() -> str:
-            if not prompts:
-                trail.doing = "reading the record's files"
-                prompts.append(await job_files.prompt_of(job, self._files, self._prompt_limits))
-            return prompts[0]
-
-        async def attempt(asset_id: str, resume: bool) -> Answer:
-            return await self._attempt(job, asset_id, resume, prompt, session, trail, emit)
+        def step(doing: str) -> None:
+            trail.doing = doing
 
         try:
-            async with asyncio.timeout(timeout_s):
-                trail.asset_id, answer = await self._chain.run(chain_job, attempt, trail.attempts)
-                response, produced = answer.response, NO_FILES
-                if job.output == job_files.OUTPUT_FILE:
-                    trail.doing = "storing the answer as a file"
-                    produced = (await job_files.store_answer(job, self._files, response),)
-                    response = ""
+            scratch_dir = self._settings.scratch_dir
+            with tempfile.TemporaryDirectory(prefix="job-", dir=scratch_dir) as scratch:
+                context = KindContext(
+                    job=job,
+                    options=kind.parse_options(job.options_json),
+                    platform=platform,
+                    files=self._files,
+                    settings=self._settings,
+                    progress=progress,
+                    step=step,
+                    scratch=Path(scratch),
+                )
+                async with asyncio.timeout(timeout_s):
+                    outcome = await kind.run(context)
             result = SectionResult(
                 success=True,
-                response=response,
-                files=produced,
-                cost=answer.cost,
+                response=outcome.response,
+                files=outcome.files,
+                cost=outcome.cost,
                 conv_id=trail.conv_id,
                 message_id=trail.message_id,
                 platform_calls=session.calls.value,
                 duration_s=time.monotonic() - trail.started,
                 asset_id=trail.asset_id,
                 attempts=tuple(trail.attempts),
+                result_json=json.dumps(outcome.result) if outcome.result is not None else "",
             )
         except TimeoutError:
             result = self._failed(
@@ -298,8 +317,10 @@ class JobRunner:
             )
         except TokenRejected as exc:
             result = self._failed(trail, session, f"{exc} while {trail.doing}", token_expired=True)
-        except (ChainExhausted, JobFileError) as exc:
+        except (ChainExhausted, JobFileError, KindError) as exc:
             result = self._failed(trail, session, str(exc))
+        except AppError as exc:  # the input is refused (not readable, too large, ...)
+            result = self._failed(trail, session, exc.message)
         except Exception:
             logger.exception("job %s failed unexpectedly while %s", job.job_id, trail.doing)
             result = self._failed(
@@ -381,3 +402,75 @@ class JobRunner:
             asset_id=trail.asset_id,
             attempts=tuple(trail.attempts),
         )
+
+
+class _Platform:
+    """The protected platform client a job's kind gets (:class:`section_worker.kinds.base.
+    Platform`): every prompt goes through the job's fallback chain, so limits, budgets,
+    breakers and cool-downs apply to each; every attempt is recorded on the job's trail."""
+
+    def __init__(
+        self,
+        runner: JobRunner,
+        job: SectionJob,
+        session: PlatformSession,
+        trail: _Trail,
+        emit: Callable[[Event], None],
+        deadline: float,
+    ) -> None:
+        self._runner = runner
+        self._job = job
+        self._session = session
+        self._trail = trail
+        self._emit = emit
+        self._deadline = deadline
+
+    def _chain_job(self, job_id: str, resume_asset: str) -> ChainJob:
+        job = self._job
+        return ChainJob(
+            job_id=job_id,
+            task_id=job.task_id,
+            tenant=job.payer,
+            assets=job.chain,
+            deadline=self._deadline,
+            resume_asset=resume_asset,
+        )
+
+    async def converse(self, prompt: Callable[[], Awaitable[str]]) -> Answer:
+        job, trail = self._job, self._trail
+        resuming = bool(job.resume_conv_id)
+        chain_job = self._chain_job(
+            job.job_id, (job.resume_asset_id or job.chain[0]) if resuming else ""
+        )
+
+        async def attempt(asset_id: str, resume: bool) -> Answer:
+            return await self._runner._attempt(
+                job, asset_id, resume, prompt, self._session, trail, self._emit
+            )
+
+        trail.asset_id, answer = await self._runner._chain.run(chain_job, attempt, trail.attempts)
+        return answer
+
+    async def ask(self, prompt: str, *, label: str) -> Answer:
+        own = _Trail()  # this prompt's own conversation; the job's ids stay the job's
+
+        async def text() -> str:
+            return prompt
+
+        async def attempt(asset_id: str, resume: bool) -> Answer:
+            return await self._runner._attempt(
+                self._job, asset_id, False, text, self._session, own, _quiet
+            )
+
+        chain_job = self._chain_job(f"{self._job.job_id} {label}", "")
+        attempts: list[Attempt] = []  # this prompt's own, so its failure names only them
+        try:
+            asset, answer = await self._runner._chain.run(chain_job, attempt, attempts)
+        finally:
+            self._trail.attempts.extend(attempts)
+        self._trail.asset_id = asset
+        return answer
+
+
+def _quiet(event: Event) -> None:
+    """Progress of one of a kind's many prompts: not the job's to report."""

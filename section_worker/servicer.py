@@ -24,6 +24,7 @@ from common.errors import (
 )
 from common.grpc_server import ServiceHost
 from common.tls import Role
+from section_worker import kinds
 from section_worker.files import FileRef
 from section_worker.job_files import OUTPUT_FILE, OUTPUT_INLINE
 from section_worker.jobs import Event, JobRunner, Progress, SectionJob, Stage
@@ -112,7 +113,10 @@ def _credentials(message: worker_pb2.Credentials) -> Credentials:
 
 
 def _job(request: worker_pb2.SectionJob) -> SectionJob:
-    for name in ("job_id", "asset_id", "record_json", "access_token"):
+    required = ["job_id", "record_json"]
+    if kinds.kind(request.kind).needs_platform:  # a kind without platform calls needs no token
+        required += ["asset_id", "access_token"]
+    for name in required:
         if not getattr(request, name):
             raise InvalidInput(f"{name} is required")
     if request.resume_message_id and not request.resume_conv_id:
@@ -147,6 +151,8 @@ def _job(request: worker_pb2.SectionJob) -> SectionJob:
         output=request.output,
         assets=assets,
         principal_tenant=request.principal_tenant,
+        kind=request.kind,
+        options_json=request.options_json,
     )
 
 
@@ -158,6 +164,8 @@ def _event_message(event: Event) -> worker_pb2.SectionEvent:
                 conv_id=event.conv_id,
                 message_id=event.message_id,
                 polls=event.polls,
+                done=event.done,
+                total=event.total,
             )
         )
     return worker_pb2.SectionEvent(
@@ -173,6 +181,7 @@ def _event_message(event: Event) -> worker_pb2.SectionEvent:
             token_expired=event.token_expired,
             files=[ref.message() for ref in event.files],
             asset_id=event.asset_id,
+            result_json=event.result_json,
             attempts=[
                 worker_pb2.Attempt(
                     asset_id=a.asset_id,

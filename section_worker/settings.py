@@ -114,6 +114,11 @@ class WorkerSettings(GrpcServerSettings):
     prompt_files_max_total_bytes: int = Field(
         1_048_576, ge=1, description="Most bytes of files one prompt may carry in all."
     )
+    scratch_dir: Path | None = Field(
+        None,
+        description="Where a job spools the files it works on (profile_table, transform_table; "
+        "up to 500 MB each, removed when the job ends); unset: the system's temporary folder.",
+    )
     http_max_connections: int = Field(100, ge=1, description="Pooled connections to the platform.")
     http_max_keepalive: int = Field(100, ge=0, description="Idle connections kept open.")
 

@@ -132,6 +132,8 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from common.errors import InvalidInput, TooLarge
+from section_worker.kinds import inputs
+from section_worker.kinds.base import KindContext, KindError, KindOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -1076,3 +1078,38 @@ def _json(value: Any) -> Any:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().split("\n", 1)[0]
     return text[:300] or type(exc).__name__
+
+
+# --- the job kind ---------------------------------------------------------------------------
+
+NAME = "profile_table"
+NEEDS_PLATFORM = False
+Options = ProfileOptions
+
+
+async def run(ctx: KindContext) -> KindOutcome:
+    """Profiles the file the record's ``table_file`` references: streamed from storage to the
+    job's scratch folder, profiled in a thread with progress in percent; the profile is the
+    job's structured result. A thread cannot be stopped: a job that times out or is cancelled
+    ends at once, its profile running on to its end in the background and then dropped."""
+    options = ctx.options
+    assert isinstance(options, ProfileOptions)
+    if ctx.files is None:
+        raise KindError("this worker is not connected to file storage")
+    ref = inputs.table_file(ctx.job, inputs.record_of(ctx.job))
+    if ref.size > options.max_bytes:
+        raise TooLarge(f"file {ref.name!r} has {ref.size} bytes; the limit is {options.max_bytes}")
+    ctx.step(f"reading file {ref.name!r} from storage")
+    suffix = Path(ref.name).suffix.lower()[:16]
+    chunks = ctx.files.open(ref, ctx.job.owner_id)
+    path = await spool(chunks, ctx.scratch, options.max_bytes, suffix=suffix)
+    ctx.step(f"profiling file {ref.name!r}")
+    loop = asyncio.get_running_loop()
+
+    def progress(fraction: float) -> None:
+        loop.call_soon_threadsafe(ctx.progress, int(fraction * 100), 100, "percent profiled")
+
+    profile = await asyncio.to_thread(
+        profile_file, path, options=options, content_type=ref.content_type, progress=progress
+    )
+    return KindOutcome(result={"file_id": ref.file_id, "name": ref.name, **profile})

@@ -13,8 +13,11 @@ from common.platform_config import (
     AssetConfig,
     ConfigError,
     PlatformConfig,
+    SectionConfig,
     TenantConfig,
     load_config,
+    needs_platform,
+    progress_text,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,6 +121,31 @@ def test_a_bad_file_names_the_problem(
 def test_an_unreadable_file_is_reported(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot be read"):
         load_config(tmp_path)  # a folder
+
+
+def test_a_section_is_a_conversation_by_default_and_needs_the_platform():
+    section = SectionConfig(asset_id="a", fields=("x",))
+    assert section.kind == "conversation" and section.needs_platform
+    assert section.chain == ("a",)
+
+
+def test_a_kind_without_platform_names_no_asset():
+    section = SectionConfig(kind="profile_table", fields=("table_file",))
+    assert not section.needs_platform and section.chain == ()
+    with pytest.raises(ValueError, match="calls no asset"):
+        SectionConfig(kind="profile_table", asset_id="a", fields=("table_file",))
+
+
+def test_an_unknown_kind_is_refused():
+    with pytest.raises(ValueError):
+        SectionConfig(kind="poetry", asset_id="a", fields=("x",))
+
+
+def test_progress_reads_in_the_kinds_unit():
+    assert progress_text("transform_table", 3, 10) == "chunks 3/10"
+    assert progress_text("", 1, 2) == "1/2"
+    assert progress_text("profile_table", 40, 100) == "profiled 40%"
+    assert needs_platform("unknown") and not needs_platform("profile_table")
 
 
 # -- sections that continue another's conversation ------------------------------------------

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import InvalidInput
-from orchestrator.config import ConfigError, load_config
+from orchestrator.config import ConfigError, SectionsConfig, load_config
 from orchestrator.detection import detect
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,9 +54,28 @@ def test_record_matching_nothing_names_the_record_and_every_expectation(config):
     assert "top_movers_data" in message
 
 
-def test_equal_match_is_ambiguous(config):
+def test_equal_match_goes_to_the_section_the_record_covers_most(config):
+    # top_movers has one field, all of it matched; model_and_rebalancing one of three.
+    assert detect([{"top_movers_data": "x", "assets": []}], config)[0].section == "top_movers"
+
+
+def test_equal_match_and_equal_cover_is_ambiguous():
+    two = SectionsConfig.model_validate(
+        {
+            "sections": {
+                "one": {"asset_id": "a", "fields": ["x", "y"]},
+                "two": {"asset_id": "a", "fields": ["x", "z"]},
+            }
+        }
+    )
     with pytest.raises(InvalidInput, match="equally"):
-        detect([{"top_movers_data": "x", "assets": []}], config)
+        detect([{"x": 1}], two)
+
+
+def test_a_table_alone_is_profiled_and_with_an_instruction_transformed(config):
+    table = {"table_file": {"file_id": "f"}}
+    assert detect([table], config)[0].section == "data_profile"
+    assert detect([{**table, "instruction": "x"}], config)[0].section == "table_transform"
 
 
 def test_two_records_for_one_section_are_rejected(config):
