@@ -450,9 +450,7 @@ def test_every_pod_may_resolve_names() -> None:
 def test_ingress_allows_exactly_the_calls_the_services_make() -> None:
     ingress, _ = _policy_edges()
     gateway_port = _container_ports("gateway")["http"]
-    scrapes = {
-        (MONITORING_NAMESPACE, name, _container_ports(name)["metrics"]) for name in SERVICES
-    }
+    scrapes = {(MONITORING_NAMESPACE, name, _container_ports(name)["metrics"]) for name in SERVICES}
     assert ingress == _expected_edges() | {("outside", "gateway", gateway_port)} | scrapes
 
 
