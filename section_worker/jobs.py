@@ -10,6 +10,13 @@ failed result naming what failed; a token the platform rejects also marks the re
 token and resume there (:attr:`SectionJob.resume_conv_id`, :attr:`SectionJob.resume_message_id`)
 instead of sending its prompt twice. Only the caller cancelling the job ends it without a
 result, and that frees its slot too.
+
+Never paying twice for one prompt: a job given a message to resume only polls it; if the
+platform answers that this message FAILED or does not know it, no answer can ever come from it,
+so the job sends its prompt again, once (the caller sees the new message id in the job's
+progress). The prompt's send is shielded from cancellation, so its message id is never lost to
+a caller going away mid-call; a job cut off after its prompt was sent leaves its ids in
+:mod:`section_worker.orphans`, and the same job dispatched here again resumes them.
 """
 
 from __future__ import annotations
@@ -19,16 +26,18 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from common.errors import InvalidInput, Overloaded, Unavailable
 from common.logging import section_var, task_id_var
+from section_worker.orphans import Orphans
 from section_worker.platform_client import (
     AnswerStatus,
     PlatformClient,
     PlatformError,
     TokenRejected,
+    UnknownMessage,
 )
 from section_worker.platform_session import PlatformSession
 from section_worker.polling import LatencyBook
@@ -52,6 +61,7 @@ class SectionJob:
     timeout_s: float = 0.0  # 0 means the worker's default
     resume_conv_id: str = ""  # set: an earlier dispatch created this conversation
     resume_message_id: str = ""  # set: an earlier dispatch sent the prompt; only poll
+    resume_asset_id: str = ""  # the asset resume_conv_id is on ("": asset_id)
 
 
 class Stage(StrEnum):
@@ -67,6 +77,7 @@ class Progress:
     conv_id: str = ""
     message_id: str = ""
     polls: int = 0
+    asset_id: str = ""  # the asset the conversation is on
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,7 @@ class _Trail:
     doing: str = "starting"
     conv_id: str = ""
     message_id: str = ""
+    asset_id: str = ""
     polls: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -106,9 +118,12 @@ class _Trail:
 class JobRunner:
     """Runs section jobs, at most ``max_concurrent_jobs`` at once."""
 
-    def __init__(self, client: PlatformClient, settings: WorkerSettings) -> None:
+    def __init__(
+        self, client: PlatformClient, settings: WorkerSettings, orphans: Orphans | None = None
+    ) -> None:
         self._client = client
         self._settings = settings
+        self._orphans = orphans if orphans is not None else Orphans()
         self._assets = settings.known_assets()
         self._latencies = LatencyBook(settings)
         self._in_flight = 0
@@ -137,14 +152,20 @@ class JobRunner:
         Close the iterator (``contextlib.aclosing``) when stopping early: that cancels the job.
         """
         self._admit(job)
+        job = self._adopt(job)
+        trail = _Trail(conv_id=job.resume_conv_id, message_id=job.resume_message_id)
+        if job.resume_conv_id:
+            trail.asset_id = job.resume_asset_id or job.asset_id
         events: asyncio.Queue[Event] = asyncio.Queue()
         # The job runs in its own task so that its timeout never fires inside our caller.
-        task = asyncio.create_task(self._execute(job, events.put_nowait), name=job.job_id)
+        task = asyncio.create_task(self._execute(job, trail, events.put_nowait), name=job.job_id)
+        delivered = False
         try:
             while True:
                 event = await events.get()
                 yield event
                 if isinstance(event, SectionResult):
+                    delivered = True  # the caller came back for more after the result
                     return
         finally:
             try:
@@ -155,10 +176,49 @@ class JobRunner:
                     await task
             finally:
                 self._release()
+                if not delivered:
+                    self._leave_orphan(job, trail)
+
+    def _adopt(self, job: SectionJob) -> SectionJob:
+        """``job`` resuming the message it left orphaned on this worker, if any (see
+        :mod:`section_worker.orphans`)."""
+        orphan = self._orphans.take(job.job_id, job.resume_message_id)
+        if orphan is None:
+            return job
+        logger.info(
+            "job %s resumes message %s, sent here before its caller went away",
+            job.job_id,
+            orphan.message_id,
+        )
+        return replace(
+            job,
+            resume_conv_id=orphan.conv_id,
+            resume_message_id=orphan.message_id,
+            resume_asset_id=orphan.asset_id,
+        )
+
+    def _leave_orphan(self, job: SectionJob, trail: _Trail) -> None:
+        """Keeps the ids of a job cut off after its prompt was sent, for its next dispatch."""
+        if not trail.message_id:
+            return
+        self._orphans.keep(
+            job.job_id,
+            conv_id=trail.conv_id,
+            message_id=trail.message_id,
+            asset_id=trail.asset_id,
+            resumed_from=job.resume_message_id,
+        )
+        logger.info(
+            "job %s ended without its result reaching the caller; message %s kept for its "
+            "next dispatch here",
+            job.job_id,
+            trail.message_id,
+        )
 
     def _admit(self, job: SectionJob) -> None:
-        if job.asset_id not in self._assets:
-            raise InvalidInput(f"asset {job.asset_id!r} is not one the configuration names")
+        for asset in (job.asset_id, job.resume_asset_id or job.asset_id):
+            if asset not in self._assets:
+                raise InvalidInput(f"asset {asset!r} is not one the configuration names")
         if not self._accepting:
             raise Unavailable("worker is draining for shutdown; send the job to another worker")
         limit = self._settings.max_concurrent_jobs
@@ -173,13 +233,12 @@ class JobRunner:
         if self._in_flight == 0:
             self._idle.set()
 
-    async def _execute(self, job: SectionJob, emit: Callable[[Event], None]) -> None:
+    async def _execute(self, job: SectionJob, trail: _Trail, emit: Callable[[Event], None]) -> None:
         task_id_var.set(job.task_id)
         section_var.set(job.section)
         asked = job.timeout_s if job.timeout_s > 0 else self._settings.job_timeout_s
         timeout_s = min(asked, self._settings.max_job_timeout_s)
         session = PlatformSession(self._client, job.access_token)
-        trail = _Trail(conv_id=job.resume_conv_id, message_id=job.resume_message_id)
         logger.info("job %s started (asset %s)", job.job_id, job.asset_id)
         emit(Progress(Stage.ACCEPTED))
         try:
@@ -216,25 +275,56 @@ class JobRunner:
         trail: _Trail,
         emit: Callable[[Event], None],
     ) -> SectionResult:
-        if not trail.conv_id:
-            trail.doing = "creating the conversation"
-            trail.conv_id = await session.create_conversation(job.asset_id)
-            emit(Progress(Stage.CONVERSATION_CREATED, trail.conv_id))
-        if not trail.message_id:
-            trail.doing = "sending the prompt"
-            trail.message_id = await session.send_prompt(trail.conv_id, job.record_json)
-        else:
+        resumed = bool(trail.message_id)
+        if resumed:
             logger.info("job %s resumes polling message %s", job.job_id, trail.message_id)
-        emit(Progress(Stage.PROMPT_SENT, trail.conv_id, trail.message_id))
+        while True:
+            if not trail.conv_id:
+                trail.doing = "creating the conversation"
+                trail.conv_id = await session.create_conversation(job.asset_id)
+                trail.asset_id = job.asset_id
+                emit(Progress(Stage.CONVERSATION_CREATED, trail.conv_id, asset_id=trail.asset_id))
+            if not trail.message_id:
+                trail.doing = "sending the prompt"
+                await _send_shielded(session, trail, job.record_json)
+            emit(
+                Progress(
+                    Stage.PROMPT_SENT, trail.conv_id, trail.message_id, asset_id=trail.asset_id
+                )
+            )
+            result = await self._answer(job, session, trail, emit, resumed=resumed)
+            if result is not None:
+                return result
+            resumed = False  # a prompt this job sent itself is never sent again
+
+    async def _answer(
+        self,
+        job: SectionJob,
+        session: PlatformSession,
+        trail: _Trail,
+        emit: Callable[[Event], None],
+        *,
+        resumed: bool,
+    ) -> SectionResult | None:
+        """Polls ``trail.message_id`` until the platform answers. None when it is a resumed
+        message that will never be answered (FAILED, or unknown to the platform): then the
+        prompt may be sent again without paying twice, and ``trail`` says where from."""
         trail.doing = "waiting for the answer"
         sent = time.monotonic()
         not_before = 0.0
         for offset in self._latencies.plan(job.asset_id):
             await asyncio.sleep(max(0.0, sent + offset - time.monotonic()))
-            answer = await session.poll(trail.conv_id, trail.message_id)
+            try:
+                answer = await session.poll(trail.conv_id, trail.message_id)
+            except UnknownMessage as exc:
+                if not resumed:
+                    raise
+                _never_answered(job, trail, str(exc), conversation_too=True)
+                return None
             trail.polls += 1
             if answer.status is AnswerStatus.SUCCESS:
-                self._latencies.observe(job.asset_id, not_before, time.monotonic() - sent)
+                if not resumed:  # a resumed message's latency began before this job
+                    self._latencies.observe(job.asset_id, not_before, time.monotonic() - sent)
                 return SectionResult(
                     success=True,
                     response=answer.response,
@@ -245,13 +335,20 @@ class JobRunner:
                     duration_s=time.monotonic() - trail.started,
                 )
             if answer.status is AnswerStatus.FAILED:
+                if resumed:
+                    _never_answered(job, trail, f"it FAILED: {answer.error}")
+                    return None
                 return self._failed(
                     trail,
                     session,
                     f"the platform answered FAILED for asset {job.asset_id}: {answer.error}",
                 )
             not_before = time.monotonic() - sent
-            emit(Progress(Stage.POLLING, trail.conv_id, trail.message_id, trail.polls))
+            emit(
+                Progress(
+                    Stage.POLLING, trail.conv_id, trail.message_id, trail.polls, trail.asset_id
+                )
+            )
         raise AssertionError("unreachable: poll plans never end")
 
     @staticmethod
@@ -267,3 +364,38 @@ class JobRunner:
             duration_s=time.monotonic() - trail.started,
             token_expired=token_expired,
         )
+
+
+async def _send_shielded(session: PlatformSession, trail: _Trail, message: str) -> None:
+    """Sends the prompt into ``trail.conv_id`` and keeps its message id in ``trail``.
+
+    Shielded: once the request is out, the platform may accept it whatever happens here, so a
+    job cancelled meanwhile (its caller went away, its own timeout) first waits for the
+    platform's answer — bounded by the client's timeout and retries — to keep the message id,
+    which is what lets the job's next dispatch poll that message rather than pay for another.
+    A second cancellation stops the wait, not the send.
+    """
+    send = asyncio.ensure_future(session.send_prompt(trail.conv_id, message))
+    try:
+        trail.message_id = await asyncio.shield(send)
+    except asyncio.CancelledError:
+        await asyncio.wait({send})
+        if not send.cancelled() and send.exception() is None:
+            trail.message_id = send.result()
+        raise
+
+
+def _never_answered(
+    job: SectionJob, trail: _Trail, why: str, *, conversation_too: bool = False
+) -> None:
+    """Forgets a resumed message that will never be answered, so the prompt goes out again
+    (into a new conversation when the platform no longer knows the old one)."""
+    logger.warning(
+        "job %s: resumed message %s will never be answered (%s); sending the prompt again",
+        job.job_id,
+        trail.message_id,
+        why,
+    )
+    trail.message_id = ""
+    if conversation_too:
+        trail.conv_id = trail.asset_id = ""

@@ -114,6 +114,8 @@ def _job(request: worker_pb2.SectionJob) -> SectionJob:
             raise InvalidInput(f"{name} is required")
     if request.resume_message_id and not request.resume_conv_id:
         raise InvalidInput("resume_message_id needs resume_conv_id")
+    if request.resume_asset_id and not request.resume_conv_id:
+        raise InvalidInput("resume_asset_id needs resume_conv_id")
     if not math.isfinite(request.timeout_s) or request.timeout_s < 0:
         raise InvalidInput("timeout_s must be a finite number of seconds, 0 or more")
     return SectionJob(
@@ -128,6 +130,7 @@ def _job(request: worker_pb2.SectionJob) -> SectionJob:
         timeout_s=request.timeout_s,
         resume_conv_id=request.resume_conv_id,
         resume_message_id=request.resume_message_id,
+        resume_asset_id=request.resume_asset_id,
     )
 
 
@@ -139,6 +142,7 @@ def _event_message(event: Event) -> worker_pb2.SectionEvent:
                 conv_id=event.conv_id,
                 message_id=event.message_id,
                 polls=event.polls,
+                asset_id=event.asset_id,
             )
         )
     return worker_pb2.SectionEvent(

@@ -82,7 +82,9 @@ async def token(sim: Sim) -> str:
     return await sim.token()
 
 
-def _settings(sim: Sim, overrides: dict[str, Any]) -> WorkerSettings:
+def worker_settings(sim: Sim, overrides: dict[str, Any]) -> WorkerSettings:
+    """Settings of a worker of the tests against ``sim``, fast polls and retries; ``overrides``
+    replace them."""
     values: dict[str, Any] = {
         "port": 0,
         "platform_url": sim.url,
@@ -110,7 +112,7 @@ async def make_client(sim: Sim) -> AsyncIterator[MakeClient]:
     made: list[PlatformClient] = []
 
     def make(**overrides: Any) -> PlatformClient:
-        client = PlatformClient(_settings(sim, overrides))
+        client = PlatformClient(worker_settings(sim, overrides))
         made.append(client)
         return client
 
@@ -136,7 +138,7 @@ async def start_worker(sim: Sim) -> AsyncIterator[StartWorker]:
     cleanups: list[Callable[[], Awaitable[None]]] = []
 
     async def start(**overrides: Any) -> Worker:
-        settings = _settings(sim, overrides)
+        settings = worker_settings(sim, overrides)
         client = PlatformClient(settings)
         runner = JobRunner(client, settings)
         host = build_host(settings, runner, client)
