@@ -20,7 +20,7 @@ over a channel, and the unit tests implement it with scripted fakes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -109,17 +109,21 @@ class SectionJob:
     username: str
     access_token: str = field(repr=False)
     timeout_s: float = 0.0
-    # Where an earlier dispatch stopped (see TokenExpired): the job resumes there.
+    # Where an earlier dispatch stopped (a token renewal, a lost worker, a takeover, a retry):
+    # the job resumes there, polling the message instead of sending its prompt again.
     resume_conv_id: str = ""
     resume_message_id: str = ""
+    resume_asset_id: str = ""  # the asset resume_conv_id is on ("": asset_id)
 
 
 @dataclass(frozen=True)
 class Progress:
-    """The platform ids a running job has reached so far."""
+    """The platform ids a running job has reached so far, and the asset its conversation is
+    on."""
 
     conv_id: str = ""
     message_id: str = ""
+    asset_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -161,7 +165,7 @@ class WorkerClient(Protocol):
         asks for a new token rather than one the worker holds (the platform rejected it)."""
         ...
 
-    def run(self, job: SectionJob) -> AsyncIterator[Progress | Outcome]:
+    def run(self, job: SectionJob) -> AsyncGenerator[Progress | Outcome, None]:
         """Runs ``job``: progress as it comes, then one outcome (WorkerError otherwise)."""
         ...
 
@@ -203,7 +207,7 @@ class GrpcWorkerClient:
             raise JobRejected(self.address, "answered Authenticate without an access token")
         return AccessToken(reply.access_token, float(reply.expires_in))
 
-    async def run(self, job: SectionJob) -> AsyncIterator[Progress | Outcome]:
+    async def run(self, job: SectionJob) -> AsyncGenerator[Progress | Outcome, None]:
         request = job_message(job)
         try:
             async for event in self._stub.RunSection(
@@ -224,7 +228,8 @@ class GrpcWorkerClient:
                         error=result.error,
                     )
                     return
-                yield Progress(conv_id=event.progress.conv_id, message_id=event.progress.message_id)
+                progress = event.progress
+                yield Progress(progress.conv_id, progress.message_id, progress.asset_id)
         except grpc.aio.AioRpcError as err:
             raise self._error(err) from err
         raise WorkerLost(self.address, "ended the job without a result")
@@ -252,4 +257,5 @@ def job_message(job: SectionJob) -> worker_pb2.SectionJob:
         timeout_s=job.timeout_s,
         resume_conv_id=job.resume_conv_id,
         resume_message_id=job.resume_message_id,
+        resume_asset_id=job.resume_asset_id,
     )

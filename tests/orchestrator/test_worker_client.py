@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from orchestrator.worker_client import (
     Credentials,
     GrpcWorkerClient,
     Outcome,
+    Progress,
     SectionJob,
     TokenExpired,
 )
@@ -133,3 +135,33 @@ async def test_a_task_renews_its_token_mid_section_without_sending_a_prompt_twic
     assert stats["calls"]["auth"] == 2  # the task's token, then one renewal for both sections
     assert stats["rejected"]["401"] >= 2
     assert sorted(stats["prompts_by_input"].values()) == [1, 1]
+
+
+async def test_progress_names_the_conversations_asset_and_a_resume_names_it_back(
+    sim: Sim, client: GrpcWorkerClient
+) -> None:
+    token = await client.authenticate(USER)
+    other_asset = "a9fdeb96-cdfa-4a48-9467-bf97a06f8738"  # configured, not the job's
+    first = [e async for e in client.run(replace(_job(token.value), asset_id=other_asset))]
+    done = first[-1]
+    assert isinstance(done, Outcome) and done.success
+
+    again = [
+        e
+        async for e in client.run(
+            _job(
+                token.value,
+                resume_conv_id=done.conv_id,
+                resume_message_id=done.message_id,
+                resume_asset_id=other_asset,
+            )
+        )
+    ]
+
+    def assets(events: list[Progress | Outcome]) -> set[str]:
+        return {e.asset_id for e in events if isinstance(e, Progress) and e.conv_id}
+
+    assert assets(first) == {other_asset}
+    assert assets(again) == {other_asset}
+    assert again[-1] == done
+    assert (await sim.stats())["calls"]["prompt"] == 1
