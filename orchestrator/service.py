@@ -31,6 +31,7 @@ from common.errors import (
     NotFound,
     TooLarge,
     Unauthenticated,
+    Unavailable,
     WrongState,
 )
 from common.json_limits import check_json_shape
@@ -57,6 +58,8 @@ _WATCH_POLL_S = 1.0
 # Finished tasks kept in memory: a retry through another replica shows here after this long.
 _RECENT_S = 60.0
 _JOIN_BACKOFF = Backoff(initial_s=0.2, max_s=5.0, jitter=0.5)
+# How long a submission whose store answer was lost looks for the stored task before giving up.
+_LANDED_WAIT_S = 30.0
 
 
 def _check_same_submission(
@@ -242,7 +245,7 @@ class Orchestrator:
         detected = detect(records, self.deps.config)
         with self.admission.admit(caller):
             now = utcnow()
-            task_id = self._new_task_id(now)
+            task_id = drawn = self._new_task_id(now)
             if idempotency_key:
                 check_key(idempotency_key)
                 request = {"username": username, "password": password, "tenant": tenant}
@@ -281,8 +284,13 @@ class Orchestrator:
                     detail=f"{len(records)} records",
                 )
             )
+            # An id drawn by an earlier attempt may be older than this replica's last lease
+            # renewal, where a takeover would not look: list it in the lease before storing it.
+            listed = task_id != drawn
             # Shielded: a caller that goes away mid-call must not leave a stored task unstarted.
-            return await asyncio.shield(self._store_and_start(record, bool(idempotency_key)))
+            return await asyncio.shield(
+                self._store_and_start(record, bool(idempotency_key), listed=listed)
+            )
 
     def _new_task_id(self, now: datetime) -> str:
         """An id with this replica's tag and six random hex digits never issued twice by this
@@ -295,10 +303,23 @@ class Orchestrator:
         self._ids_issued.add(suffix)
         return task_ids.new(now, self.membership.tag, suffix)
 
-    async def _store_and_start(self, record: TaskRecord, keyed: bool) -> tuple[TaskRecord, bool]:
+    async def _store_and_start(
+        self, record: TaskRecord, keyed: bool, *, listed: bool = False
+    ) -> tuple[TaskRecord, bool]:
+        """Stores ``record`` and starts it (``listed``: in this replica's lease first). A store
+        whose answer is lost may have landed: then the task is looked for, and started if it
+        is there, rather than left stored with an owner that does not run it."""
         self._creating[record.task_id] += 1
         try:
-            version = await self.deps.storage.create(record, owner=record.principal_id)
+            async with (
+                self.membership.claiming([record.task_id]) if listed else contextlib.nullcontext()
+            ):
+                try:
+                    version = await self.deps.storage.create(record, owner=record.principal_id)
+                except Unavailable:
+                    version = await self._landed(record)
+                submitted = record.model_copy()  # the answer shows the task as stored
+                self._launch(record, version)
         except Conflict:
             if not keyed:
                 raise
@@ -309,9 +330,28 @@ class Orchestrator:
             self._creating -= Counter([record.task_id])
         self.submitted += 1
         logger.info("task %s submitted with sections %s", record.task_id, record.section_detected)
-        submitted = record.model_copy()  # the answer shows the task as stored, not as it runs
-        self._launch(record, version)
         return submitted, False
+
+    async def _landed(self, record: TaskRecord) -> str:
+        """The version of ``record`` as stored by a create whose answer was lost; Unavailable
+        when it did not land (the client submits again), Conflict when another submission's
+        task holds the id."""
+        delays = _JOIN_BACKOFF.delays()
+        deadline = time.monotonic() + _LANDED_WAIT_S
+        while True:
+            try:
+                stored, version = await self.deps.storage.get(record.task_id)
+            except NotFound:
+                raise Unavailable("storage became unavailable while storing the task") from None
+            except Unavailable:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(next(delays))
+                continue
+            if (stored.owner, stored.created_at) != (record.owner, record.created_at):
+                raise Conflict(f"task {record.task_id} was stored by another submission")
+            logger.info("task %s was stored although storage's answer was lost", record.task_id)
+            return version
 
     async def _replay(
         self, task_id: str, caller: Principal, username: str, data: list[dict[str, Any]]

@@ -14,7 +14,15 @@ from typing import cast
 import pytest
 
 from common import task_ids
-from common.errors import AppError, Conflict, InvalidInput, NotFound, TooLarge, WrongState
+from common.errors import (
+    AppError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    TooLarge,
+    Unavailable,
+    WrongState,
+)
 from common.principals import Principal, Role
 from orchestrator import membership as membership_module
 from orchestrator.config import load_config
@@ -205,6 +213,37 @@ async def test_claimed_key_whose_task_was_never_written_writes_it(world: World) 
     assert not replayed
     assert record.task_id == claimed_id
     assert claimed_id in world.storage.tasks
+    # That id is older than this replica's last lease renewal, where a takeover would not look
+    # for it: the lease listed it before it was stored.
+    lease = world.storage.history.index(("put_object", "r1"))
+    assert lease < world.storage.history.index(("create", claimed_id))
+    assert (await world.finished(claimed_id)).status == TaskState.COMPLETED
+
+
+async def test_a_fresh_task_costs_no_lease_write(world: World) -> None:
+    record, _ = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS, "key-2")
+    await world.finished(record.task_id)
+    assert ("put_object", "r1") not in world.storage.history
+
+
+async def test_a_task_stored_although_the_answer_was_lost_is_run(world: World) -> None:
+    world.storage.lose_reply("create")  # stored, then storage_svc died before it answered
+
+    record, replayed = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS)
+
+    assert not replayed
+    assert world.storage.history.count(("create", record.task_id)) == 1
+    assert (await world.finished(record.task_id)).status == TaskState.COMPLETED
+
+
+async def test_a_task_not_stored_when_storage_went_away_is_not_run(world: World) -> None:
+    world.storage.fail("create", Unavailable("storage unavailable"))
+
+    with pytest.raises(Unavailable):
+        await world.orch.submit(ALICE, "alice", "pw", "", RECORDS)
+
+    assert world.storage.tasks == {}
+    assert world.orch.runs == {}
 
 
 async def test_replay_of_an_orphan_takes_it_over(world: World) -> None:
