@@ -15,6 +15,11 @@ token.
 
 ``on_progress`` is awaited before the job's next event is read, so a caller that stores the
 ids a progress report carries has them stored before anything else happens to the section.
+``on_placed`` is awaited before a job with no message to resume starts on a worker other than
+the one a takeover would pick for it (``prefer``, else the job's home): stored, it lets a
+replica taking the task over reach the worker that may hold the job's message as an orphan,
+should this replica die before the message id is stored. With every home free, nothing is
+written.
 """
 
 from __future__ import annotations
@@ -43,6 +48,10 @@ async def _ignore(_progress: Progress, _worker: str) -> None:
     return None
 
 
+async def _unplaced(_worker: str) -> None:
+    return None
+
+
 def resumed(job: SectionJob, conv_id: str, message_id: str, asset_id: str) -> SectionJob:
     """``job`` sent again from where an earlier dispatch got: ``conv_id`` (on ``asset_id``)
     and, when the platform had accepted the prompt, ``message_id``. Nothing reached, the job
@@ -61,13 +70,17 @@ async def dispatch(
     max_dispatches: int,
     on_dispatch: Callable[[], None] = lambda: None,
     on_progress: OnProgress = _ignore,
+    on_placed: Callable[[str], Awaitable[None]] = _unplaced,
     prefer: str = "",
 ) -> Outcome:
     """The outcome of ``job``: the worker's, or a failure once ``max_dispatches`` workers were
     lost under it. ``on_dispatch`` is called each time the job is sent to a worker that takes
     it; ``on_progress`` is awaited with each progress report and the address of the worker
     that made it. ``prefer`` is the address of the worker to try first (the one that last ran
-    the job)."""
+    the job); ``on_placed`` is awaited with a worker's address before the job starts there when
+    a takeover would not look for it there (see the module's docstring)."""
+    home = pool.home(job.job_id)
+    expected = prefer or (home.address if home else "")
     last_error = ""
     previous: Worker | None = None
     dispatches = 0
@@ -75,6 +88,9 @@ async def dispatch(
         async with pool.slot(avoid=previous, key=job.job_id, prefer=prefer) as worker:
             previous = worker
             started = False
+            if not job.resume_message_id and worker.address != expected:
+                await on_placed(worker.address)
+                expected = worker.address
             try:
                 async with contextlib.aclosing(worker.client.run(job)) as events:
                     async for event in events:

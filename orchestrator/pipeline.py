@@ -14,9 +14,11 @@ a worker, in :mod:`orchestrator.dispatch`.
 Never paying twice for a prompt: a section whose stored record has a message id and no answer —
 its run was taken over from a dead replica, or retried — is dispatched to resume that message
 (the worker only polls it), on the worker that last ran it when that one has room; a job whose
-worker is lost is sent again the same way (:mod:`orchestrator.dispatch`). Only when the platform
-says the resumed message FAILED or does not know it does the worker send the prompt again;
-that new message replaces the old one with a ``Prompt sent again`` entry in the task's trace.
+worker is lost is sent again the same way (:mod:`orchestrator.dispatch`). A job that starts
+away from its home worker has that worker stored first, so that a replica taking over after
+this one died before storing a message id still reaches the worker holding it. Only when the
+platform says the resumed message FAILED or does not know it does the worker send the prompt
+again; that new message replaces the old one with a ``Prompt sent again`` entry in the trace.
 
 Authentication happens once per task, through one worker, and yields the platform's access
 token, which every section job carries instead of the password; the token lives only in this
@@ -318,6 +320,9 @@ class TaskRun:
         async def progressed(progress: Progress, worker: str) -> None:
             await self._progressed(name, progress, worker)
 
+        async def placed(worker: str) -> None:
+            await self._persist(lambda r: transitions.placed(r, name, worker), section=name)
+
         renewals = _TOKEN_RENEWALS
         while True:
             try:
@@ -327,6 +332,7 @@ class TaskRun:
                     max_dispatches=cfg.max_dispatches if cfg else _DEFAULT_MAX_DISPATCHES,
                     on_dispatch=dispatched,
                     on_progress=progressed,
+                    on_placed=placed,
                     prefer=stored.worker,
                 )
                 break

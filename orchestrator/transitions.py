@@ -61,6 +61,16 @@ def start_section(record: TaskRecord, name: str) -> TaskRecord:
     return record
 
 
+def placed(record: TaskRecord, name: str, worker: str) -> TaskRecord:
+    """Records that section ``name``'s job is about to run on ``worker`` (not where a takeover
+    would look first), so a takeover looks there for a message it may have sent. Nothing
+    changes once the section has finished."""
+    section = record.result_data[name]
+    if not section.status.terminal:
+        section.worker = worker
+    return record
+
+
 def prompt_sent(
     record: TaskRecord, name: str, *, conv_id: str, message_id: str, asset_id: str, worker: str
 ) -> TaskRecord:

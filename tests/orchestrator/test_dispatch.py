@@ -300,3 +300,61 @@ async def test_the_next_event_waits_until_on_progress_is_done() -> None:
     stored.set()
     assert await asyncio.wait_for(running, 1) == OK
     assert seen.reports == [(SENT, worker.address)]
+
+
+# -- a job started where a takeover would not look stores its worker first ------------------
+
+
+class Placed:
+    """An ``on_placed`` that records, with each address, the jobs its worker had run by then."""
+
+    def __init__(self, workers: list[FakeWorker]) -> None:
+        self.workers = {w.address: w for w in workers}
+        self.calls: list[tuple[str, int]] = []
+
+    async def __call__(self, address: str) -> None:
+        self.calls.append((address, len(self.workers[address].runs)))
+
+
+async def _two(home_script: list[Step] | None = None) -> tuple[WorkerPool, FakeWorker, FakeWorker]:
+    """A pool of two workers, the home of ``job()`` first (running ``home_script``)."""
+    a, b = FakeWorker("127.0.0.1:7001"), FakeWorker("127.0.0.1:7002")
+    pool = await pool_of(a, b)
+    home, other = (a, b) if pool.home(job().job_id) is pool.workers[a.address] else (b, a)
+    home.script = [home_script or [OK]]
+    return pool, home, other
+
+
+async def test_a_job_at_its_home_or_where_preferred_stores_nothing() -> None:
+    pool, home, other = await _two()
+    placed = Placed([home, other])
+
+    await dispatch(pool, job(), max_dispatches=1, on_placed=placed)
+    await dispatch(pool, job(), max_dispatches=1, on_placed=placed, prefer=other.address)
+
+    assert [len(home.runs), len(other.runs)] == [1, 1]
+    assert placed.calls == []
+
+
+async def test_a_job_whose_home_is_full_stores_the_other_worker_before_it_starts() -> None:
+    pool, home, other = await _two()
+    pool.workers[home.address].in_flight = 1  # its one slot taken
+    placed = Placed([home, other])
+
+    await dispatch(pool, job(), max_dispatches=1, on_placed=placed)
+
+    assert placed.calls == [(other.address, 0)]
+    assert len(other.runs) == 1
+
+
+async def test_a_job_sent_again_elsewhere_stores_that_worker_unless_it_resumes_a_message() -> None:
+    pool, home, other = await _two([Progress(conv_id="c1"), LOST])
+    placed = Placed([home, other])
+    await dispatch(pool, job(), max_dispatches=2, on_placed=placed)
+    assert placed.calls == [(other.address, 0)]  # a conversation alone: nothing to resume
+
+    pool, home, other = await _two([SENT, LOST])
+    placed = Placed([home, other])
+    await dispatch(pool, job(), max_dispatches=2, on_placed=placed)
+    assert placed.calls == []  # it resumes the message the caller has
+    assert other.runs[0].resume_message_id == "m1"

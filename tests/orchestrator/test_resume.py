@@ -164,7 +164,7 @@ async def test_an_accepted_prompt_is_stored_before_the_job_goes_on(world: World)
 async def test_a_conversation_alone_or_a_message_reported_again_costs_no_write(
     world: World,
 ) -> None:
-    world.scripts = [[Progress(conv_id="c1", asset_id=ASSET), world.gate, LOST], [SENT, SENT]]
+    world.scripts = [[Progress(conv_id="c1", asset_id=ASSET), world.gate, SENT, SENT, SENT]]
     task_id = await _submit(world)
     await eventually(lambda: len(world.jobs) == 1, what="job dispatched")
     assert world.updates(task_id) == 0
@@ -199,6 +199,42 @@ async def test_a_job_lost_after_its_prompt_resumes_that_message_on_another_worke
     assert done.result_data[SECTION].response == "report of m1"
     assert done.result_data[SECTION].dispatches == 2
     assert world.updates(task_id) == 2  # the prompt once, the answer
+
+
+async def test_a_job_started_away_from_its_home_stores_its_worker_first(world: World) -> None:
+    task_id = "task_20260101000000_aa000005"
+    record, version = world.orphan(task_id)
+    home = world.home(task_id)
+    world.orch.deps.pool.workers[home.address].in_flight = 4  # full
+    stored_before_run: list[str] = []
+    for worker in world.workers:
+        plan = world.plan_of(worker)
+
+        def spy(job: SectionJob, plan: Plan = plan) -> Sequence[Step]:
+            stored_before_run.append(world.storage.record(task_id).result_data[SECTION].worker)
+            return plan(job)
+
+        worker.plan = spy
+
+    await _take_over(world, record, version)
+    await world.finished(task_id)
+
+    [(away, _)] = world.jobs
+    assert away != home.address
+    assert stored_before_run == [away]
+    assert world.updates(task_id) == 4  # the takeover, the placement, the prompt, the answer
+
+
+async def test_a_job_started_at_its_home_stores_no_placement(world: World) -> None:
+    task_id = "task_20260101000000_aa000006"
+    record, version = world.orphan(task_id)
+
+    await _take_over(world, record, version)
+    await world.finished(task_id)
+
+    [(at, _)] = world.jobs
+    assert at == world.home(task_id).address
+    assert world.updates(task_id) == 3  # the takeover, the prompt, the answer
 
 
 async def test_a_taken_over_section_resumes_its_message_on_the_worker_that_sent_it(

@@ -108,6 +108,16 @@ def test_a_prompt_replacing_another_is_traced() -> None:
     ]
 
 
+def test_a_placement_names_the_worker_until_the_section_finishes() -> None:
+    record = _record(SectionState.RUNNING, SectionState.COMPLETED)
+
+    transitions.placed(record, "s0", "w:1")
+    transitions.placed(record, "s1", "w:1")
+
+    assert record.result_data["s0"].worker == "w:1"
+    assert record.result_data["s1"].worker == ""
+
+
 def test_a_prompt_reported_after_its_section_finished_changes_nothing() -> None:
     record = _record(SectionState.RUNNING)
     transitions.finish_section(record, "s0", _ok("c0", "m0"), dispatches=1, started=0.0)
