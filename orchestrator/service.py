@@ -58,8 +58,11 @@ _WATCH_POLL_S = 1.0
 # Finished tasks kept in memory: a retry through another replica shows here after this long.
 _RECENT_S = 60.0
 _JOIN_BACKOFF = Backoff(initial_s=0.2, max_s=5.0, jitter=0.5)
-# How long a submission whose store answer was lost looks for the stored task before giving up.
-_LANDED_WAIT_S = 30.0
+# Why a task stored by a submission that was answered 503 (its store's answer was lost) ends.
+_LOST_ANSWER = (
+    "Task failed: storage became unavailable while the task was submitted, so the submission "
+    "was answered 503; submit it again (with an Idempotency-Key to make repeats safe)"
+)
 
 
 def _check_same_submission(
@@ -132,6 +135,7 @@ class Orchestrator:
             held=self._held,
         )
         self._loops: list[asyncio.Task[None]] = []
+        self._settling: set[asyncio.Task[None]] = set()
 
     def _held(self) -> set[str]:
         return set(self.runs)
@@ -187,12 +191,12 @@ class Orchestrator:
         lists the tasks left unfinished and says this replica stopped, so the other replicas
         take them over at once."""
         unfinished = list(self.runs)
-        for loop in self._loops:
+        for loop in [*self._loops, *self._settling]:
             loop.cancel()
         runs = [r.task for r in self.runs.values() if r.task]
         for task in runs:
             task.cancel()
-        await asyncio.gather(*self._loops, *runs, return_exceptions=True)
+        await asyncio.gather(*self._loops, *self._settling, *runs, return_exceptions=True)
         with contextlib.suppress(AppError):
             await self.membership.renew(unfinished, stopped=True)
         await self.peers.close()
@@ -306,9 +310,7 @@ class Orchestrator:
     async def _store_and_start(
         self, record: TaskRecord, keyed: bool, *, listed: bool = False
     ) -> tuple[TaskRecord, bool]:
-        """Stores ``record`` and starts it (``listed``: in this replica's lease first). A store
-        whose answer is lost may have landed: then the task is looked for, and started if it
-        is there, rather than left stored with an owner that does not run it."""
+        """Stores ``record`` and starts it (``listed``: in this replica's lease first)."""
         self._creating[record.task_id] += 1
         try:
             async with (
@@ -317,7 +319,8 @@ class Orchestrator:
                 try:
                     version = await self.deps.storage.create(record, owner=record.principal_id)
                 except Unavailable:
-                    version = await self._landed(record)
+                    self._settle_lost_answer(record, keyed)
+                    raise
                 submitted = record.model_copy()  # the answer shows the task as stored
                 self._launch(record, version)
         except Conflict:
@@ -332,25 +335,49 @@ class Orchestrator:
         logger.info("task %s submitted with sections %s", record.task_id, record.section_detected)
         return submitted, False
 
+    def _settle_lost_answer(self, record: TaskRecord, keyed: bool) -> None:
+        """A store that failed may have landed with only its answer lost (storage_svc died
+        meanwhile): then the task is stored, owned by this replica, and nobody runs it. The
+        caller is answered 503 at once; meanwhile the task is looked for until storage
+        answers. Found, it runs when its client can come back for it (an idempotency key: the
+        repeat finds it), else it ends in error, so no task is left stored and unstarted, and
+        none runs that its client was told was not taken."""
+        self._creating[record.task_id] += 1  # a repeat meanwhile must not take it over
+        settling = asyncio.create_task(self._settle(record, keyed), name=record.task_id)
+        self._settling.add(settling)
+        settling.add_done_callback(self._settling.discard)
+
+    async def _settle(self, record: TaskRecord, keyed: bool) -> None:
+        try:
+            try:
+                version = await self._landed(record)
+            except AppError:  # not stored, or another submission's task holds the id
+                return
+            if not keyed:
+                logger.warning("task %s was stored although its submission failed", record.task_id)
+                with contextlib.suppress(AppError):
+                    await self.deps.storage.update(transitions.fail(record, _LOST_ANSWER), version)
+                    await index_seal(self.deps.storage, record, self.settings.retry_window_s)
+                return
+        finally:
+            self._creating -= Counter([record.task_id])
+        self.submitted += 1
+        logger.info("task %s was stored although storage's answer was lost", record.task_id)
+        self._launch(record, version)
+
     async def _landed(self, record: TaskRecord) -> str:
-        """The version of ``record`` as stored by a create whose answer was lost; Unavailable
-        when it did not land (the client submits again), Conflict when another submission's
-        task holds the id."""
+        """The version of ``record`` if a create whose answer was lost stored it (looked for
+        until storage answers); NotFound when it did not land, Conflict when another
+        submission's task holds the id."""
         delays = _JOIN_BACKOFF.delays()
-        deadline = time.monotonic() + _LANDED_WAIT_S
         while True:
             try:
                 stored, version = await self.deps.storage.get(record.task_id)
-            except NotFound:
-                raise Unavailable("storage became unavailable while storing the task") from None
             except Unavailable:
-                if time.monotonic() > deadline:
-                    raise
                 await asyncio.sleep(next(delays))
                 continue
             if (stored.owner, stored.created_at) != (record.owner, record.created_at):
                 raise Conflict(f"task {record.task_id} was stored by another submission")
-            logger.info("task %s was stored although storage's answer was lost", record.task_id)
             return version
 
     async def _replay(

@@ -226,24 +226,50 @@ async def test_a_fresh_task_costs_no_lease_write(world: World) -> None:
     assert ("put_object", "r1") not in world.storage.history
 
 
-async def test_a_task_stored_although_the_answer_was_lost_is_run(world: World) -> None:
+async def test_a_keyed_task_stored_although_the_answer_was_lost_runs_and_a_repeat_finds_it(
+    world: World,
+) -> None:
     world.storage.lose_reply("create")  # stored, then storage_svc died before it answered
 
-    record, replayed = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS)
+    with pytest.raises(Unavailable):
+        await world.orch.submit(ALICE, "alice", "pw", "", RECORDS, "key-3")
+    [task_id] = world.storage.tasks
+    again, replayed = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS, "key-3")
 
-    assert not replayed
-    assert world.storage.history.count(("create", record.task_id)) == 1
-    assert (await world.finished(record.task_id)).status == TaskState.COMPLETED
+    assert (again.task_id, replayed) == (task_id, True)
+    assert (await world.finished(task_id)).status == TaskState.COMPLETED
+    assert world.storage.history.count(("create", task_id)) == 1
+    assert len(world.worker.runs) == len(SECTIONS)  # run once
+
+
+async def test_an_unkeyed_task_stored_although_the_answer_was_lost_ends_in_error(
+    world: World,
+) -> None:
+    world.storage.lose_reply("create")
+
+    with pytest.raises(Unavailable):
+        await world.orch.submit(ALICE, "alice", "pw", "", RECORDS)
+    [task_id] = world.storage.tasks
+
+    await eventually(lambda: world.storage.record(task_id).status == TaskState.ERROR)
+    assert world.storage.record(task_id).message.startswith("Task failed: storage became")
+    assert world.worker.runs == []  # its client was told it was not taken: it never runs
 
 
 async def test_a_task_not_stored_when_storage_went_away_is_not_run(world: World) -> None:
     world.storage.fail("create", Unavailable("storage unavailable"))
+    world.storage.fail("get", Unavailable("storage unavailable"))  # looked for again later
 
     with pytest.raises(Unavailable):
-        await world.orch.submit(ALICE, "alice", "pw", "", RECORDS)
+        await world.orch.submit(ALICE, "alice", "pw", "", RECORDS, "key-4")
 
+    def looks() -> int:
+        return sum(operation == "get" for operation, _ in world.storage.calls)
+
+    await eventually(lambda: looks() == 2, timeout=3, what="looked for once storage answers")
     assert world.storage.tasks == {}
     assert world.orch.runs == {}
+    assert world.worker.runs == []
 
 
 async def test_replay_of_an_orphan_takes_it_over(world: World) -> None:
