@@ -15,8 +15,9 @@ Never paying twice for one prompt: a job given a message to resume only polls it
 platform answers that this message FAILED or does not know it, no answer can ever come from it,
 so the job sends its prompt again, once (the caller sees the new message id in the job's
 progress). The prompt's send is shielded from cancellation, so its message id is never lost to
-a caller going away mid-call; a job cut off after its prompt was sent leaves its ids in
-:mod:`section_worker.orphans`, and the same job dispatched here again resumes them.
+a caller going away mid-call; every job that sent a prompt leaves its ids in
+:mod:`section_worker.orphans` when it ends — cut off, or with its result, which may still be
+lost with its caller before it is stored — and the same job dispatched here again resumes them.
 """
 
 from __future__ import annotations
@@ -176,8 +177,7 @@ class JobRunner:
                     await task
             finally:
                 self._release()
-                if not delivered:
-                    self._leave_orphan(job, trail)
+                self._leave_orphan(job, trail, delivered=delivered)
 
     def _adopt(self, job: SectionJob) -> SectionJob:
         """``job`` resuming the message it left orphaned on this worker, if any (see
@@ -197,8 +197,10 @@ class JobRunner:
             resume_asset_id=orphan.asset_id,
         )
 
-    def _leave_orphan(self, job: SectionJob, trail: _Trail) -> None:
-        """Keeps the ids of a job cut off after its prompt was sent, for its next dispatch."""
+    def _leave_orphan(self, job: SectionJob, trail: _Trail, *, delivered: bool) -> None:
+        """Keeps the ids of a job that sent a prompt, for its next dispatch here: one cut off
+        before its result was delivered, and one whose result was (its caller may die before
+        storing it, and the platform answers a message again for nothing)."""
         if not trail.message_id:
             return
         self._orphans.keep(
@@ -208,12 +210,13 @@ class JobRunner:
             asset_id=trail.asset_id,
             resumed_from=job.resume_message_id,
         )
-        logger.info(
-            "job %s ended without its result reaching the caller; message %s kept for its "
-            "next dispatch here",
-            job.job_id,
-            trail.message_id,
-        )
+        if not delivered:
+            logger.info(
+                "job %s ended without its result reaching the caller; message %s kept for its "
+                "next dispatch here",
+                job.job_id,
+                trail.message_id,
+            )
 
     def _admit(self, job: SectionJob) -> None:
         for asset in (job.asset_id, job.resume_asset_id or job.asset_id):

@@ -1,12 +1,14 @@
-"""Jobs whose caller went away after the platform accepted their prompt, kept for a while so
-that the job's next dispatch to this worker polls that message instead of paying for another.
+"""The messages of jobs that ran here, kept for a while so that a job's next dispatch to this
+worker polls its message instead of paying for another.
 
 A job's caller (an orchestrator) that dies, or whose stream breaks, cancels the job here. If
 the prompt was sent by then, its message id may not have reached the caller, or not have been
 stored by it: then nobody but this worker knows the message, and the platform has no call that
-lists a conversation's messages (SPEC §3). So the cancelled job leaves an :class:`Orphan` under
-its job id: when the same job id comes back (a re-dispatch, or a takeover by another
-orchestrator, which prefers this worker for it), it resumes the orphan's message.
+lists a conversation's messages (SPEC §3). The same holds for a job whose result did reach its
+caller, if the caller dies before storing it (storage away, say). So every job that sent a
+prompt leaves an :class:`Orphan` under its job id when it ends: when the same job id comes
+back (a re-dispatch, or a takeover by another orchestrator, which prefers this worker for it),
+it resumes the orphan's message — the platform answers a message again for nothing.
 
 The book is bounded in both ways: an entry lives ``ttl_s`` (longer than any takeover takes),
 and beyond ``max_entries`` the oldest go first. It lives in this process only: a worker that

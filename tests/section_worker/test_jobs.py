@@ -438,10 +438,10 @@ async def test_a_job_cut_off_after_its_prompt_resumes_it_when_dispatched_here_ag
     assert (result.conv_id, result.message_id) == (sent.conv_id, sent.message_id)
     assert Stage.CONVERSATION_CREATED not in _stages(events)
     assert (await sim.stats())["calls"]["prompt"] == 1
-    assert len(orphans) == 0
+    assert len(orphans) == 1  # taken, and kept again when this run ended
 
 
-async def test_an_orphan_is_not_resumed_by_another_job_nor_kept_after_a_delivered_result(
+async def test_an_orphan_is_resumed_by_its_own_job_only(
     sim: Sim, make_client: MakeClient, token: str
 ) -> None:
     await sim.configure(latency_median_s=0.3)
@@ -453,7 +453,25 @@ async def test_an_orphan_is_not_resumed_by_another_job_nor_kept_after_a_delivere
 
     assert other.success
     assert (await sim.stats())["calls"]["prompt"] == 2
-    assert len(orphans) == 1  # still there for its own job; a delivered result leaves none
+    assert len(orphans) == 2  # its own, still there; and the other job's
+
+
+async def test_a_job_whose_result_was_delivered_resumes_it_when_dispatched_again(
+    sim: Sim, make_client: MakeClient, token: str
+) -> None:
+    runner = _runner(make_client, Orphans())
+    first = await _prompted(sim, runner, token)
+
+    # Its orchestrator died before storing the result: the job comes back with no ids.
+    again = await _prompted(sim, runner, token)
+
+    assert again.success
+    assert (again.message_id, again.response, again.cost) == (
+        first.message_id,
+        first.response,
+        first.cost,
+    )
+    assert (await sim.stats())["calls"]["prompt"] == 1
 
 
 async def test_a_send_in_flight_when_the_job_is_cut_off_still_yields_its_message(
