@@ -166,7 +166,8 @@ class WorkerClient(Protocol):
         ...
 
     def run(self, job: SectionJob) -> AsyncGenerator[Progress | Outcome, None]:
-        """Runs ``job``: progress as it comes, then one outcome (WorkerError otherwise)."""
+        """Runs ``job``: progress as it comes, then one outcome (WorkerError otherwise).
+        Closing the generator early cancels the job on the worker."""
         ...
 
     async def close(self) -> None: ...
@@ -209,10 +210,9 @@ class GrpcWorkerClient:
 
     async def run(self, job: SectionJob) -> AsyncGenerator[Progress | Outcome, None]:
         request = job_message(job)
+        call = self._stub.RunSection(request, timeout=job.timeout_s + _JOB_CALL_MARGIN_S)
         try:
-            async for event in self._stub.RunSection(
-                request, timeout=job.timeout_s + _JOB_CALL_MARGIN_S
-            ):
+            async for event in call:
                 if event.HasField("result"):
                     result = event.result
                     if result.token_expired:
@@ -232,6 +232,10 @@ class GrpcWorkerClient:
                 yield Progress(progress.conv_id, progress.message_id, progress.asset_id)
         except grpc.aio.AioRpcError as err:
             raise self._error(err) from err
+        finally:
+            # A caller that stops reading (closed while busy between two events, cancelled)
+            # cancels the job on the worker; a call that ended already is left as it is.
+            call.cancel()
         raise WorkerLost(self.address, "ended the job without a result")
 
     def _error(self, err: grpc.aio.AioRpcError) -> WorkerError:

@@ -4,6 +4,8 @@ and a task whose token expires mid-section renews it and finishes without a seco
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -24,6 +26,7 @@ from orchestrator.worker_client import (
     TokenExpired,
 )
 from orchestrator.workers import WorkerPool
+from tests.helpers import assert_eventually
 from tests.orchestrator.factories import task_record
 from tests.orchestrator.fakes import FakeStorage
 from tests.section_worker.conftest import ASSET, CREDENTIALS, PASSWORD, Sim, StartWorker
@@ -165,3 +168,32 @@ async def test_progress_names_the_conversations_asset_and_a_resume_names_it_back
     assert assets(again) == {other_asset}
     assert again[-1] == done
     assert (await sim.stats())["calls"]["prompt"] == 1
+
+
+@pytest.mark.parametrize("between_events", [False, True])
+async def test_a_caller_cancelled_mid_job_stops_the_job_on_the_worker(
+    sim: Sim, client: GrpcWorkerClient, between_events: bool
+) -> None:
+    await sim.configure(latency_median_s=5.0, latency_sigma=0.01)
+    token = await client.authenticate(USER)
+    sent = asyncio.Event()
+    storing = asyncio.Event()  # never set: the caller is busy storing the ids it got
+
+    async def consume() -> None:
+        async with contextlib.aclosing(client.run(_job(token.value))) as events:
+            async for event in events:
+                if isinstance(event, Progress) and event.message_id:
+                    sent.set()
+                    if between_events:
+                        await storing.wait()
+
+    consumer = asyncio.create_task(consume())
+    await sent.wait()  # cancelled while it waits for the next event, or while it stores
+    consumer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await consumer
+
+    load = await assert_eventually(
+        client.load, lambda load: load.in_flight == 0, timeout=3, what="job stopped"
+    )
+    assert load.in_flight == 0
