@@ -186,7 +186,7 @@ class JobRunner:
         if orphan is None:
             return job
         logger.info(
-            "job %s resumes message %s, sent here before its caller went away",
+            "job %s resumes message %s, sent by its earlier dispatch here",
             job.job_id,
             orphan.message_id,
         )
