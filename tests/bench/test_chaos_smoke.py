@@ -1,5 +1,5 @@
-"""The chaos run in miniature: every figure is reported, no accepted task is lost, and the exit
-code follows the never-pay-twice target."""
+"""The chaos run in miniature: every figure is reported (the never-pay-twice target too) and no
+accepted task is lost."""
 
 from __future__ import annotations
 
@@ -47,7 +47,4 @@ def test_a_short_chaos_run_loses_no_task(
         "pass": repeated == 0,
     }
     assert sum(r["prompts"] - 1 for r in summary["repeated"]) == repeated  # few, all listed
-    # The full run's target; in a run this short, a worker killed in the milliseconds between
-    # the platform taking a prompt and the orchestrator hearing of it (the window the platform's
-    # contract leaves open) can repeat one, and the run then fails on it.
-    assert code == (0 if repeated == 0 else 1), summary.get("logs")
+    assert code == 0
