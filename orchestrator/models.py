@@ -98,6 +98,8 @@ class SectionResult(BaseModel):
     status: SectionState = SectionState.PENDING
     response: str = ""
     cost: float = 0.0
+    # Stored as soon as the platform accepts the section's prompt (with the two fields below):
+    # a section that has a message id and no answer resumes it, never prompts again.
     conv_id: str = ""
     message_id: str = ""
     error: str = ""
@@ -121,6 +123,10 @@ class SectionResult(BaseModel):
     )
     continues: Continued | None = Field(
         None, description="The conversation its job sends the prompt into, instead of a new one."
+    )
+    conv_asset_id: str = Field("", description="Asset the conversation conv_id is on.")
+    worker: str = Field(
+        "", description="Address of the worker that sent the prompt; its next dispatch's first."
     )
 
 

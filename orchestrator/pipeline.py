@@ -1,14 +1,24 @@
 """The pipeline of one task: authenticate, detect sections, run every section in parallel on the
 workers, aggregate, finish.
 
-Writes to storage are few and each one matters: the task is stored at submission; then every
-finished section is persisted before it counts as done (a crash right after costs nothing
-twice), sections finishing together sharing one write (:mod:`orchestrator.writer`); the write of
-the last section also finishes the task. Intermediate states (authenticating, processing, a
-section running) live in memory, where status calls and watchers read them, so a running task
-costs no storage read either. What each step changes on the record is in
-:mod:`orchestrator.transitions`; how a section's job reaches a worker, in
-:mod:`orchestrator.dispatch`.
+Writes to storage are few and each one matters: the task is stored at submission; a section's
+conversation and message ids are stored as soon as the platform accepts its prompt, before the
+job goes on; then every finished section is persisted before it counts as done (a crash right
+after costs nothing twice); writes that meet while one is in flight share the next one
+(:mod:`orchestrator.writer`); the write of the last section also finishes the task.
+Intermediate states (authenticating, processing, a section running) live in memory, where
+status calls and watchers read them, so a running task costs no storage read either. What each
+step changes on the record is in :mod:`orchestrator.transitions`; how a section's job reaches
+a worker, in :mod:`orchestrator.dispatch`.
+
+Never paying twice for a prompt: a section whose stored record has a message id and no answer —
+its run was taken over from a dead replica, or retried — is dispatched to resume that message
+(the worker only polls it), on the worker that last ran it when that one has room; a job whose
+worker is lost is sent again the same way (:mod:`orchestrator.dispatch`). A job that starts
+away from its home worker has that worker stored first, so that a replica taking over after
+this one died before storing a message id still reaches the worker holding it. Only when the
+platform says the resumed message FAILED or does not know it does the worker send the prompt
+again; that new message replaces the old one with a ``Prompt sent again`` entry in the trace.
 
 Authentication happens once per task, through one worker, and yields the platform's access
 token, which every section job carries instead of the password; the token lives only in this
@@ -39,7 +49,7 @@ from common.logging import section_var, task_id_var
 from orchestrator import task_files, transitions
 from orchestrator.config import SectionsConfig
 from orchestrator.credentials import Sealer, SealError, TokenCache
-from orchestrator.dispatch import dispatch
+from orchestrator.dispatch import dispatch, resumed
 from orchestrator.models import TaskEvent, TaskRecord, TaskState
 from orchestrator.storage_client import StorageClient
 from orchestrator.worker_client import (
@@ -269,12 +279,38 @@ class TaskRun:
             return
         await asyncio.gather(*(self._section(name) for name in todo))
 
+    async def _progressed(self, name: str, progress: Progress, worker: str) -> None:
+        """Keeps what section ``name``'s job reached. A conversation alone stays in memory
+        (another one costs nothing); a message the platform accepted is stored at once, with
+        the conversation's asset and the worker, before the job goes on."""
+        section = self.record.result_data[name]
+        if not progress.message_id:
+            if progress.conv_id and progress.conv_id != section.conv_id:
+                section.conv_id, section.conv_asset_id = progress.conv_id, progress.asset_id
+                section.message_id = ""
+            return
+        if (progress.conv_id, progress.message_id) == (section.conv_id, section.message_id):
+            section.worker = worker  # a resumed message, stored already; written with the next
+            return
+        await self._persist(
+            lambda r: transitions.prompt_sent(
+                r,
+                name,
+                conv_id=progress.conv_id,
+                message_id=progress.message_id,
+                asset_id=progress.asset_id,
+                worker=worker,
+            ),
+            section=name,
+        )
+
     async def _section(self, name: str) -> None:
         section_var.set(name)
         started = time.monotonic()
         transitions.start_section(self.record, name)
         self._publish(name)
         section = self.record.result_data[name]
+        stored = section.model_copy()  # where an earlier run of the section got
         cfg = self.deps.config.sections.get(name)
         job = SectionJob(
             job_id=f"{self.task_id}:{name}",
@@ -303,20 +339,26 @@ class TaskRun:
                 asset_id=continued.asset_id,
                 assets=(continued.asset_id,),
                 resume_conv_id=continued.conv_id,
+                resume_asset_id=continued.asset_id,
             )
+        if stored.message_id:
+            logger.info("section %s resumes message %s", name, stored.message_id)
+            job = resumed(job, stored.conv_id, stored.message_id, stored.conv_asset_id)
         dispatches = section.dispatches
 
         def dispatched() -> None:
             nonlocal dispatches
             dispatches += 1
 
-        def progressed(progress: Progress) -> None:
-            section.conv_id = progress.conv_id or section.conv_id
-            section.message_id = progress.message_id or section.message_id
+        async def progressed(progress: Progress, worker: str) -> None:
             if transitions.section_progress(
                 self.record, name, job.kind, progress.done, progress.total
             ):
                 self._publish(name)
+            await self._progressed(name, progress, worker)
+
+        async def placed(worker: str) -> None:
+            await self._persist(lambda r: transitions.placed(r, name, worker), section=name)
 
         renewals = _TOKEN_RENEWALS
         while True:
@@ -327,6 +369,8 @@ class TaskRun:
                     max_dispatches=cfg.max_dispatches if cfg else _DEFAULT_MAX_DISPATCHES,
                     on_dispatch=dispatched,
                     on_progress=progressed,
+                    on_placed=placed,
+                    prefer=stored.worker,
                 )
                 break
             except TokenExpired as expired:
@@ -339,11 +383,12 @@ class TaskRun:
                 except _AuthenticationFailed as exc:
                     outcome = _expired_outcome(expired, f"authenticating again failed: {exc}")
                     break
-                job = dataclasses.replace(
-                    job,
-                    access_token=token,
-                    resume_conv_id=expired.conv_id or job.resume_conv_id,
-                    resume_message_id=expired.message_id,
+                reached = self.record.result_data[name]
+                job = resumed(
+                    dataclasses.replace(job, access_token=token),
+                    expired.conv_id,
+                    expired.message_id,
+                    reached.conv_asset_id if reached.conv_id == expired.conv_id else "",
                 )
         await self._persist(
             lambda r: transitions.finish_section(

@@ -35,6 +35,7 @@ from common.errors import (
     NotFound,
     TooLarge,
     Unauthenticated,
+    Unavailable,
     WrongState,
 )
 from common.json_limits import check_json_shape
@@ -62,6 +63,11 @@ _WATCH_POLL_S = 1.0
 # Finished tasks kept in memory: a retry through another replica shows here after this long.
 _RECENT_S = 60.0
 _JOIN_BACKOFF = Backoff(initial_s=0.2, max_s=5.0, jitter=0.5)
+# Why a task stored by a submission that was answered 503 (its store's answer was lost) ends.
+_LOST_ANSWER = (
+    "Task failed: storage became unavailable while the task was submitted, so the submission "
+    "was answered 503; submit it again (with an Idempotency-Key to make repeats safe)"
+)
 
 
 def _check_same_submission(
@@ -137,6 +143,7 @@ class Orchestrator:
         )
         self._loops: list[asyncio.Task[None]] = []
         metrics.watch(self)
+        self._settling: set[asyncio.Task[None]] = set()
 
     def _held(self) -> set[str]:
         return set(self.runs)
@@ -192,12 +199,12 @@ class Orchestrator:
         lists the tasks left unfinished and says this replica stopped, so the other replicas
         take them over at once."""
         unfinished = list(self.runs)
-        for loop in self._loops:
+        for loop in [*self._loops, *self._settling]:
             loop.cancel()
         runs = [r.task for r in self.runs.values() if r.task]
         for task in runs:
             task.cancel()
-        await asyncio.gather(*self._loops, *runs, return_exceptions=True)
+        await asyncio.gather(*self._loops, *self._settling, *runs, return_exceptions=True)
         with contextlib.suppress(AppError):
             await self.membership.renew(unfinished, stopped=True)
         await self.peers.close()
@@ -272,7 +279,7 @@ class Orchestrator:
         )
         with self.admission.admit(caller):
             now = utcnow()
-            task_id = self._new_task_id(now)
+            task_id = drawn = self._new_task_id(now)
             if idempotency_key:
                 check_key(idempotency_key)
                 request = {"username": username, "password": password, "tenant": tenant}
@@ -321,8 +328,13 @@ class Orchestrator:
                     detail=f"{len(records)} records",
                 )
             )
+            # An id drawn by an earlier attempt may be older than this replica's last lease
+            # renewal, where a takeover would not look: list it in the lease before storing it.
+            listed = task_id != drawn
             # Shielded: a caller that goes away mid-call must not leave a stored task unstarted.
-            return await asyncio.shield(self._store_and_start(record, bool(idempotency_key)))
+            return await asyncio.shield(
+                self._store_and_start(record, bool(idempotency_key), listed=listed)
+            )
 
     def _service_login(self, caller: Principal, tenant: str) -> tuple[str, str, str]:
         """The username, password and platform tenant of the service account of the caller's
@@ -346,10 +358,22 @@ class Orchestrator:
         self._ids_issued.add(suffix)
         return task_ids.new(now, self.membership.tag, suffix)
 
-    async def _store_and_start(self, record: TaskRecord, keyed: bool) -> tuple[TaskRecord, bool]:
+    async def _store_and_start(
+        self, record: TaskRecord, keyed: bool, *, listed: bool = False
+    ) -> tuple[TaskRecord, bool]:
+        """Stores ``record`` and starts it (``listed``: in this replica's lease first)."""
         self._creating[record.task_id] += 1
         try:
-            version = await self.deps.storage.create(record, owner=record.principal_id)
+            async with (
+                self.membership.claiming([record.task_id]) if listed else contextlib.nullcontext()
+            ):
+                try:
+                    version = await self.deps.storage.create(record, owner=record.principal_id)
+                except Unavailable:
+                    self._settle_lost_answer(record, keyed)
+                    raise
+                submitted = record.model_copy()  # the answer shows the task as stored
+                self._launch(record, version)
         except Conflict:
             if not keyed:
                 raise
@@ -360,9 +384,52 @@ class Orchestrator:
             self._creating -= Counter([record.task_id])
         self.submitted += 1
         logger.info("task %s submitted with sections %s", record.task_id, record.section_detected)
-        submitted = record.model_copy()  # the answer shows the task as stored, not as it runs
-        self._launch(record, version)
         return submitted, False
+
+    def _settle_lost_answer(self, record: TaskRecord, keyed: bool) -> None:
+        """A store that failed may have landed with only its answer lost (storage_svc died
+        meanwhile): then the task is stored, owned by this replica, and nobody runs it. The
+        caller is answered 503 at once; meanwhile the task is looked for until storage
+        answers. Found, it runs when its client can come back for it (an idempotency key: the
+        repeat finds it), else it ends in error, so no task is left stored and unstarted, and
+        none runs that its client was told was not taken."""
+        self._creating[record.task_id] += 1  # a repeat meanwhile must not take it over
+        settling = asyncio.create_task(self._settle(record, keyed), name=record.task_id)
+        self._settling.add(settling)
+        settling.add_done_callback(self._settling.discard)
+
+    async def _settle(self, record: TaskRecord, keyed: bool) -> None:
+        try:
+            try:
+                version = await self._landed(record)
+            except AppError:  # not stored, or another submission's task holds the id
+                return
+            if not keyed:
+                logger.warning("task %s was stored although its submission failed", record.task_id)
+                with contextlib.suppress(AppError):
+                    await self.deps.storage.update(transitions.fail(record, _LOST_ANSWER), version)
+                    await index_seal(self.deps.storage, record, self.settings.retry_window_s)
+                return
+        finally:
+            self._creating -= Counter([record.task_id])
+        self.submitted += 1
+        logger.info("task %s was stored although storage's answer was lost", record.task_id)
+        self._launch(record, version)
+
+    async def _landed(self, record: TaskRecord) -> str:
+        """The version of ``record`` if a create whose answer was lost stored it (looked for
+        until storage answers); NotFound when it did not land, Conflict when another
+        submission's task holds the id."""
+        delays = _JOIN_BACKOFF.delays()
+        while True:
+            try:
+                stored, version = await self.deps.storage.get(record.task_id)
+            except Unavailable:
+                await asyncio.sleep(next(delays))
+                continue
+            if (stored.owner, stored.created_at) != (record.owner, record.created_at):
+                raise Conflict(f"task {record.task_id} was stored by another submission")
+            return version
 
     async def _replay(
         self, task_id: str, caller: Principal, username: str, data: list[dict[str, Any]]

@@ -7,8 +7,13 @@ listing stops at that point). So finding orphans costs S3 calls in proportion to
 replica's unfinished tasks and its last few seconds of submissions, never to all tasks ever
 stored. For each such task whose owner is still the dead replica, the observer first lists it in
 its own lease, then writes itself as owner with compare-and-swap on the task's version: of
-several replicas racing, exactly one write succeeds, the others get Conflict and back off. The
-winner continues from what was persisted, so finished sections are reused, not re-run. Once
+several replicas racing, exactly one write succeeds, the others get Conflict and back off. A
+write whose answer is lost (storage_svc died meanwhile) may have landed: it is tried again
+until storage answers, and a Conflict then is read back — the task owned by this replica with
+this takeover's count means the first attempt won, and the task runs here (else it would be
+owned by a live replica that does not run it, and stay unfinished). The winner continues from
+what was persisted, so finished sections are reused, not re-run, and sections whose prompt the
+platform had accepted resume that message (:mod:`orchestrator.pipeline`). Once
 every task of a dead lease is handled, the lease is deleted, so a recoverer that dies midway
 leaves every task findable. A replica that was only cut off, not dead, loses its next
 compare-and-swap on each task and stops running it.
@@ -20,13 +25,15 @@ retriable.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Collection
 from datetime import timedelta
 
 from common import task_ids
-from common.errors import AppError, Conflict, NotFound
+from common.backoff import Backoff
+from common.errors import AppError, Conflict, NotFound, Unavailable
 from common.timeutil import parse_iso
 from orchestrator import transitions
 from orchestrator.membership import Lease, Membership
@@ -39,6 +46,7 @@ logger = logging.getLogger(__name__)
 # Task ids have one-second resolution; look a little further back than the last renewal.
 _WINDOW_MARGIN = timedelta(seconds=2)
 _WINDOW_PAGE = 10
+_STORAGE_BACKOFF = Backoff(initial_s=0.2, max_s=5.0, jitter=0.5)
 
 
 class Takeover:
@@ -131,12 +139,40 @@ class Takeover:
                 logger.warning("task %s dead-lettered", record.task_id)
                 await index_seal(self.storage, record, self.retry_window_s)
             return 0
-        try:
-            version = await self.storage.update(record, version)
-        except Conflict:
+        won = await self._write_owner(record, version)
+        if won is None:
             logger.info("task %s was taken over by another replica first", record.task_id)
             return 0
+        version = won
         logger.info("took task %s over from %s", record.task_id, previous)
         self.taken_over += 1
         self._launch(record, version)
         return 1
+
+    async def _write_owner(self, record: TaskRecord, version: str) -> str | None:
+        """Stores ``record`` as taken over (compare-and-swap on ``version``): its new version,
+        or None when another writer changed the task first. Retried while storage is
+        unavailable; after a lost answer, the task is read back to see whether it landed."""
+        delays = _STORAGE_BACKOFF.delays()
+        uncertain = False  # an attempt's answer was lost: it may have landed
+        while True:
+            try:
+                if uncertain:
+                    stored, stored_version = await self.storage.get(record.task_id)
+                    if stored_version != version:
+                        ours = (stored.owner, stored.takeovers) == (record.owner, record.takeovers)
+                        return stored_version if ours and not stored.status.terminal else None
+                    uncertain = False  # it did not land
+                return await self.storage.update(record, version)
+            except Conflict:
+                return None
+            except Unavailable as exc:
+                uncertain = True
+                delay = next(delays)
+                logger.warning(
+                    "taking task %s over: storage unavailable, looking again in %.1fs: %s",
+                    record.task_id,
+                    delay,
+                    exc,
+                )
+                await asyncio.sleep(delay)

@@ -73,6 +73,41 @@ def start_section(record: TaskRecord, name: str) -> TaskRecord:
     return record
 
 
+def placed(record: TaskRecord, name: str, worker: str) -> TaskRecord:
+    """Records that section ``name``'s job is about to run on ``worker`` (not where a takeover
+    would look first), so a takeover looks there for a message it may have sent. Nothing
+    changes once the section has finished."""
+    section = record.result_data[name]
+    if not section.status.terminal:
+        section.worker = worker
+    return record
+
+
+def prompt_sent(
+    record: TaskRecord, name: str, *, conv_id: str, message_id: str, asset_id: str, worker: str
+) -> TaskRecord:
+    """Records that the platform accepted section ``name``'s prompt as ``message_id`` in
+    ``conv_id`` (on ``asset_id``), sent by ``worker``: from now on the section resumes that
+    message instead of prompting again. A message replacing another one (the platform said
+    the earlier one FAILED or was unknown when it was resumed) is noted in the trace. Nothing
+    changes once the section has finished."""
+    section = record.result_data[name]
+    if section.status.terminal:
+        return record
+    if section.message_id and section.message_id != message_id:
+        record.trace.append(
+            trace_entry(
+                "Prompt sent again",
+                "completed",
+                detail=f"{name}: message {section.message_id} will never be answered; "
+                f"sent as message {message_id}",
+            )
+        )
+    section.conv_id, section.message_id = conv_id, message_id
+    section.conv_asset_id, section.worker = asset_id, worker
+    return record
+
+
 def finish_section(
     record: TaskRecord, name: str, outcome: Outcome, *, dispatches: int, started: float
 ) -> TaskRecord:
@@ -81,8 +116,8 @@ def finish_section(
     section.status = SectionState.COMPLETED if outcome.success else SectionState.ERROR
     section.response = outcome.response
     section.cost = outcome.cost
-    section.conv_id = outcome.conv_id
-    section.message_id = outcome.message_id
+    if outcome.conv_id:  # else the ids the section reached stay (a job given up on has none)
+        section.conv_id, section.message_id = outcome.conv_id, outcome.message_id
     section.error = outcome.error
     section.files = list(outcome.files)  # the last outcome's only: one result file per section
     section.result = _result_object(outcome.result_json)
@@ -222,8 +257,10 @@ def aggregate(record: TaskRecord) -> TaskRecord:
 
 def retry(record: TaskRecord, owner: str, *, window_s: float = math.inf) -> list[str]:
     """Reopens an ``error`` task on ``owner``: the sections that did not complete start over,
-    the completed ones are kept. Returns the reopened sections' names. Refused (WrongState)
-    once the task's password is no longer kept, or its retry window of ``window_s`` is over."""
+    the completed ones are kept. A section that started over keeps the platform ids it reached
+    and the worker it ran on, so it resumes a message the platform accepted rather than pay
+    for another. Returns the reopened sections' names. Refused (WrongState) once the task's
+    password is no longer kept, or its retry window of ``window_s`` is over."""
     # A task submitted without a platform login (its sections call no platform) keeps none.
     login_gone = not record.password_sealed or password_outlived(record, utcnow(), window_s)
     if record.username and login_gone:
@@ -232,7 +269,13 @@ def retry(record: TaskRecord, owner: str, *, window_s: float = math.inf) -> list
     for name in failed:
         old = record.result_data[name]
         record.result_data[name] = SectionResult(
-            record_index=old.record_index, asset_id=old.asset_id
+            record_index=old.record_index,
+            asset_id=old.asset_id,
+            conv_id=old.conv_id,
+            message_id=old.message_id,
+            conv_asset_id=old.conv_asset_id,
+            worker=old.worker,
+            continues=old.continues,
         )
     now = iso(utcnow())
     record.status = TaskState.PENDING

@@ -20,7 +20,7 @@ over a channel, and the unit tests implement it with scripted fakes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -110,7 +110,8 @@ class SectionJob:
     username: str
     access_token: str = field(repr=False)
     timeout_s: float = 0.0
-    # Where an earlier dispatch stopped (see TokenExpired): the job resumes there.
+    # Where an earlier dispatch stopped (a token renewal, a lost worker, a takeover, a retry):
+    # the job resumes there, polling the message instead of sending its prompt again.
     resume_conv_id: str = ""
     resume_message_id: str = ""
     # Whose files the job reads and writes, the files its record references, and "file" when
@@ -125,15 +126,17 @@ class SectionJob:
     # The section's job kind ("" a conversation) and its options as JSON text ("" defaults).
     kind: str = ""
     options_json: str = ""
+    resume_asset_id: str = ""  # the asset resume_conv_id is on ("": asset_id)
 
 
 @dataclass(frozen=True)
 class Progress:
-    """The platform ids a running job has reached so far, and the units of its kind's work
-    done of all (0 of 0 when its kind counts none)."""
+    """The platform ids a running job has reached so far, the asset its conversation is on,
+    and the units of its kind's work done of all (0 of 0 when its kind counts none)."""
 
     conv_id: str = ""
     message_id: str = ""
+    asset_id: str = ""
     done: int = 0
     total: int = 0
 
@@ -193,8 +196,9 @@ class WorkerClient(Protocol):
         asks for a new token rather than one the worker holds (the platform rejected it)."""
         ...
 
-    def run(self, job: SectionJob) -> AsyncIterator[Progress | Outcome]:
-        """Runs ``job``: progress as it comes, then one outcome (WorkerError otherwise)."""
+    def run(self, job: SectionJob) -> AsyncGenerator[Progress | Outcome, None]:
+        """Runs ``job``: progress as it comes, then one outcome (WorkerError otherwise).
+        Closing the generator early cancels the job on the worker."""
         ...
 
     async def close(self) -> None: ...
@@ -235,12 +239,11 @@ class GrpcWorkerClient:
             raise JobRejected(self.address, "answered Authenticate without an access token")
         return AccessToken(reply.access_token, float(reply.expires_in))
 
-    async def run(self, job: SectionJob) -> AsyncIterator[Progress | Outcome]:
+    async def run(self, job: SectionJob) -> AsyncGenerator[Progress | Outcome, None]:
         request = job_message(job)
+        call = self._stub.RunSection(request, timeout=job.timeout_s + _JOB_CALL_MARGIN_S)
         try:
-            async for event in self._stub.RunSection(
-                request, timeout=job.timeout_s + _JOB_CALL_MARGIN_S
-            ):
+            async for event in call:
                 if event.HasField("result"):
                     result = event.result
                     if result.token_expired:
@@ -266,11 +269,16 @@ class GrpcWorkerClient:
                 yield Progress(
                     conv_id=event.progress.conv_id,
                     message_id=event.progress.message_id,
+                    asset_id=event.progress.asset_id,
                     done=event.progress.done,
                     total=event.progress.total,
                 )
         except grpc.aio.AioRpcError as err:
             raise self._error(err) from err
+        finally:
+            # A caller that stops reading (closed while busy between two events, cancelled)
+            # cancels the job on the worker; a call that ended already is left as it is.
+            call.cancel()
         raise WorkerLost(self.address, "ended the job without a result")
 
     def _error(self, err: grpc.aio.AioRpcError) -> WorkerError:
@@ -296,6 +304,7 @@ def job_message(job: SectionJob) -> worker_pb2.SectionJob:
         timeout_s=job.timeout_s,
         resume_conv_id=job.resume_conv_id,
         resume_message_id=job.resume_message_id,
+        resume_asset_id=job.resume_asset_id,
         assets=list(job.assets),
         principal_tenant=job.principal_tenant,
         owner_id=job.owner_id,

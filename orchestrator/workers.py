@@ -4,15 +4,25 @@ Workers are configured as a list of ``host:port`` targets; a host name that reso
 addresses (a headless Kubernetes service) stands for one worker per address, re-resolved every
 refresh so replicas that come and go are picked up with no restart. Each worker reports its
 capacity and load (:meth:`WorkerClient.load`); a job is handed only to a ready worker with a
-free slot, the least loaded first, and waits on the pool's condition while every slot is taken.
-A worker that fails a call is set aside until it answers a load probe again; one that said it
-was full (its slots taken by other replicas' jobs) stays out until a probe says it has room.
+free slot, and waits on the pool's condition while every slot is taken. A worker that fails a
+call is set aside until it answers a load probe again; one that said it was full (its slots
+taken by other replicas' jobs) stays out until a probe says it has room.
+
+Which worker, when several have room: the one the caller prefers (the worker that last ran
+the job, as its task records it); else the job's *home*, the worker its id ranks first by
+rendezvous hashing over the pool's workers (the same on every replica that sees the same
+workers); else the least loaded. A job sent again after its orchestrator died thus reaches the
+worker that ran it, even when that orchestrator died before it could record which one; there
+the job finds the message it had sent (:mod:`section_worker.orphans`) instead of paying for
+another. Hashing spreads jobs evenly, so the least loaded is only the fallback for a home that
+is full or away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -145,12 +155,16 @@ class WorkerPool:
         return min(ready, key=lambda w: w.in_flight)
 
     @contextlib.asynccontextmanager
-    async def slot(self, avoid: Worker | None = None) -> AsyncIterator[Worker]:
-        """Waits for a free slot on a ready worker (another than ``avoid`` when possible)."""
+    async def slot(
+        self, avoid: Worker | None = None, *, key: str = "", prefer: str = ""
+    ) -> AsyncIterator[Worker]:
+        """Waits for a free slot on a ready worker: the one at address ``prefer``, else the
+        home of ``key`` (see the module's docstring), else the least loaded; never ``avoid``
+        when another has room."""
         async with self._changed:
             self._waiting += 1
             try:
-                worker = await self._changed.wait_for(lambda: self._pick(avoid))
+                worker = await self._changed.wait_for(lambda: self._pick(avoid, key, prefer))
             finally:
                 self._waiting -= 1
             assert worker is not None
@@ -162,11 +176,26 @@ class WorkerPool:
                 worker.in_flight -= 1
                 self._changed.notify_all()
 
-    def _pick(self, avoid: Worker | None) -> Worker | None:
+    def home(self, key: str) -> Worker | None:
+        """The worker ``key`` ranks first among the pool's workers (rendezvous hashing): it
+        moves only when that worker leaves the pool, whatever the load."""
+        members = [w for w in self.workers.values() if not w.gone]
+        return max(members, key=lambda w: _rank(key, w.address), default=None)
+
+    def _pick(self, avoid: Worker | None, key: str, prefer: str) -> Worker | None:
         free = [w for w in self.workers.values() if w.free > 0]
         if len(free) > 1 and avoid is not None:
             free = [w for w in free if w is not avoid]
+        chosen = [self.workers.get(prefer) if prefer else None, self.home(key) if key else None]
+        for worker in chosen:
+            if worker is not None and worker in free:
+                return worker
         return max(free, key=lambda w: (w.free, -w.in_flight), default=None)
+
+
+def _rank(key: str, address: str) -> int:
+    digest = hashlib.blake2b(f"{key}\0{address}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
 
 
 async def _resolve_all(targets: list[str]) -> set[str]:

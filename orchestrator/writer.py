@@ -6,7 +6,9 @@ own change is stored. A change is applied to a copy and becomes visible in the l
 once stored, so no reader (here, or through another replica reading storage) sees a task
 finished before it is. On a lost compare-and-swap the stored record is read again: if another
 writer finished the task or took it over, :class:`TaskStopped` ends the run; otherwise the
-changes are applied to the fresh record. While storage is unavailable the write is retried.
+changes are applied to the fresh record. Once stopped, the writer refuses every later change
+the same way: sections of the run still going must not write into a task another replica now
+owns. While storage is unavailable the write is retried.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class RecordWriter:
         self.replica_id = replica_id
         self._lock = asyncio.Lock()
         self._queued: list[tuple[Change, asyncio.Future[None]]] = []
+        self._stopped: tuple[str, str] | None = None  # (status, owner) another writer left
 
     async def persist(self, change: Change) -> None:
         """Applies ``change`` and writes the record; returns once that change is stored."""
@@ -77,6 +80,9 @@ class RecordWriter:
             self._lock.release()
 
     async def _write(self, changes: list[Change]) -> None:
+        if self._stopped is not None:
+            raise TaskStopped(*self._stopped)
+
         def apply(record: TaskRecord) -> None:
             for change in changes:
                 change(record)
@@ -92,7 +98,8 @@ class RecordWriter:
                 fresh, version = await self.storage.get(self.record.task_id)
                 if fresh.status.terminal or fresh.owner != self.replica_id:
                     self.record, self.version = fresh, version
-                    raise TaskStopped(fresh.status.value, fresh.owner) from None
+                    self._stopped = (fresh.status.value, fresh.owner)
+                    raise TaskStopped(*self._stopped) from None
                 # Keep the live step (it is not persisted on its own) on the fresh record.
                 live = self.record
                 fresh.status, fresh.progress, fresh.message = (

@@ -27,6 +27,14 @@ Files (:mod:`section_worker.job_files`): the record's referenced files are read 
 put into the prompt before any platform call, and a job whose ``output`` is ``"file"`` stores
 the answer as a file of the job's owner (the ``conversation`` kind; other kinds read and write
 their own files).
+
+Never paying twice for one prompt: a job given a message to resume only polls it; if the
+platform answers that this message FAILED or does not know it, no answer can ever come from it,
+so the job sends its prompt again, once (the caller sees the new message id in the job's
+progress). The prompt's send is shielded from cancellation, so its message id is never lost to
+a caller going away mid-call; every job that sent a prompt leaves its ids in
+:mod:`section_worker.orphans` when it ends — cut off, or with its result, which may still be
+lost with its caller before it is stored — and the same job dispatched here again resumes them.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ import logging
 import tempfile
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -48,11 +56,13 @@ from section_worker import job_files, kinds, metrics
 from section_worker.files import FileClient, FileRef
 from section_worker.job_files import JobFileError
 from section_worker.kinds.base import KindContext, KindError
+from section_worker.orphans import Orphans
 from section_worker.platform_client import (
     AnswerStatus,
     PlatformClient,
     Retries,
     TokenRejected,
+    UnknownMessage,
 )
 from section_worker.platform_session import PlatformSession
 from section_worker.polling import LatencyBook
@@ -172,12 +182,15 @@ class JobRunner:
         settings: WorkerSettings,
         protection: Protection | None = None,
         files: FileClient | None = None,
+        orphans: Orphans | None = None,
     ) -> None:
         """``protection`` defaults to one in this process's memory on the settings' config;
-        ``files`` reaches storage_svc's files (without it, a job with files fails)."""
+        ``files`` reaches storage_svc's files (without it, a job with files fails);
+        ``orphans`` keeps the messages of jobs that ran here (a new book by default)."""
         self._client = client
         self._settings = settings
         self._files = files
+        self._orphans = orphans if orphans is not None else Orphans()
         if protection is None:
             protection = Protection.on(
                 MemoryStore(), settings.platform_config(), lease_ttl_s=settings.lease_ttl_s
@@ -218,14 +231,20 @@ class JobRunner:
         Close the iterator (``contextlib.aclosing``) when stopping early: that cancels the job.
         """
         self._admit(job)
+        job = self._adopt(job)
+        trail = _Trail(conv_id=job.resume_conv_id, message_id=job.resume_message_id)
+        if job.resume_conv_id:
+            trail.asset_id = job.resume_asset_id or job.asset_id
         events: asyncio.Queue[Event] = asyncio.Queue()
         # The job runs in its own task so that its timeout never fires inside our caller.
-        task = asyncio.create_task(self._execute(job, events.put_nowait), name=job.job_id)
+        task = asyncio.create_task(self._execute(job, trail, events.put_nowait), name=job.job_id)
+        delivered = False
         try:
             while True:
                 event = await events.get()
                 yield event
                 if isinstance(event, SectionResult):
+                    delivered = True  # the caller came back for more after the result
                     return
         finally:
             try:
@@ -236,6 +255,46 @@ class JobRunner:
                     await task
             finally:
                 self._release()
+                self._leave_orphan(job, trail, delivered=delivered)
+
+    def _adopt(self, job: SectionJob) -> SectionJob:
+        """``job`` resuming the message it left orphaned on this worker, if any (see
+        :mod:`section_worker.orphans`)."""
+        orphan = self._orphans.take(job.job_id, job.resume_message_id)
+        if orphan is None:
+            return job
+        logger.info(
+            "job %s resumes message %s, sent by its earlier dispatch here",
+            job.job_id,
+            orphan.message_id,
+        )
+        return replace(
+            job,
+            resume_conv_id=orphan.conv_id,
+            resume_message_id=orphan.message_id,
+            resume_asset_id=orphan.asset_id,
+        )
+
+    def _leave_orphan(self, job: SectionJob, trail: _Trail, *, delivered: bool) -> None:
+        """Keeps the ids of a job that sent a prompt, for its next dispatch here: one cut off
+        before its result was delivered, and one whose result was (its caller may die before
+        storing it, and the platform answers a message again for nothing)."""
+        if not trail.message_id:
+            return
+        self._orphans.keep(
+            job.job_id,
+            conv_id=trail.conv_id,
+            message_id=trail.message_id,
+            asset_id=trail.asset_id,
+            resumed_from=job.resume_message_id,
+        )
+        if not delivered:
+            logger.info(
+                "job %s ended without its result reaching the caller; message %s kept for its "
+                "next dispatch here",
+                job.job_id,
+                trail.message_id,
+            )
 
     def _admit(self, job: SectionJob) -> None:
         kind = kinds.kind(job.kind)
@@ -259,13 +318,12 @@ class JobRunner:
         if self._in_flight == 0:
             self._idle.set()
 
-    async def _execute(self, job: SectionJob, emit: Callable[[Event], None]) -> None:
+    async def _execute(self, job: SectionJob, trail: _Trail, emit: Callable[[Event], None]) -> None:
         task_id_var.set(job.task_id)
         section_var.set(job.section)
         asked = job.timeout_s if job.timeout_s > 0 else self._settings.job_timeout_s
         timeout_s = min(asked, self._settings.max_job_timeout_s)
         session = PlatformSession(self._client, job.access_token, self._opening)
-        trail = _Trail(conv_id=job.resume_conv_id, message_id=job.resume_message_id)
         kind = kinds.kind(job.kind)
         logger.info(
             "job %s started (kind %s, assets %s)",
@@ -354,28 +412,58 @@ class JobRunner:
         if not resume:
             trail.conv_id = trail.message_id = ""
         trail.asset_id = asset_id
-        text = "" if trail.message_id else await prompt()
-        if not trail.conv_id:
-            trail.doing = f"creating the conversation on asset {asset_id}"
-            trail.conv_id = await session.create_conversation(asset_id)
-            emit(Progress(Stage.CONVERSATION_CREATED, trail.conv_id, asset_id=asset_id))
-        if not trail.message_id:
-            trail.doing = f"sending the prompt to asset {asset_id}"
-            trail.message_id = await session.send_prompt(trail.conv_id, text)
-        else:
+        resumed = bool(trail.message_id)
+        if resumed:
             logger.info("job %s resumes polling message %s", job.job_id, trail.message_id)
-        emit(Progress(Stage.PROMPT_SENT, trail.conv_id, trail.message_id, asset_id=asset_id))
+        while True:
+            text = "" if trail.message_id else await prompt()
+            if not trail.conv_id:
+                trail.doing = f"creating the conversation on asset {asset_id}"
+                trail.conv_id = await session.create_conversation(asset_id)
+                emit(Progress(Stage.CONVERSATION_CREATED, trail.conv_id, asset_id=asset_id))
+            if not trail.message_id:
+                trail.doing = f"sending the prompt to asset {asset_id}"
+                await _send_shielded(session, trail, text)
+            emit(Progress(Stage.PROMPT_SENT, trail.conv_id, trail.message_id, asset_id=asset_id))
+            answer = await self._answer(job, asset_id, session, trail, emit, resumed=resumed)
+            if answer is not None:
+                return answer
+            resumed = False  # a prompt this job sent itself is never sent again
+
+    async def _answer(
+        self,
+        job: SectionJob,
+        asset_id: str,
+        session: PlatformSession,
+        trail: _Trail,
+        emit: Callable[[Event], None],
+        *,
+        resumed: bool,
+    ) -> Answer | None:
+        """Polls ``trail.message_id`` until the platform answers. None when it is a resumed
+        message that will never be answered (FAILED, or unknown to the platform): then the
+        prompt may be sent again without paying twice, and ``trail`` says where from."""
         trail.doing = f"waiting for the answer of asset {asset_id}"
         sent = time.monotonic()
         not_before = 0.0
         for offset in self._latencies.plan(asset_id):
             await asyncio.sleep(max(0.0, sent + offset - time.monotonic()))
-            answer = await session.poll(trail.conv_id, trail.message_id)
+            try:
+                answer = await session.poll(trail.conv_id, trail.message_id)
+            except UnknownMessage as exc:
+                if not resumed:
+                    raise
+                _never_answered(job, trail, str(exc), conversation_too=True)
+                return None
             trail.polls += 1
             if answer.status is AnswerStatus.SUCCESS:
-                self._latencies.observe(asset_id, not_before, time.monotonic() - sent)
+                if not resumed:  # a resumed message's latency began before this job
+                    self._latencies.observe(asset_id, not_before, time.monotonic() - sent)
                 return Answer(answer.response, answer.cost)
             if answer.status is AnswerStatus.FAILED:
+                if resumed:
+                    _never_answered(job, trail, f"it FAILED: {answer.error}")
+                    return None
                 raise AnswerFailed(
                     f"the platform answered FAILED for asset {asset_id}: {answer.error}"
                 )
@@ -474,3 +562,38 @@ class _Platform:
 
 def _quiet(event: Event) -> None:
     """Progress of one of a kind's many prompts: not the job's to report."""
+
+
+async def _send_shielded(session: PlatformSession, trail: _Trail, message: str) -> None:
+    """Sends the prompt into ``trail.conv_id`` and keeps its message id in ``trail``.
+
+    Shielded: once the request is out, the platform may accept it whatever happens here, so a
+    job cancelled meanwhile (its caller went away, its own timeout) first waits for the
+    platform's answer — bounded by the client's timeout and retries — to keep the message id,
+    which is what lets the job's next dispatch poll that message rather than pay for another.
+    A second cancellation stops the wait, not the send.
+    """
+    send = asyncio.ensure_future(session.send_prompt(trail.conv_id, message))
+    try:
+        trail.message_id = await asyncio.shield(send)
+    except asyncio.CancelledError:
+        await asyncio.wait({send})
+        if not send.cancelled() and send.exception() is None:
+            trail.message_id = send.result()
+        raise
+
+
+def _never_answered(
+    job: SectionJob, trail: _Trail, why: str, *, conversation_too: bool = False
+) -> None:
+    """Forgets a resumed message that will never be answered, so the prompt goes out again
+    (into a new conversation when the platform no longer knows the old one)."""
+    logger.warning(
+        "job %s: resumed message %s will never be answered (%s); sending the prompt again",
+        job.job_id,
+        trail.message_id,
+        why,
+    )
+    trail.message_id = ""
+    if conversation_too:
+        trail.conv_id = ""

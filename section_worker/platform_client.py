@@ -20,6 +20,7 @@ Errors (messages name the call and never contain a password or token)::
     ├── Throttled             still 429 after every retry
     ├── PlatformUnavailable   5xx, timeouts or connection errors after every retry
     └── PlatformRejected      another 4xx, or an answer this client cannot read
+        └── UnknownMessage    a genai call answered 404: no such conversation or message
 """
 
 from __future__ import annotations
@@ -96,6 +97,11 @@ class Retries:
 
 class PlatformRejected(PlatformError):
     """A 4xx other than 401/429, or an answer that does not follow the contract."""
+
+
+class UnknownMessage(PlatformRejected):
+    """A genai call answered 404: the platform does not know the conversation or the message
+    (never made, or dropped after the platform's retention). Nothing will ever answer it."""
 
 
 @dataclass(frozen=True)
@@ -439,7 +445,7 @@ def _checked(what: str, response: httpx.Response) -> dict[str, Any]:
     if code == 401:
         raise TokenRejected(f"{what}: the platform rejected the access token (401)")
     if code == 404:
-        raise PlatformRejected(f"{what}: the platform does not know the conversation or message")
+        raise UnknownMessage(f"{what}: the platform does not know the conversation or message")
     if code >= 400:
         raise PlatformRejected(f"{what}: the platform answered {code}")
     return _json_body(what, response)

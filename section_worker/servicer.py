@@ -121,6 +121,8 @@ def _job(request: worker_pb2.SectionJob) -> SectionJob:
             raise InvalidInput(f"{name} is required")
     if request.resume_message_id and not request.resume_conv_id:
         raise InvalidInput("resume_message_id needs resume_conv_id")
+    if request.resume_asset_id and not request.resume_conv_id:
+        raise InvalidInput("resume_asset_id needs resume_conv_id")
     if not math.isfinite(request.timeout_s) or request.timeout_s < 0:
         raise InvalidInput("timeout_s must be a finite number of seconds, 0 or more")
     if request.output not in (OUTPUT_INLINE, OUTPUT_FILE):
@@ -153,6 +155,7 @@ def _job(request: worker_pb2.SectionJob) -> SectionJob:
         principal_tenant=request.principal_tenant,
         kind=request.kind,
         options_json=request.options_json,
+        resume_asset_id=request.resume_asset_id,
     )
 
 
@@ -166,6 +169,7 @@ def _event_message(event: Event) -> worker_pb2.SectionEvent:
                 polls=event.polls,
                 done=event.done,
                 total=event.total,
+                asset_id=event.asset_id,
             )
         )
     return worker_pb2.SectionEvent(

@@ -1,4 +1,5 @@
-"""The chaos run in miniature: every figure is reported and no accepted task is lost."""
+"""The chaos run in miniature: every figure is reported (the never-pay-twice target too) and no
+accepted task is lost."""
 
 from __future__ import annotations
 
@@ -39,4 +40,11 @@ def test_a_short_chaos_run_loses_no_task(
     assert {"node", "cpus", "platform"} <= set(summary["machine"])
     assert summary["tasks"]["lost"] == 0, (summary["lost"], summary.get("logs"))
     assert summary["duplicate_prompts"] == 0
+    repeated = summary["repeated_prompts"]
+    assert summary["targets"]["repeated_prompts"] == {
+        "value": repeated,
+        "limit": 0,
+        "pass": repeated == 0,
+    }
+    assert sum(r["prompts"] - 1 for r in summary["repeated"]) == repeated  # few, all listed
     assert code == 0

@@ -311,3 +311,69 @@ async def test_reads_through_another_replica_see_the_owners_live_state(api, sim,
         )
         assert reply.status != "pending", reply.status
     await wait_finished(api, [task_id])
+
+
+# -- never paying twice for a prompt, mid-flight ---------------------------------------------
+
+
+def _document(s3, task_id: str) -> dict:  # type: ignore[no-untyped-def]
+    return dict(
+        json.loads(s3.get_object(Bucket=BUCKET, Key=f"tasks/{task_id}.json")["Body"].read())
+    )
+
+
+def _prompts_per_input(stats: dict) -> list[int]:
+    return sorted(stats["prompts_by_input"].values())
+
+
+async def test_a_worker_killed_after_its_prompt_was_sent_costs_no_second_prompt(
+    api, sim, s3, stack: Stack
+):
+    await sim.patch("/_sim/config", json={"latency_median_s": 3.0, "latency_sigma": 0.1})
+    task_id = await submit(api, n=300)
+
+    async def sent() -> list[dict]:
+        return list(_document(s3, task_id)["result_data"].values())
+
+    sections = await assert_eventually(
+        sent, lambda ss: all(s["message_id"] for s in ss), timeout=20, what="the ids stored"
+    )
+    section = sections[0]
+    port = int(section["worker"].rsplit(":", 1)[1])
+    victim = f"worker-{stack.ports.workers.index(port) + 1}"
+    stack.kill(victim, signal.SIGKILL)
+    try:
+        done = (await wait_finished(api, [task_id], within=60))[task_id]
+    finally:
+        stack.launch(victim)
+
+    assert done["status"] == "completed", done
+    result = (await api.get(f"/task/{task_id}/result")).json()
+    assert section["message_id"] in result["message_id"]  # the very message, polled elsewhere
+    assert _prompts_per_input(await _sim_stats(sim)) == [1, 1, 1]
+    assert not [t for t in done["trace"] if t["step"] == "Prompt sent again"]
+
+
+async def test_an_orchestrator_killed_once_its_prompts_are_sent_costs_no_second_prompt(
+    api, sim, s3, stack: Stack
+):
+    await sim.patch("/_sim/config", json={"latency_median_s": 4.0, "latency_sigma": 0.1})
+    task_id = await submit(api, n=301)
+
+    async def prompts() -> int:
+        return int((await _sim_stats(sim))["calls"]["prompt"])
+
+    # Killed as soon as the platform has the three prompts: whether or not the owner had
+    # stored their ids yet, the replica taking over must not send them again.
+    await assert_eventually(prompts, lambda n: n == 3, timeout=20, interval=0.01, what="sent")
+    owner = _document(s3, task_id)["owner"]
+    victim = "-".join(owner.split("-")[:2])  # orchestrator-<n>-<hex>
+    stack.kill(victim, signal.SIGKILL)
+    try:
+        done = (await wait_finished(api, [task_id], within=60))[task_id]
+    finally:
+        stack.launch(victim)
+
+    assert done["status"] == "completed", done
+    assert [t["step"] for t in done["trace"]].count("Takeover") == 1
+    assert _prompts_per_input(await _sim_stats(sim)) == [1, 1, 1]

@@ -14,7 +14,15 @@ from typing import cast
 import pytest
 
 from common import task_ids
-from common.errors import AppError, Conflict, InvalidInput, NotFound, TooLarge, WrongState
+from common.errors import (
+    AppError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    TooLarge,
+    Unavailable,
+    WrongState,
+)
 from common.principals import Principal, Role
 from orchestrator import membership as membership_module
 from orchestrator.config import load_config
@@ -205,6 +213,63 @@ async def test_claimed_key_whose_task_was_never_written_writes_it(world: World) 
     assert not replayed
     assert record.task_id == claimed_id
     assert claimed_id in world.storage.tasks
+    # That id is older than this replica's last lease renewal, where a takeover would not look
+    # for it: the lease listed it before it was stored.
+    lease = world.storage.history.index(("put_object", "r1"))
+    assert lease < world.storage.history.index(("create", claimed_id))
+    assert (await world.finished(claimed_id)).status == TaskState.COMPLETED
+
+
+async def test_a_fresh_task_costs_no_lease_write(world: World) -> None:
+    record, _ = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS, "key-2")
+    await world.finished(record.task_id)
+    assert ("put_object", "r1") not in world.storage.history
+
+
+async def test_a_keyed_task_stored_although_the_answer_was_lost_runs_and_a_repeat_finds_it(
+    world: World,
+) -> None:
+    world.storage.lose_reply("create")  # stored, then storage_svc died before it answered
+
+    with pytest.raises(Unavailable):
+        await world.orch.submit(ALICE, "alice", "pw", "", RECORDS, "key-3")
+    [task_id] = world.storage.tasks
+    again, replayed = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS, "key-3")
+
+    assert (again.task_id, replayed) == (task_id, True)
+    assert (await world.finished(task_id)).status == TaskState.COMPLETED
+    assert world.storage.history.count(("create", task_id)) == 1
+    assert len(world.worker.runs) == len(SECTIONS)  # run once
+
+
+async def test_an_unkeyed_task_stored_although_the_answer_was_lost_ends_in_error(
+    world: World,
+) -> None:
+    world.storage.lose_reply("create")
+
+    with pytest.raises(Unavailable):
+        await world.orch.submit(ALICE, "alice", "pw", "", RECORDS)
+    [task_id] = world.storage.tasks
+
+    await eventually(lambda: world.storage.record(task_id).status == TaskState.ERROR)
+    assert world.storage.record(task_id).message.startswith("Task failed: storage became")
+    assert world.worker.runs == []  # its client was told it was not taken: it never runs
+
+
+async def test_a_task_not_stored_when_storage_went_away_is_not_run(world: World) -> None:
+    world.storage.fail("create", Unavailable("storage unavailable"))
+    world.storage.fail("get", Unavailable("storage unavailable"))  # looked for again later
+
+    with pytest.raises(Unavailable):
+        await world.orch.submit(ALICE, "alice", "pw", "", RECORDS, "key-4")
+
+    def looks() -> int:
+        return sum(operation == "get" for operation, _ in world.storage.calls)
+
+    await eventually(lambda: looks() == 2, timeout=3, what="looked for once storage answers")
+    assert world.storage.tasks == {}
+    assert world.orch.runs == {}
+    assert world.worker.runs == []
 
 
 async def test_replay_of_an_orphan_takes_it_over(world: World) -> None:

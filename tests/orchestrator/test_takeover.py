@@ -16,7 +16,7 @@ from orchestrator.models import SectionResult, SectionState, TaskRecord, TaskSta
 from orchestrator.storage_client import LEASES, UnreadableTask
 from orchestrator.takeover import Takeover
 from tests.orchestrator.factories import task_record
-from tests.orchestrator.fakes import FakeClock, FakeStorage
+from tests.orchestrator.fakes import FakeClock, FakeStorage, eventually
 
 TTL = 10.0
 RENEWED = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -295,3 +295,45 @@ async def test_an_unreadable_listed_task_does_not_hold_the_others_back(clock, st
 
     assert me.launches.ids == [listed]
     assert (LEASES, "r0") not in storage.objects
+
+
+async def test_a_takeover_whose_answer_is_lost_but_that_landed_runs_the_task(clock, storage):
+    task_id = _task(storage, OLD, "000001")
+    record, version = await storage.get(task_id)
+    storage.lose_reply("update")  # stored, then storage_svc dies before it answers
+    me = Replica(storage)
+
+    assert await me.takeover.take_over(record, version) == 1
+
+    assert me.launches.launched == [(task_id, storage.version(task_id))]
+    assert (storage.record(task_id).owner, storage.record(task_id).takeovers) == ("r1", 1)
+    assert storage.history.count(("update", task_id)) == 1
+
+
+async def test_a_takeover_that_did_not_land_is_written_once_storage_answers(clock, storage):
+    task_id = _task(storage, OLD, "000001")
+    record, version = await storage.get(task_id)
+    storage.fail("update", Unavailable("storage unavailable"), times=2)
+    me = Replica(storage)
+
+    assert await me.takeover.take_over(record, version) == 1
+
+    assert me.launches.launched == [(task_id, storage.version(task_id))]
+    assert storage.record(task_id).owner == "r1"
+
+
+async def test_a_lost_answer_then_another_owner_means_not_taken(clock, storage: FakeStorage):
+    task_id = _task(storage, OLD, "000001")
+    record, version = await storage.get(task_id)
+    storage.fail("update", Unavailable("storage unavailable"))
+    me = Replica(storage)
+    taking = asyncio.create_task(me.takeover.take_over(record, version))
+    await eventually(lambda: ("update", task_id) in storage.calls, what="the write tried")
+    other = storage.record(task_id)
+    other.owner, other.takeovers = "r2", 1  # another replica won while storage was away
+    storage.put_record(other)
+
+    assert await taking == 0
+
+    assert me.launches.launched == []
+    assert storage.record(task_id).owner == "r2"

@@ -77,7 +77,72 @@ def test_start_section_marks_it_running() -> None:
     assert record.result_data["s0"].status == SectionState.PENDING
 
 
+def test_a_sent_prompt_records_its_ids_asset_and_worker() -> None:
+    record = _record(SectionState.RUNNING, SectionState.RUNNING)
+    sent = {"conv_id": "c0", "message_id": "m0", "asset_id": "a0", "worker": "w:1"}
+
+    transitions.prompt_sent(record, "s0", **sent)
+
+    section = record.result_data["s0"]
+    assert (section.conv_id, section.message_id, section.conv_asset_id, section.worker) == (
+        "c0",
+        "m0",
+        "a0",
+        "w:1",
+    )
+    assert record.result_data["s1"] == _section(1, SectionState.RUNNING)
+    assert record.trace == []
+
+
+def test_a_prompt_replacing_another_is_traced() -> None:
+    record = _record(SectionState.RUNNING)
+    transitions.prompt_sent(record, "s0", conv_id="c0", message_id="m0", asset_id="a", worker="w")
+    transitions.prompt_sent(record, "s0", conv_id="c0", message_id="m0", asset_id="a", worker="v")
+    assert record.trace == []  # the same message, resumed elsewhere
+
+    transitions.prompt_sent(record, "s0", conv_id="c1", message_id="m1", asset_id="a", worker="v")
+
+    assert (record.result_data["s0"].conv_id, record.result_data["s0"].message_id) == ("c1", "m1")
+    assert [(t.step, t.detail) for t in record.trace] == [
+        ("Prompt sent again", "s0: message m0 will never be answered; sent as message m1")
+    ]
+
+
+def test_a_placement_names_the_worker_until_the_section_finishes() -> None:
+    record = _record(SectionState.RUNNING, SectionState.COMPLETED)
+
+    transitions.placed(record, "s0", "w:1")
+    transitions.placed(record, "s1", "w:1")
+
+    assert record.result_data["s0"].worker == "w:1"
+    assert record.result_data["s1"].worker == ""
+
+
+def test_a_prompt_reported_after_its_section_finished_changes_nothing() -> None:
+    record = _record(SectionState.RUNNING)
+    transitions.finish_section(record, "s0", _ok("c0", "m0"), dispatches=1, started=0.0)
+    before = record.model_copy(deep=True)
+
+    transitions.prompt_sent(record, "s0", conv_id="c1", message_id="m1", asset_id="a", worker="w")
+
+    assert record == before
+
+
 # -- finishing sections ---------------------------------------------------------------------
+
+
+def test_a_section_given_up_on_keeps_the_ids_it_reached() -> None:
+    record = _record(SectionState.RUNNING, SectionState.RUNNING)
+    for name in ("s0", "s1"):
+        transitions.prompt_sent(record, name, conv_id="c", message_id="m", asset_id="a", worker="w")
+
+    given_up = Outcome.failed("gave up after 4 dispatches: lost")
+    transitions.finish_section(record, "s0", given_up, dispatches=4, started=0.0)
+    failed = Outcome(success=False, conv_id="c2", message_id="", error="timed out sending")
+    transitions.finish_section(record, "s1", failed, dispatches=1, started=0.0)
+
+    assert (record.result_data["s0"].conv_id, record.result_data["s0"].message_id) == ("c", "m")
+    assert (record.result_data["s1"].conv_id, record.result_data["s1"].message_id) == ("c2", "")
 
 
 def test_finish_section_records_the_outcome_and_shares_the_span() -> None:
@@ -282,6 +347,20 @@ def test_retry_resets_only_sections_that_did_not_complete() -> None:
     assert record.message == "Retrying 2 failed sections: s1, s2"
     assert record.trace[-1].step == "Retry"
     assert record.trace[-1].detail == "s1, s2"
+
+
+def test_retry_keeps_the_platform_ids_a_failed_section_reached() -> None:
+    record = _record(SectionState.ERROR, SectionState.ERROR)
+    reached = {"conv_id": "c0", "message_id": "m0", "conv_asset_id": "a0", "worker": "w:1"}
+    for name, value in reached.items():
+        setattr(record.result_data["s0"], name, value)
+    record.result_data["s0"].error = "gave up after 4 dispatches"
+    transitions.fail(record, "x")
+
+    transitions.retry(record, "r2")
+
+    assert record.result_data["s0"] == _section(0, **reached)  # resumed, not prompted again
+    assert record.result_data["s1"] == _section(1)
 
 
 def test_take_over_increments_and_records_the_previous_owner() -> None:

@@ -4,9 +4,12 @@ and a task whose token expires mid-section renews it and finishes without a seco
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +23,14 @@ from orchestrator.worker_client import (
     Credentials,
     GrpcWorkerClient,
     Outcome,
+    Progress,
     SectionJob,
     TokenExpired,
 )
 from orchestrator.workers import WorkerPool
 from section_worker.files import FileClient
 from simulator.answers import input_digest
+from tests.helpers import assert_eventually
 from tests.orchestrator.factories import task_record
 from tests.orchestrator.fakes import FakeStorage
 from tests.section_worker.conftest import ASSET, CREDENTIALS, PASSWORD, Sim, StartWorker
@@ -171,3 +176,69 @@ async def test_a_job_carries_its_owner_files_and_output_and_its_result_files_com
     inlined = {"file_id": stored.file_id, "name": "m.txt", "content_type": "text/plain"}
     prompt = json.dumps({"top_movers_data": {**inlined, "content": "AAPL +3%"}})
     assert list((await sim.http.get("/_sim/prompts")).json()) == [input_digest(ASSET, prompt)]
+
+
+async def test_progress_names_the_conversations_asset_and_a_resume_names_it_back(
+    sim: Sim, client: GrpcWorkerClient
+) -> None:
+    token = await client.authenticate(USER)
+    other_asset = "a9fdeb96-cdfa-4a48-9467-bf97a06f8738"  # configured, not the job's
+    first = [e async for e in client.run(replace(_job(token.value), asset_id=other_asset))]
+    done = first[-1]
+    assert isinstance(done, Outcome) and done.success
+
+    again = [
+        e
+        async for e in client.run(
+            _job(
+                token.value,
+                resume_conv_id=done.conv_id,
+                resume_message_id=done.message_id,
+                resume_asset_id=other_asset,
+            )
+        )
+    ]
+
+    def assets(events: list[Progress | Outcome]) -> set[str]:
+        return {e.asset_id for e in events if isinstance(e, Progress) and e.conv_id}
+
+    assert assets(first) == {other_asset}
+    assert assets(again) == {other_asset}
+    resumed = again[-1]
+    assert isinstance(resumed, Outcome)
+    assert (resumed.response, resumed.cost, resumed.conv_id, resumed.message_id) == (
+        done.response,
+        done.cost,
+        done.conv_id,
+        done.message_id,
+    )
+    assert (await sim.stats())["calls"]["prompt"] == 1
+
+
+@pytest.mark.parametrize("between_events", [False, True])
+async def test_a_caller_cancelled_mid_job_stops_the_job_on_the_worker(
+    sim: Sim, client: GrpcWorkerClient, between_events: bool
+) -> None:
+    await sim.configure(latency_median_s=5.0, latency_sigma=0.01)
+    token = await client.authenticate(USER)
+    sent = asyncio.Event()
+    storing = asyncio.Event()  # never set: the caller is busy storing the ids it got
+
+    async def consume() -> None:
+        async with contextlib.aclosing(client.run(_job(token.value))) as events:
+            async for event in events:
+                if isinstance(event, Progress) and event.message_id:
+                    sent.set()
+                    if between_events:
+                        await storing.wait()
+
+    consumer = asyncio.create_task(consume())
+    await sent.wait()  # cancelled while it waits for the next event, or while it stores
+    consumer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await consumer
+
+    load = await assert_eventually(
+        client.load, lambda load: load.in_flight == 0, timeout=3, what="job stopped"
+    )
+    assert load.in_flight == 0

@@ -162,3 +162,73 @@ async def test_started_pool_probes_on_its_own_and_close_closes_clients() -> None
     finally:
         await pool.close()
     assert fake.closed
+
+
+# -- which worker a job goes to first -------------------------------------------------------
+
+ADDRESSES = [f"127.0.0.1:70{n:02d}" for n in range(1, 6)]
+
+
+async def _pool(capacity: int = 4) -> WorkerPool:
+    return await pool_of(*(FakeWorker(address, reply=room(capacity)) for address in ADDRESSES))
+
+
+async def test_a_jobs_home_is_the_same_for_every_replica_whatever_the_load() -> None:
+    one = await _pool()
+    other = await pool_of(
+        *(FakeWorker(address, reply=room(1 + n)) for n, address in enumerate(reversed(ADDRESSES)))
+    )
+    homes = {key: one.home(key) for key in (f"task_{n}:s" for n in range(40))}
+    assert all(
+        worker is not None and other.home(key) is _worker(other, worker.address)
+        for key, worker in homes.items()
+    )
+    # Load does not move a home; rendezvous hashing spreads jobs over every worker.
+    async with one.slot(), one.slot():
+        assert {key: one.home(key) for key in homes} == homes
+    assert {worker.address for worker in homes.values() if worker} == set(ADDRESSES)
+
+
+async def test_a_home_moves_only_for_the_jobs_of_a_worker_that_left() -> None:
+    pool = await _pool()
+    keys = [f"task_{n}:s" for n in range(40)]
+    before = {key: pool.home(key) for key in keys}
+    leaving = before[keys[0]]
+    assert leaving is not None
+    pool.targets = [t for t in pool.targets if t != leaving.address]
+    await pool.refresh()
+    after = {key: pool.home(key) for key in keys}
+    assert all(after[k] is before[k] for k in keys if before[k] is not leaving)
+    assert all(after[k] is not leaving for k in keys)
+
+
+async def test_a_slot_goes_to_the_jobs_home_when_it_has_room() -> None:
+    pool = await _pool()
+    home = pool.home("task_1:s")
+    assert home is not None
+    async with pool.slot(key="task_1:s") as worker:
+        assert worker is home
+    home.in_flight = home.capacity  # full: the least loaded instead
+    async with pool.slot(key="task_1:s") as worker:
+        assert worker is not home
+    home.in_flight = 0
+    pool.set_aside(home, full=False)  # away: the same
+    async with pool.slot(key="task_1:s") as worker:
+        assert worker is not home
+
+
+async def test_a_preferred_worker_comes_before_the_home_and_an_avoided_one_after_all() -> None:
+    pool = await _pool()
+    home = pool.home("task_1:s")
+    assert home is not None
+    preferred = next(w for w in pool.workers.values() if w is not home)
+    async with pool.slot(key="task_1:s", prefer=preferred.address) as worker:
+        assert worker is preferred
+    preferred.in_flight = preferred.capacity  # full: the home is next
+    async with pool.slot(key="task_1:s", prefer=preferred.address) as worker:
+        assert worker is home
+    preferred.in_flight = 0
+    async with pool.slot(avoid=preferred, key="task_1:s", prefer=preferred.address) as worker:
+        assert worker is home
+    async with pool.slot(key="task_1:s", prefer="10.9.9.9:1") as worker:  # not in the pool
+        assert worker is home

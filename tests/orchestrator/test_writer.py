@@ -15,8 +15,9 @@ import pytest
 
 from orchestrator.models import SectionResult, TaskRecord
 from orchestrator.storage_client import StorageClient
-from orchestrator.writer import RecordWriter
+from orchestrator.writer import RecordWriter, TaskStopped
 from tests.orchestrator.factories import task_record
+from tests.orchestrator.fakes import FakeStorage
 
 
 class HeldStorage:
@@ -36,12 +37,13 @@ class HeldStorage:
         return f"v{len(self.writes)}"
 
 
+def _sections(names: str) -> dict[str, SectionResult]:
+    return {n: SectionResult(record_index=i, asset_id="a") for i, n in enumerate(names)}
+
+
 def _run() -> tuple[RecordWriter, HeldStorage]:
     storage = HeldStorage()
-    record = task_record(
-        data=[{}, {}, {}],
-        result_data={n: SectionResult(record_index=i, asset_id="a") for i, n in enumerate("xyz")},
-    )
+    record = task_record(data=[{}, {}, {}], result_data=_sections("xyz"))
     return RecordWriter(cast(StorageClient, storage), record, "v0", "r1"), storage
 
 
@@ -133,3 +135,24 @@ async def test_when_the_writing_caller_is_cancelled_the_others_are_still_written
     assert len(storage.writes) == 2
     assert storage.writes[-1].result_data["z"].response == "answer z"
     assert storage.writes[-1].result_data["y"].response == ""
+
+
+async def test_once_another_replica_took_the_task_no_later_change_is_written() -> None:
+    storage = FakeStorage()
+    record = task_record(owner="r1", data=[{}, {}], result_data=_sections("xy"))
+    version = storage.put_record(record)
+    run = RecordWriter(storage.as_client(), record.model_copy(deep=True), version, "r1")
+    taken = record.model_copy(deep=True)
+    taken.owner = "r2"  # another replica took the task over meanwhile
+    storage.put_record(taken)
+
+    with pytest.raises(TaskStopped):
+        await run.persist(_respond("x"))
+    writes = list(storage.history)
+    # Its version is the one the writer read back: a write with it would go through.
+    with pytest.raises(TaskStopped):
+        await run.persist(_respond("y"))
+
+    assert storage.history == writes
+    assert storage.record(record.task_id).owner == "r2"
+    assert storage.record(record.task_id).result_data["y"].response == ""

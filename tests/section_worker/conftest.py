@@ -99,7 +99,9 @@ async def token(sim: Sim) -> str:
     return await sim.token()
 
 
-def _settings(sim: Sim, overrides: dict[str, Any]) -> WorkerSettings:
+def worker_settings(sim: Sim, overrides: dict[str, Any]) -> WorkerSettings:
+    """Settings of a worker of the tests against ``sim``, fast polls and retries; ``overrides``
+    replace them."""
     values: dict[str, Any] = {
         "port": 0,
         "platform_url": sim.url,
@@ -127,7 +129,7 @@ async def make_client(sim: Sim) -> AsyncIterator[MakeClient]:
     made: list[PlatformClient] = []
 
     def make(**overrides: Any) -> PlatformClient:
-        client = PlatformClient(_settings(sim, overrides))
+        client = PlatformClient(worker_settings(sim, overrides))
         made.append(client)
         return client
 
@@ -170,7 +172,7 @@ async def start_worker(sim: Sim) -> AsyncIterator[StartWorker]:
     cleanups: list[Callable[[], Awaitable[None]]] = []
 
     async def start(files: FileClient | None = None, **overrides: Any) -> Worker:
-        settings = _settings(sim, overrides)
+        settings = worker_settings(sim, overrides)
         client = PlatformClient(settings)
         runner = JobRunner(client, settings, files=files)
         host = build_host(settings, runner, client)

@@ -126,14 +126,19 @@ async def test_a_record_without_references_is_sent_as_it_is(
 
     result = await result_of(run, job(token, record))
     assert result.success, result.error
-    as_text = await result_of(run, dataclasses.replace(job(token, {}), record_json=text))
+    # Another job: a job id run here again resumes its earlier message (section_worker.orphans).
+    as_text = await result_of(
+        run, dataclasses.replace(job(token, {}), job_id="task_8:top_movers", record_json=text)
+    )
     assert as_text.success, as_text.error
 
     assert set(await prompts(sim)) == {
         input_digest(ASSET, json.dumps(record)),
         input_digest(ASSET, text),
     }
-    with_files = dataclasses.replace(job(token, {}, (FILE,)), record_json=text)
+    with_files = dataclasses.replace(
+        job(token, {}, (FILE,)), job_id="task_9:top_movers", record_json=text
+    )
     refused = await result_of(run, with_files)
     assert refused.error == "the record is not a JSON object, so it refers to no file"
 

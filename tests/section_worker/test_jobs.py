@@ -10,14 +10,24 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
 import pytest
 
 from common.errors import InvalidInput, Overloaded, Unavailable
 from common.logging import section_var, task_id_var
 from section_worker.jobs import Event, JobRunner, Progress, SectionJob, SectionResult, Stage
+from section_worker.orphans import Orphans
+from section_worker.platform_client import PlatformClient
 from simulator.state import answer_for
 from tests.helpers import assert_eventually
-from tests.section_worker.conftest import ASSET, CREDENTIALS, PASSWORD, MakeClient, Sim
+from tests.section_worker.conftest import (
+    ASSET,
+    CREDENTIALS,
+    PASSWORD,
+    MakeClient,
+    Sim,
+    worker_settings,
+)
 
 RECORD = json.dumps({"top_movers_data": "AAPL +3.2%"})
 
@@ -36,9 +46,29 @@ def _job(token: str, **changes: Any) -> SectionJob:
     return SectionJob(access_token=token, **values)
 
 
-def _runner(make_client: MakeClient, **overrides: Any) -> JobRunner:
+def _runner(make_client: MakeClient, orphans: Orphans | None = None, **overrides: Any) -> JobRunner:
     client = make_client(**overrides)
-    return JobRunner(client, client._settings)
+    return JobRunner(client, client._settings, orphans=orphans)
+
+
+class HeldPrompts(httpx.AsyncBaseTransport):
+    """The way to the simulator, where the answer to a prompt — accepted by the platform — is
+    held until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self.sent = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        if request.url.path.endswith("/addmessage/stream"):
+            self.sent.set()
+            await self.release.wait()
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def _in_flight(runner: JobRunner) -> Callable[[], Awaitable[int]]:
@@ -266,3 +296,230 @@ async def test_a_jobs_timeout_is_clamped_to_the_workers_maximum(
     assert isinstance(result, SectionResult) and not result.success
     assert "timed out after 0.3s" in result.error
     assert time.monotonic() - started < 3
+
+
+# -- never paying twice for a prompt --------------------------------------------------------
+
+TOP_MOVERS_ASSET = "a9fdeb96-cdfa-4a48-9467-bf97a06f8738"
+
+
+async def _prompted(sim: Sim, runner: JobRunner, token: str, **changes: Any) -> SectionResult:
+    """The result of a job run to its end (``changes`` to the default job)."""
+    result = (await _events(runner, _job(token, **changes)))[-1]
+    assert isinstance(result, SectionResult)
+    return result
+
+
+def _stages(events: list[Event]) -> list[Stage]:
+    return [event.stage for event in events if isinstance(event, Progress)]
+
+
+async def test_progress_names_the_asset_the_conversation_is_on(
+    make_client: MakeClient, token: str
+) -> None:
+    events = await _events(_runner(make_client), _job(token))
+
+    reached = [e for e in events if isinstance(e, Progress) and e.conv_id]
+    assert reached and {e.asset_id for e in reached} == {ASSET}
+
+
+async def test_a_resumed_job_polls_its_message_on_the_asset_it_was_sent_to(
+    sim: Sim, make_client: MakeClient, token: str
+) -> None:
+    runner = _runner(make_client)
+    # The conversation is on another configured asset than the job's own.
+    first = await _prompted(sim, runner, token, asset_id=TOP_MOVERS_ASSET)
+    before = await sim.stats()
+
+    events = await _events(
+        runner,
+        _job(
+            token,
+            resume_conv_id=first.conv_id,
+            resume_message_id=first.message_id,
+            resume_asset_id=TOP_MOVERS_ASSET,
+        ),
+    )
+
+    result = events[-1]
+    assert isinstance(result, SectionResult) and result.success, result
+    assert (result.response, result.cost) == (first.response, first.cost)
+    sent = [e for e in events if isinstance(e, Progress) and e.stage is Stage.PROMPT_SENT]
+    assert [(e.message_id, e.asset_id) for e in sent] == [(first.message_id, TOP_MOVERS_ASSET)]
+    after = await sim.stats()
+    assert after["calls"]["create"] == before["calls"]["create"]
+    assert after["calls"]["prompt"] == before["calls"]["prompt"]
+
+
+async def test_a_resume_on_an_asset_the_configuration_does_not_name_is_refused(
+    make_client: MakeClient, token: str
+) -> None:
+    runner = _runner(make_client)
+    with pytest.raises(InvalidInput, match="not one the configuration names"):
+        await _events(runner, _job(token, resume_conv_id="c" * 24, resume_asset_id="elsewhere"))
+    assert runner.load().in_flight == 0
+
+
+async def test_a_resumed_message_that_failed_is_prompted_again_once_in_its_conversation(
+    sim: Sim, make_client: MakeClient, token: str
+) -> None:
+    runner = _runner(make_client)
+    await sim.configure(fail_assets=[ASSET])
+    failed = await _prompted(sim, runner, token)
+    assert not failed.success and "FAILED" in failed.error
+    await sim.configure(fail_assets=[])
+
+    events = await _events(
+        runner, _job(token, resume_conv_id=failed.conv_id, resume_message_id=failed.message_id)
+    )
+
+    result = events[-1]
+    assert isinstance(result, SectionResult) and result.success, result
+    assert result.conv_id == failed.conv_id and result.message_id != failed.message_id
+    assert Stage.CONVERSATION_CREATED not in _stages(events)
+    sent = [
+        e.message_id for e in events if isinstance(e, Progress) and e.stage is Stage.PROMPT_SENT
+    ]
+    assert sent == [failed.message_id, result.message_id]
+    stats = await sim.stats()
+    assert (stats["calls"]["create"], stats["calls"]["prompt"]) == (1, 2)
+
+
+async def test_a_resumed_message_the_platform_does_not_know_is_prompted_again_anew(
+    sim: Sim, make_client: MakeClient, token: str
+) -> None:
+    runner = _runner(make_client)
+    unknown = "0" * 24
+
+    events = await _events(runner, _job(token, resume_conv_id=unknown, resume_message_id=unknown))
+
+    result = events[-1]
+    assert isinstance(result, SectionResult) and result.success, result
+    assert unknown not in (result.conv_id, result.message_id)
+    assert _stages(events)[1:] == [  # the resumed message, then a new conversation and prompt
+        Stage.PROMPT_SENT,
+        Stage.CONVERSATION_CREATED,
+        Stage.PROMPT_SENT,
+    ] + [Stage.POLLING] * (len(_stages(events)) - 4)
+    assert (await sim.stats())["calls"]["prompt"] == 1
+
+
+async def test_a_message_the_job_sent_itself_that_fails_is_not_sent_again(
+    sim: Sim, make_client: MakeClient, token: str
+) -> None:
+    await sim.configure(fail_assets=[ASSET])
+
+    result = await _prompted(sim, _runner(make_client), token)
+
+    assert not result.success
+    assert (await sim.stats())["calls"]["prompt"] == 1
+
+
+async def _cut_off_after_the_prompt(runner: JobRunner, job: SectionJob) -> Progress:
+    """Runs ``job`` until the platform accepted its prompt, then goes away (the caller died)."""
+    events = runner.run(job)
+    while (event := await anext(events)) and not (
+        isinstance(event, Progress) and event.stage is Stage.PROMPT_SENT
+    ):
+        pass
+    await events.aclose()
+    assert isinstance(event, Progress)
+    return event
+
+
+async def test_a_job_cut_off_after_its_prompt_resumes_it_when_dispatched_here_again(
+    sim: Sim, make_client: MakeClient, token: str
+) -> None:
+    await sim.configure(latency_median_s=0.3)
+    orphans = Orphans()
+    runner = _runner(make_client, orphans)
+    sent = await _cut_off_after_the_prompt(runner, _job(token))
+    assert len(orphans) == 1
+
+    events = await _events(runner, _job(token))  # no ids: the orchestrator never stored them
+
+    result = events[-1]
+    assert isinstance(result, SectionResult) and result.success, result
+    assert (result.conv_id, result.message_id) == (sent.conv_id, sent.message_id)
+    assert Stage.CONVERSATION_CREATED not in _stages(events)
+    assert (await sim.stats())["calls"]["prompt"] == 1
+    assert len(orphans) == 1  # taken, and kept again when this run ended
+
+
+async def test_an_orphan_is_resumed_by_its_own_job_only(
+    sim: Sim, make_client: MakeClient, token: str
+) -> None:
+    await sim.configure(latency_median_s=0.3)
+    orphans = Orphans()
+    runner = _runner(make_client, orphans)
+    await _cut_off_after_the_prompt(runner, _job(token))
+
+    other = await _prompted(sim, runner, token, job_id="task_1:other")
+
+    assert other.success
+    assert (await sim.stats())["calls"]["prompt"] == 2
+    assert len(orphans) == 2  # its own, still there; and the other job's
+
+
+async def test_a_job_whose_result_was_delivered_resumes_it_when_dispatched_again(
+    sim: Sim, make_client: MakeClient, token: str
+) -> None:
+    runner = _runner(make_client, Orphans())
+    first = await _prompted(sim, runner, token)
+
+    # Its orchestrator died before storing the result: the job comes back with no ids.
+    again = await _prompted(sim, runner, token)
+
+    assert again.success
+    assert (again.message_id, again.response, again.cost) == (
+        first.message_id,
+        first.response,
+        first.cost,
+    )
+    assert (await sim.stats())["calls"]["prompt"] == 1
+
+
+async def test_a_send_in_flight_when_the_job_is_cut_off_still_yields_its_message(
+    sim: Sim, token: str
+) -> None:
+    platform = HeldPrompts()
+    orphans = Orphans()
+    settings = worker_settings(sim, {})
+    async with PlatformClient(settings, transport=platform) as client:
+        runner = JobRunner(client, settings, orphans=orphans)
+        consumer = asyncio.create_task(_events(runner, _job(token)))
+        await platform.sent.wait()  # the platform has the prompt; its answer is on the way
+        consumer.cancel()
+        await asyncio.sleep(0.05)
+        assert not consumer.done()  # the cut-off job waits for the message id
+        platform.release.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer
+        assert len(orphans) == 1
+
+        events = await _events(runner, _job(token))
+
+    result = events[-1]
+    assert isinstance(result, SectionResult) and result.success, result
+    assert (await sim.stats())["calls"]["prompt"] == 1
+
+
+async def test_a_timeout_while_sending_still_reports_the_message_sent(sim: Sim, token: str) -> None:
+    platform = HeldPrompts()
+    settings = worker_settings(sim, {})
+    async with PlatformClient(settings, transport=platform) as client:
+        runner = JobRunner(client, settings)
+        running = asyncio.create_task(_events(runner, _job(token, timeout_s=0.3)))
+        await platform.sent.wait()
+        await asyncio.sleep(0.5)  # past the job's timeout
+        platform.release.set()
+        result = (await running)[-1]
+
+    assert isinstance(result, SectionResult) and not result.success
+    assert result.error == f"section timed out after 0.3s while sending the prompt to asset {ASSET}"
+    assert result.message_id  # the orchestrator keeps it, a retry resumes it
+    poll = await sim.http.get(
+        f"/magicplatform/v1/genai/conversation/response/{result.conv_id}/{result.message_id}",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert poll.status_code == 200

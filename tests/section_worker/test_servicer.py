@@ -71,6 +71,31 @@ async def test_a_job_streams_progress_then_a_result_matching_the_platform(
     assert result.duration_s > 0
 
 
+async def test_a_job_cut_off_after_its_prompt_resumes_it_over_the_wire(
+    sim: Sim, worker: Worker, token: str
+) -> None:
+    await sim.configure(latency_median_s=0.5)
+    call = worker.stub.RunSection(_job(token))
+    while (event := await call.read()).progress.stage != worker_pb2.STAGE_PROMPT_SENT:
+        pass
+    sent = event.progress
+    call.cancel()  # the orchestrator died: its stream is gone
+    await assert_eventually(
+        lambda: _load(worker), lambda load: load.in_flight == 0, what="job cut off"
+    )
+
+    events = [event async for event in worker.stub.RunSection(_job(token))]
+
+    assert sent.asset_id == ASSET
+    result = events[-1].result
+    assert result.success, result.error
+    assert (result.conv_id, result.message_id) == (sent.conv_id, sent.message_id)
+    stages = [e.progress.stage for e in events[:-1]]
+    assert worker_pb2.STAGE_CONVERSATION_CREATED not in stages
+    stats = await sim.stats()
+    assert (stats["calls"]["create"], stats["calls"]["prompt"]) == (1, 1)
+
+
 async def test_a_failing_asset_gives_a_failed_result(worker: Worker, token: str) -> None:
     events = [event async for event in worker.stub.RunSection(_job(token, FAILING_ASSET))]
 
@@ -103,7 +128,8 @@ async def test_beyond_capacity_a_job_is_refused_and_cancelling_frees_the_slot(
     assert load.capacity == 1 and load.accepting
 
     await sim.configure(latency_median_s=0.01)
-    events = [event async for event in worker.stub.RunSection(_job(token))]
+    # Another job: the cancelled one, dispatched here again, would resume its 10-s message.
+    events = [event async for event in worker.stub.RunSection(_job(token, job_id="task_9:next"))]
     assert events[-1].result.success
 
 
@@ -123,6 +149,7 @@ async def test_a_draining_worker_refuses_jobs_as_unavailable(worker: Worker, tok
         ({"asset_id": ""}, "asset_id is required"),
         ({"access_token": ""}, "access_token is required"),
         ({"resume_message_id": "m" * 24}, "resume_message_id needs resume_conv_id"),
+        ({"resume_asset_id": ASSET}, "resume_asset_id needs resume_conv_id"),
     ],
 )
 async def test_an_incomplete_job_is_invalid(
