@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from section_worker.files import FileClient, FileRef
+from section_worker.job_files import FileJob
 from section_worker.protection.chain import Answer
 from section_worker.settings import WorkerSettings
 
@@ -27,23 +28,11 @@ class KindError(Exception):
     (it becomes the section's error; nothing is retried)."""
 
 
-class KindJob(Protocol):
-    """What a kind reads of its job."""
+class KindJob(FileJob, Protocol):
+    """What a kind reads of its job: what the file helpers read, and its id."""
 
     @property
     def job_id(self) -> str: ...
-    @property
-    def task_id(self) -> str: ...
-    @property
-    def section(self) -> str: ...
-    @property
-    def record_json(self) -> str: ...
-    @property
-    def owner_id(self) -> str: ...
-    @property
-    def files(self) -> tuple[FileRef, ...]: ...
-    @property
-    def output(self) -> str: ...
 
 
 class Platform(Protocol):

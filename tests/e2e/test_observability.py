@@ -276,13 +276,16 @@ def log_lines(stack: Stack, name: str, task_id: str) -> list[dict[str, str]]:
 
 
 async def spans_of(receiver: Receiver, trace_id: str, workers_expected: int) -> list[ReceivedSpan]:
-    """The trace's spans once every service's have arrived (batches leave every 100 ms)."""
+    """The trace's spans once every service's and the task run's have arrived (batches leave
+    every 100 ms)."""
     deadline = time.monotonic() + 20
     while True:
         spans = receiver.of_trace(trace_id)
         seen = {span.service for span in spans}
         runs = [s for s in spans if s.name.endswith("SectionWorkerService/RunSection")]
-        if seen >= SERVICES and len(runs) >= workers_expected:
+        # The task's own span ends last, after its sections: its batch may leave after theirs.
+        ended = any(s.name == "task run" for s in spans)
+        if seen >= SERVICES and len(runs) >= workers_expected and ended:
             return spans
         if time.monotonic() > deadline:
             raise AssertionError(f"spans of {trace_id} from {seen} only: {spans}")
