@@ -37,8 +37,18 @@ run: protos redis-server ## Start the whole platform locally (SeaweedFS S3 on di
 run-clean: ## Wipe make run's S3 data (tasks, API keys): $DEVSTACK_DIR/s3, .run/s3 by default.
 	rm -rf "$${DEVSTACK_DIR:-.run}/s3"
 
-test: protos redis-server ## Run the whole test suite.
-	$(BIN)/python -m pytest
+# The unit and service tests keep the CPU busy while the end-to-end ones mostly wait on their
+# processes, so the two suites run side by side; the first one's report follows the second's
+# (the whole of it when it failed).
+test: protos redis-server ## Run the whole test suite (unit and end-to-end suites side by side).
+	@mkdir -p .run
+	@$(BIN)/python -m pytest --ignore=tests/e2e --ignore=tests/bench -p no:cacheprovider \
+		> .run/unit-tests.log 2>&1 & unit=$$!; \
+	$(BIN)/python -m pytest tests/e2e tests/bench; e2e=$$?; \
+	wait $$unit; unit=$$?; \
+	echo "== unit and service tests (full log: .run/unit-tests.log)"; \
+	if [ $$unit -eq 0 ]; then tail -n 30 .run/unit-tests.log; else cat .run/unit-tests.log; fi; \
+	[ $$unit -eq 0 ] && [ $$e2e -eq 0 ]
 
 bench: protos redis-server ## Benchmarks, every scenario (bench/README.md; ARGS="--scenario a").
 	$(BIN)/python -m bench.perf $(or $(ARGS),--scenario all)

@@ -56,14 +56,29 @@ class _Multipart:
 
     @classmethod
     async def create(cls, s3: S3Calls, key: str, content_type: str) -> _Multipart:
+        """Starts a multipart upload. Cancelled while S3 may already have made it (the request
+        is out, its id not yet back), it is aborted in the background once its id is known:
+        otherwise nobody could abort it, and its parts would wait for the lifecycle rule."""
         client = s3.client
-        answer = await s3.call(
-            "CreateMultipartUpload",
-            lambda: client.create_multipart_upload(
-                Bucket=s3.bucket, Key=key, ContentType=content_type, ServerSideEncryption="AES256"
-            ),
-        )
-        return cls(s3, key, str(answer["UploadId"]))
+
+        async def made() -> _Multipart:
+            answer = await s3.call(
+                "CreateMultipartUpload",
+                lambda: client.create_multipart_upload(
+                    Bucket=s3.bucket,
+                    Key=key,
+                    ContentType=content_type,
+                    ServerSideEncryption="AES256",
+                ),
+            )
+            return cls(s3, key, str(answer["UploadId"]))
+
+        creating = asyncio.ensure_future(made())
+        try:
+            return await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            _in_background(_abort_once_made(creating))
+            raise
 
     async def put(self, body: bytes) -> None:
         number = len(self.parts) + 1
@@ -111,10 +126,24 @@ class _Multipart:
 
 async def _shielded(work: Coroutine[Any, Any, None]) -> None:
     """Runs ``work`` to its end even if the caller is cancelled (again) meanwhile."""
+    await asyncio.shield(_in_background(work))
+
+
+def _in_background(work: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+    """Runs ``work`` as a task kept until it ends, whatever its starter does."""
     task = asyncio.ensure_future(work)
     _BACKGROUND.add(task)
     task.add_done_callback(_BACKGROUND.discard)
-    await asyncio.shield(task)
+    return task
+
+
+async def _abort_once_made(creating: asyncio.Future[_Multipart]) -> None:
+    """Aborts the multipart upload ``creating`` makes, if it makes one."""
+    try:
+        multipart = await creating
+    except Exception:  # S3 made none (the failure was logged by the call)
+        return
+    await multipart.abort()
 
 
 async def stream_to_s3(

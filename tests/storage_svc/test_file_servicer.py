@@ -129,8 +129,12 @@ async def test_over_the_size_limit_is_out_of_range_and_leaves_no_parts(
 ) -> None:
     async def endless() -> AsyncIterator[pb.UploadChunk]:
         yield start(max_bytes=6 * MIB)
-        while True:
+        for _ in range(7):
             yield pb.UploadChunk(data=b"\0" * MIB)
+        # Past the limit, the client waits with nothing in flight: a write racing the
+        # server's status would end the call INTERNAL on the client's side instead.
+        await asyncio.Event().wait()
+        yield pb.UploadChunk()  # never reached
 
     err = await rpc_error(file_stub.Upload(endless()))
 

@@ -176,6 +176,41 @@ async def test_a_cancelled_upload_leaves_no_parts(files: FileStore) -> None:
     assert await keys(files) == []
 
 
+async def test_an_upload_cancelled_while_s3_creates_it_leaves_no_parts(files: FileStore) -> None:
+    """Cancelled after S3 made the multipart upload but before its id came back."""
+    client = files.s3.client
+    create = client.create_multipart_upload
+    made = asyncio.Event()
+
+    async def slow_answer(**params: Any) -> Any:
+        answer = await create(**params)
+        made.set()
+        await asyncio.sleep(0.5)  # the answer is on its way back
+        return answer
+
+    client.create_multipart_upload = slow_answer
+
+    async def stalls() -> AsyncIterator[bytes]:
+        for _ in range(9):
+            yield b"\1" * MIB
+        await asyncio.Event().wait()
+        yield b""
+
+    upload = asyncio.create_task(files.upload(NewFile("alice", "cut"), stalls()))
+    await asyncio.wait_for(made.wait(), 10)
+    assert len(await multipart_uploads(files)) == 1
+    upload.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await upload
+
+    for _ in range(100):  # the abort runs in the background once the id is known
+        if not await multipart_uploads(files):
+            break
+        await asyncio.sleep(0.05)
+    assert await multipart_uploads(files) == []
+    assert await keys(files) == []
+
+
 async def test_bad_names_types_and_chunks_are_refused(files: FileStore) -> None:
     for new in (
         NewFile("alice", ""),
