@@ -12,7 +12,7 @@ import pytest
 from common.errors import WrongState
 from common.timeutil import parse_iso
 from orchestrator import transitions
-from orchestrator.models import SectionResult, SectionState, TaskRecord, TaskState
+from orchestrator.models import Continued, SectionResult, SectionState, TaskRecord, TaskState
 from orchestrator.worker_client import Attempt, Outcome
 from tests.orchestrator.factories import task_record
 
@@ -361,6 +361,17 @@ def test_retry_keeps_the_platform_ids_a_failed_section_reached() -> None:
 
     assert record.result_data["s0"] == _section(0, **reached)  # resumed, not prompted again
     assert record.result_data["s1"] == _section(1)
+
+
+def test_retry_keeps_the_conversation_a_failed_section_continues() -> None:
+    record = _record(SectionState.ERROR, SectionState.COMPLETED)
+    continued = Continued(task_id="task_1", section="document_section", conv_id="c9", asset_id="a9")
+    record.result_data["s0"].continues = continued
+    transitions.fail(record, "x")
+
+    transitions.retry(record, "r2")
+
+    assert record.result_data["s0"].continues == continued  # the chat goes on in its conversation
 
 
 def test_take_over_increments_and_records_the_previous_owner() -> None:
