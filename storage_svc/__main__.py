@@ -24,6 +24,7 @@ from common.settings import load_settings
 from common.tls import Role
 from storage_svc.file_servicer import FILE_SERVICE_NAME, FileServicer
 from storage_svc.files import FileStore
+from storage_svc.memory import release_large_buffers
 from storage_svc.objects import ObjectStore
 from storage_svc.servicer import SERVICE_NAME, StorageServicer
 from storage_svc.settings import StorageSettings
@@ -95,6 +96,7 @@ def main() -> None:
     """Entry point: settings from the environment, logging, then :func:`serve`."""
     settings = load_settings(StorageSettings)
     configure("storage_svc", settings.log_level, settings.log_format)
+    release_large_buffers()
     eventloop.run(serve(settings))
 
 
