@@ -50,6 +50,8 @@ CONTINUE_TASK_ID = "continue_task_id"
 CONVERSATION = "conversation"
 PROFILE_TABLE = "profile_table"
 TRANSFORM_TABLE = "transform_table"
+OUTLINE_DOCUMENT = "outline_document"
+ANALYZE_DOCUMENT = "analyze_document"
 # Every job kind: whether its jobs call the AI platform (and so need the user's platform
 # credentials and a chain of assets), and how its progress reads in a section's status
 # ("chunks 3/10"). The worker's registry (section_worker.kinds) runs them and checks it agrees.
@@ -57,6 +59,8 @@ KINDS: dict[str, tuple[bool, str]] = {
     CONVERSATION: (True, "{done}/{total}"),
     PROFILE_TABLE: (False, "profiled {done}%"),  # its done counts percent, of 100
     TRANSFORM_TABLE: (True, "chunks {done}/{total}"),
+    OUTLINE_DOCUMENT: (False, "{done}/{total}"),
+    ANALYZE_DOCUMENT: (True, "document sections {done}/{total}"),
 }
 
 
@@ -160,12 +164,19 @@ class SectionConfig(BaseModel):
         description="How the answer is delivered: as the result's text, or as a file owned by "
         "the task's principal.",
     )
-    kind: Literal["conversation", "profile_table", "transform_table"] = Field(
-        "conversation", description="What a job of the section does (section_worker.kinds)."
-    )
+    kind: Literal[
+        "conversation", "profile_table", "transform_table", "outline_document", "analyze_document"
+    ] = Field("conversation", description="What a job of the section does (section_worker.kinds).")
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="The kind's options; the worker checks them against the kind at start-up.",
+    )
+    task_ceiling: float | None = Field(
+        None,
+        ge=0,
+        description="US dollars one task may spend, for jobs of this section: replaces the "
+        "tenant's `task_ceiling` (a kind that sends many prompts per job, such as a table "
+        "transform, needs more than a report). None: the tenant's.",
     )
 
     continues: str = Field(
@@ -299,6 +310,15 @@ class PlatformConfig(BaseModel):
         """The settings of ``tenant``: its own, else the ``"*"`` entry, else the defaults."""
         found = self.tenants.get(tenant) or self.tenants.get(DEFAULT)
         return found if found is not None else TenantConfig()
+
+    def tenant_for(self, tenant: str, section: str) -> TenantConfig:
+        """The settings of ``tenant`` for a job of ``section``: the tenant's, with the
+        section's ``task_ceiling`` in place of the tenant's when the section sets one."""
+        found = self.tenant(tenant)
+        own = self.sections.get(section)
+        if own is None or own.task_ceiling is None:
+            return found
+        return found.model_copy(update={"task_ceiling": own.task_ceiling})
 
     def known_assets(self) -> frozenset[str]:
         """Every asset a section's chain names: the only ones a job may run on."""

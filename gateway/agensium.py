@@ -128,14 +128,7 @@ def install(
     )
     async def profile_async(request: Request, principal: Caller) -> ProfileSubmitted:
         """Profiles an uploaded CSV, .xlsx or Parquet file in the background."""
-        content_type = request.headers.get("content-type", "")
-        if not upload_body.is_form(content_type):
-            raise InvalidInput("send the file as multipart/form-data with a `file` part")
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise upload_body.too_large(limit)
-        body = upload_body.limited(request.stream(), limit)
-        part, data = await upload_body.form_file(content_type, body)
+        part, data = await upload_body.form_upload(request.headers, request.stream(), limit)
         name = check_name(part.name)
         info = await files().upload(
             principal, NewFile(name, part.content_type, temporary=True, max_bytes=limit), data

@@ -632,7 +632,7 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
 
     files.install(app, settings, lambda: file_box["client"])
     agensium.install(app, settings, lambda: file_box["client"], stub, caller)
-    prism.install(app, stub, caller, timeout)
+    prism.install(app, settings, lambda: file_box["client"], stub, caller)
     # A file upload streams its body under the file size limit (gateway.files).
     uploads = frozenset({("POST", "/files"), ("POST", "/profile/async")})
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, exempt=uploads)

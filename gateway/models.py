@@ -18,7 +18,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from common import task_ids
+from common import file_ids, task_ids
 from common.errors import REST_ONLY, ROWS, InvalidInput
 from common.json_limits import check_json_shape
 
@@ -546,8 +546,13 @@ def _utf8_within(value: str, limit: int, what: str) -> str:
     return value
 
 
+PRISM_DOCUMENT_MAX_SECTIONS = 200
+
+
 class AnalyzeSectionRequest(BaseModel):
-    """One section of a document to get feedback on (paragraphs apart by blank lines)."""
+    """One section of a document to get feedback on (paragraphs apart by blank lines): its text
+    in ``content``, or the section of that name of a document uploaded with ``POST /upload``
+    (``document_id``)."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -556,23 +561,114 @@ class AnalyzeSectionRequest(BaseModel):
                 {
                     "section_name": "Investment risks",
                     "content": "Equities may fall.\n\nBonds carry rate risk.",
-                }
+                },
+                {"section_name": "Investment risks", "document_id": file_ids.EXAMPLE},
             ]
         },
     )
 
     section_name: str = Field(min_length=1, max_length=PRISM_SECTION_NAME_MAX_CHARS, pattern=r"\S")
-    content: str = Field(
+    content: str | None = Field(
+        None,
         min_length=1,
         max_length=PRISM_CONTENT_MAX_BYTES,
         pattern=r"\S",
         description=f"The section's text, at most {PRISM_CONTENT_MAX_BYTES} bytes as UTF-8.",
     )
+    document_id: str | None = Field(
+        None,
+        pattern=file_ids.PATTERN,
+        description="Instead of `content`: an uploaded document (`POST /upload`) whose section "
+        "named `section_name` is analysed.",
+    )
 
     @field_validator("content")
     @classmethod
-    def _content_fits(cls, value: str) -> str:
-        return _utf8_within(value, PRISM_CONTENT_MAX_BYTES, "content")
+    def _content_fits(cls, value: str | None) -> str | None:
+        return None if value is None else _utf8_within(value, PRISM_CONTENT_MAX_BYTES, "content")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AnalyzeSectionRequest:
+        if (self.content is None) == (self.document_id is None):
+            raise PydanticCustomError(
+                "one_source", "give either content or document_id (and not both)"
+            )
+        return self
+
+
+class AnalyzeDocumentRequest(BaseModel):
+    """An uploaded document to get feedback on, every section (or the ones named) in
+    parallel as one task."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"document_id": file_ids.EXAMPLE},
+                {"document_id": file_ids.EXAMPLE, "sections": ["Investment risks", "Fees"]},
+            ]
+        },
+    )
+
+    document_id: str = Field(
+        pattern=file_ids.PATTERN, description="The document's id from `POST /upload`."
+    )
+    sections: (
+        list[
+            Annotated[
+                str, Field(min_length=1, max_length=PRISM_SECTION_NAME_MAX_CHARS, pattern=r"\S")
+            ]
+        ]
+        | None
+    ) = Field(
+        None,
+        min_length=1,
+        max_length=PRISM_DOCUMENT_MAX_SECTIONS,
+        description="The sections to analyse, by name; every section when omitted.",
+    )
+
+    @field_validator("sections")
+    @classmethod
+    def _distinct(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise PydanticCustomError("distinct", "a section is named twice")
+        return value
+
+
+class DocumentOut(BaseModel):
+    """An uploaded document as its sections were found."""
+
+    file_id: str
+    name: str
+    format: Literal["pdf", "docx", "markdown", "text"]
+    heading_source: str = Field(
+        description="Which rule found the headings: outline, font, styles, markdown, "
+        "text_rules, or none (one section)."
+    )
+    pages: int | None = Field(None, description="A PDF's pages; null for other formats.")
+    sections: int
+
+
+class OutlineSection(BaseModel):
+    """One section of an uploaded document."""
+
+    name: str = Field(description="Its heading (unique in the document: a repeat gets ` (2)`).")
+    level: int = Field(description="Heading level: 0 title or untitled text, 1 top level, …")
+    order: int = Field(description="Place in reading order, from 0.")
+    chars: int = Field(description="Characters of its text.")
+
+
+class AnalysedSection(BaseModel):
+    """One section's analysis within a document's."""
+
+    name: str
+    level: int
+    order: int
+    status: Literal["completed", "failed"]
+    feedback: list[dict[str, JsonValue]] | None
+    error: str = Field(description="Why there is no feedback; empty otherwise.")
+    model_used: str
+    cost: float
 
 
 class ChatRequest(BaseModel):
@@ -628,6 +724,17 @@ class PrismResult(BaseModel):
         "category, description, suggestion, confidence).",
     )
     response: str | None = Field(None, description="A chat's reply text.")
+    document: DocumentOut | None = Field(
+        None, description="An uploaded document's outline or analysis: the document."
+    )
+    outline: list[OutlineSection] | None = Field(
+        None, description="An uploaded document's outline (`POST /upload`): its sections."
+    )
+    sections: list[AnalysedSection] | None = Field(
+        None,
+        description="An uploaded document's analysis: each analysed section, in reading order "
+        "(`feedback` holds the first one's items when one section was asked).",
+    )
     model_used: str = Field(description="The asset that answered; empty unless it answered.")
     attempts: list[AttemptOut] = Field(description="The path through the fallback chain.")
     cost: float = Field(description="US dollars.")
@@ -678,3 +785,17 @@ class PrismTaskStatus(BaseModel):
     status: PrismStatus
     result: PrismResult | None = Field(None, description="Once the task finished.")
     error: str | None = Field(None, description="Why it failed; null otherwise.")
+
+
+class UploadedDocument(BaseModel):
+    """A document stored for analysis, and its sections once found."""
+
+    success: bool = Field(description="False when the document cannot be read.")
+    document_id: str = Field(
+        description="Name it in `POST /analyze_section` or `POST /analyze_document`."
+    )
+    task_id: str = Field(description="The task that finds its sections.")
+    status: PrismStatus
+    document: DocumentOut | None = Field(None, description="Once its sections are found.")
+    sections: list[OutlineSection] | None = Field(None, description="Once they are found.")
+    error: str | None = Field(None, description="Why it cannot be read; null otherwise.")

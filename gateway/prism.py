@@ -9,6 +9,21 @@
   (``queued``, ``processing``, ``completed``, ``failed``) and, once finished, the ``feedback``
   items parsed from an analysis' answer (or a chat's ``response`` text), ``model_used``, the
   attempt path and the cost. An analysis whose answer is not feedback is ``failed``, saying why.
+- ``POST /upload`` takes a ``multipart/form-data`` form whose ``file`` part is a document (PDF,
+  DOCX, Markdown or plain text, at most ``GATEWAY_PRISM_DOCUMENT_MAX_BYTES``), stores it as a
+  file of the caller (its id is the ``document_id``; it expires with the file retention, and
+  ``DELETE /files/{id}`` removes it) and submits a task of one record
+  ``{"outline_document": {"file_id": …}}`` for the section ``document_outline``, in which a
+  worker cuts the document into sections by its headings. It waits for that task up to
+  ``GATEWAY_PRISM_OUTLINE_WAIT_S`` and answers with the sections; a document that cannot be
+  read is 422 naming why (and is deleted); a slow one is answered ``processing`` without
+  sections (poll ``GET /task_status/{task_id}``).
+- ``POST /analyze_section {section_name, document_id}`` analyses the section of that name of an
+  uploaded document; ``POST /analyze_document {document_id, sections?}`` analyses every section
+  (or the ones named) in parallel as one task. Both submit a record
+  ``{"analyze_document": {"file_id": …}, "sections": [...]}`` for the section
+  ``document_analysis`` (kind ``analyze_document``), and ``GET /task_status/{task_id}`` gives
+  per-section feedback.
 - ``POST /chat {task_id, message}`` continues the conversation of a completed analysis of the
   caller's: it submits a task of one record ``{"kind": "chat", "message", "context"}`` for the
   section ``document_chat``, which continues ``document_section``'s conversation (the record
@@ -27,32 +42,48 @@ context) is in the plain functions below.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import Callable
 from enum import Enum
+from pathlib import PurePath
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Path
+from fastapi import Depends, FastAPI, Path, Request
 
 from common import task_ids
-from common.errors import WrongState
+from common.errors import AppError, InvalidInput, WrongState
+from common.feedback import NotFeedback, parse_feedback
 from common.platform_config import CONTINUE_TASK_ID
 from common.principals import Principal
-from gateway import auth
+from gateway import auth, upload_body
+from gateway.file_client import FileClient, NewFile
 from gateway.models import (
+    AnalysedSection,
+    AnalyzeDocumentRequest,
     AnalyzeSectionRequest,
     ChatRequest,
+    DocumentOut,
     ErrorResponse,
+    OutlineSection,
     PrismResult,
     PrismStatus,
     PrismTaskStatus,
     QueuedResponse,
+    UploadedDocument,
 )
+from gateway.settings import GatewaySettings
 from wealthai.orchestrator.v1 import orchestrator_pb2 as pb
 from wealthai.orchestrator.v1 import orchestrator_pb2_grpc
 
 ANALYSIS_SECTION = "document_section"
 CHAT_SECTION = "document_chat"
+OUTLINE_SECTION = "document_outline"
+DOCUMENT_SECTION = "document_analysis"
+OUTLINE_FIELD = "outline_document"
+DOCUMENT_FIELD = "analyze_document"
+DOCUMENT_EXTENSIONS = (".pdf", ".docx", ".md", ".markdown", ".txt", ".text")
 TAGS: list[str | Enum] = ["ai-prism"]
 # The chat's context: at most this many feedback items, each description cut to this length.
 SUMMARY_ITEMS = 50
@@ -60,13 +91,12 @@ SUMMARY_TEXT_CHARS = 300
 
 _QUEUED = {"pending"}
 _FAILED = {"error", "cancelled"}
+_ENDED = {"completed", *_FAILED}
+
+logger = logging.getLogger(__name__)
 
 Caller = Annotated[Principal, Depends(auth.current_principal)]
 TaskId = Annotated[str, Path(pattern=task_ids.PATTERN, examples=[task_ids.EXAMPLE])]
-
-
-class NotFeedback(ValueError):
-    """The platform's answer to an analysis is not ``{"feedback": [objects…]}``."""
 
 
 def prism_status(status: str) -> PrismStatus:
@@ -80,19 +110,24 @@ def prism_status(status: str) -> PrismStatus:
     return "processing"
 
 
-def parse_feedback(response: str) -> list[dict[str, Any]]:
-    """The feedback items of an analysis' answer; :class:`NotFeedback` saying what is wrong."""
-    try:
-        answer = json.loads(response)
-    except ValueError:
-        raise NotFeedback("the platform's answer is not JSON") from None
-    if not isinstance(answer, dict) or not isinstance(answer.get("feedback"), list):
-        raise NotFeedback("the platform's answer has no `feedback` list")
-    items: list[dict[str, Any]] = answer["feedback"]
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise NotFeedback(f"feedback[{index}] of the platform's answer is not an object")
-    return items
+def check_document_name(name: str) -> str:
+    """The document's name, when its extension is one the parser reads; InvalidInput
+    otherwise."""
+    if PurePath(name).suffix.lower() not in DOCUMENT_EXTENSIONS:
+        raise InvalidInput(
+            f"file {name!r}: only PDF, DOCX, Markdown or text documents "
+            f"({', '.join(DOCUMENT_EXTENSIONS)}) can be analysed"
+        )
+    return name
+
+
+def document_record(document_id: str, sections: list[str] | None) -> dict[str, Any]:
+    """The record of an analysis of an uploaded document (every section when ``sections`` is
+    None)."""
+    record: dict[str, Any] = {DOCUMENT_FIELD: {"file_id": document_id}}
+    if sections is not None:
+        record["sections"] = sections
+    return record
 
 
 def feedback_summary(items: list[dict[str, Any]]) -> list[str]:
@@ -140,6 +175,13 @@ def task_status(result: dict[str, Any]) -> PrismTaskStatus:
         return PrismTaskStatus(
             success=False, task_id=task_id, status=status, result=out, error=error
         )
+    if name == OUTLINE_SECTION:
+        outline = json.loads(section["result_json"])
+        out.document = DocumentOut(**outline["document"])
+        out.outline = [OutlineSection(**s) for s in outline["sections"]]
+        return PrismTaskStatus(success=True, task_id=task_id, status=status, result=out)
+    if name == DOCUMENT_SECTION:
+        return document_status(task_id, json.loads(section["result_json"]), out)
     if name != ANALYSIS_SECTION:
         out.response = section["response"]
         return PrismTaskStatus(success=True, task_id=task_id, status=status, result=out)
@@ -150,6 +192,26 @@ def task_status(result: dict[str, Any]) -> PrismTaskStatus:
             success=False, task_id=task_id, status="failed", result=out, error=str(exc)
         )
     return PrismTaskStatus(success=True, task_id=task_id, status=status, result=out)
+
+
+def document_status(task_id: str, analysis: dict[str, Any], out: PrismResult) -> PrismTaskStatus:
+    """A completed analysis of an uploaded document: every section's feedback, and the first
+    one's as ``feedback`` when one section was asked. It failed when a section did (one asked)
+    or every section did; otherwise the failed ones say why in their ``error``."""
+    out.document = DocumentOut(**analysis["document"])
+    out.sections = [AnalysedSection(**s) for s in analysis["sections"]]
+    failed = [s for s in out.sections if s.status == "failed"]
+    if len(out.sections) == 1:
+        out.feedback = out.sections[0].feedback
+    if failed and len(failed) == len(out.sections):
+        why = failed[0].error if len(failed) == 1 else f"every section failed: {failed[0].error}"
+        return PrismTaskStatus(
+            success=False, task_id=task_id, status="failed", result=out, error=why
+        )
+    some = f"{len(failed)} of {len(out.sections)} sections failed" if failed else None
+    return PrismTaskStatus(
+        success=True, task_id=task_id, status="completed", result=out, error=some
+    )
 
 
 def analysed_feedback(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -181,15 +243,38 @@ def _errors(**texts: str) -> dict[int | str, dict[str, Any]]:
     }
 
 
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "A multipart/form-data form whose file part (a part with a filename "
+        f"ending in {', '.join(DOCUMENT_EXTENSIONS)}) is the document; other form fields are "
+        "ignored.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
+}
+
+
 def install(
     app: FastAPI,
+    settings: GatewaySettings,
+    files: Callable[[], FileClient],
     stub: Callable[[], orchestrator_pb2_grpc.OrchestratorServiceAsyncStub],
     caller: Callable[[Principal], pb.Caller],
-    timeout: float,
 ) -> None:
-    """Adds the AI-Prism routes to ``app``'s own router; ``stub`` gives the orchestrator's stub
-    of the running app, ``caller`` the orchestrator's view of a principal."""
+    """Adds the AI-Prism routes to ``app``'s own router; ``files`` and ``stub`` give the
+    storage client and the orchestrator's stub of the running app, ``caller`` the
+    orchestrator's view of a principal."""
     router = app.router
+    timeout = settings.call_timeout_s
+    document_limit = settings.prism_document_max_bytes
 
     async def submit(principal: Principal, record: dict[str, Any]) -> QueuedResponse:
         reply = await stub().SubmitTask(
@@ -204,17 +289,99 @@ def install(
         )
         return _result_dict(reply)
 
+    async def ended(task_id: str, principal: Principal, wait_s: float) -> None:
+        """Returns once the task ended, or after ``wait_s`` seconds."""
+        call = stub().WatchTask(pb.WatchTaskRequest(task_id=task_id, caller=caller(principal)))
+        try:
+            async with asyncio.timeout(wait_s):
+                async for event in call:
+                    if event.status in _ENDED:
+                        return
+        except TimeoutError:
+            return
+        finally:
+            call.cancel()
+
+    @router.post(
+        "/upload",
+        tags=TAGS,
+        response_model=UploadedDocument,
+        responses=_errors(
+            **{
+                "413": f"The document is larger than the limit ({document_limit} bytes) "
+                "(`too_large`)",
+                "422": "Not a PDF, DOCX, Markdown or text document, or one that cannot be read "
+                "(corrupt, encrypted, no text): the message says which (`invalid_input`)",
+            }
+        ),
+        openapi_extra=_UPLOAD_BODY,
+    )
+    async def upload(request: Request, principal: Caller) -> UploadedDocument:
+        """Stores a document and finds its sections by their headings; name them in
+        ``POST /analyze_section`` (with ``document_id``) or ``POST /analyze_document``."""
+        part, data = await upload_body.form_upload(
+            request.headers, request.stream(), document_limit
+        )
+        name = check_document_name(part.name)
+        info = await files().upload(
+            principal, NewFile(name, part.content_type, max_bytes=document_limit), data
+        )
+        queued = await submit(principal, {OUTLINE_FIELD: {"file_id": info.file_id}})
+        await ended(queued.task_id, principal, settings.prism_outline_wait_s)
+        status = task_status(await result_of(queued.task_id, principal))
+        if status.status == "failed":
+            try:
+                await files().delete(principal, info.file_id)
+            except AppError as exc:  # it expires anyway
+                logger.info("document %s not deleted: %s", info.file_id, exc.message)
+            raise InvalidInput(status.error or "the document cannot be read")
+        found = status.result
+        return UploadedDocument(
+            success=True,
+            document_id=info.file_id,
+            task_id=queued.task_id,
+            status=status.status,
+            document=found.document if found else None,
+            sections=found.outline if found else None,
+        )
+
     @router.post(
         "/analyze_section",
         tags=TAGS,
         response_model=QueuedResponse,
-        responses=_errors(**{"413": "Request body too large (`too_large`)"}),
+        responses=_errors(
+            **{
+                "413": "Request body too large (`too_large`)",
+                "422": "Invalid input, or a `document_id` that is not an uploaded document of "
+                "the caller's (`invalid_input`)",
+            }
+        ),
     )
     async def analyze_section(body: AnalyzeSectionRequest, principal: Caller) -> QueuedResponse:
         """Queues feedback on one section of a document: one item per paragraph (paragraphs
-        apart by blank lines); poll ``GET /task_status/{task_id}``."""
-        record = {"kind": "analyze_section", **body.model_dump()}
+        apart by blank lines); poll ``GET /task_status/{task_id}``. The section is ``content``,
+        or the section named ``section_name`` of the uploaded document ``document_id``."""
+        if body.document_id is not None:
+            return await submit(principal, document_record(body.document_id, [body.section_name]))
+        record = {"kind": "analyze_section", **body.model_dump(exclude={"document_id"})}
         return await submit(principal, record)
+
+    @router.post(
+        "/analyze_document",
+        tags=TAGS,
+        response_model=QueuedResponse,
+        responses=_errors(
+            **{
+                "413": "Request body too large (`too_large`)",
+                "422": "Invalid input, or a `document_id` that is not an uploaded document of "
+                "the caller's (`invalid_input`)",
+            }
+        ),
+    )
+    async def analyze_document(body: AnalyzeDocumentRequest, principal: Caller) -> QueuedResponse:
+        """Queues feedback on every section of an uploaded document (or the ones named), in
+        parallel as one task; ``GET /task_status/{task_id}`` gives each section's feedback."""
+        return await submit(principal, document_record(body.document_id, body.sections))
 
     @router.get(
         "/task_status/{task_id}",
@@ -263,6 +430,7 @@ def _result_dict(reply: pb.TaskResult) -> dict[str, Any]:
                 "response": s.response,
                 "error": s.error,
                 "cost": s.cost,
+                "result_json": s.result_json,
                 "model_used": s.model_used,
                 "attempts": [
                     {

@@ -40,6 +40,18 @@ class GatewaySettings(ServiceSettings):
         description="Largest file POST /files and POST /files/presign accept; larger ones get "
         "413 (storage_svc's own STORAGE_FILE_MAX_BYTES applies too).",
     )
+    prism_document_max_bytes: int = Field(
+        50 * 1024 * 1024,
+        ge=1,
+        description="Largest document POST /upload (AI-Prism) accepts; larger ones get 413.",
+    )
+    prism_outline_wait_s: float = Field(
+        30.0,
+        ge=0,
+        le=300,
+        description="How long POST /upload waits for the document's sections before answering "
+        "without them (then poll GET /task_status/{task_id}).",
+    )
     call_timeout_s: float = Field(
         15.0,
         gt=0,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 from python_multipart import MultipartParser
@@ -191,6 +191,21 @@ def boundary_of(content_type: str) -> bytes:
     if not boundary:
         raise InvalidInput("Content-Type: multipart/form-data needs a boundary parameter")
     return boundary
+
+
+async def form_upload(
+    headers: Mapping[str, str], stream: AsyncIterator[bytes], max_bytes: int
+) -> tuple[FormFile, AsyncIterator[memoryview]]:
+    """The file part of a request's ``multipart/form-data`` body (its headers and byte stream)
+    and its data as it comes, at most ``max_bytes`` of body: InvalidInput for any other body,
+    TooLarge for a declared or streamed body over the limit."""
+    content_type = headers.get("content-type", "")
+    if not is_form(content_type):
+        raise InvalidInput("send the file as multipart/form-data with a `file` part")
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise too_large(max_bytes)
+    return await form_file(content_type, limited(stream, max_bytes))
 
 
 async def form_file(

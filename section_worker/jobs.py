@@ -522,6 +522,7 @@ class _Platform:
             assets=job.chain,
             deadline=self._deadline,
             resume_asset=resume_asset,
+            section=job.section,
         )
 
     async def converse(self, prompt: Callable[[], Awaitable[str]]) -> Answer:
@@ -557,7 +558,7 @@ class _Platform:
         finally:
             self._trail.attempts.extend(attempts)
         self._trail.asset_id = asset
-        return answer
+        return replace(answer, asset_id=asset)
 
 
 def _quiet(event: Event) -> None:

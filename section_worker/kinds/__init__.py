@@ -25,7 +25,13 @@ from pydantic import BaseModel, ValidationError
 from common import platform_config
 from common.errors import InvalidInput
 from common.platform_config import PlatformConfig
-from section_worker.kinds import conversation, profile_table, transform_table
+from section_worker.kinds import (
+    analyze_document,
+    conversation,
+    outline_document,
+    profile_table,
+    transform_table,
+)
 from section_worker.kinds.base import KindContext, KindError, KindOutcome
 
 __all__ = ["REGISTRY", "Kind", "KindContext", "KindError", "KindOutcome", "check_config", "kind"]
@@ -60,7 +66,11 @@ class Kind:
 
 
 REGISTRY: dict[str, Kind] = {
-    k.name: k for k in map(Kind.of, (conversation, profile_table, transform_table))
+    k.name: k
+    for k in map(
+        Kind.of,
+        (conversation, profile_table, transform_table, outline_document, analyze_document),
+    )
 }
 
 for _kind in REGISTRY.values():  # one table of kinds for every service: it must agree

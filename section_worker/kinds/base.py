@@ -40,7 +40,8 @@ class Platform(Protocol):
     chain under the worker's protection (limits, budgets, breakers, cool-downs)."""
 
     async def ask(self, prompt: str, *, label: str) -> Answer:
-        """One prompt in a new conversation; the answer and its cost. Raises
+        """One prompt in a new conversation; the answer, its cost and the asset that wrote it
+        (``Answer.asset_id``). Raises
         :class:`~section_worker.protection.chain.ChainExhausted` when every asset failed, and
         :class:`~section_worker.platform_client.TokenRejected` when the job's token is refused
         (the job then stops and is sent again with a new token). ``label`` names the prompt in

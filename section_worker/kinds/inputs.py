@@ -1,4 +1,4 @@
-"""What table kinds read from their job: the record's fields and the table file it references."""
+"""What file kinds read from their job: the record's fields and the files it references."""
 
 from __future__ import annotations
 
@@ -25,11 +25,17 @@ def record_of(job: KindJob) -> dict[str, Any]:
 
 def table_file(job: KindJob, record: dict[str, Any]) -> FileRef:
     """The file the record's ``table_file`` references, as the job was given it."""
-    value = record.get(TABLE_FIELD)
+    return file_of(job, record, TABLE_FIELD)
+
+
+def file_of(job: KindJob, record: dict[str, Any], field: str) -> FileRef:
+    """The file the record's ``field`` references (``{"file_id": …}``), as the job was given
+    it; KindError naming the field otherwise."""
+    value = record.get(field)
     if not isinstance(value, dict) or not isinstance(value.get(file_refs.KEY), str):
-        raise KindError(f'the record\'s "{TABLE_FIELD}" must be {{"file_id": "<file id>"}}')
+        raise KindError(f'the record\'s "{field}" must be {{"file_id": "<file id>"}}')
     wanted = value[file_refs.KEY]
     for ref in job.files:
         if ref.file_id == wanted:
             return ref
-    raise KindError(f"{TABLE_FIELD}: file {wanted} was not given to the job")
+    raise KindError(f"{field}: file {wanted} was not given to the job")

@@ -23,14 +23,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.errors import TooLarge
 from section_worker.kinds import inputs, tables
 from section_worker.kinds.base import KindContext, KindError, KindOutcome
-from section_worker.kinds.checkpoints import Answered, Checkpoints
+from section_worker.kinds.checkpoints import Checkpoints
 from section_worker.kinds.profile_table import spool
 from section_worker.protection.chain import ChainExhausted
 
@@ -57,6 +59,37 @@ class Options(BaseModel):
     max_bytes: int = Field(350 * MIB, gt=0, description="Largest input file.")
     max_columns: int = Field(tables.MAX_COLUMNS, ge=1, le=16_384, description="Widest table.")
     sheet: str | None = Field(None, description="XLSX sheet; the first when None.")
+
+
+@dataclass(frozen=True)
+class Answered:
+    """A chunk's answer: its rows (or why they could not be used) and what it cost; kept as a
+    checkpoint once paid for."""
+
+    index: int
+    first_row: int
+    last_row: int
+    rows: list[dict[str, str]] | None
+    reason: str
+    cost: float
+
+    @classmethod
+    def kept(cls, raw: dict[str, Any]) -> Answered | None:
+        """The answer a checkpoint holds; None when it is not one (the chunk is asked again)."""
+        try:
+            rows = raw["rows"]
+            if rows is not None and not isinstance(rows, list):
+                return None
+            return cls(
+                index=int(raw["index"]),
+                first_row=int(raw["first_row"]),
+                last_row=int(raw["last_row"]),
+                rows=rows,
+                reason=str(raw.get("reason", "")),
+                cost=float(raw["cost"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
 
 
 def table_format(name: str, content_type: str) -> tables.TableFormat:
@@ -103,7 +136,11 @@ async def run(ctx: KindContext) -> KindOutcome:
         tables.read_columns, path, fmt, sheet=options.sheet, max_columns=options.max_columns
     )
     checkpoints = Checkpoints(files, job.owner_id, job.task_id, job.section)
-    kept = await checkpoints.load()
+    kept = {
+        index: answered
+        for index, raw in (await checkpoints.load()).items()
+        if (answered := Answered.kept(raw)) is not None
+    }
     output = ctx.scratch / f"output.{fmt.value}"
     cost = 0.0
     done = 0
@@ -148,7 +185,7 @@ async def run(ctx: KindContext) -> KindOutcome:
                 answered = Answered(
                     chunk.index, chunk.first_row, chunk.last_row, rows, reason, answer.cost
                 )
-                await checkpoints.keep(answered)
+                await checkpoints.keep(chunk.index, asdict(answered))
                 finished(chunk, answered)
             finally:
                 slot.release()

@@ -79,6 +79,7 @@ class Answer:
 
     response: str
     cost: float
+    asset_id: str = ""  # the asset that wrote it (set by the job's platform client's ask)
 
 
 class AnswerFailed(PlatformError):
@@ -108,6 +109,7 @@ class ChainJob:
     assets: tuple[str, ...]
     deadline: float  # monotonic time the job must end by
     resume_asset: str = ""  # set: resume the conversation an earlier dispatch made there
+    section: str = ""  # its section, whose task_ceiling (when set) replaces the tenant's
 
 
 # What an attempt asks the loop to do next: None to move on, or a short pause first.
@@ -169,7 +171,7 @@ class Chain:
     ) -> _Next:
         p = self._p
         asset_cfg = p.config.asset(asset)
-        tenant_cfg = p.config.tenant(job.tenant)
+        tenant_cfg = p.config.tenant_for(job.tenant, job.section)
         started = time.monotonic()
 
         def record(outcome: Outcome, reason: str = "", cost: float = 0.0) -> None:

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ from section_worker.files import FileClient, FileRef
 from section_worker.jobs import Event, JobRunner, Progress, SectionJob, SectionResult
 from section_worker.kinds import transform_table
 from section_worker.kinds.base import KindContext
-from section_worker.kinds.checkpoints import Answered, Checkpoints
+from section_worker.kinds.checkpoints import Checkpoints
+from section_worker.kinds.transform_table import Answered
 from section_worker.protection.chain import Answer
 from simulator.answers import COMPUTED, computed
 from tests.helpers import assert_eventually
@@ -164,9 +166,9 @@ async def test_chunks_kept_by_an_earlier_dispatch_are_not_asked_again(
     for index in (0, 2):
         first = index * 5 + 1
         rows = [{COMPUTED: "kept"} for _ in range(5)]
-        await kept.keep(Answered(index, first, first + 4, rows, "", 0.01))
+        await kept.keep(index, asdict(Answered(index, first, first + 4, rows, "", 0.01)))
     # A checkpoint whose rows are not the chunk's (the chunk size changed) is not used.
-    await kept.keep(Answered(1, 1, 3, [{COMPUTED: "stale"}] * 3, "", 0.01))
+    await kept.keep(1, asdict(Answered(1, 1, 3, [{COMPUTED: "stale"}] * 3, "", 0.01)))
     result = last(await events_of(runner(make_client, file_client), transform(ref, token)))
     assert result.success, result.error
     assert json.loads(result.result_json)["chunks_reused"] == 2
