@@ -10,18 +10,19 @@ from typing import Any
 import httpx
 import pytest
 
-from common import errors
-from common.errors import WrongState
+from common import errors, file_ids
+from common.errors import InvalidInput, WrongState
+from common.feedback import NotFeedback, parse_feedback
 from common.grpc_server import ServiceHost
 from common.settings import GrpcServerSettings
 from common.tls import Role
 from gateway.app import create_app
 from gateway.prism import (
-    NotFeedback,
     analysed_feedback,
     chat_record,
+    check_document_name,
+    document_record,
     feedback_summary,
-    parse_feedback,
     prism_status,
     task_status,
 )
@@ -146,6 +147,84 @@ async def test_analyze_section_refuses_bad_input_with_422(env, body, field) -> N
     reply = await client.post("/analyze_section", json=body)
     assert reply.status_code == 422, reply.text
     assert field in reply.json()["detail"]
+    assert scripted.submitted == []
+
+
+async def test_analyze_section_can_name_a_section_of_an_uploaded_document(env) -> None:
+    client, scripted = env
+    body = {"section_name": "Risks", "document_id": file_ids.EXAMPLE}
+    reply = await client.post("/analyze_section", json=body)
+    assert reply.status_code == 200, reply.text
+    (sent,) = scripted.submitted
+    assert [json.loads(r) for r in sent.records_json] == [
+        {"analyze_document": {"file_id": file_ids.EXAMPLE}, "sections": ["Risks"]}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"section_name": "s", "content": "c", "document_id": file_ids.EXAMPLE}, "document_id"),
+        ({"section_name": "s", "document_id": "../etc/passwd"}, "document_id"),
+    ],
+)
+async def test_analyze_section_takes_content_or_a_document_not_both(env, body, field) -> None:
+    client, scripted = env
+    reply = await client.post("/analyze_section", json=body)
+    assert reply.status_code == 422, reply.text
+    assert field in reply.json()["detail"]
+    assert scripted.submitted == []
+
+
+async def test_analyze_document_queues_every_section_or_the_named_ones(env) -> None:
+    client, scripted = env
+    for body in (
+        {"document_id": file_ids.EXAMPLE},
+        {"document_id": file_ids.EXAMPLE, "sections": ["Fees", "Risks"]},
+    ):
+        reply = await client.post("/analyze_document", json=body)
+        assert reply.status_code == 200, reply.text
+        assert reply.json() == {"success": True, "task_id": NEW, "status": "queued"}
+    whole, named = ([json.loads(r) for r in sent.records_json] for sent in scripted.submitted)
+    assert whole == [{"analyze_document": {"file_id": file_ids.EXAMPLE}}]
+    assert named == [
+        {"analyze_document": {"file_id": file_ids.EXAMPLE}, "sections": ["Fees", "Risks"]}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "document_id"),
+        ({"document_id": "f_1"}, "document_id"),
+        ({"document_id": file_ids.EXAMPLE, "sections": []}, "sections"),
+        ({"document_id": file_ids.EXAMPLE, "sections": ["A", "A"]}, "sections"),
+        ({"document_id": file_ids.EXAMPLE, "sections": ["x" * 201]}, "sections"),
+        ({"document_id": file_ids.EXAMPLE, "sections": ["s"] * 201}, "sections"),
+    ],
+)
+async def test_analyze_document_refuses_bad_input_with_422(env, body, field) -> None:
+    client, scripted = env
+    reply = await client.post("/analyze_document", json=body)
+    assert reply.status_code == 422, reply.text
+    assert field in reply.json()["detail"]
+    assert scripted.submitted == []
+
+
+async def test_upload_refuses_what_is_not_a_document_form(env) -> None:
+    client, scripted = env
+    raw = await client.post(
+        "/upload", content=b"%PDF-1.4", headers={"Content-Type": "application/pdf"}
+    )
+    assert raw.status_code == 422 and "multipart/form-data" in raw.json()["detail"]
+    sheet = await client.post("/upload", files={"file": ("book.xlsx", b"PK", "application/zip")})
+    assert sheet.status_code == 422 and "book.xlsx" in sheet.json()["detail"]
+    big = await client.post(
+        "/upload",
+        files={"file": ("big.pdf", b"x", "application/pdf")},
+        headers={"Content-Length": str(50 * 1024 * 1024 + 1)},
+    )
+    assert big.status_code == 413
     assert scripted.submitted == []
 
 
@@ -329,3 +408,84 @@ def test_only_a_completed_analysis_with_feedback_can_be_chatted_about() -> None:
         analysed_feedback(_result("error", "document_section", status="error"))
     with pytest.raises(WrongState, match="is not a section analysis"):
         analysed_feedback(_result("completed", "document_chat"))
+
+
+def test_document_names_by_extension() -> None:
+    for name in ("a.pdf", "A.DOCX", "notes.md", "n.markdown", "t.txt", "t.text"):
+        assert check_document_name(name) == name
+    for name in ("book.xlsx", "a.doc", "noext", "a.pdf.exe"):
+        with pytest.raises(InvalidInput, match="only PDF, DOCX, Markdown or text"):
+            check_document_name(name)
+
+
+def test_a_document_record_names_the_sections_only_when_asked() -> None:
+    assert document_record("f", None) == {"analyze_document": {"file_id": "f"}}
+    assert document_record("f", ["A"]) == {"analyze_document": {"file_id": "f"}, "sections": ["A"]}
+
+
+DOCUMENT = {
+    "file_id": file_ids.EXAMPLE,
+    "name": "review.docx",
+    "format": "docx",
+    "heading_source": "styles",
+    "pages": None,
+    "sections": 3,
+}
+
+
+def analysed(name: str, order: int, failed: bool = False) -> dict[str, Any]:
+    return {
+        "name": name,
+        "level": 1,
+        "order": order,
+        "status": "failed" if failed else "completed",
+        "feedback": None if failed else [ITEM],
+        "error": "every asset of the chain failed" if failed else "",
+        "model_used": "" if failed else "a2",
+        "cost": 0.0 if failed else 0.05,
+    }
+
+
+def document_analysis(*sections: dict[str, Any]) -> dict[str, Any]:
+    analysis = {"document": DOCUMENT, "sections": list(sections)}
+    return _result("completed", "document_analysis", result_json=json.dumps(analysis))
+
+
+def test_an_outline_task_gives_the_documents_sections() -> None:
+    outline = {
+        "document": DOCUMENT,
+        "sections": [{"name": "Risks", "level": 1, "order": 0, "chars": 120}],
+    }
+    status = task_status(_result("completed", "document_outline", result_json=json.dumps(outline)))
+    assert status.success and status.status == "completed" and status.result is not None
+    assert status.result.document is not None and status.result.document.format == "docx"
+    assert [s.name for s in status.result.outline or []] == ["Risks"]
+
+
+def test_a_documents_analysis_gives_every_sections_feedback() -> None:
+    status = task_status(document_analysis(analysed("A", 0), analysed("B", 1)))
+    assert (status.success, status.status, status.error) == (True, "completed", None)
+    assert status.result is not None and status.result.feedback is None  # many sections
+    assert [s.feedback for s in status.result.sections or []] == [[ITEM], [ITEM]]
+
+
+def test_one_named_sections_analysis_gives_its_feedback_as_the_results() -> None:
+    status = task_status(document_analysis(analysed("A", 0)))
+    assert status.success and status.result is not None and status.result.feedback == [ITEM]
+    failed = task_status(document_analysis(analysed("A", 0, failed=True)))
+    assert (failed.success, failed.status) == (False, "failed")
+    assert failed.error == "every asset of the chain failed"
+
+
+def test_a_documents_analysis_with_some_sections_failed_keeps_the_rest() -> None:
+    status = task_status(document_analysis(analysed("A", 0), analysed("B", 1, failed=True)))
+    assert (status.success, status.status, status.error) == (
+        True,
+        "completed",
+        "1 of 2 sections failed",
+    )
+    every = task_status(
+        document_analysis(analysed("A", 0, failed=True), analysed("B", 1, failed=True))
+    )
+    assert (every.success, every.status) == (False, "failed")
+    assert every.error == "every section failed: every asset of the chain failed"
