@@ -6,7 +6,12 @@ the platform account the stack writes doing the logging in:
 - with that asset throttled 100 %, the second one answers and the attempts show the path;
 - a chat about the analysis is sent into the analysis' own conversation (no new one, the same
   asset) and the reply follows the simulator's rule for the context it got;
-- another tenant's key gets 404 for the task's status and for a chat about it.
+- another tenant's key gets 404 for the task's status and for a chat about it;
+- a DOCX and a PDF of three headed sections, uploaded, are cut into those three sections, and
+  analysing the document gives three analyses whose feedback follows the simulator's rule for
+  each section's paragraphs; a section named by an uploaded document's id gets its own;
+- a file that is no document is 422 at upload (and not kept); another tenant cannot name the
+  document.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import pytest
 
 from common.platform_config import load_config
 from scripts.devstack import ROOT, Stack
+from tests.document_files import DOCX_TYPE, PDF_TYPE, SECTIONS, docx_bytes, pdf_bytes
 
 pytestmark = pytest.mark.e2e
 
@@ -194,3 +200,87 @@ async def test_with_the_first_asset_throttled_the_second_answers_and_the_chat_fo
         (FIRST, "throttled"),
         (FIRST, "cooling_down"),
     }, path
+
+
+def check_feedback(name: str, paragraphs: list[str], feedback: list[dict[str, Any]]) -> None:
+    """One item per paragraph, describing that paragraph (its word count, its first words)."""
+    assert len(feedback) == len(paragraphs), feedback
+    for i, (paragraph, item) in enumerate(zip(paragraphs, feedback, strict=True)):
+        words = paragraph.split()
+        assert item["description"] == (
+            f'Paragraph {i + 1} of "{name}" ({len(words)} words) begins: {" ".join(words[:8])}'
+        )
+        assert item["type"] in TYPES and item["category"] in CATEGORIES
+
+
+async def upload(client: httpx.AsyncClient, name: str, data: bytes, kind: str) -> dict[str, Any]:
+    reply = await client.post("/upload", files={"file": (name, data, kind)})
+    assert reply.status_code == 200, reply.text
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "content_type"),
+    [("review.docx", docx_bytes(), DOCX_TYPE), ("review.pdf", pdf_bytes(), PDF_TYPE)],
+)
+async def test_an_uploaded_document_gets_one_analysis_per_section(
+    tenants: dict[str, httpx.AsyncClient], name: str, data: bytes, content_type: str
+) -> None:
+    acme, globex = tenants["acme"], tenants["globex"]
+    uploaded = await upload(acme, name, data, content_type)
+    assert (uploaded["success"], uploaded["status"]) == (True, "completed"), uploaded
+    assert [(s["name"], s["level"]) for s in uploaded["sections"]] == [
+        (heading, 1) for heading, _ in SECTIONS
+    ]
+    assert uploaded["document"]["name"] == name and uploaded["document"]["sections"] == 3
+    document_id = uploaded["document_id"]
+
+    task_id = await queued(acme, "/analyze_document", {"document_id": document_id})
+    analysis = await finished(acme, task_id)
+    assert (analysis["success"], analysis["status"], analysis["error"]) == (
+        True,
+        "completed",
+        None,
+    ), analysis
+    sections = analysis["result"]["sections"]
+    assert [s["name"] for s in sections] == [heading for heading, _ in SECTIONS]
+    for (heading, paragraphs), section in zip(SECTIONS, sections, strict=True):
+        assert section["status"] == "completed" and section["model_used"] == FIRST
+        check_feedback(heading, paragraphs, section["feedback"])
+        if content_type == DOCX_TYPE:  # the parsed text is the written text, byte for byte
+            content = "\n\n".join(p.strip() for p in paragraphs)
+            assert section["feedback"] == expected_feedback(heading, content)
+    assert analysis["result"]["cost"] == pytest.approx(sum(s["cost"] for s in sections))
+    assert analysis["result"]["cost"] > 0
+
+    heading, paragraphs = SECTIONS[1]
+    body = {"section_name": heading, "document_id": document_id}
+    one = await finished(acme, await queued(acme, "/analyze_section", body))
+    assert one["success"] and [s["name"] for s in one["result"]["sections"]] == [heading]
+    check_feedback(heading, paragraphs, one["result"]["feedback"])
+
+    missing = await finished(
+        acme, await queued(acme, "/analyze_section", {**body, "section_name": "Fees"})
+    )
+    assert missing["status"] == "failed" and "has no section named 'Fees'" in missing["error"]
+
+    # Another tenant can name neither the document nor the tasks.
+    reply = await globex.post("/analyze_document", json={"document_id": document_id})
+    assert reply.status_code == 422, reply.text
+    assert (await globex.get(f"/task_status/{task_id}")).status_code == 404
+
+
+async def test_a_file_that_is_no_document_is_refused_at_upload_and_not_kept(
+    tenants: dict[str, httpx.AsyncClient],
+) -> None:
+    acme = tenants["acme"]
+    broken = await acme.post(
+        "/upload", files={"file": ("broken.pdf", b"%PDF-1.7 but no more", PDF_TYPE)}
+    )
+    assert broken.status_code == 422, broken.text
+    assert "broken.pdf" in broken.json()["detail"]
+    empty = await acme.post("/upload", files={"file": ("empty.md", b"", "text/markdown")})
+    assert empty.status_code == 422 and "empty" in empty.json()["detail"], empty.text
+    listed = (await acme.get("/files")).json()
+    assert not [f for f in listed["files"] if f["name"] in ("broken.pdf", "empty.md")], listed
