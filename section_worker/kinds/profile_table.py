@@ -36,8 +36,9 @@ here, and never with the whole file in memory:
 6. **Statistics** per column: ``count`` (valid values), ``nulls`` (empty or missing values, and
    NaN), ``invalid``; ``count + nulls + invalid == rows``. ``distinct`` counts the valid values
    exactly (``distinct_method: "exact"``) when an estimate (HyperLogLog, polars
-   ``approx_n_unique``: about 1 % off from a hundred thousand values up, up to ~10 % around a
-   few thousand) is at most ``options.exact_distinct_max``, else it is that estimate
+   ``approx_n_unique``: measured from under 1 % to 9 % off at a million values and more — 8 %
+   under for 1.5 million sequential ids read from a CSV — and up to ~10 % around a few
+   thousand) is at most ``options.exact_distinct_max``, else it is that estimate
    (``"approximate"``); ``null`` for ``other`` columns. Numbers: min, max, mean, std (sample)
    and the quantiles of ``options.quantiles`` (linear interpolation) over all values, or over
    every n-th value when there are more than ``options.exact_quantile_max``

@@ -1,6 +1,7 @@
 """Job kinds end to end, every service a real process: a CSV profiled through Agensium's calls
 (no platform credentials), a CSV transformed chunk by chunk by the simulator and downloaded,
-and a file of the wrong type refused at submission."""
+a file of the wrong type refused at submission, and a worker killed mid-profile and
+mid-transform."""
 
 from __future__ import annotations
 
@@ -160,6 +161,49 @@ async def test_a_table_is_transformed_in_order_and_downloaded(api: httpx.AsyncCl
     # The temporary input went with the task's end.
     gone = await api.get(f"/files/{uploaded.json()['file_id']}")
     assert gone.status_code == 404
+
+
+async def test_a_worker_killed_mid_profile_is_replaced_and_the_profile_finishes(
+    api: httpx.AsyncClient, stack: Stack
+) -> None:
+    rows = 1_500_000  # tens of MB: seconds of profiling, so the kill lands mid-profile
+    ids = 400_000  # distinct: counted exactly (under exact_distinct_max)
+    data = b"id,amount,city\n" + b"".join(
+        b"%d,%d.5,%s\n" % (i % ids, i % 1000, b"Oslo" if i % 2 else b"Rome") for i in range(rows)
+    )
+    submitted = await api.post("/profile/async", files={"file": ("big.csv", data, "text/csv")})
+    assert submitted.status_code == 202, submitted.text
+    task_id = submitted.json()["task_id"]
+
+    async def progress() -> str:
+        status = (await api.get(f"/task/{task_id}/status")).json()
+        (section,) = status["sections"]
+        return f"{section['status']} {section['progress']}"
+
+    await assert_eventually(
+        progress,
+        lambda p: p.startswith("running profiled") and not p.endswith(" 0%"),
+        timeout=60,
+        interval=0.05,
+        what="the profile under way",
+    )
+    stack.kill("worker-1", signal.SIGKILL)
+    assert (await api.get(f"/tasks/{task_id}")).json()["status"] == "STARTED"
+    stack.launch("worker-1")
+
+    async def state() -> dict:
+        return (await api.get(f"/tasks/{task_id}")).json()
+
+    done = await assert_eventually(
+        state, lambda s: s["status"] in ("SUCCESS", "FAILURE"), timeout=120, interval=0.3
+    )
+    assert done["status"] == "SUCCESS", done
+    profile = done["result"]
+    assert profile["file"]["rows"] == rows and profile["file"]["columns"] == 3
+    ident, amount, city = profile["columns"]
+    assert ident["distinct"] == ids and ident["distinct_method"] == "exact"
+    assert amount["max"] == 999.5 and amount["count"] == rows
+    assert {t["value"] for t in city["top_values"]} == {"Oslo", "Rome"}
 
 
 async def test_a_worker_killed_mid_transform_costs_no_answered_chunk_twice(
