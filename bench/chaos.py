@@ -3,8 +3,10 @@
 ``python -m bench.chaos`` (``make chaos``) starts every service on free loopback ports
 (:class:`scripts.devstack.Stack`) and submits tasks through the REST gateway at a steady rate:
 first a calm *baseline*, then a *chaos* phase in which a random orchestrator, worker, storage_svc
-or gateway is killed -9 every few seconds and relaunched about a second later (never moto or the
-simulator: they stand for AWS and the external platform). It then waits for every accepted task
+or gateway is killed -9 every few seconds and relaunched about a second later (never the S3
+server or the simulator: they stand for AWS and the external platform). The S3 server is
+SeaweedFS (``--s3 seaweedfs``, the default: atomic conditional writes, data on disk) or moto
+(``--s3 moto``). It then waits for every accepted task
 to finish and prints one JSON summary, also written to ``bench/results/``. The target (issue 11,
 never pay twice) is that no section's prompt reaches the platform twice, crashes or not: it is
 printed with PASS or FAIL. The exit code is 1 when a task was lost or a section's prompt was
@@ -24,7 +26,6 @@ import os
 import platform
 import random
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -38,7 +39,7 @@ from typing import Any
 
 import httpx
 
-from scripts.devstack import ROOT, Ports, Stack
+from scripts.devstack import ROOT, S3_SERVERS, Ports, Stack
 from simulator.state import input_digest
 
 TERMINAL = {"completed", "error", "cancelled"}
@@ -89,18 +90,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for flag, kind, default, text in OPTIONS:
         parser.add_argument(flag, type=kind, default=default, help=f"{text} (%(default)s)")
     parser.add_argument("--keep-logs", action="store_true", help="keep logs of a passing run")
+    parser.add_argument(
+        "--s3", choices=S3_SERVERS, default="seaweedfs", help="the S3 server (%(default)s)"
+    )
     return parser.parse_args(argv)
 
 
 def make_stack(opts: argparse.Namespace, base: Path) -> Stack:
     """The platform on free ports, tuned for fast failover, its state and logs under ``base``."""
-    ports: set[int] = set()
-    while len(ports) < 4 + opts.orchestrators + opts.workers:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            ports.add(int(sock.getsockname()[1]))
-    gateway, storage, sim, s3, *rest = ports
-    orchs, workers = rest[: opts.orchestrators], rest[opts.orchestrators :]
+    ports = Ports.free(workers=opts.workers, orchestrators=opts.orchestrators)
     env = FIXED_ENV | {
         "SIM_LATENCY_MEDIAN_S": str(opts.latency),
         "SIM_LATENCY_SIGMA": str(opts.sigma),
@@ -110,11 +108,12 @@ def make_stack(opts: argparse.Namespace, base: Path) -> Stack:
     if opts.seed is not None:
         env["SIM_SEED"] = str(opts.seed)
     return Stack(
-        Ports(gateway, orchs, storage, sim, s3, workers),
+        ports,
         base / "state",
         log_dir=base / "logs",
         env=env,
         bucket="chaos-tasks",
+        s3_server=opts.s3,
     )
 
 
