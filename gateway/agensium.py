@@ -55,22 +55,10 @@ def _errors(**texts: str) -> dict[int | str, dict[str, Any]]:
     }
 
 
-_UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "description": "A multipart/form-data form whose file part (a part with a filename "
-        "ending in .csv, .xlsx or .parquet) is the table; other form fields are ignored.",
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                }
-            }
-        },
-    }
-}
+_UPLOAD_BODY = upload_body.form_request_body(
+    "A multipart/form-data form whose file part (a part with a filename "
+    "ending in .csv, .xlsx or .parquet) is the table; other form fields are ignored."
+)
 
 
 class ProfileSubmitted(BaseModel):

@@ -243,23 +243,20 @@ def _errors(**texts: str) -> dict[int | str, dict[str, Any]]:
     }
 
 
-_UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "description": "A multipart/form-data form whose file part (a part with a filename "
-        f"ending in {', '.join(DOCUMENT_EXTENSIONS)}) is the document; other form fields are "
-        "ignored.",
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                }
-            }
-        },
+_UPLOAD_BODY = upload_body.form_request_body(
+    "A multipart/form-data form whose file part (a part with a filename "
+    f"ending in {', '.join(DOCUMENT_EXTENSIONS)}) is the document; other form fields are "
+    "ignored."
+)
+
+
+_DOCUMENT_ERRORS = _errors(
+    **{
+        "413": "Request body too large (`too_large`)",
+        "422": "Invalid input, or a `document_id` that is not an uploaded document of the "
+        "caller's (`invalid_input`)",
     }
-}
+)
 
 
 def install(
@@ -349,13 +346,7 @@ def install(
         "/analyze_section",
         tags=TAGS,
         response_model=QueuedResponse,
-        responses=_errors(
-            **{
-                "413": "Request body too large (`too_large`)",
-                "422": "Invalid input, or a `document_id` that is not an uploaded document of "
-                "the caller's (`invalid_input`)",
-            }
-        ),
+        responses=_DOCUMENT_ERRORS,
     )
     async def analyze_section(body: AnalyzeSectionRequest, principal: Caller) -> QueuedResponse:
         """Queues feedback on one section of a document: one item per paragraph (paragraphs
@@ -370,13 +361,7 @@ def install(
         "/analyze_document",
         tags=TAGS,
         response_model=QueuedResponse,
-        responses=_errors(
-            **{
-                "413": "Request body too large (`too_large`)",
-                "422": "Invalid input, or a `document_id` that is not an uploaded document of "
-                "the caller's (`invalid_input`)",
-            }
-        ),
+        responses=_DOCUMENT_ERRORS,
     )
     async def analyze_document(body: AnalyzeDocumentRequest, principal: Caller) -> QueuedResponse:
         """Queues feedback on every section of an uploaded document (or the ones named), in

@@ -23,6 +23,7 @@ import re
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
@@ -34,6 +35,23 @@ from gateway.models import CONTENT_TYPE_CHARS, DEFAULT_CONTENT_TYPE, FILE_NAME_C
 _NAME = re.compile(FILE_NAME_CHARS)
 _CONTENT_TYPE = re.compile(CONTENT_TYPE_CHARS)
 MAX_CONTENT_TYPE = 255
+
+
+def form_request_body(description: str) -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` of a route that takes one file as a ``multipart/form-data``
+    form with a ``file`` part (``openapi_extra``); ``description`` says what file."""
+    schema = {
+        "type": "object",
+        "required": ["file"],
+        "properties": {"file": {"type": "string", "format": "binary"}},
+    }
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {"multipart/form-data": {"schema": schema}},
+        }
+    }
 
 
 def too_large(limit: int) -> TooLarge:
