@@ -1,7 +1,8 @@
 """The one module that knows the AI platform's wire format (SPEC §3).
 
 Adapting to the real platform is a change of this file only. :class:`PlatformClient` makes
-the four calls over one pooled ``httpx.AsyncClient``, each with a timeout and bounded retries
+the four calls over one pooled ``httpx.AsyncClient`` (sending through aiohttp's connection pool,
+:mod:`section_worker.http_transport`), each with a timeout and bounded retries
 (exponential backoff with jitter, ``Retry-After`` honoured up to a cap). The genai calls take
 the access token a job was given (:mod:`section_worker.platform_session`); :meth:`authenticate`
 caches tokens per user, so the orchestrators' Authenticate calls for one user share one.
@@ -40,6 +41,7 @@ from urllib.parse import quote
 import httpx
 
 from common.backoff import Backoff
+from section_worker.http_transport import PlatformTransport
 from section_worker.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
@@ -159,14 +161,15 @@ class PlatformClient:
         self, settings: WorkerSettings, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self._settings = settings
+        limits = httpx.Limits(
+            max_connections=settings.http_max_connections,
+            max_keepalive_connections=settings.http_max_keepalive,
+        )
         self._http = httpx.AsyncClient(
             base_url=settings.platform_url,
             timeout=httpx.Timeout(settings.request_timeout_s),
-            limits=httpx.Limits(
-                max_connections=settings.http_max_connections,
-                max_keepalive_connections=settings.http_max_keepalive,
-            ),
-            transport=transport,
+            limits=limits,
+            transport=transport or PlatformTransport(limits=limits),
         )
         self._slots = asyncio.Semaphore(settings.http_max_connections)
         # Half of each wait fixed, half drawn: waits never shrink to nothing on a busy platform.
