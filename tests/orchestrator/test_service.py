@@ -128,14 +128,15 @@ async def world() -> AsyncIterator[World]:
 
 
 async def test_submit_stores_pending_and_the_task_completes(world: World) -> None:
-    record, replayed = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS)
+    password = "a-password-of-alice"  # long enough never to turn up in random ciphertext
+    record, replayed = await world.orch.submit(ALICE, "alice", password, "", RECORDS)
 
     assert not replayed
     assert record.status == TaskState.PENDING
     assert record.tenant == ALICE.tenant  # a key's tasks run in its tenant
     assert record.owner == "r1"
     assert record.section_detected == ", ".join(SECTIONS)
-    assert "pw" not in record.password_sealed
+    assert password not in record.password_sealed
     assert task_ids.parse(record.task_id).tag == world.orch.membership.tag
     assert world.storage.history[0] == ("create", record.task_id)
 
