@@ -151,7 +151,7 @@ async def test_submit_stores_pending_and_the_task_completes(world: World) -> Non
     }
     assert all(s.dispatches == 1 for s in stored.result_data.values())
     assert len(world.worker.authentications) == 1
-    assert world.worker.authentications[0].password == "pw"
+    assert world.worker.authentications[0].password == password
     stats = await world.orch.stats()
     assert (stats.tasks_submitted, stats.tasks_finished, stats.tasks_running) == (
         1,
