@@ -33,7 +33,7 @@ from bench.peers.verdict import PEER, PLATFORM, check, ratios, render_ratios, re
 from bench.perf import code_version, measure, say
 from bench.scenarios import OVERRIDES, PEER_SCENARIOS, Scenario
 from bench.stack import BenchStack
-from scripts.devstack import ROOT, S3_SERVERS, Stack
+from scripts.devstack import ROOT, S3_SERVERS
 
 ALL = ("saturation", "burst", "steady")
 PEERS = {
@@ -103,7 +103,6 @@ def run_side(side: str, sc: Scenario, opts: argparse.Namespace, run_id: str) -> 
     say(f"scenario {sc.key}: {name}; logs in {base / 'logs'}")
     ok = False
     try:
-        assert isinstance(stack, Stack)
         stack.start(timeout=90)
         summary = asyncio.run(measure(stack, sc, run_id))
         ok = True
