@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-$(shell cat $(LOCKS) | sha1sum | cut -c1-12)
 DEPS_OF := import sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] if sys.argv[1] == "runtime" else [d for ds in p["optional-dependencies"].values() for d in ds]))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv protos redis-server run run-clean test lint fmt lock clean chaos bench bench-files
+.PHONY: help venv protos redis-server run run-clean test lint fmt lock clean chaos bench bench-peers bench-files
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -50,8 +50,12 @@ test: protos redis-server ## Run the whole test suite (unit and end-to-end suite
 	if [ $$unit -eq 0 ]; then tail -n 30 .run/unit-tests.log; else cat .run/unit-tests.log; fi; \
 	[ $$unit -eq 0 ] && [ $$e2e -eq 0 ]
 
-bench: protos redis-server ## Benchmarks, every scenario (bench/README.md; ARGS="--scenario a").
+bench: protos redis-server ## Benchmarks: the platform beside the Celery peer, then its own scenarios (bench/README.md; PEERS_ARGS, ARGS="--scenario a").
+	$(BIN)/python -m bench.peers $(or $(PEERS_ARGS),--scenario all)
 	$(BIN)/python -m bench.perf $(or $(ARGS),--scenario all)
+
+bench-peers: protos redis-server ## The platform beside the Celery peer only (bench/README.md; ARGS="--scenario steady --long").
+	$(BIN)/python -m bench.peers $(or $(ARGS),--scenario all)
 
 bench-files: protos ## File benchmark: 350 MB up and down through the gateway vs straight to S3 (bench/README.md).
 	$(BIN)/python -m bench.files $(ARGS)

@@ -184,6 +184,17 @@ def platform_figures(
     }
 
 
+def standin_figures(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any] | None:
+    """Requests the platform stand-in served between two of its stats and the CPU it spent
+    per request (None when the platform was the simulator, which reports neither)."""
+    if "served" not in before or "served" not in after:
+        return None
+    served = int(after["served"]) - int(before["served"])
+    cpu_s = float(after["cpu_s"]) - float(before["cpu_s"])
+    per = round(cpu_s * 1000 / served, 3) if served > 0 else None
+    return {"requests": served, "cpu_s": round(cpu_s, 3), "cpu_ms_per_request": per}
+
+
 def resource_figures(
     before: Sample, after: Sample, clients_cpu_s: float, completed: int, seconds: float
 ) -> dict[str, Any]:

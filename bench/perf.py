@@ -37,10 +37,11 @@ from bench.figures import (
     resource_figures,
     s3_figures,
     section_figures,
+    standin_figures,
 )
 from bench.procstats import machine_busy, sample
 from bench.scenarios import OVERRIDES, SCALE_OUT_WORKERS, SCENARIOS, Scenario, chosen
-from bench.stack import BenchStack
+from bench.stack import BenchStack, Measured
 from bench.targets import check, render
 from orchestrator.settings import OrchestratorSettings
 from scripts.devstack import ROOT
@@ -78,22 +79,25 @@ async def _get(http: httpx.AsyncClient, path: str) -> Any:
     return (await http.get(path)).raise_for_status().json()
 
 
-async def measure(stack: BenchStack, sc: Scenario) -> dict[str, Any]:
-    """Warm-up at zero latency, then the measured phase; returns the run's summary."""
+async def measure(stack: Measured, sc: Scenario, run_id: str | None = None) -> dict[str, Any]:
+    """Warm-up at zero latency (unless ``sc.warm`` is off: a cold start), then the measured
+    phase; returns the run's summary. ``run_id`` names the tasks' records (two runs with the
+    same one send the same prompts)."""
     sim = httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.ports.simulator}", timeout=60)
     ctl = httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.control_port}", timeout=60)
     connections = max(16, min(sc.clients or 256, 256))
     submit_api, poll_api = client_pair(
         f"http://127.0.0.1:{stack.ports.gateway}", connections, stack.admin_key
     )
-    run_id = f"{random.getrandbits(32):08x}"
+    run_id = run_id or f"{random.getrandbits(32):08x}"
     async with sim, ctl, submit_api, poll_api:
-        zero = {"latency_median_s": 0, "latency_sigma": 0}
-        (await sim.patch("/_sim/config", json=zero)).raise_for_status()
-        warm = Load(submit_api, poll_api, f"warm-{run_id}", 0.05, time.monotonic() + 60)
-        if sum(t.status == "completed" for t in await warm.closed(2, 4)) < 4:
-            raise RuntimeError(f"warm-up tasks did not complete: {warm.outcomes}")
-        if sc.orchestrators > 1:
+        if sc.warm:
+            zero = {"latency_median_s": 0, "latency_sigma": 0}
+            (await sim.patch("/_sim/config", json=zero)).raise_for_status()
+            warm = Load(submit_api, poll_api, f"warm-{run_id}", 0.05, time.monotonic() + 60)
+            if sum(t.status == "completed" for t in await warm.closed(2, 4)) < 4:
+                raise RuntimeError(f"warm-up tasks did not complete: {warm.outcomes}")
+        if sc.warm and sc.orchestrators > 1:
             # Replicas learn each other's leases (and so where a task runs) at each renewal.
             await asyncio.sleep(2 * OrchestratorSettings.model_fields["lease_renew_s"].default)
         knobs = {"latency_median_s": sc.latency, "latency_sigma": sc.sigma}
@@ -128,6 +132,8 @@ async def measure(stack: BenchStack, sc: Scenario) -> dict[str, Any]:
     summary["resources"] = resource_figures(procs_before, procs_after, own, completed, seconds)
     busy, total = (after - before for after, before in zip(cpu_after, cpu_before, strict=True))
     summary["resources"]["machine_cpu_busy_share"] = round(busy / total, 3) if total else None
+    if (standin := standin_figures(sim_before, sim_after)) is not None:
+        summary["standin"] = standin
     return summary
 
 
@@ -191,6 +197,11 @@ def scale_out(sc: Scenario, opts: argparse.Namespace) -> dict[str, Any]:
     return {"scenario": "c", "name": sc.name, "scale_out": capacity, "runs": runs}
 
 
+def code_version() -> dict[str, Any]:
+    """The commit the benchmark runs, and whether the work tree has uncommitted changes."""
+    return {"commit": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain"))}
+
+
 def _git(*args: str) -> str:
     """Output of a git command in the repository ("" when git is not there)."""
     try:
@@ -204,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the chosen scenarios; 0 when each produced its summary (targets do not decide)."""
     opts = parse_args(argv)
     machine = {"node": platform.node(), "cpus": os.cpu_count(), "platform": platform.platform()}
-    code = {"commit": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain"))}
+    code = code_version()
     try:
         for sc in chosen(opts):
             summary = scale_out(sc, opts) if sc.key == "c" else run_one(sc, opts)

@@ -25,6 +25,7 @@ class Scenario:
     client_poll: float = 0.5  # seconds between a client's status calls
     drain: float = 120.0  # longest wait after the last arrival (closed loop: for the whole run)
     targets: tuple[str, ...] = ("s3",)  # target groups checked (bench.targets)
+    warm: bool = True  # warm-up tasks before the measured phase (off: a cold start)
 
     def limit_s(self) -> float:
         """The longest the measured phase may last."""
@@ -95,3 +96,61 @@ def chosen(opts: argparse.Namespace) -> list[Scenario]:
         if getattr(opts, flag.lstrip("-").replace("-", "_")) is not None
     }
     return [dataclasses.replace(SCENARIOS[key], **changes) for key in keys]
+
+
+# The side by side with the peers (``python -m bench.peers``): issue 15's scenarios, each run
+# on the platform with its defaults (worker_cap 0: WORKER_MAX_CONCURRENT_JOBS left unset) and
+# then on each peer. ``targets`` name the groups of bench.peers.verdict.
+PEER_SATURATION = Scenario(
+    "saturation",
+    "saturation",
+    tasks=300,
+    clients=50,
+    client_poll=0.5,
+    drain=300,
+    worker_cap=0,
+    targets=("saturation",),
+)
+PEER_BURST = Scenario(
+    "burst",
+    "burst on a fresh stack",
+    tasks=100,
+    clients=100,  # every task submitted at once
+    latency=5,
+    sigma=0.5,
+    client_poll=1.0,
+    drain=180,
+    worker_cap=0,
+    warm=False,  # cold start counts
+    targets=("burst",),
+)
+PEER_STEADY = Scenario(
+    "steady",
+    "steady load",
+    tasks=100,
+    rate=25,
+    latency=20,
+    sigma=0.5,
+    client_poll=5.0,
+    drain=120,
+    worker_cap=0,
+    targets=("steady",),
+)
+PEER_LONG = dataclasses.replace(
+    PEER_STEADY, key="long", name="steady load, 1,000 tasks", tasks=1000, targets=("long",)
+)
+PEER_SMOKE = Scenario(
+    "smoke",
+    "smoke",
+    tasks=10,
+    clients=5,
+    latency=0.2,
+    sigma=0.5,
+    client_poll=0.2,
+    drain=60,
+    worker_cap=0,
+    targets=("saturation", "burst", "steady", "long"),
+)
+PEER_SCENARIOS = {
+    s.key: s for s in (PEER_SATURATION, PEER_BURST, PEER_STEADY, PEER_LONG, PEER_SMOKE)
+}

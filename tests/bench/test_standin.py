@@ -1,0 +1,287 @@
+"""The platform stand-in: its routes over a real server on a loopback port, and latencies that
+depend on the prompt alone."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import statistics
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bench.chaos import SEED
+from bench.clients import Outcome
+from bench.figures import section_figures
+from bench.standin import (
+    GENAI,
+    Knobs,
+    StandIn,
+    StandInError,
+    bound_port,
+    latency_for,
+    route,
+    start,
+)
+from simulator.answers import answer_for, input_digest
+
+ASSET = "c7b75809-063a-4f9c-80a8-496e88ed4894"
+
+
+class Clock:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Served:
+    standin: StandIn
+    clock: Clock
+    http: aiohttp.ClientSession
+
+    async def call(
+        self, method: str, path: str, *, token: str | None = None, body: object = None
+    ) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        data = None if body is None else json.dumps(body).encode()
+        async with self.http.request(method, path, headers=headers, data=data) as reply:
+            return reply.status, json.loads(await reply.read())
+
+    async def token(self) -> str:
+        login = base64.b64encode(b"ann@example.com:secret").decode()
+        headers = {"Authorization": f"Basic {login}"}
+        async with self.http.get("/accesstoken/wealth", headers=headers) as reply:
+            assert reply.status == 200
+            answer = await reply.json()
+        assert answer["token_type"] == "Bearer" and answer["expires_in"] > 0
+        return str(answer["access_token"])
+
+    async def prompt(self, token: str, message: str) -> tuple[str, str]:
+        status, created = await self.call(
+            "POST", f"{GENAI}/create", token=token, body={"asset_version_id": ASSET}
+        )
+        assert status == 200
+        conv_id = created["conversation_id"]
+        status, sent = await self.call(
+            "POST",
+            f"{GENAI}/addmessage/stream",
+            token=token,
+            body={"conversation_id": conv_id, "message": message},
+        )
+        assert status == 200
+        return conv_id, sent["message_id"]
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Served]:
+    clock = Clock()
+    standin = StandIn(seed=7, clock=clock)
+    runner = await start(standin, 0)
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{bound_port(runner)}") as http:
+        yield Served(standin, clock, http)
+    await runner.cleanup()
+
+
+async def test_a_prompt_is_answered_once_its_latency_has_passed(served: Served) -> None:
+    status, _ = await served.call("PATCH", "/_sim/config", body={"latency_median_s": 4})
+    assert status == 200
+    token = await served.token()
+    message = json.dumps({"top_movers_data": "AAPL +3.2%"})
+    conv_id, message_id = await served.prompt(token, message)
+    assert len(conv_id) == len(message_id) == 24 and conv_id != message_id
+    poll = f"{GENAI}/response/{conv_id}/{message_id}"
+    wait = latency_for(input_digest(ASSET, message), 7, Knobs(latency_median_s=4))
+
+    served.clock.now += wait - 0.001
+    assert await served.call("GET", poll, token=token) == (
+        200,
+        {"status": "IN_PROGRESS", "response": "", "cost": 0.0},
+    )
+    served.clock.now += 0.002
+    response, cost = answer_for(ASSET, message, 0.004, 0.24)
+    expected = {"status": "SUCCESS", "response": response, "cost": cost}
+    assert await served.call("GET", poll, token=token) == (200, expected)
+    assert await served.call("GET", poll, token=token) == (200, expected)
+
+    _, stats = await served.call("GET", "/_sim/stats")
+    assert stats["calls"] == {"auth": 1, "create": 1, "prompt": 1, "poll": 3}
+    assert stats["answers"] == {"success": 1, "failed": 0}
+    assert stats["served"] == 1 + 1 + 1 + 1 + 3 + 1  # the PATCH and this call included
+    assert stats["cpu_s"] > 0
+
+    _, timeline = await served.call("GET", "/_sim/timeline")
+    entry = timeline[message_id]
+    assert entry["input"] == input_digest(ASSET, message)
+    assert entry["asset_id"] == ASSET
+    assert (entry["status"], entry["polls"]) == ("SUCCESS", 3)
+    ready = datetime.fromisoformat(entry["ready_at"]) - datetime.fromisoformat(entry["prompted_at"])
+    assert math.isclose(ready.total_seconds(), wait, abs_tol=1e-5)
+    assert entry["created_at"] <= entry["prompted_at"] <= entry["ready_at"] <= entry["answered_at"]
+
+
+async def test_the_benchmark_reads_its_timeline_like_the_simulators(served: Served) -> None:
+    """The benchmark's figures come out of the stand-in's timeline unchanged."""
+    assets = {
+        "portfolio_snapshot": ASSET,
+        "top_movers": "a9fdeb96-cdfa-4a48-9467-bf97a06f8738",
+        "model_and_rebalancing": "0edec5d8-a1db-44c7-bdf5-3b028be0efc6",
+    }
+    await served.call("PATCH", "/_sim/config", body={"latency_median_s": 1, "latency_sigma": 0})
+    token = await served.token()
+    sent = []
+    for record, asset in zip(SEED, assets.values(), strict=True):
+        _, created = await served.call(
+            "POST", f"{GENAI}/create", token=token, body={"asset_version_id": asset}
+        )
+        conv_id = created["conversation_id"]
+        body = {"conversation_id": conv_id, "message": json.dumps(record)}
+        _, answer = await served.call("POST", f"{GENAI}/addmessage/stream", token=token, body=body)
+        sent.append((conv_id, answer["message_id"]))
+    served.clock.now += 1.5
+    for conv_id, message_id in sent:
+        await served.call("GET", f"{GENAI}/response/{conv_id}/{message_id}", token=token)
+    _, timeline = await served.call("GET", "/_sim/timeline")
+
+    task = Outcome(0, list(SEED), task_id="t", status="completed", elapsed_s=2.0)
+    figures = section_figures([task], timeline)
+    assert (figures["sections"]["matched"], figures["sections"]["unmatched"]) == (3, 0)
+    assert figures["polling"]["polls_per_section"] == 1
+    assert figures["sections"]["polling_added_s"]["p50"] == 0.5
+    assert figures["overhead_ms"]["total"]["p50"] == 1000.0
+
+
+async def test_genai_calls_need_a_token_it_issued(served: Served) -> None:
+    create = f"{GENAI}/create"
+    assert (await served.call("POST", create, body={"asset_version_id": ASSET}))[0] == 401
+    assert (await served.call("POST", create, token="forged", body={"asset_version_id": ASSET}))[
+        0
+    ] == 401
+    async with served.http.get("/accesstoken/wealth") as reply:  # no login at all
+        assert reply.status == 401
+    garbled = {"Authorization": "Basic !!!"}
+    async with served.http.get("/accesstoken/wealth", headers=garbled) as reply:
+        assert reply.status == 401
+    _, stats = await served.call("GET", "/_sim/stats")
+    assert stats["rejected"]["401"] == 4
+
+
+async def test_unknown_things_and_bad_bodies_are_refused(served: Served) -> None:
+    token = await served.token()
+    conv_id, message_id = await served.prompt(token, "hello")
+    unknown = f"{GENAI}/response/{conv_id}/{'0' * 24}"
+    assert (await served.call("GET", unknown, token=token))[0] == 404
+    wrong_conv = f"{GENAI}/response/{'0' * 24}/{message_id}"
+    assert (await served.call("GET", wrong_conv, token=token))[0] == 404
+    body = {"conversation_id": "0" * 24, "message": "x"}
+    assert (await served.call("POST", f"{GENAI}/addmessage/stream", token=token, body=body))[
+        0
+    ] == 404
+    for bad in ({}, {"asset_version_id": ""}, {"asset_version_id": 3}):
+        assert (await served.call("POST", f"{GENAI}/create", token=token, body=bad))[0] == 422
+    for bad_body in ([], {"conversation_id": conv_id}, {"conversation_id": conv_id, "message": 1}):
+        path = f"{GENAI}/addmessage/stream"
+        assert (await served.call("POST", path, token=token, body=bad_body))[0] == 422
+    async with served.http.post(f"{GENAI}/create", data=b"{not json") as reply:
+        assert reply.status == 422
+    assert (await served.call("GET", "/nowhere"))[0] == 404
+    status, answer = await served.call("PATCH", "/_sim/config", body={"latency_sigma": 9})
+    assert status == 422 and "latency_sigma" in answer["detail"]
+
+
+async def test_reset_forgets_calls_and_state_but_keeps_the_knobs(served: Served) -> None:
+    await served.call("PATCH", "/_sim/config", body={"latency_median_s": 3})
+    token = await served.token()
+    conv_id, message_id = await served.prompt(token, "hello")
+    status, stats = await served.call("POST", "/_sim/reset")
+    assert status == 200
+    assert stats["calls"] == {"auth": 0, "create": 0, "prompt": 0, "poll": 0}
+    assert stats["live"] == {"conversations": 0, "messages": 0}
+    assert (await served.call("GET", "/_sim/timeline"))[1] == {}
+    poll = f"{GENAI}/response/{conv_id}/{message_id}"
+    assert (await served.call("GET", poll, token=token))[0] == 401  # its token is gone too
+    assert (await served.call("GET", "/_sim/config"))[1]["latency_median_s"] == 3
+    assert (await served.call("GET", "/_sim/health")) == (200, {"status": "ok"})
+
+
+def test_latencies_depend_on_the_prompt_and_the_seed_only() -> None:
+    knobs = Knobs(latency_median_s=5, latency_sigma=0.5)
+    digests = [input_digest(ASSET, f"record {n}") for n in range(4000)]
+    drawn = [latency_for(d, 1, knobs) for d in digests]
+    assert drawn == [latency_for(d, 1, knobs) for d in digests]  # the same every time
+    assert drawn != [latency_for(d, 2, knobs) for d in digests]  # another seed, others
+    logs = [math.log(v) for v in drawn]
+    # Log-normal around the median with the given sigma (4,000 draws: within a few percent).
+    assert math.isclose(statistics.median(drawn), 5, rel_tol=0.05)
+    assert math.isclose(statistics.stdev(logs), 0.5, rel_tol=0.05)
+    assert max(drawn) <= knobs.latency_max_s
+
+
+def test_latency_is_capped_and_exact_without_spread() -> None:
+    digest = input_digest(ASSET, "x")
+    assert latency_for(digest, 1, Knobs(latency_median_s=3, latency_sigma=0)) == 3
+    assert latency_for(digest, 1, Knobs(latency_median_s=0, latency_sigma=1)) == 0
+    capped = Knobs(latency_median_s=100, latency_sigma=0.1, latency_max_s=45)
+    assert latency_for(digest, 1, capped) == 45
+
+
+def test_knobs_accept_numbers_in_range_only() -> None:
+    assert Knobs().patched({"latency_median_s": 20, "latency_sigma": 0.5}) == Knobs(20, 0.5, 45)
+    for bad in (
+        {"latency_median_s": -1},
+        {"latency_sigma": 6},
+        {"latency_max_s": 0},
+        {"latency_median_s": "5"},
+        {"latency_sigma": True},
+        {"throttle_rate": 0.1},
+    ):
+        with pytest.raises(StandInError) as caught:
+            Knobs().patched(bad)
+        assert caught.value.status == 422
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("GET", f"{GENAI}/response/abc/def", ("poll", ("abc", "def"))),
+        ("POST", f"{GENAI}/addmessage/stream", ("prompt", ())),
+        ("POST", f"{GENAI}/create", ("create", ())),
+        ("GET", "/accesstoken/wealth", ("auth", ("wealth",))),
+        ("GET", "/_sim/stats", ("stats", ())),
+        ("PATCH", "/_sim/config", ("patch_config", ())),
+        ("POST", "/_sim/reset", ("reset", ())),
+    ],
+)
+def test_route_names_each_call(method: str, path: str, expected: tuple[str, Any]) -> None:
+    assert route(method, path) == expected
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", f"{GENAI}/response/abc"),
+        ("GET", f"{GENAI}/response/abc/"),
+        ("GET", f"{GENAI}/response/a/b/c"),
+        ("POST", f"{GENAI}/response/abc/def"),
+        ("GET", f"{GENAI}/create"),
+        ("POST", f"{GENAI}/other"),
+        ("GET", "/accesstoken/"),
+        ("GET", "/accesstoken/a/b"),
+        ("POST", "/accesstoken/wealth"),
+        ("DELETE", "/_sim/stats"),
+        ("GET", "/"),
+    ],
+)
+def test_route_refuses_anything_else(method: str, path: str) -> None:
+    with pytest.raises(StandInError) as caught:
+        route(method, path)
+    assert caught.value.status == 404
