@@ -7,10 +7,10 @@ connection handling (``httpx-aiohttp``) on this platform's answers: 2.2-2.5 ms a
 aiohttp under httpx's API. The sync client keeps httpx's own transport: aiohttp has no
 synchronous side.
 
-aiohttp's failures mostly arrive as httpx's already (the transport maps them); the rest (a
-connection closed mid-answer, its own timeouts) are turned into ``httpx.TransportError`` here,
-so that the client's one mapping (:func:`wealthai_client.errors.transport_errors`) sees only
-httpx's vocabulary.
+aiohttp's failures are turned into httpx's here, each for what happened (httpx-aiohttp's own
+mapping calls a refused connection a connect timeout, and lets some through), so that the
+client's one mapping (:func:`wealthai_client.errors.transport_errors`) sees only httpx's
+vocabulary.
 """
 
 from __future__ import annotations
@@ -22,6 +22,22 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 
+def _httpx_error(exc: BaseException, request: httpx.Request) -> BaseException:
+    """httpx's error for one of aiohttp's (or for httpx-aiohttp's mapping of it, which names a
+    refused connection a connect timeout); anything else as it is."""
+    cause = exc.__cause__ if isinstance(exc, httpx.TransportError) else exc
+    message = str(cause) or type(cause).__name__
+    if isinstance(cause, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout(message, request=request)
+    if isinstance(cause, aiohttp.ServerTimeoutError | TimeoutError):
+        return httpx.ReadTimeout(message, request=request)
+    if isinstance(cause, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(message, request=request)
+    if isinstance(cause, aiohttp.ClientError):
+        return httpx.ReadError(message, request=request)
+    return exc
+
+
 class _Stream(httpx.AsyncByteStream):
     def __init__(self, inner: httpx.AsyncByteStream, request: httpx.Request) -> None:
         self._inner = inner
@@ -31,27 +47,21 @@ class _Stream(httpx.AsyncByteStream):
         try:
             async for chunk in self._inner:
                 yield chunk
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _mapped(exc, self._request) from exc
+        except (aiohttp.ClientError, TimeoutError, httpx.TransportError) as exc:
+            raise _httpx_error(exc, self._request) from exc
 
     async def aclose(self) -> None:
         await self._inner.aclose()
 
 
-def _mapped(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
-    if isinstance(exc, TimeoutError):
-        return httpx.ReadTimeout(str(exc) or "timed out", request=request)
-    return httpx.ReadError(str(exc) or type(exc).__name__, request=request)
-
-
 class Transport(AiohttpTransport):
-    """aiohttp's transport, raising only httpx's errors."""
+    """aiohttp's transport, raising only httpx's errors, each for what happened."""
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:
             response = await super().handle_async_request(request)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _mapped(exc, request) from exc
+        except (aiohttp.ClientError, TimeoutError, httpx.TransportError) as exc:
+            raise _httpx_error(exc, request) from exc
         assert isinstance(response.stream, httpx.AsyncByteStream)
         response.stream = _Stream(response.stream, request)
         return response
