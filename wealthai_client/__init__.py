@@ -12,7 +12,8 @@
         print(final.status, api.result(task.task_id).cost)
 """
 
-from wealthai_client.async_client import AsyncClient
+from typing import TYPE_CHECKING, Any
+
 from wealthai_client.client import Client
 from wealthai_client.config import Config, ConfigError
 from wealthai_client.errors import (
@@ -29,6 +30,20 @@ from wealthai_client.errors import (
 )
 from wealthai_client.files import Downloaded
 from wealthai_client.watching import TaskUpdate
+
+if TYPE_CHECKING:
+    from wealthai_client.async_client import AsyncClient
+
+
+def __getattr__(name: str) -> Any:
+    # The async client's transport loads aiohttp (a fifth of the command line's start-up), so
+    # it is imported when first asked for.
+    if name == "AsyncClient":
+        from wealthai_client.async_client import AsyncClient
+
+        return AsyncClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AsyncClient",
