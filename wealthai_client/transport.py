@@ -22,7 +22,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 
-def _httpx_error(exc: BaseException, request: httpx.Request) -> BaseException:
+def httpx_error(exc: BaseException, request: httpx.Request) -> BaseException:
     """httpx's error for one of aiohttp's (or for httpx-aiohttp's mapping of it, which names a
     refused connection a connect timeout); anything else as it is."""
     cause = exc.__cause__ if isinstance(exc, httpx.TransportError) else exc
@@ -48,7 +48,7 @@ class _Stream(httpx.AsyncByteStream):
             async for chunk in self._inner:
                 yield chunk
         except (aiohttp.ClientError, TimeoutError, httpx.TransportError) as exc:
-            raise _httpx_error(exc, self._request) from exc
+            raise httpx_error(exc, self._request) from exc
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -61,7 +61,7 @@ class Transport(AiohttpTransport):
         try:
             response = await super().handle_async_request(request)
         except (aiohttp.ClientError, TimeoutError, httpx.TransportError) as exc:
-            raise _httpx_error(exc, request) from exc
+            raise httpx_error(exc, request) from exc
         assert isinstance(response.stream, httpx.AsyncByteStream)
         response.stream = _Stream(response.stream, request)
         return response
