@@ -201,5 +201,6 @@ def test_the_gateways_own_refusals(stack: Stack, admin: Client) -> None:
     with pytest.raises(BadInput, match="matches no section") as caught:
         admin.submit({"username": "u@example.com", "password": PASSWORD, "data": [{"x": 1}]})
     assert caught.value.status == 422
-    with pytest.raises(Unauthorized):
-        Client(config=Config(url(stack), "wak_000000000000_" + "x" * 43)).tasks()
+    unknown = Config(url(stack), "wak_000000000000_" + "x" * 43)
+    with Client(config=unknown) as api, pytest.raises(Unauthorized):
+        api.tasks()
