@@ -1,11 +1,10 @@
 """The async client's transport: the one place that decides how its bytes travel.
 
 httpx's own async transport spent about three times the CPU per request of aiohttp's
-connection handling (``httpx-aiohttp``) on this platform's answers: 2.2-2.5 ms against
-0.7-0.8 ms per small JSON answer at ten requests at once, 0.45 s against 0.17 s of CPU for a
-200 MB download (a loopback server, same machine, three runs each). So the async client runs on
-aiohttp under httpx's API. The sync client keeps httpx's own transport: aiohttp has no
-synchronous side.
+connection handling (``httpx-aiohttp``): 2.0-2.6 ms against 0.5-0.85 ms per small JSON answer
+at ten requests at once, 0.5 s against 0.1-0.25 s of CPU for a 200 MB download
+(``python -m bench.client_transport``, bench/README.md). So the async client runs on aiohttp
+under httpx's API. The sync client keeps httpx's own transport: aiohttp has no synchronous side.
 
 aiohttp's failures are turned into httpx's here, each for what happened (httpx-aiohttp's own
 mapping calls a refused connection a connect timeout, and lets some through), so that the
