@@ -145,6 +145,10 @@ class Printer:
         )
 
     def watcher(self) -> TaskWatcher:
+        """Bars on a terminal, a line per update otherwise; nothing with --json (stdout holds
+        the JSON alone)."""
+        if self.as_json:
+            return TaskWatcher()
         return LiveBars(self.out) if self.rich else PlainUpdates(self)
 
     def bytes_bar(self, what: str) -> ByteBar | None:
@@ -152,10 +156,11 @@ class Printer:
 
 
 class TaskWatcher:
-    """Shows a task's updates as they come (a context manager around the wait)."""
+    """Shows a task's updates as they come (a context manager around the wait); this one shows
+    nothing."""
 
     def update(self, update: TaskUpdate) -> None:
-        raise NotImplementedError
+        return None
 
     def __enter__(self) -> TaskWatcher:
         return self

@@ -194,6 +194,17 @@ def test_submit_watch_prints_plain_progress_and_the_cost(
     ]
 
 
+def test_submit_watch_json_prints_the_result_alone(
+    gateway: Scripted, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gateway.on("POST", "/task/submit", answer(202, ACCEPTED))
+    gateway.on("GET", STATUS, answer(200, status_body("completed", 100)))
+    gateway.reply("GET", RESULT, 200, result_body())
+    assert run(["submit", write_task(tmp_path, json.dumps(TASK)), "--watch", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)  # the whole of stdout: no progress lines
+    assert (shown["task_id"], shown["status"], shown["cost"]) == (TASK_ID, "completed", 0.1234)
+
+
 def test_a_watched_task_that_fails_exits_1_with_its_errors(
     gateway: Scripted, capsys: pytest.CaptureFixture[str]
 ) -> None:
