@@ -217,10 +217,10 @@ def test_a_silent_stream_is_opened_again_after_idle_s(scripted: Scripted, call: 
     scripted.on(
         "GET",
         EVENTS,
-        stream(event_line("processing", 50), b": nothing more\n", pause=3),
+        stream(event_line("processing", 50), b": nothing more\n", pause=10),
         stream(event_line("completed", 100)),
     )
-    updates = call("watch", TASK_ID, idle_s=0.3)
+    updates = call("watch", TASK_ID, idle_s=1.0)
     assert updates[-1].status.status == "completed"
     assert len(scripted.requests("GET", EVENTS)) == 2
 

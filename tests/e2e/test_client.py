@@ -101,7 +101,8 @@ async def streams_held(stack: Stack, key: str, task_id: str, count: int) -> Asyn
 async def test_waits_fall_back_to_polling_when_the_gateway_refuses_more_streams(
     stack: Stack, admin: Client, sim: httpx.AsyncClient
 ) -> None:
-    slow = {"latency_median_s": 1.5, "latency_sigma": 0.1}
+    # Slow enough that the tasks still run while their streams are opened and held.
+    slow = {"latency_median_s": 3.0, "latency_sigma": 0.1}
     (await sim.patch("/_sim/config", json=slow)).raise_for_status()
     key = client_key(admin, "streams-carl")
     config = Config(url(stack), key)
