@@ -21,11 +21,13 @@ COPY orchestrator/ orchestrator/
 COPY section_worker/ section_worker/
 COPY storage_svc/ storage_svc/
 COPY simulator/ simulator/
+# The Python client and the command line (`python -m wealthai_client`), for jobs run in the image.
+COPY wealthai_client/ wealthai_client/
 # Bytecode now, since the containers' root filesystem is read-only; then prove that every
 # service's entry point imports with the runtime set alone.
 RUN rm -rf protos scripts requirements.lock \
     && python -m compileall -q /app \
-    && python -c "import gateway.__main__, orchestrator.__main__, section_worker.__main__, storage_svc.__main__, simulator.__main__"
+    && python -c "import gateway.__main__, orchestrator.__main__, section_worker.__main__, storage_svc.__main__, simulator.__main__, wealthai_client.cli"
 
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PATH=/opt/venv/bin:$PATH

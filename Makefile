@@ -15,13 +15,16 @@ DEPS_OF := import sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 
-$(STAMP): $(LOCKS)
+# The pinned dependencies, then the project itself: editable, without dependencies (the locks have
+# them), which puts the `wealthai` command in .venv/bin (built offline with the lock's setuptools).
+$(STAMP): $(LOCKS) pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.lock
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-venv: $(STAMP) ## Create or refresh the virtualenv from requirements-dev.lock.
+venv: $(STAMP) ## Create or refresh the virtualenv from requirements-dev.lock (and the wealthai command).
 
 protos: $(STAMP) ## Regenerate the gRPC stubs from protos/.
 	$(BIN)/python scripts/gen_protos.py
@@ -66,7 +69,7 @@ chaos: protos redis-server ## Chaos run: kill -9 services at random under load (
 lint: protos ## Lint, format check and strict type check.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy common gateway orchestrator section_worker storage_svc simulator scripts bench
+	$(BIN)/mypy common gateway orchestrator section_worker storage_svc simulator scripts bench wealthai_client
 
 fmt: $(STAMP) ## Format the code and sort imports.
 	$(BIN)/ruff check --fix --select I .
@@ -85,4 +88,4 @@ lock: ## Re-resolve requirements.lock (runtime) and requirements-dev.lock from p
 	rm -rf $(VENV)-lock
 
 clean: ## Remove the virtualenv, generated stubs and caches.
-	rm -rf $(VENV) wealthai .pytest_cache .mypy_cache .ruff_cache .run
+	rm -rf $(VENV) wealthai .pytest_cache .mypy_cache .ruff_cache .run build *.egg-info
