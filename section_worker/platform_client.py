@@ -2,7 +2,7 @@
 
 Adapting to the real platform is a change of this file only. :class:`PlatformClient` makes
 the four calls over one pooled ``httpx.AsyncClient`` (sending through aiohttp's connection pool,
-:mod:`section_worker.http_transport`), each with a timeout and bounded retries
+:mod:`common.http_transport`), each with a timeout and bounded retries
 (exponential backoff with jitter, ``Retry-After`` honoured up to a cap). The genai calls take
 the access token a job was given (:mod:`section_worker.platform_session`); :meth:`authenticate`
 caches tokens per user, so the orchestrators' Authenticate calls for one user share one.
@@ -41,7 +41,7 @@ from urllib.parse import quote
 import httpx
 
 from common.backoff import Backoff
-from section_worker.http_transport import PlatformTransport
+from common.http_transport import Transport
 from section_worker.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ class PlatformClient:
             base_url=settings.platform_url,
             timeout=httpx.Timeout(settings.request_timeout_s),
             limits=limits,
-            transport=transport or PlatformTransport(limits=limits),
+            transport=transport or Transport(limits=limits),
         )
         self._slots = asyncio.Semaphore(settings.http_max_connections)
         # Half of each wait fixed, half drawn: waits never shrink to nothing on a busy platform.

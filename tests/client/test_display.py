@@ -9,11 +9,11 @@ import aiohttp
 import httpx
 import pytest
 
+from common.http_transport import httpx_error
 from gateway.models import SectionStateOut
 from tests.client.conftest import KEY, TASK_ID, Scripted, status_body
 from wealthai_client.cli import run
 from wealthai_client.display import fraction, section_note
-from wealthai_client.transport import httpx_error
 
 
 def section(status: str = "running", progress: str = "", **extra: Any) -> SectionStateOut:

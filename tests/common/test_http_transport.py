@@ -1,5 +1,5 @@
-"""The platform client's transport against raw loopback servers that misbehave: what reached
-the server decides whether a call that is not safe to repeat (a prompt) may be sent again."""
+"""httpx over aiohttp against raw loopback servers that misbehave: what reached the server
+decides whether a call that is not safe to repeat (a prompt) may be sent again."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import aiohttp
 import httpx
 import pytest
 
-from section_worker.http_transport import PlatformTransport, sent_or_not
+from common.http_transport import Transport, httpx_error
 from tests.helpers import free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -42,7 +42,7 @@ def client(url: str, read_s: float = 5.0) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=url,
         timeout=httpx.Timeout(5.0, read=read_s),
-        transport=PlatformTransport(limits=httpx.Limits(max_connections=4)),
+        transport=Transport(limits=httpx.Limits(max_connections=4)),
     )
 
 
@@ -79,7 +79,7 @@ async def test_a_server_that_hangs_up_after_reading_is_not_a_connect_error() -> 
         with pytest.raises(httpx.TransportError) as caught:
             await http.post("/prompt", json={})
     assert len(seen) == 1  # the request did reach the server
-    assert isinstance(caught.value, httpx.RemoteProtocolError)
+    assert isinstance(caught.value, httpx.ReadError)
     assert not isinstance(caught.value, httpx.ConnectError | httpx.ConnectTimeout)
 
 
@@ -96,8 +96,8 @@ async def test_an_answer_that_does_not_come_is_a_read_timeout() -> None:
     [
         (aiohttp.ConnectionTimeoutError("pool"), httpx.ConnectTimeout),
         (aiohttp.SocketTimeoutError("read"), httpx.ReadTimeout),
-        (aiohttp.ServerDisconnectedError(), httpx.RemoteProtocolError),
-        (aiohttp.ClientOSError(104, "reset"), httpx.RemoteProtocolError),
+        (aiohttp.ServerDisconnectedError(), httpx.ReadError),
+        (aiohttp.ClientOSError(104, "reset"), httpx.ReadError),
         (None, httpx.ConnectTimeout),
     ],
 )
@@ -107,4 +107,4 @@ def test_connect_errors_are_mapped_by_their_aiohttp_cause(
     request = httpx.Request("POST", "http://platform/prompt")
     raised = httpx.ConnectTimeout("x", request=request)
     raised.__cause__ = cause
-    assert type(sent_or_not(raised, request)) is becomes
+    assert type(httpx_error(raised, request)) is becomes
