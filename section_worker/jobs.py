@@ -43,19 +43,17 @@ import asyncio
 import contextlib
 import json
 import logging
-import tempfile
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from pathlib import Path
 
 from common.errors import AppError, InvalidInput, Overloaded, Unavailable
 from common.logging import section_var, task_id_var
 from section_worker import job_files, kinds, metrics
 from section_worker.files import FileClient, FileRef
 from section_worker.job_files import JobFileError
-from section_worker.kinds.base import KindContext, KindError
+from section_worker.kinds.base import KindContext, KindError, Scratch
 from section_worker.orphans import Orphans
 from section_worker.platform_client import (
     AnswerStatus,
@@ -341,21 +339,23 @@ class JobRunner:
         def step(doing: str) -> None:
             trail.doing = doing
 
+        scratch = Scratch(self._settings.scratch_dir)
         try:
-            scratch_dir = self._settings.scratch_dir
-            with tempfile.TemporaryDirectory(prefix="job-", dir=scratch_dir) as scratch:
-                context = KindContext(
-                    job=job,
-                    options=kind.parse_options(job.options_json),
-                    platform=platform,
-                    files=self._files,
-                    settings=self._settings,
-                    progress=progress,
-                    step=step,
-                    scratch=Path(scratch),
-                )
+            context = KindContext(
+                job=job,
+                options=kind.parse_options(job.options_json),
+                platform=platform,
+                files=self._files,
+                settings=self._settings,
+                progress=progress,
+                step=step,
+                folder=scratch,
+            )
+            try:
                 async with asyncio.timeout(timeout_s):
                     outcome = await kind.run(context)
+            finally:
+                scratch.remove()
             result = SectionResult(
                 success=True,
                 response=outcome.response,

@@ -10,6 +10,8 @@ the outcome (or :class:`KindError`, or a :class:`common.errors.AppError`) into t
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,10 +60,31 @@ class Platform(Protocol):
 ProgressReporter = Callable[[int, int, str], None]
 
 
+class Scratch:
+    """A job's scratch folder: made the first time :attr:`path` is read (most jobs, a
+    conversation's, never need one, and making and removing a folder per job was a tenth of a
+    worker's CPU under load), removed by :meth:`remove` when the job ends."""
+
+    def __init__(self, parent: str | Path | None) -> None:
+        self._parent = parent
+        self._path: Path | None = None
+
+    @property
+    def path(self) -> Path:
+        if self._path is None:
+            self._path = Path(tempfile.mkdtemp(prefix="job-", dir=self._parent))
+        return self._path
+
+    def remove(self) -> None:
+        if self._path is not None:
+            shutil.rmtree(self._path, ignore_errors=True)
+            self._path = None
+
+
 @dataclass(frozen=True)
 class KindContext:
     """Everything a kind's ``run`` gets: its job, its options, the protected platform, the
-    file client, progress, and a scratch folder removed when the job ends."""
+    file client, progress, and a scratch folder (:attr:`scratch`) removed when the job ends."""
 
     job: KindJob
     options: BaseModel
@@ -70,7 +93,12 @@ class KindContext:
     settings: WorkerSettings
     progress: ProgressReporter
     step: Callable[[str], None]  # what the job is doing now (a timeout's message names it)
-    scratch: Path
+    folder: Scratch
+
+    @property
+    def scratch(self) -> Path:
+        """The job's scratch folder (made now if it was not yet)."""
+        return self.folder.path
 
 
 @dataclass(frozen=True)

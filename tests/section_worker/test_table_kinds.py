@@ -22,7 +22,7 @@ import xlsxwriter  # type: ignore[import-untyped]
 from section_worker.files import FileClient, FileRef
 from section_worker.jobs import Event, JobRunner, Progress, SectionJob, SectionResult
 from section_worker.kinds import transform_table
-from section_worker.kinds.base import KindContext
+from section_worker.kinds.base import KindContext, Scratch
 from section_worker.kinds.checkpoints import Checkpoints
 from section_worker.kinds.transform_table import Answered
 from section_worker.protection.chain import Answer
@@ -389,7 +389,7 @@ async def test_answers_waiting_behind_a_slow_chunk_are_bounded(
         settings=make_client()._settings,
         progress=lambda done, total, note: None,
         step=lambda doing: None,
-        scratch=tmp_path,
+        folder=Scratch(tmp_path),
     )
     running = asyncio.create_task(transform_table.run(ctx))
     # Row 1's chunk is held back; 8 answers (4 per slot) may wait behind it, and no more.
@@ -404,3 +404,27 @@ async def test_answers_waiting_behind_a_slow_chunk_are_bounded(
 
 async def _count(platform: HeldBack) -> int:
     return len(platform.asked)
+
+
+def test_a_scratch_folder_is_made_only_when_used_and_removed_after(tmp_path: Path) -> None:
+    scratch = Scratch(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # nothing made yet
+    scratch.remove()  # nothing to remove
+    (scratch.path / "spool").write_bytes(b"x")
+    assert scratch.path.parent == tmp_path and scratch.path.is_dir()
+    scratch.remove()
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_jobs_scratch_folder_is_gone_when_it_ends(
+    make_client: MakeClient, file_client: FileClient, token: str, tmp_path: Path
+) -> None:
+    ref = await upload(file_client, table(ROWS[:6]), "clients.csv", "text/csv")
+    client = make_client(job_timeout_s=30.0, scratch_dir=str(tmp_path))
+    result = last(
+        await events_of(
+            JobRunner(client, client._settings, files=file_client), transform(ref, token)
+        )
+    )
+    assert result.success, result.error
+    assert list(tmp_path.iterdir()) == []
