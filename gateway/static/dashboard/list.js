@@ -17,6 +17,7 @@ import {
 } from "./api.js";
 
 const PAGE_SIZE = 20;
+const RUNNING = ["pending", "authenticating", "authenticated", "detecting_section", "processing"];
 const REFRESH_MS = 4000;
 const TOTALS_MS = 5000;
 // Streams one page holds open at most; the gateway allows 20 per caller, and the task page
@@ -189,7 +190,8 @@ async function totals() {
     `${state} (since start)`,
     n,
   ]);
-  fillPairs($("by-state"), [...Object.entries(stats.tasks_by_state), ...finished]);
+  const running = RUNNING.map((state) => [state, stats.tasks_by_state[state] ?? 0]);
+  fillPairs($("by-state"), [...running, ...finished]);
   $("spend-day").textContent = stats.spend_day ? `(${stats.spend_day} UTC)` : "";
   const spend = Object.entries(stats.spend_today_usd).sort();
   fillPairs($("spend"), spend.length ? spend.map(([t, d]) => [t, dollars(d)]) : [["—", "$0"]]);
