@@ -88,24 +88,34 @@ function render(row) {
   row.tr.dataset.status = task.status;
 }
 
-// The task's sections and cost as they are now, for a row whose stream named a section.
+// The task's sections and cost as they are now, for a row whose stream named a section or
+// ended. One read at a time per row; an event during it asks for one more read after it, so
+// the last event is always followed by a read that saw it.
 async function refreshSections(row) {
-  if (row.pending) return;
-  row.pending = true;
+  if (row.reading) {
+    row.again = true;
+    return;
+  }
+  row.reading = true;
   try {
-    const status = await getJson(`/task/${encodeURIComponent(row.summary.task_id)}/status`);
-    row.sections = status.sections;
-    row.summary.cost = status.sections.reduce((sum, s) => sum + s.cost, 0);
-    Object.assign(row.summary, {
-      status: status.status,
-      progress: status.progress,
-      message: status.message,
-    });
-    render(row);
-  } catch {
-    // the next event or listing tries again
+    do {
+      row.again = false;
+      try {
+        const status = await getJson(`/task/${encodeURIComponent(row.summary.task_id)}/status`);
+        row.sections = status.sections;
+        row.summary.cost = status.sections.reduce((sum, s) => sum + s.cost, 0);
+        Object.assign(row.summary, {
+          status: status.status,
+          progress: status.progress,
+          message: status.message,
+        });
+        render(row);
+      } catch {
+        // the next event or listing tries again
+      }
+    } while (row.again);
   } finally {
-    row.pending = false;
+    row.reading = false;
   }
 }
 
