@@ -15,18 +15,18 @@ import hashlib
 import json
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import Page, async_playwright
 
 from scripts.devstack import ROOT, Ports, Stack
 from tests.e2e.conftest import FAST
 from tests.e2e.test_platform import PASSWORD, wait_finished
 from tests.helpers import free_port
-
-playwright_api = pytest.importorskip("playwright.async_api")
 
 pytestmark = pytest.mark.e2e
 
@@ -104,12 +104,21 @@ async def callers(stack: Stack) -> AsyncIterator[dict[str, Caller]]:
         await caller.http.aclose()
 
 
+@dataclass
+class Tab:
+    """A browser tab on the gateway, with the dialogs it opened (a script that ran) and every
+    address it asked for."""
+
+    page: Page
+    dialogs: list[str] = field(default_factory=list)
+    requested: list[str] = field(default_factory=list)
+
+
 @pytest.fixture
-async def page(stack: Stack) -> AsyncIterator[Any]:
-    """A new browser tab on the gateway; fails the test on any dialog (a script that ran)."""
+async def tab(stack: Stack) -> AsyncIterator[Tab]:
     if CHROMIUM is None:
         pytest.skip("no chromium installed (make chromium installs it)")
-    async with playwright_api.async_playwright() as driver:
+    async with async_playwright() as driver:
         browser = await driver.chromium.launch(
             executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
         )
@@ -118,33 +127,32 @@ async def page(stack: Stack) -> AsyncIterator[Any]:
             viewport={"width": 1360, "height": 900},
             accept_downloads=True,
         )
-        tab = await context.new_page()
-        tab.dialogs = []
-        tab.requested = []
+        made = Tab(await context.new_page())
 
         async def dismiss(dialog: Any) -> None:
-            tab.dialogs.append(dialog.message)
+            made.dialogs.append(dialog.message)
             await dialog.dismiss()
 
-        tab.on("dialog", dismiss)
-        tab.on("request", lambda request: tab.requested.append(request.url))
-        tab.set_default_timeout(30_000)
+        made.page.on("dialog", dismiss)
+        made.page.on("request", lambda request: made.requested.append(request.url))
+        made.page.set_default_timeout(30_000)
         try:
-            yield tab
+            yield made
         finally:
             await context.close()
             await browser.close()
 
 
-async def sign_in(tab: Any, key: str) -> None:
-    await tab.locator("#key").fill(key)
-    await tab.locator("#signin-form button[type=submit]").click()
-    await tab.locator("#app").wait_for(state="visible")
+async def sign_in(page: Page, key: str) -> None:
+    await page.locator("#key").fill(key)
+    await page.locator("#signin-form button[type=submit]").click()
+    await page.locator("#app").wait_for(state="visible")
 
 
 async def test_a_client_watches_its_task_complete_live_opens_it_and_downloads_its_file(
-    stack: Stack, sim: httpx.AsyncClient, callers: dict[str, Caller], page: Any, shots: Path
+    stack: Stack, sim: httpx.AsyncClient, callers: dict[str, Caller], tab: Tab, shots: Path
 ) -> None:
+    page = tab.page
     ann, bob = callers["ann"], callers["bob"]
     others = await bob.submit([PORTFOLIO])
 
@@ -235,13 +243,14 @@ async def test_a_client_watches_its_task_complete_live_opens_it_and_downloads_it
     await page.screenshot(path=shots / "06-downloaded.png")
 
     # The key went in headers only: never in any address the page asked for.
-    assert page.requested and not [url for url in page.requested if ann.key in url]
+    assert tab.requested and not [url for url in tab.requested if ann.key in url]
     await wait_finished(bob.http, [others])
 
 
 async def test_untrusted_records_render_as_text_and_run_nothing(
-    callers: dict[str, Caller], page: Any, shots: Path
+    callers: dict[str, Caller], tab: Tab, shots: Path
 ) -> None:
+    page = tab.page
     ann = callers["ann"]
     task_id = await ann.submit([{"top_movers_data": XSS}, {**PORTFOLIO, "Top Asset": XSS}])
     await wait_finished(ann.http, [task_id])
@@ -257,13 +266,14 @@ async def test_untrusted_records_render_as_text_and_run_nothing(
     assert await page.locator("#records *").count() == 0  # text only, no element
     assert await page.locator("img").count() == 0
     assert await page.evaluate("window.__xss") is None
-    assert page.dialogs == []
+    assert tab.dialogs == []
     await page.screenshot(path=shots / "07-untrusted-records.png", full_page=True)
 
 
 async def test_an_admin_sees_every_tenant_filters_by_tenant_and_sees_the_totals(
-    callers: dict[str, Caller], page: Any, shots: Path
+    callers: dict[str, Caller], tab: Tab, shots: Path
 ) -> None:
+    page = tab.page
     ann, bob = callers["ann"], callers["bob"]
     theirs = {"ann": await ann.submit([PORTFOLIO]), "bob": await bob.submit([PORTFOLIO])}
     await wait_finished(ann.http, [theirs["ann"]])
