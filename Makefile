@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-$(shell cat $(LOCKS) | sha1sum | cut -c1-12)
 DEPS_OF := import sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] if sys.argv[1] == "runtime" else [d for ds in p["optional-dependencies"].values() for d in ds]))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv protos redis-server run run-clean test lint fmt lock clean chaos bench bench-peers bench-files
+.PHONY: help venv protos redis-server chromium run run-clean test lint fmt lock clean chaos bench bench-peers bench-files
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -34,6 +34,11 @@ protos: $(STAMP) ## Regenerate the gRPC stubs from protos/.
 redis-server: ## Install redis-server when it is missing.
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 
+# The dashboard's browser test drives Debian's chromium (Playwright's own browser download is
+# not used), installed on first use like redis-server.
+chromium: ## Install chromium (the dashboard's browser test) when it is missing.
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+
 run: protos redis-server ## Start the whole platform locally (SeaweedFS S3 on disk, Redis, simulator, every service).
 	$(BIN)/python -m scripts.devstack
 
@@ -43,7 +48,7 @@ run-clean: ## Wipe make run's S3 data (tasks, API keys): $DEVSTACK_DIR/s3, .run/
 # The unit and service tests keep the CPU busy while the end-to-end ones mostly wait on their
 # processes, so the two suites run side by side; the first one's report follows the second's
 # (the whole of it when it failed).
-test: protos redis-server ## Run the whole test suite (unit and end-to-end suites side by side).
+test: protos redis-server chromium ## Run the whole test suite (unit and end-to-end suites side by side).
 	@mkdir -p .run
 	@$(BIN)/python -m pytest --ignore=tests/e2e --ignore=tests/bench -p no:cacheprovider \
 		> .run/unit-tests.log 2>&1 & unit=$$!; \

@@ -55,14 +55,16 @@ from common.metrics import HttpMetrics
 from common.principals import Principal
 from common.principals import Role as PrincipalRole
 from common.tls import Role, identity_for
-from gateway import agensium, auth, files, prism
+from gateway import agensium, auth, dashboard, files, prism
 from gateway.file_client import FileClient
 from gateway.models import (
+    AdminStatsResponse,
     ApiKeyOut,
     CreatedKey,
     CreateKeyRequest,
     ErrorResponse,
     KeyListResponse,
+    MeResponse,
     PingResponse,
     ResultResponse,
     StatusResponse,
@@ -70,6 +72,7 @@ from gateway.models import (
     SubmitRequest,
     SubmitResponse,
     TaskEventOut,
+    TaskInputResponse,
     TaskListResponse,
     TaskStatusName,
 )
@@ -426,6 +429,19 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
         data["data"] = {name: data["data"][name] for name in order} | data["data"]
         return ResultResponse.model_validate(data)
 
+    @app.get("/task/{task_id}/input", response_model=TaskInputResponse, responses=_ERRORS)
+    async def task_input(task_id: TaskId, principal: Caller) -> TaskInputResponse:
+        """The task's input records as submitted (file references as sent); one storage read."""
+        reply = await stub().GetTaskInput(
+            pb.GetTaskRequest(task_id=task_id, caller=caller(principal)), timeout=timeout
+        )
+        return TaskInputResponse(
+            task_id=reply.task_id,
+            owner=reply.owner,
+            tenant=reply.tenant,
+            data=[json.loads(record) for record in reply.records_json],
+        )
+
     @app.post("/task/{task_id}/cancel", response_model=StatusResponse, responses=_ERRORS)
     async def cancel(task_id: TaskId, principal: Caller) -> StatusResponse:
         """Stops the sections still running and records the task as cancelled."""
@@ -533,11 +549,23 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
                 description="Admins only: the tasks of this principal id (403 for a client).",
             ),
         ] = None,
+        tenant: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=64,
+                pattern=r"^[A-Za-z0-9._-]+$",
+                description="Admins only: the tasks of this tenant (403 for a client). Matched "
+                "like `status`: a short page with a token means more may follow.",
+            ),
+        ] = None,
     ) -> TaskListResponse:
-        """The caller's tasks (an admin's: everyone's, or ``owner``'s), newest first; pass
-        ``next_page_token`` back as ``page_token`` for more."""
+        """The caller's tasks (an admin's: everyone's, or ``owner``'s, or ``tenant``'s),
+        newest first; pass ``next_page_token`` back as ``page_token`` for more."""
         if owner and not principal.admin:
             raise Forbidden("owner: only admins may list another principal's tasks")
+        if tenant and not principal.admin:
+            raise Forbidden("tenant: only admins may list by tenant")
         reply = await stub().ListTasks(
             pb.ListTasksRequest(
                 limit=limit,
@@ -545,6 +573,7 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
                 page_token=page_token or "",
                 caller=caller(principal),
                 owner=owner or "",
+                tenant=tenant or "",
             ),
             timeout=timeout,
         )
@@ -594,6 +623,41 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
         )
         return JSONResponse(status_code=200 if healthy else 503, content=body.model_dump())
 
+    @app.get("/me", response_model=MeResponse, responses={401: _ERRORS[401]})
+    async def me(principal: Caller) -> MeResponse:
+        """Who the API key stands for: its principal, tenant and role."""
+        role = "admin" if principal.admin else "client"
+        return MeResponse(
+            principal_id=principal.id, tenant=principal.tenant, role=role, auth=settings.auth
+        )
+
+    @app.get(
+        "/admin/stats", response_model=AdminStatsResponse, responses=_KEY_ERRORS, tags=["admin"]
+    )
+    async def admin_stats(principal: Caller) -> AdminStatsResponse:
+        """Admins only: tasks by state, spend today per tenant, sections in flight and
+        breaker states, summed over the orchestrator replicas alive. A client is refused (403):
+        the figures are the whole platform's, every tenant's."""
+        if not principal.admin:
+            raise Forbidden("only an admin may see the platform's figures")
+        stats = await stub().GetStats(pb.GetStatsRequest(all_replicas=True), timeout=timeout)
+        return AdminStatsResponse(
+            tasks_by_state=dict(stats.tasks_by_state),
+            tasks_finished=dict(stats.tasks_finished),
+            tasks_submitted=stats.tasks_submitted,
+            tasks_running=stats.tasks_running,
+            spend_day=stats.spend_day,
+            spend_today_usd=dict(stats.spend_today_usd),
+            sections_in_flight=stats.sections_in_flight,
+            sections_queued=stats.queue_size,
+            worker_capacity=stats.worker_capacity,
+            workers=stats.workers,
+            workers_ready=stats.workers_ready,
+            breakers=dict(stats.breakers),
+            replicas_alive=stats.replicas_alive,
+            replicas_counted=stats.replicas_counted,
+        )
+
     @app.post(
         "/admin/keys",
         status_code=201,
@@ -633,9 +697,11 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
     files.install(app, settings, lambda: file_box["client"])
     agensium.install(app, settings, lambda: file_box["client"], stub, caller)
     prism.install(app, settings, lambda: file_box["client"], stub, caller)
+    dashboard.install(app)
     # A file upload streams its body under the file size limit (gateway.files).
     uploads = frozenset({("POST", "/files"), ("POST", "/profile/async")})
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, exempt=uploads)
+    app.add_middleware(dashboard.NoStore)
     app.add_middleware(HttpMetrics)  # outermost: counts the body limit's 413s too
     if tracing.enabled():
         app.add_middleware(tracing.HttpTracing)

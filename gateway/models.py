@@ -799,3 +799,93 @@ class UploadedDocument(BaseModel):
     document: DocumentOut | None = Field(None, description="Once its sections are found.")
     sections: list[OutlineSection] | None = Field(None, description="Once they are found.")
     error: str | None = Field(None, description="Why it cannot be read; null otherwise.")
+
+
+# -- the dashboard's reads (gateway.dashboard) ---------------------------------------------------
+
+
+class MeResponse(BaseModel):
+    """Who the API key stands for."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"principal_id": "acme/ann", "tenant": "acme", "role": "client", "auth": "keys"}
+            ]
+        }
+    )
+
+    principal_id: str = Field(description="The principal the key authenticates as.")
+    tenant: str
+    role: Literal["client", "admin"]
+    auth: str = Field(description="keys, or open (GATEWAY_AUTH=open, a compatibility mode).")
+
+
+class TaskInputResponse(BaseModel):
+    """A task's input records, as submitted (file references as sent, never their content)."""
+
+    task_id: str
+    owner: str = Field(description="The principal id of the task's owner.")
+    tenant: str
+    data: list[dict[str, Any]]
+
+
+class AdminStatsResponse(BaseModel):
+    """The platform's figures, from the counts its metrics report."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "tasks_by_state": {
+                        "pending": 0,
+                        "authenticating": 0,
+                        "authenticated": 0,
+                        "detecting_section": 0,
+                        "processing": 2,
+                    },
+                    "tasks_finished": {"completed": 41, "error": 2},
+                    "tasks_submitted": 45,
+                    "tasks_running": 2,
+                    "spend_day": "2026-03-01",
+                    "spend_today_usd": {"acme": 1.2841, "wealth": 0.0801},
+                    "sections_in_flight": 5,
+                    "sections_queued": 0,
+                    "worker_capacity": 64,
+                    "workers": 2,
+                    "workers_ready": 2,
+                    "breakers": {"a9fdeb96-cdfa-4a48-9467-bf97a06f8738": "closed"},
+                    "replicas_alive": 1,
+                    "replicas_counted": 1,
+                }
+            ]
+        }
+    )
+
+    tasks_by_state: dict[str, int] = Field(
+        description="Unfinished tasks the orchestrators run now, by state."
+    )
+    tasks_finished: dict[str, int] = Field(
+        description="Tasks the orchestrators finished since they started, by final state."
+    )
+    tasks_submitted: int = Field(description="Tasks submitted since the orchestrators started.")
+    tasks_running: int
+    spend_day: str = Field(description="The UTC day spend_today_usd counts, YYYY-MM-DD.")
+    spend_today_usd: dict[str, float] = Field(
+        description="US dollars settled today per paying tenant by the workers answering now, "
+        "each since it started."
+    )
+    sections_in_flight: int = Field(description="Section jobs the workers run now.")
+    sections_queued: int = Field(description="Section jobs waiting for a worker slot.")
+    worker_capacity: int
+    workers: int
+    workers_ready: int
+    breakers: dict[str, str] = Field(
+        description="Circuit breaker per platform asset the workers have called: closed, "
+        "half_open or open (the most open any worker reports)."
+    )
+    replicas_alive: int = Field(description="Orchestrator replicas alive.")
+    replicas_counted: int = Field(
+        description="Orchestrator replicas whose task figures are summed here (one that does "
+        "not answer is left out)."
+    )

@@ -17,10 +17,11 @@ import grpc
 from google.protobuf.message import Message
 
 from common.channels import open_channel
-from common.errors import from_rpc_error
+from common.errors import AppError, from_rpc_error
 from common.principals import Principal
 from common.principals import Role as PrincipalRole
 from common.tls import Identity, Role
+from orchestrator.figures import TaskFigures
 from orchestrator.models import TaskEvent
 from wealthai.orchestrator.v1 import orchestrator_pb2 as pb
 from wealthai.orchestrator.v1 import orchestrator_pb2_grpc
@@ -84,6 +85,26 @@ class Peers:
         request = pb.RetryTaskRequest(task_id=task_id, caller=caller_message(caller))
         call = stub.RetryTask(request, timeout=_ACT_TIMEOUT_S, metadata=(FORWARDED,))
         return await self._call(address, call)
+
+    async def task_figures(self, address: str) -> TaskFigures | None:
+        """The task figures of the replica at ``address`` (its own, never summed again);
+        None when it cannot be reached."""
+        stub = self._stub(address)
+        call = stub.GetStats(pb.GetStatsRequest(), timeout=_READ_TIMEOUT_S, metadata=(FORWARDED,))
+        try:
+            stats = await self._call(address, call)
+        except AppError as exc:
+            logger.warning("replica at %s gave no figures: %s", address, exc.message)
+            return None
+        if stats is None:
+            return None
+        return TaskFigures(
+            by_state=dict(stats.tasks_by_state),
+            running=stats.tasks_running,
+            submitted=stats.tasks_submitted,
+            finished=dict(stats.tasks_finished),
+            taken_over=stats.tasks_taken_over,
+        )
 
     async def watch(
         self, address: str, task_id: str, caller: Principal

@@ -22,7 +22,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +45,7 @@ from orchestrator import continuation, metrics, task_files, transitions
 from orchestrator.accounts import Accounts
 from orchestrator.admission import Admission
 from orchestrator.detection import detect
+from orchestrator.figures import TaskFigures, sum_figures
 from orchestrator.idempotency import check_key, claim, request_digest
 from orchestrator.keys import ApiKeys
 from orchestrator.membership import Membership
@@ -55,6 +56,7 @@ from orchestrator.recent import RecentTasks
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.sweeper import index_seal, sweep_forever
 from orchestrator.takeover import Takeover
+from orchestrator.workers import PlatformView
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +100,9 @@ class Stats:
     tasks_taken_over: int
     cache_size: int
     storage_bucket: str
+    tasks_by_state: dict[str, int] = field(default_factory=dict)
+    platform: PlatformView = field(default_factory=PlatformView)
+    replicas_counted: int = 1
 
 
 class Orchestrator:
@@ -510,10 +515,16 @@ class Orchestrator:
         return _visible(record, caller)
 
     async def list(
-        self, caller: Principal, limit: int, status: str, page_token: str, owner: str = ""
+        self,
+        caller: Principal,
+        limit: int,
+        status: str,
+        page_token: str,
+        owner: str = "",
+        tenant: str = "",
     ) -> tuple[list[TaskRecord], str]:
         """A page of tasks, newest first: the caller's own, or for an admin everyone's (or
-        ``owner``'s)."""
+        ``owner``'s, or ``tenant``'s)."""
         if limit < 0 or limit > 100:
             raise InvalidInput("limit: 1..100")
         if status and status not in {s.value for s in TaskState}:
@@ -521,10 +532,21 @@ class Orchestrator:
             raise InvalidInput(f"status: must be one of {allowed}")
         if owner and not caller.admin:
             raise InvalidInput("owner: only admins may list another principal's tasks")
+        if tenant and not caller.admin:
+            raise InvalidInput("tenant: only admins may list by tenant")
+        if tenant and not set(tenant) <= _TENANT_CHARS:
+            raise InvalidInput("tenant: letters, digits, '.', '_' and '-' only")
         owner = owner if caller.admin else caller.id
-        page, token = await self.deps.storage.list_tasks(limit or 20, page_token, status, owner)
+        page, token = await self.deps.storage.list_tasks(
+            limit or 20, page_token, status, owner, tenant
+        )
         live = [self.runs[r.task_id].record if r.task_id in self.runs else r for r, _ in page]
         return [r for r in live if caller.may_see(r.principal_id)], token
+
+    async def input(self, task_id: str, caller: Principal) -> TaskRecord:
+        """A task with its input records, as stored (the records never change after the
+        submission, so the stored document has them whatever replica runs the task)."""
+        return await self._stored(task_id, caller)
 
     async def cancel(self, task_id: str, caller: Principal) -> TaskRecord:
         """Stops the task's running sections and records it as cancelled (through its owner
@@ -631,23 +653,51 @@ class Orchestrator:
         finally:
             run.unsubscribe(queue)
 
-    async def stats(self) -> Stats:
+    def task_figures(self) -> TaskFigures:
+        """This replica's task figures: the ones its metrics report."""
+        by_state = Counter(run.record.status.value for run in list(self.runs.values()))
+        return sum_figures(
+            [
+                TaskFigures(
+                    by_state=dict(by_state),
+                    running=len(self.runs),
+                    submitted=self.submitted,
+                    finished=dict(self.finished),
+                    taken_over=self.takeover.taken_over,
+                )
+            ]
+        )
+
+    async def stats(self, all_replicas: bool = False) -> Stats:
+        """Workers, queue, storage and task figures; with ``all_replicas`` the task figures
+        of every live replica summed (each other one asked once; one that does not answer is
+        left out, and ``replicas_counted`` says how many were)."""
         pool = self.deps.pool.stats()
+        figures = [self.task_figures()]
+        if all_replicas:
+            alive = sorted(self.membership.alive)
+            others = [a for name in alive if (a := self.membership.address_of(name))]
+            answers = await asyncio.gather(*(self.peers.task_figures(a) for a in others))
+            figures += [answer for answer in answers if answer is not None]
+        total = sum_figures(figures)
         return Stats(
             workers=pool.configured,
             workers_ready=pool.ready,
             worker_capacity=pool.capacity,
             sections_running=pool.running,
             queue_size=pool.queued,
-            tasks_running=len(self.runs),
-            tasks_submitted=self.submitted,
-            tasks_finished=dict(self.finished),
+            tasks_running=total.running,
+            tasks_submitted=total.submitted,
+            tasks_finished=total.finished,
             storage_ok=await self.deps.storage.healthy(),
             replica_id=self.replica_id,
             replicas_alive=len(self.membership.alive),
-            tasks_taken_over=self.takeover.taken_over,
+            tasks_taken_over=total.taken_over,
             cache_size=len(self.runs) + len(self._recent),
             storage_bucket=await self.deps.storage.bucket(),
+            tasks_by_state=total.by_state,
+            platform=self.deps.pool.platform(),
+            replicas_counted=len(figures),
         )
 
 

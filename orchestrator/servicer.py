@@ -175,6 +175,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             request.status,
             request.page_token,
             request.owner,
+            request.tenant,
         )
         return pb.ListTasksResponse(tasks=[_summary(r) for r in records], next_page_token=token)
 
@@ -222,7 +223,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         request: pb.GetStatsRequest,
         context: grpc.aio.ServicerContext[pb.GetStatsRequest, pb.Stats],
     ) -> pb.Stats:
-        stats = await self.orchestrator.stats()
+        stats = await self.orchestrator.stats(all_replicas=request.all_replicas)
+        platform = stats.platform
         return pb.Stats(
             workers=stats.workers,
             workers_ready=stats.workers_ready,
@@ -238,6 +240,25 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             tasks_taken_over=stats.tasks_taken_over,
             cache_size=stats.cache_size,
             storage_bucket=stats.storage_bucket,
+            tasks_by_state=stats.tasks_by_state,
+            spend_today_usd=platform.spend_today,
+            spend_day=platform.spend_day,
+            sections_in_flight=platform.in_flight,
+            breakers=platform.breakers,
+            replicas_counted=stats.replicas_counted,
+        )
+
+    async def GetTaskInput(
+        self,
+        request: pb.GetTaskRequest,
+        context: grpc.aio.ServicerContext[pb.GetTaskRequest, pb.TaskInput],
+    ) -> pb.TaskInput:
+        record = await self.orchestrator.input(request.task_id, principal_of(request.caller))
+        return pb.TaskInput(
+            task_id=record.task_id,
+            records_json=[json.dumps(r) for r in record.data],
+            owner=record.principal_id,
+            tenant=record.tenant,
         )
 
     # -- API keys (SPEC §10) ----------------------------------------------------------------

@@ -110,15 +110,16 @@ class StorageClient:
         return record, str(response.version)
 
     async def list_tasks(
-        self, limit: int, page_token: str, status: str = "", owner: str = ""
+        self, limit: int, page_token: str, status: str = "", owner: str = "", tenant: str = ""
     ) -> tuple[list[tuple[TaskRecord, str]], str]:
         """A page of tasks with their versions, newest first, and the next page's token.
 
         With ``owner`` only the tasks created with that owner, whose token pages that owner's
-        listing only. A document that cannot be read is left out (and logged), so a page may
-        hold fewer tasks than asked while the token still leads past it."""
+        listing only; with ``tenant`` (or ``status``) only those of that tenant, a short page
+        with a token meaning "go on". A document that cannot be read is left out (and logged),
+        so a page may hold fewer tasks than asked while the token still leads past it."""
         request = storage_pb2.ListTasksRequest(
-            page_size=limit, status=status, page_token=page_token, owner=owner
+            page_size=limit, status=status, page_token=page_token, owner=owner, tenant=tenant
         )
         try:
             response = await self._stub.ListTasks(

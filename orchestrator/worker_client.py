@@ -175,11 +175,15 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Load:
-    """What a worker says of its capacity."""
+    """What a worker says of its capacity, and of its platform calls: the dollars it settled
+    on ``spend_day`` (UTC) per tenant, and its breakers' states per asset."""
 
     capacity: int
     in_flight: int
     accepting: bool
+    spend_day: str = ""
+    spend_today: dict[str, float] = field(default_factory=dict)
+    breakers: dict[str, str] = field(default_factory=dict)
 
 
 class WorkerClient(Protocol):
@@ -220,7 +224,14 @@ class GrpcWorkerClient:
             load = await self._stub.GetLoad(worker_pb2.GetLoadRequest(), timeout=_LOAD_TIMEOUT_S)
         except grpc.aio.AioRpcError as err:
             raise self._error(err) from err
-        return Load(capacity=load.capacity, in_flight=load.in_flight, accepting=load.accepting)
+        return Load(
+            capacity=load.capacity,
+            in_flight=load.in_flight,
+            accepting=load.accepting,
+            spend_day=load.spend_day,
+            spend_today=dict(load.spend_today_usd),
+            breakers=dict(load.breakers),
+        )
 
     async def authenticate(self, credentials: Credentials, *, refresh: bool = False) -> AccessToken:
         request = worker_pb2.AuthenticateRequest(

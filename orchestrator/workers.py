@@ -16,6 +16,10 @@ worker that ran it, even when that orchestrator died before it could record whic
 the job finds the message it had sent (:mod:`section_worker.orphans`) instead of paying for
 another. Hashing spreads jobs evenly, so the least loaded is only the fallback for a home that
 is full or away.
+
+Each probe's answer also carries what the worker saw of the platform (today's spend per
+tenant, its breakers); :func:`platform_view` combines the ready workers' last answers into the
+figures the dashboard shows (:meth:`WorkerPool.platform`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from common.errors import Unavailable
-from orchestrator.worker_client import GrpcWorkerClient, WorkerClient, WorkerError
+from orchestrator.worker_client import GrpcWorkerClient, Load, WorkerClient, WorkerError
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +48,7 @@ class Worker:
     ready: bool = False
     gone: bool = False
     full: bool = False
+    reported: Load | None = None  # the worker's last answer to a probe
 
     @property
     def address(self) -> str:
@@ -63,6 +68,44 @@ class PoolStats:
     capacity: int
     running: int
     queued: int
+
+
+# Breaker states from the most open down: the one the dashboard shows for an asset.
+_BREAKER_ORDER = {"open": 2, "half_open": 1, "closed": 0}
+
+
+@dataclass(frozen=True)
+class PlatformView:
+    """What the ready workers report of their platform calls, combined."""
+
+    in_flight: int = 0
+    spend_day: str = ""
+    spend_today: dict[str, float] = field(default_factory=dict)
+    breakers: dict[str, str] = field(default_factory=dict)
+
+
+def platform_view(loads: list[Load]) -> PlatformView:
+    """Combines workers' reports: jobs in flight summed; spend per tenant summed over the
+    workers that count the latest day (one still on yesterday has nothing of today yet); per
+    asset, the most open breaker state any worker reports."""
+    day = max((load.spend_day for load in loads), default="")
+    spend: dict[str, float] = {}
+    for load in loads:
+        if load.spend_day == day:
+            for tenant, dollars in load.spend_today.items():
+                spend[tenant] = round(spend.get(tenant, 0.0) + dollars, 6)
+    breakers: dict[str, str] = {}
+    for load in loads:
+        for asset, state in load.breakers.items():
+            seen = breakers.get(asset)
+            if seen is None or _BREAKER_ORDER.get(state, 0) > _BREAKER_ORDER.get(seen, 0):
+                breakers[asset] = state
+    return PlatformView(
+        in_flight=sum(load.in_flight for load in loads),
+        spend_day=day,
+        spend_today=spend,
+        breakers=breakers,
+    )
 
 
 @dataclass
@@ -100,6 +143,15 @@ class WorkerPool:
             queued=self._waiting,
         )
 
+    def platform(self) -> PlatformView:
+        """The ready workers' last reports of their platform calls, combined."""
+        loads = [
+            w.reported
+            for w in self.workers.values()
+            if w.ready and not w.gone and w.reported is not None
+        ]
+        return platform_view(loads)
+
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(self.refresh_s)
@@ -136,6 +188,7 @@ class WorkerPool:
             logger.info("worker %s ready (capacity %d)", worker.address, load.capacity)
         worker.ready = load.accepting
         worker.capacity = load.capacity
+        worker.reported = load
         worker.full = load.in_flight >= load.capacity and worker.in_flight < load.capacity
 
     def set_aside(self, worker: Worker, *, full: bool) -> None:

@@ -156,6 +156,9 @@ class Load:
     capacity: int
     in_flight: int
     accepting: bool
+    spend_day: str = ""
+    spend_today: dict[str, float] = field(default_factory=dict)
+    breakers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -193,6 +196,7 @@ class JobRunner:
             protection = Protection.on(
                 MemoryStore(), settings.platform_config(), lease_ttl_s=settings.lease_ttl_s
             )
+        self._protection = protection
         self._assets = protection.config.known_assets()
         kinds.check_config(protection.config)
         self._chain = Chain(
@@ -209,7 +213,17 @@ class JobRunner:
         metrics.watch(self)
 
     def load(self) -> Load:
-        return Load(self._settings.max_concurrent_jobs, self._in_flight, self._accepting)
+        """Capacity and jobs in flight, with what the protection saw: today's spend per tenant
+        and the breakers' states."""
+        day, spent = self._protection.budgets.today.snapshot()
+        return Load(
+            self._settings.max_concurrent_jobs,
+            self._in_flight,
+            self._accepting,
+            spend_day=day,
+            spend_today=spent,
+            breakers=self._protection.breakers.states(),
+        )
 
     async def drain(self, timeout_s: float) -> bool:
         """Refuses new jobs from now on; waits up to ``timeout_s`` for running ones to end.

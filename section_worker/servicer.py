@@ -90,7 +90,12 @@ class SectionWorkerServicer(worker_pb2_grpc.SectionWorkerServiceServicer):
     ) -> worker_pb2.Load:
         load = self._runner.load()
         return worker_pb2.Load(
-            capacity=load.capacity, in_flight=load.in_flight, accepting=load.accepting
+            capacity=load.capacity,
+            in_flight=load.in_flight,
+            accepting=load.accepting,
+            spend_today_usd=load.spend_today,
+            spend_day=load.spend_day,
+            breakers=load.breakers,
         )
 
 

@@ -100,6 +100,15 @@ def status_of(document: bytes) -> str | None:
     return status if isinstance(status, str) else None
 
 
+def matches(document: bytes, wanted: dict[str, str]) -> bool:
+    """Whether every field named in ``wanted`` has that value in the document (one parse)."""
+    try:
+        parsed: Any = json.loads(document)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(parsed, dict) and all(parsed.get(k) == v for k, v in wanted.items())
+
+
 def encode_tasks_token(last_task_id: str) -> str:
     """Token of a task page: the id of its last (oldest) task, after which the next page starts.
     A position, not a credential: with an owner's listing it only ever reaches that owner's own

@@ -101,7 +101,11 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     ) -> storage_pb2.ListTasksResponse:
         size = _page_size(request.page_size, DEFAULT_TASKS_PAGE, MAX_TASKS_PAGE)
         tasks, token = await self._store.list(
-            size, request.page_token, request.status or None, owner=request.owner
+            size,
+            request.page_token,
+            request.status or None,
+            owner=request.owner,
+            tenant=request.tenant,
         )
         return storage_pb2.ListTasksResponse(
             tasks=[

@@ -34,7 +34,8 @@ costs about
 - without a status filter: ``page_size`` GETs, run concurrently (bounded);
 - with a status filter: at most ``list_scan_limit`` GETs, newest first in small concurrent
   batches; if the page is not filled by then, the call returns what it found and a token to
-  continue.
+  continue. A tenant filter (an admin's listing of one tenant) is matched the same way, alone
+  or with the status.
 
 Only keys ``<prefix>task_YYYYMMDD….json`` are listed as tasks: the day prefixes leave the
 namespaced objects (``_leases/``, ``_idempotency/``) out.
@@ -79,7 +80,7 @@ from storage_svc.documents import (
     check_precondition,
     decode_tasks_token,
     encode_tasks_token,
-    status_of,
+    matches,
 )
 from storage_svc.listing import NewestFirst
 from storage_svc.owners import MAX_LIST_KEYS, OwnerNewestFirst, marker_key, owner_key
@@ -202,8 +203,8 @@ class TaskStore:
         await self.s3.delete(self.document_key(task_id), what=f"task {task_id}", if_match=if_match)
         logger.info("task %s deleted", task_id)
 
-    async def _scan_for_status(
-        self, walker: NewestFirst | OwnerNewestFirst, page_size: int, status: str
+    async def _scan_for(
+        self, walker: NewestFirst | OwnerNewestFirst, page_size: int, wanted: dict[str, str]
     ) -> tuple[list[StoredTask], str | None]:
         """Reads candidates newest first until the page is full or the scan budget is spent;
         returns the matches and the last id considered."""
@@ -221,7 +222,7 @@ class TaskStore:
             scanned += len(batch)
             for index, got in enumerate(await self._read_many(batch)):
                 last = batch[index]
-                if got is not None and status_of(got.document) == status:
+                if got is not None and matches(got.document, wanted):
                     found.append(got)
                     if len(found) == page_size:
                         walker.push_back(batch[index + 1 :])
@@ -247,25 +248,32 @@ class TaskStore:
         return None if got is None else StoredTask(task_id, got.body, got.version)
 
     async def list(
-        self, page_size: int, page_token: str = "", status: str | None = None, owner: str = ""
+        self,
+        page_size: int,
+        page_token: str = "",
+        status: str | None = None,
+        owner: str = "",
+        tenant: str = "",
     ) -> TaskPage:
         """A page of tasks, newest first, and the token of the next page ("" when done).
 
-        With ``status`` only tasks in that status are returned, reading at most
-        ``list_scan_limit`` documents per call (a short page with a token means: go on). With
+        With ``status`` (or ``tenant``) only tasks in that status (of that tenant) are
+        returned, reading at most ``list_scan_limit`` documents per call (a short page with a
+        token means: go on). With
         ``owner`` only the tasks created with that owner are listed, from its index; the token
         of such a page continues that owner's listing only.
         """
         check_page_size(page_size, 1000)
         now = self._clock()
         oldest = (now - timedelta(days=self.settings.task_retention_days + 1)).date()
+        wanted = {k: v for k, v in (("status", status), ("tenant", tenant)) if v}
         walker: NewestFirst | OwnerNewestFirst
         encode: Callable[[str], str]
         if owner:
             key = owner_key(owner)
             after = decode_tasks_token(page_token) if page_token else None
             # One more key than the page tells whether an older task follows, at no extra LIST.
-            want = min(self.settings.list_scan_limit, MAX_LIST_KEYS - 1) if status else page_size
+            want = min(self.settings.list_scan_limit, MAX_LIST_KEYS - 1) if wanted else page_size
             walker = OwnerNewestFirst(
                 self.s3, self._prefix, key, after=after, oldest=oldest, want=want + 1
             )
@@ -280,8 +288,8 @@ class TaskStore:
                 oldest=oldest,
             )
             encode = encode_tasks_token
-        if status:
-            found, last = await self._scan_for_status(walker, page_size, status)
+        if wanted:
+            found, last = await self._scan_for(walker, page_size, wanted)
         else:
             ids = [tid for _ in range(page_size) if (tid := await walker.next()) is not None]
             found = [t for t in await self._read_many(ids) if t is not None]

@@ -157,6 +157,10 @@ class BreakerBook:
             found = self._breakers[asset] = Breaker(asset, self._config_of(asset), self._clock)
         return found
 
+    def states(self) -> dict[str, str]:
+        """The state now of every asset's breaker this worker has used."""
+        return {asset: breaker.current().value for asset, breaker in self._breakers.items()}
+
     def observe_published(self, asset: str, open_s: float) -> None:
         """Takes in what the store says: an asset published open for ``open_s`` more seconds
         is open here too (unless this breaker is already probing it)."""

@@ -12,6 +12,10 @@ A reservation that does not fit is refused with a message naming the budget, wha
 what is reserved. With the tenant's ``on_budget: wait`` the attempt waits instead (for
 reservations to settle, or for the next day or month) until ``wait_until``. A tenant with no
 budget and no ceiling costs no store call.
+
+What this worker settled today, per tenant (:class:`SpendToday`), is counted where the spend
+metric is, in memory: the dashboard's "spend today" is the sum over the workers (a worker that
+restarts starts its day's count again, as its counter does).
 """
 
 from __future__ import annotations
@@ -73,6 +77,31 @@ def describe(tenant: str, task_id: str, over: Overshoot) -> str:
     return f"tenant {tenant}'s {which} budget of {_dollars(over.limit)} is spent {amounts}"
 
 
+class SpendToday:
+    """Dollars settled per tenant on the current UTC day, by this worker since it started."""
+
+    def __init__(self, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._now = now
+        self._day = ""
+        self._micros: dict[str, int] = {}
+
+    def _roll(self) -> str:
+        day = self._now().strftime("%Y-%m-%d")
+        if day != self._day:
+            self._day = day
+            self._micros = {}
+        return day
+
+    def add(self, tenant: str, dollars: float) -> None:
+        self._roll()
+        self._micros[tenant] = self._micros.get(tenant, 0) + to_micros(dollars)
+
+    def snapshot(self) -> tuple[str, dict[str, float]]:
+        """The day (YYYY-MM-DD, UTC) and the dollars settled on it per tenant."""
+        day = self._roll()
+        return day, {tenant: micros / MICROS for tenant, micros in self._micros.items()}
+
+
 class Budgets:
     """Reserves and settles money against tenants' budgets and tasks' ceilings."""
 
@@ -85,6 +114,7 @@ class Budgets:
         self._store = store
         self._holds = holds
         self._now = now
+        self.today = SpendToday(now)
 
     def limits(self, cfg: TenantConfig) -> BudgetLimits:
         today = self._now()
@@ -133,6 +163,7 @@ class Budgets:
         """Ends the reservation; ``cost`` (dollars) counts as spent."""
         if cost > 0:
             metrics.TENANT_SPEND.labels(tenant=reservation.tenant).inc(cost)
+            self.today.add(reservation.tenant, cost)
         if not reservation.holder:
             return
         self._holds.remove(reservation.hold)

@@ -313,6 +313,39 @@ async def test_reads_through_another_replica_see_the_owners_live_state(api, sim,
     await wait_finished(api, [task_id])
 
 
+async def test_the_dashboards_totals_are_every_replicas_whichever_one_answers(api, sim, stack):
+    from common.channels import open_channel
+    from wealthai.orchestrator.v1 import orchestrator_pb2 as pb
+    from wealthai.orchestrator.v1 import orchestrator_pb2_grpc
+
+    await sim.patch("/_sim/config", json={"latency_median_s": 4.0, "latency_sigma": 0.0})
+    task_id = await submit(api, SEED)  # runs on one replica
+    for port in stack.ports.orchestrators:
+        async with open_channel(
+            f"127.0.0.1:{port}", stack.identity(Role.GATEWAY), Role.ORCHESTRATOR
+        ) as channel:
+            stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+
+            async def totals(stub=stub):  # type: ignore[no-untyped-def]
+                return await stub.GetStats(pb.GetStatsRequest(all_replicas=True))
+
+            # The workers' figures are as of each worker's last load probe.
+            await assert_eventually(
+                totals,
+                lambda s: (
+                    s.replicas_counted == 2
+                    and s.tasks_by_state["processing"] >= 1
+                    and s.sections_in_flight >= 1
+                ),
+                timeout=10,
+                what=f"replica on {port} summing both replicas' running task",
+            )
+    reply = await api.get("/admin/stats")
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["replicas_counted"] == 2
+    await wait_finished(api, [task_id])
+
+
 # -- never paying twice for a prompt, mid-flight ---------------------------------------------
 
 

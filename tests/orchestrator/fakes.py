@@ -18,6 +18,7 @@ from typing import Any, cast
 from common import file_ids
 from common.errors import AppError, Conflict, NotFound, Unavailable
 from common.principals import Principal
+from orchestrator.figures import TaskFigures
 from orchestrator.models import FileRef, TaskEvent, TaskRecord
 from orchestrator.storage_client import StorageClient
 from orchestrator.worker_client import (
@@ -239,7 +240,7 @@ class FakeStorage:
         return TaskRecord.from_json(raw), version
 
     async def list_tasks(
-        self, limit: int, page_token: str, status: str = "", owner: str = ""
+        self, limit: int, page_token: str, status: str = "", owner: str = "", tenant: str = ""
     ) -> tuple[list[tuple[TaskRecord, str]], str]:
         await self._enter("list_tasks", page_token)
         ids = sorted(self.tasks, reverse=True)
@@ -253,8 +254,10 @@ class FakeStorage:
             raw, version = self.tasks[task_id]
             record = TaskRecord.from_json(raw)
             last = task_id
-            if (not status or record.status.value == status) and (
-                not owner or self.owners.get(task_id) == owner
+            if (
+                (not status or record.status.value == status)
+                and (not owner or self.owners.get(task_id) == owner)
+                and (not tenant or record.tenant == tenant)
             ):
                 page.append((record, version))
         return page, ""
@@ -437,6 +440,11 @@ class FakePeers:
         self.events = list(events)
         self.answer = answer
         self.closed = False
+        self.figures: dict[str, TaskFigures] = {}  # address -> its figures; absent: unreachable
+
+    async def task_figures(self, address: str) -> TaskFigures | None:
+        self.calls.append(("task_figures", address, ""))
+        return self.figures.get(address)
 
     async def status(self, address: str, task_id: str, caller: Principal) -> object:
         self.calls.append(("status", address, task_id))

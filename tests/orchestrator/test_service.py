@@ -27,6 +27,7 @@ from common.principals import Principal, Role
 from orchestrator import membership as membership_module
 from orchestrator.config import load_config
 from orchestrator.credentials import Sealer, decode_key, new_key
+from orchestrator.figures import TaskFigures
 from orchestrator.idempotency import claim, request_digest
 from orchestrator.membership import LeaseBody
 from orchestrator.models import SectionResult, SectionState, TaskEvent, TaskRecord, TaskState
@@ -35,7 +36,7 @@ from orchestrator.pipeline import Deps
 from orchestrator.service import Orchestrator
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.storage_client import LEASES
-from orchestrator.worker_client import JobRejected, Outcome, Progress, SectionJob
+from orchestrator.worker_client import JobRejected, Load, Outcome, Progress, SectionJob
 from tests.orchestrator.factories import task_record
 from tests.orchestrator.fakes import (
     FakeClock,
@@ -791,3 +792,95 @@ async def test_a_clients_task_is_paid_by_its_own_tenant(world: World) -> None:
     await world.finished(record.task_id)
     assert world.storage.record(record.task_id).principal_tenant == ALICE.tenant
     assert {job.principal_tenant for job in world.worker.runs} == {ALICE.tenant}
+
+
+# -- the dashboard's figures and reads ------------------------------------------------------
+
+
+async def test_stats_count_unfinished_tasks_by_state_and_sum_the_live_replicas(
+    world: World,
+) -> None:
+    world.gate = asyncio.Event()  # jobs hold until released
+    record, _ = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS)
+    await eventually(lambda: len(world.worker.runs) == len(SECTIONS), what="sections running")
+
+    own = await world.orch.stats()
+    assert own.tasks_by_state == {
+        "pending": 0,
+        "authenticating": 0,
+        "authenticated": 0,
+        "detecting_section": 0,
+        "processing": 1,
+    }
+    assert (own.tasks_running, own.replicas_counted) == (1, 1)
+    assert world.peers.calls == []  # a replica's own figures ask nobody
+
+    lease = LeaseBody(replica_id="r2", address="addr-r2", tag="bb")
+    world.storage.objects[(LEASES, "r2")] = (lease.model_dump_json().encode(), "l1")
+    await world.orch.membership.refresh()
+    world.peers.figures["addr-r2"] = TaskFigures(
+        by_state={"pending": 2, "processing": 1},
+        running=3,
+        submitted=7,
+        finished={"completed": 3, "error": 1},
+        taken_over=1,
+    )
+    summed = await world.orch.stats(all_replicas=True)
+    assert summed.tasks_by_state["processing"] == 2
+    assert summed.tasks_by_state["pending"] == 2
+    assert (summed.tasks_running, summed.tasks_submitted, summed.tasks_taken_over) == (4, 8, 1)
+    assert summed.tasks_finished == {"completed": 3, "error": 1}
+    assert summed.replicas_counted == 2
+
+    del world.peers.figures["addr-r2"]  # r2 does not answer: counted out, not a failure
+    assert (await world.orch.stats(all_replicas=True)).replicas_counted == 1
+    world.gate.set()
+    await world.finished(record.task_id)
+
+
+async def test_stats_carry_what_the_ready_workers_report_of_the_platform(world: World) -> None:
+    world.worker.reply = Load(
+        capacity=8,
+        in_flight=5,
+        accepting=True,
+        spend_day="2026-03-01",
+        spend_today={"acme": 1.25},
+        breakers={"asset-a": "open"},
+    )
+    await world.orch.deps.pool.refresh()
+
+    platform = (await world.orch.stats()).platform
+    assert platform.in_flight == 5  # the worker's own count, every orchestrator's jobs
+    assert (platform.spend_day, platform.spend_today) == ("2026-03-01", {"acme": 1.25})
+    assert platform.breakers == {"asset-a": "open"}
+
+
+async def test_an_admin_lists_one_tenants_tasks_and_a_client_may_not_filter_by_tenant(
+    world: World,
+) -> None:
+    for n, tenant in enumerate(["acme", "beta", "acme"]):
+        world.storage.put_record(
+            task_record(task_id=f"task_2026010100000{n}_0000000{n}", tenant=tenant)
+        )
+
+    listed, _ = await world.orch.list(ADMIN, 10, "", "", tenant="acme")
+    assert [r.task_id for r in listed] == [
+        "task_20260101000002_00000002",
+        "task_20260101000000_00000000",
+    ]
+
+    with pytest.raises(InvalidInput, match="tenant: only admins"):
+        await world.orch.list(ALICE, 10, "", "", tenant="acme")
+    with pytest.raises(InvalidInput, match="tenant: letters"):
+        await world.orch.list(ADMIN, 10, "", "", tenant="acme/ann")
+
+
+async def test_a_tasks_input_is_read_as_stored_for_its_owner_only(world: World) -> None:
+    record, _ = await world.orch.submit(ALICE, "alice", "pw", "", RECORDS)
+    await world.finished(record.task_id)  # finished: memory keeps no records, storage does
+
+    shown = await world.orch.input(record.task_id, ALICE)
+    assert shown.data == [json.loads(r) for r in RECORDS]
+    assert (await world.orch.input(record.task_id, ADMIN)).data == shown.data
+    with pytest.raises(NotFound):
+        await world.orch.input(record.task_id, BOB)

@@ -9,7 +9,7 @@ import pytest
 
 from common.errors import Unavailable
 from orchestrator.worker_client import Load, WorkerLost
-from orchestrator.workers import Worker, WorkerPool
+from orchestrator.workers import PlatformView, Worker, WorkerPool, platform_view
 from tests.orchestrator.fakes import FakeWorker, eventually, pool_of, room, still_pending
 
 
@@ -232,3 +232,30 @@ async def test_a_preferred_worker_comes_before_the_home_and_an_avoided_one_after
         assert worker is home
     async with pool.slot(key="task_1:s", prefer="10.9.9.9:1") as worker:  # not in the pool
         assert worker is home
+
+
+def test_the_platform_view_sums_todays_spend_and_shows_the_most_open_breaker() -> None:
+    loads = [
+        Load(4, 3, True, "2026-03-02", {"acme": 0.5, "beta": 0.1}, {"a": "closed", "b": "open"}),
+        Load(4, 1, True, "2026-03-02", {"acme": 0.25}, {"a": "half_open", "b": "closed"}),
+        # Still on yesterday (no job since midnight): nothing of today.
+        Load(4, 0, True, "2026-03-01", {"acme": 9.0}, {"c": "closed"}),
+    ]
+    view = platform_view(loads)
+    assert view.in_flight == 4
+    assert view.spend_day == "2026-03-02"
+    assert view.spend_today == {"acme": 0.75, "beta": 0.1}
+    assert view.breakers == {"a": "half_open", "b": "open", "c": "closed"}
+    assert platform_view([]) == PlatformView()
+
+
+async def test_the_pools_platform_view_counts_the_ready_workers_only() -> None:
+    up = FakeWorker("127.0.0.1:7001", reply=Load(2, 1, True, "2026-03-02", {"acme": 0.5}))
+    down = FakeWorker("127.0.0.1:7002", reply=Load(2, 2, True, "2026-03-02", {"acme": 1.0}))
+    pool = await pool_of(up, down)
+    assert pool.platform().spend_today == {"acme": 1.5}
+
+    down.reply = WorkerLost(down.address, "gone")
+    await pool.refresh()
+    assert pool.platform().spend_today == {"acme": 0.5}
+    assert pool.platform().in_flight == 1

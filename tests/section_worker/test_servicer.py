@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -69,6 +70,24 @@ async def test_a_job_streams_progress_then_a_result_matching_the_platform(
     assert result.platform_calls == sim.total_calls(stats) - 1  # not the test's token call
     assert stats["cost_served"] == round(result.cost, 4)
     assert result.duration_s > 0
+
+
+async def test_the_load_reports_what_jobs_spent_today_and_the_breakers_they_used(
+    sim: Sim, worker: Worker, token: str
+) -> None:
+    before = await _load(worker)
+    assert before.spend_day == datetime.now(UTC).strftime("%Y-%m-%d")
+    assert dict(before.spend_today_usd) == {} and dict(before.breakers) == {}
+
+    events = [
+        event async for event in worker.stub.RunSection(_job(token, principal_tenant="payer"))
+    ]
+
+    result = events[-1].result
+    assert result.success, result.error
+    load = await _load(worker)
+    assert dict(load.spend_today_usd) == {"payer": pytest.approx(result.cost, abs=1e-6)}
+    assert dict(load.breakers) == {ASSET: "closed"}
 
 
 async def test_a_job_cut_off_after_its_prompt_resumes_it_over_the_wire(

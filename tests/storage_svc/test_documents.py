@@ -14,6 +14,7 @@ from storage_svc.documents import (
     decode_tasks_token,
     encode_objects_token,
     encode_tasks_token,
+    matches,
     status_of,
 )
 from tests.storage_svc.conftest import document, task_id
@@ -71,3 +72,13 @@ def test_object_names_and_bodies() -> None:
 def test_a_trailing_newline_is_not_part_of_a_valid_name() -> None:
     with pytest.raises(InvalidInput, match="malformed"):
         check_object_name("orch-1\n")
+
+
+def test_a_document_matches_when_every_wanted_field_has_its_value() -> None:
+    doc = b'{"status": "error", "tenant": "acme"}'
+    assert matches(doc, {"status": "error", "tenant": "acme"})
+    assert matches(doc, {})
+    assert not matches(doc, {"tenant": "beta"})
+    assert not matches(doc, {"status": "error", "tenant": "beta"})
+    assert not matches(b"not json", {"tenant": "acme"})
+    assert not matches(b'["tenant", "acme"]', {"tenant": "acme"})

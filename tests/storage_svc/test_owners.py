@@ -290,3 +290,16 @@ async def test_the_lifecycle_rule_expires_the_markers_with_the_documents(
     for key in keys:
         [rule] = [r for r in rules if key.startswith(r["Filter"]["Prefix"])]
         assert rule["Expiration"]["Days"] == store.settings.task_retention_days
+
+
+async def test_the_tenant_filter_alone_or_with_the_status_and_owner(store: TaskStore) -> None:
+    rows = [("acme", "error", ALICE), ("beta", "error", ALICE), ("acme", "completed", BOB)]
+    ids = [task_id(0, n, second=n) for n in range(len(rows))]
+    for tid, (tenant, status, owner) in zip(ids, rows, strict=True):
+        await store.put(tid, document(tid, status, tenant=tenant), if_none_match=True, owner=owner)
+
+    everyone, token = await store.list(10, "", tenant="acme")
+    assert (_ids(everyone), token) == ([ids[2], ids[0]], "")
+    assert _ids((await store.list(10, "", "error", tenant="acme"))[0]) == [ids[0]]
+    assert _ids((await store.list(10, "", tenant="beta", owner=ALICE))[0]) == [ids[1]]
+    assert _ids((await store.list(10, "", tenant="beta", owner=BOB))[0]) == []
