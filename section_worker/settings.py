@@ -197,4 +197,6 @@ class WorkerSettings(GrpcServerSettings):
             raise ValueError("backoff_base_s must not exceed backoff_max_s")
         if self.poll_initial_s > self.poll_max_s:
             raise ValueError("poll_initial_s must not exceed poll_max_s")
+        if self.poll_min_samples > self.poll_window:
+            raise ValueError("poll_min_samples must not exceed poll_window")
         return self
