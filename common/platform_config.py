@@ -14,8 +14,9 @@ Three parts:
   the asset that answered there;
 - ``assets``: per platform asset, the limits every replica shares (requests a minute,
   concurrent calls), its cool-down after a 429, the most one section may cost on it (reserved
-  from the budget before the call) and its circuit breaker; an asset not listed gets the
-  ``"*"`` entry, or the defaults of :class:`AssetConfig`;
+  from the budget before the call), its circuit breaker and, optionally, a prior of its answer
+  latencies (:class:`LatencyPrior`, what workers poll on before they learned the asset's own);
+  an asset not listed gets the ``"*"`` entry, or the defaults of :class:`AssetConfig`;
 - ``tenants``: per paying tenant (the tenant of the principal who submitted the task), its
   limits and its cost budgets per day, per month and per task, and what a section does when the
   budget is spent (``on_budget``); a tenant not listed gets the ``"*"`` entry.
@@ -101,8 +102,29 @@ class BreakerConfig(BaseModel):
     )
 
 
+class LatencyPrior(BaseModel):
+    """What an asset's answer latencies are believed to be before any is measured: log-normal
+    with this median and sigma (of the latency's natural log). Workers draw their poll plan
+    from it until they have measured ``WORKER_POLL_MIN_SAMPLES`` answers of the asset; each
+    measured answer replaces one of that many pseudo-answers (section_worker/polling.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    median_s: float = Field(
+        gt=0, le=3600, description="Median seconds from the prompt until its answer is ready."
+    )
+    sigma: float = Field(
+        0.5,
+        ge=0,
+        le=3,
+        description="Spread: sigma of the natural log of the latency (0.5: a tenth of the "
+        "answers take under 0.53x the median, a tenth over 1.9x).",
+    )
+
+
 class AssetConfig(BaseModel):
-    """One platform asset (model): its limits, cool-down, cost ceiling and breaker."""
+    """One platform asset (model): its limits, cool-down, cost ceiling, breaker and latency
+    prior."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -121,6 +143,14 @@ class AssetConfig(BaseModel):
         description="Most one section may cost on it; reserved from the budget before the call.",
     )
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    latency: LatencyPrior | None = Field(
+        None,
+        description="Prior of the asset's answer latencies (median_s, sigma): what workers "
+        "poll on until they measured the asset's own (WORKER_POLL_MIN_SAMPLES answers, each "
+        "replacing one pseudo-answer of the prior). Set it at or below the real median: one "
+        "too slow makes early answers wait for the first poll. None: until then they poll "
+        "every WORKER_POLL_MAX_S.",
+    )
 
 
 class TenantConfig(BaseModel):

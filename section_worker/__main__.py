@@ -33,13 +33,17 @@ async def serve(settings: WorkerSettings, config: PlatformConfig) -> None:
     try:
         async with PlatformClient(settings) as client:
             runner = JobRunner(client, settings, protection, files=files)
+            await runner.start()  # what peers learned of the assets' latencies
             host = build_host(settings, runner, client)
-            await host.start()
+            try:
+                await host.start()
 
-            async def drain() -> None:
-                await runner.drain(settings.shutdown_grace_s)
+                async def drain() -> None:
+                    await runner.drain(settings.shutdown_grace_s)
 
-            await host.run_until_signal(on_drain=drain)
+                await host.run_until_signal(on_drain=drain)
+            finally:
+                await runner.close()
     finally:
         await files.close()
         await protection.close()

@@ -10,8 +10,10 @@ at once; :class:`common.errors.Unavailable` while draining). Slots guard only th
 memory (a waiting job costs a few KiB): what reaches the platform is shaped by the protection
 (:mod:`section_worker.protection`). The job then runs through its section's fallback chain
 (:class:`~section_worker.protection.chain.Chain`); on each asset the chain lets it try, it
-creates a conversation, sends the prompt and polls on the plan learned for that asset until the
-platform answers, every call with the access token the job carries. It yields
+creates a conversation, sends the prompt and polls until the platform answers, every call with
+the access token the job carries; before each poll it asks the asset's poll plan
+(:mod:`section_worker.polling`) when, so a job follows what the worker knows at that moment,
+what its peers learned included (:mod:`section_worker.latency_sharing`). It yields
 :class:`Progress` events (naming the asset of the conversation) and finally exactly one
 :class:`SectionResult`, which names the asset that answered and every attempt on the way.
 
@@ -43,6 +45,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -54,6 +57,7 @@ from section_worker import job_files, kinds, metrics
 from section_worker.files import FileClient, FileRef
 from section_worker.job_files import JobFileError
 from section_worker.kinds.base import KindContext, KindError, Scratch
+from section_worker.latency_sharing import LatencySharing
 from section_worker.orphans import Orphans
 from section_worker.platform_client import (
     AnswerStatus,
@@ -77,6 +81,10 @@ from section_worker.protection.store import MemoryStore
 from section_worker.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
+
+# A poll's answer can take this long after its planned time before the plan counts the poll as
+# made when its answer came (slow calls, retries) rather than when it was planned.
+_POLL_LATE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -172,6 +180,7 @@ class _Trail:
     asset_id: str = ""
     attempts: list[Attempt] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    deadline: float = math.inf  # monotonic time the job's timeout strikes
 
 
 class JobRunner:
@@ -184,10 +193,13 @@ class JobRunner:
         protection: Protection | None = None,
         files: FileClient | None = None,
         orphans: Orphans | None = None,
+        latencies: LatencyBook | None = None,
     ) -> None:
         """``protection`` defaults to one in this process's memory on the settings' config;
         ``files`` reaches storage_svc's files (without it, a job with files fails);
-        ``orphans`` keeps the messages of jobs that ran here (a new book by default)."""
+        ``orphans`` keeps the messages of jobs that ran here (a new book by default);
+        ``latencies`` is where poll plans come from (by default a book with the config's
+        priors, shared through the protection's store)."""
         self._client = client
         self._settings = settings
         self._files = files
@@ -205,12 +217,38 @@ class JobRunner:
             limit_wait_max_s=settings.limit_wait_max_s,
         )
         self._opening = Retries.chain(settings)
-        self._latencies = LatencyBook(settings)
+        config = protection.config
+        self._latencies = (
+            latencies
+            if latencies is not None
+            else LatencyBook(settings, lambda asset: config.asset(asset).latency)
+        )
+        self._sharing = LatencySharing(
+            self._latencies,
+            protection.store,
+            self._assets,
+            settings,
+            busy=lambda: self._in_flight > 0,
+        )
         self._in_flight = 0
         self._accepting = True
         self._idle = asyncio.Event()
         self._idle.set()
         metrics.watch(self)
+
+    @property
+    def latencies(self) -> LatencyBook:
+        """Where this runner's jobs get their poll plans."""
+        return self._latencies
+
+    async def start(self) -> None:
+        """Learns what peers know of the assets' latencies (one store round trip; a store
+        that fails is logged and the worker starts knowing nothing)."""
+        await self._sharing.exchange()
+
+    async def close(self) -> None:
+        """Stops sharing latencies with peers."""
+        await self._sharing.close()
 
     def load(self) -> Load:
         """Capacity and jobs in flight, with what the protection saw: today's spend per tenant
@@ -243,6 +281,7 @@ class JobRunner:
         Close the iterator (``contextlib.aclosing``) when stopping early: that cancels the job.
         """
         self._admit(job)
+        self._sharing.wake()
         job = self._adopt(job)
         trail = _Trail(conv_id=job.resume_conv_id, message_id=job.resume_message_id)
         if job.resume_conv_id:
@@ -335,6 +374,7 @@ class JobRunner:
         section_var.set(job.section)
         asked = job.timeout_s if job.timeout_s > 0 else self._settings.job_timeout_s
         timeout_s = min(asked, self._settings.max_job_timeout_s)
+        trail.deadline = trail.started + timeout_s
         session = PlatformSession(self._client, job.access_token, self._opening)
         kind = kinds.kind(job.kind)
         logger.info(
@@ -459,9 +499,10 @@ class JobRunner:
         prompt may be sent again without paying twice, and ``trail`` says where from."""
         trail.doing = f"waiting for the answer of asset {asset_id}"
         sent = time.monotonic()
-        not_before = 0.0
-        for offset in self._latencies.plan(asset_id):
-            await asyncio.sleep(max(0.0, sent + offset - time.monotonic()))
+        last: float | None = None  # seconds after sending of the last poll, once one is made
+        while True:
+            at = self._latencies.next_poll(asset_id, last)
+            await asyncio.sleep(max(0.0, sent + at - time.monotonic()))
             try:
                 answer = await session.poll(trail.conv_id, trail.message_id)
             except UnknownMessage as exc:
@@ -472,7 +513,13 @@ class JobRunner:
             trail.polls += 1
             if answer.status is AnswerStatus.SUCCESS:
                 if not resumed:  # a resumed message's latency began before this job
-                    self._latencies.observe(asset_id, not_before, time.monotonic() - sent)
+                    self._latencies.observe(
+                        asset_id,
+                        last or 0.0,
+                        time.monotonic() - sent,
+                        # Counted once no answer sent with it can still be waited for.
+                        hold_s=min(trail.deadline - sent, self._settings.max_job_timeout_s),
+                    )
                 return Answer(answer.response, answer.cost)
             if answer.status is AnswerStatus.FAILED:
                 if resumed:
@@ -481,13 +528,12 @@ class JobRunner:
                 raise AnswerFailed(
                     f"the platform answered FAILED for asset {asset_id}: {answer.error}"
                 )
-            not_before = time.monotonic() - sent
+            last = max(at, time.monotonic() - sent - _POLL_LATE_S)
             emit(
                 Progress(
                     Stage.POLLING, trail.conv_id, trail.message_id, trail.polls, asset_id=asset_id
                 )
             )
-        raise AssertionError("unreachable: poll plans never end")
 
     @staticmethod
     def _failed(
@@ -555,7 +601,8 @@ class _Platform:
         return answer
 
     async def ask(self, prompt: str, *, label: str) -> Answer:
-        own = _Trail()  # this prompt's own conversation; the job's ids stay the job's
+        # This prompt's own conversation; the job's ids stay the job's.
+        own = _Trail(deadline=self._trail.deadline)
 
         async def text() -> str:
             return prompt

@@ -89,16 +89,43 @@ class WorkerSettings(GrpcServerSettings):
     backoff_base_s: float = Field(0.5, gt=0, description="First retry delay (doubles each time).")
     backoff_max_s: float = Field(8.0, gt=0, description="Longest computed retry delay.")
     retry_after_max_s: float = Field(30.0, ge=0, description="Longest Retry-After honoured.")
-    poll_initial_s: float = Field(0.2, gt=0, description="Wait before the first poll.")
-    poll_factor: float = Field(1.5, ge=1, description="Growth of the wait between polls.")
+    poll_initial_s: float = Field(
+        2.0,
+        gt=0,
+        description="First poll after the prompt while nothing is known of the asset's "
+        "latencies (no prior in config.json, fewer than poll_min_samples answers).",
+    )
+    poll_factor: float = Field(
+        1.5,
+        ge=1,
+        description="Growth of the wait between those polls, up to poll_max_s.",
+    )
     poll_max_s: float = Field(
-        2.0, gt=0, description="Longest wait between polls until an asset's latencies are known."
+        2.0,
+        gt=0,
+        description="Longest wait between polls while nothing is known, and past the 97th "
+        "percentile of what is; a plan drawn from latencies keeps its median wait within "
+        "half of it (a fixed poller's at that interval).",
     )
     poll_window: int = Field(
-        200, ge=10, le=100_000, description="Answers per asset the poll plan is learned from."
+        200,
+        ge=10,
+        le=100_000,
+        description="Most recent answers per asset the poll plan is learned from (shared "
+        "by every worker on one store).",
     )
     poll_min_samples: int = Field(
-        20, ge=4, description="Answers of an asset needed before its poll plan is learned."
+        20,
+        ge=4,
+        description="Answers of an asset that replace its prior entirely; without a prior, "
+        "answers needed before the plan is learned.",
+    )
+    poll_share_s: float = Field(
+        5.0,
+        ge=0.1,
+        le=300,
+        description="Seconds between a busy worker's exchanges of answer latencies with its "
+        "peers through limits_url (one round trip each).",
     )
     token_margin_s: float = Field(
         30.0, ge=0, description="Refresh a token this long before expiry."
@@ -170,4 +197,6 @@ class WorkerSettings(GrpcServerSettings):
             raise ValueError("backoff_base_s must not exceed backoff_max_s")
         if self.poll_initial_s > self.poll_max_s:
             raise ValueError("poll_initial_s must not exceed poll_max_s")
+        if self.poll_min_samples > self.poll_window:
+            raise ValueError("poll_min_samples must not exceed poll_window")
         return self

@@ -13,7 +13,11 @@ timed by the server's own clock (``TIME``) so replicas' clocks never disagree on
   ``INCRBY``), the tenant's reservations as a hash (holder → amount and task) with a sorted
   set of their expiries, and running totals reserved per tenant and per task. :data:`_RESERVE`
   prunes lapsed reservations, checks spent + reserved + amount against each limit and reserves,
-  all in one step; :data:`_SETTLE` ends a reservation and adds the real cost.
+  all in one step; :data:`_SETTLE` ends a reservation and adds the real cost;
+- answer latencies: one list per asset of whole milliseconds (Redis keeps small integers in
+  a list in a few bytes each); one pipeline per exchange appends a worker's new ones
+  (``RPUSH``), trims the list to the window (``LTRIM``), renews its week-long life
+  (``EXPIRE``) and reads every asset's window back (``LRANGE``).
 
 The scripts touch keys derived from their arguments (a task's totals), so they need one Redis
 node, not a cluster. Rates go through the ``limits`` library's own Redis storage (moving
@@ -26,13 +30,14 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from typing import Any, cast
 
 import redis.asyncio as aioredis
 from limits.aio.storage import RedisStorage, Storage
 
 from section_worker.protection.store import (
+    LATENCY_TTL_S,
     PREFIX,
     AssetFlags,
     BudgetLimits,
@@ -42,6 +47,7 @@ from section_worker.protection.store import (
     Slot,
     breaker_key,
     cooldown_key,
+    latency_key,
 )
 
 logger = logging.getLogger(__name__)
@@ -182,6 +188,15 @@ def _budget_keys(tenant: str, task_id: str, limits: BudgetLimits) -> list[str]:
     ]
 
 
+def _seconds(window: list[str]) -> list[float]:
+    """A latency window as seconds (entries that are not whole milliseconds are skipped)."""
+    out = []
+    for entry in window:
+        with contextlib.suppress(ValueError):
+            out.append(int(entry) / 1000)
+    return out
+
+
 def _limit(value: int | None) -> str:
     return "" if value is None else str(value)
 
@@ -300,6 +315,23 @@ class RedisStore:
         # No notification across replicas: a short sleep, then the caller asks again.
         pause = random.uniform(_POLL_MIN_S, _POLL_MAX_S)
         await asyncio.sleep(max(0.0, min(timeout_s, pause)))
+
+    async def share_latencies(
+        self, new: Mapping[str, Sequence[float]], assets: Collection[str], keep: int
+    ) -> dict[str, list[float]]:
+        asked = sorted({*assets, *new})
+        async with self._client.pipeline(transaction=False) as pipe:
+            for asset, values in new.items():
+                if values:
+                    key = latency_key(asset)
+                    pipe.rpush(key, *(max(0, round(v * 1000)) for v in values))
+                    pipe.ltrim(key, -keep, -1)
+                    pipe.expire(key, LATENCY_TTL_S)
+            for asset in asked:
+                pipe.lrange(latency_key(asset), -keep, -1)
+            replies = await pipe.execute()
+        windows = replies[len(replies) - len(asked) :]
+        return {asset: _seconds(window) for asset, window in zip(asked, windows, strict=True)}
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

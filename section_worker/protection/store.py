@@ -1,5 +1,6 @@
-"""Where the protection's shared state lives: concurrency leases, cool-downs, published breaker
-states and budget reservations, plus the rate-limit storage of the ``limits`` library.
+"""Where the workers' shared state lives: the protection's concurrency leases, cool-downs,
+published breaker states and budget reservations, the rate-limit storage of the ``limits``
+library, and the recent answer latencies per asset that poll plans are drawn from.
 
 :class:`Store` is the interface; :class:`MemoryStore` keeps everything in this process (the
 default, ``WORKER_LIMITS_URL=memory://``: right for one worker), and
@@ -12,7 +13,9 @@ replica sees the same counters (``redis://``). Both hold the same rules:
 - a *cool-down* and a published *open breaker* are flags per asset with a remaining time;
 - a *reservation* holds money of a tenant's budget (and of a task's ceiling) until it is
   settled to the real cost or lapses; :meth:`Store.reserve` refuses one that would take spend
-  plus reservations over a limit, and says which limit and by how much.
+  plus reservations over a limit, and says which limit and by how much;
+- an asset's *latency window* is the last answer latencies every worker measured on it, in the
+  order they were added, capped at a length the caller gives (:meth:`Store.share_latencies`).
 
 Money is counted in whole micro-dollars, so sums never drift. Every key is named here.
 """
@@ -22,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -48,6 +52,14 @@ def cooldown_key(asset: str) -> str:
 
 def breaker_key(asset: str) -> str:
     return f"{PREFIX}breaker:{asset}"
+
+
+def latency_key(asset: str) -> str:
+    return f"{PREFIX}latency:{asset}"
+
+
+# An asset's latency window outlives its last answer by this long (then it is forgotten).
+LATENCY_TTL_S = 7 * 86400
 
 
 @dataclass(frozen=True)
@@ -157,6 +169,14 @@ class Store(Protocol):
         """Returns when a place or some budget may have been freed, or after ``timeout_s``."""
         ...
 
+    async def share_latencies(
+        self, new: Mapping[str, Sequence[float]], assets: Collection[str], keep: int
+    ) -> dict[str, list[float]]:
+        """Appends ``new`` answer latencies (seconds, per asset) to each asset's window,
+        keeping its last ``keep``, and returns the window of every asset in ``assets`` or
+        ``new``, oldest first (empty for one nobody measured)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -184,6 +204,7 @@ class MemoryStore:
     _spent: dict[str, int] = field(default_factory=dict)
     _reservations: dict[str, _Reservation] = field(default_factory=dict)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _latencies: dict[str, deque[float]] = field(default_factory=dict)
     # One budget decision at a time: the check and the reservation are one step.
     _budget_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -305,6 +326,16 @@ class MemoryStore:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(0.0, timeout_s)):
                 await changed.wait()
+
+    async def share_latencies(
+        self, new: Mapping[str, Sequence[float]], assets: Collection[str], keep: int
+    ) -> dict[str, list[float]]:
+        for asset, values in new.items():
+            window = self._latencies.get(asset)
+            if window is None or window.maxlen != keep:
+                window = self._latencies[asset] = deque(window or (), maxlen=keep)
+            window.extend(values)
+        return {a: list(self._latencies.get(a, ())) for a in {*assets, *new}}
 
     async def close(self) -> None:
         self._notify()

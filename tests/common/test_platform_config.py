@@ -12,6 +12,7 @@ import pytest
 from common.platform_config import (
     AssetConfig,
     ConfigError,
+    LatencyPrior,
     PlatformConfig,
     SectionConfig,
     TenantConfig,
@@ -74,6 +75,15 @@ def test_unlisted_assets_and_tenants_get_the_star_entry_then_the_defaults() -> N
     assert own.tenant("other").rpm == TenantConfig().rpm
 
 
+def test_a_latency_prior_is_optional_and_the_star_entry_gives_it_to_the_rest() -> None:
+    assert config().asset("a").latency is None
+    priors = config(
+        assets={"a": {"latency": {"median_s": 20}}, "*": {"latency": {"median_s": 5, "sigma": 1}}}
+    )
+    assert priors.asset("a").latency == LatencyPrior(median_s=20, sigma=0.5)
+    assert priors.asset("other").latency == LatencyPrior(median_s=5, sigma=1)
+
+
 def test_known_assets_are_those_of_the_chains() -> None:
     body = {
         "s": {"assets": ["a", "b"], "fields": ["x"]},
@@ -109,6 +119,26 @@ def test_known_assets_are_those_of_the_chains() -> None:
         ({"s": {"asset_id": "a", "fields": ["x"]}}, {"tenants": {"a b": {}}}, "tenant 'a b'"),
         ({"s": {"asset_id": "a", "fields": ["x"]}}, {"assets": {"a/b": {}}}, "asset id 'a/b'"),
         ({"s": {"asset_id": "a", "fields": ["x"]}}, {"assets": {"a": {"bogus": 1}}}, "bogus"),
+        (
+            {"s": {"asset_id": "a", "fields": ["x"]}},
+            {"assets": {"a": {"latency": {"median_s": 0}}}},
+            "assets.a.latency.median_s",
+        ),
+        (
+            {"s": {"asset_id": "a", "fields": ["x"]}},
+            {"assets": {"a": {"latency": {"median_s": 20, "sigma": 4}}}},
+            "assets.a.latency.sigma",
+        ),
+        (
+            {"s": {"asset_id": "a", "fields": ["x"]}},
+            {"assets": {"a": {"latency": {"sigma": 0.5}}}},
+            "assets.a.latency.median_s",
+        ),
+        (
+            {"s": {"asset_id": "a", "fields": ["x"]}},
+            {"assets": {"a": {"latency": {"median_s": 20, "p99_s": 60}}}},
+            "assets.a.latency.p99_s",
+        ),
     ],
 )
 def test_a_bad_file_names_the_problem(

@@ -63,6 +63,24 @@ def test_the_limits_password_comes_from_its_file(tmp_path, monkeypatch) -> None:
         WorkerSettings(limits_password_file=tmp_path / "missing").limits_password()
 
 
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"WORKER_POLL_INITIAL_S": "3", "WORKER_POLL_MAX_S": "2"}, "poll_initial_s must not"),
+        ({"WORKER_POLL_MIN_SAMPLES": "50", "WORKER_POLL_WINDOW": "40"}, "poll_min_samples must"),
+        ({"WORKER_POLL_SHARE_S": "0"}, "WORKER_POLL_SHARE_S"),
+    ],
+)
+def test_a_poll_setting_out_of_range_stops_start_up_naming_it(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], problem: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as stopped:
+        load_settings(WorkerSettings)
+    assert problem in str(stopped.value.code)
+
+
 def test_the_default_holds_a_thousand_waiting_jobs() -> None:
     assert WorkerSettings().max_concurrent_jobs >= 1000
 
