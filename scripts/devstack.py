@@ -50,6 +50,8 @@ from scripts import redis, seaweedfs
 
 ROOT = Path(__file__).resolve().parent.parent
 S3_SERVERS = ("moto", "seaweedfs")
+# make run's first poll of the local simulator (its median answer takes 0.2 s).
+LOCAL_FIRST_POLL = "0.2"
 
 # Supervision: the first restart waits RESTART_DELAY_MIN_S, each further one twice as long up to
 # RESTART_DELAY_MAX_S; a process that stayed up RESTART_RESET_AFTER_S starts over from the first.
@@ -610,7 +612,10 @@ def main() -> None:
     )
     ports = Ports.from_env()
     state = Path(os.environ.get("DEVSTACK_DIR", ROOT / ".run"))
-    stack = Stack(ports, state, s3_server="seaweedfs", supervise=True)
+    # The local simulator answers in about 0.2 s; the workers' default first poll (2 s, for a
+    # platform whose latencies are not known yet) would make every local task wait for it.
+    polling = {"WORKER_POLL_INITIAL_S": os.environ.get("WORKER_POLL_INITIAL_S", LOCAL_FIRST_POLL)}
+    stack = Stack(ports, state, s3_server="seaweedfs", supervise=True, env=polling)
     stop_requested = False
 
     def on_signal(signum: int, _frame: object) -> None:
