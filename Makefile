@@ -46,13 +46,14 @@ run-clean: ## Wipe make run's S3 data (tasks, API keys): $DEVSTACK_DIR/s3, .run/
 	rm -rf "$${DEVSTACK_DIR:-.run}/s3"
 
 # The unit and service tests keep the CPU busy while the end-to-end ones mostly wait on their
-# processes, so the two suites run side by side; the first one's report follows the second's
-# (the whole of it when it failed).
+# processes, so the two suites run side by side, the end-to-end files on two workers (each
+# file's stack in one of them); the first suite's report follows the second's (the whole of it
+# when it failed).
 test: protos redis-server chromium ## Run the whole test suite (unit and end-to-end suites side by side).
 	@mkdir -p .run
 	@$(BIN)/python -m pytest --ignore=tests/e2e --ignore=tests/bench -p no:cacheprovider \
 		> .run/unit-tests.log 2>&1 & unit=$$!; \
-	$(BIN)/python -m pytest tests/e2e tests/bench; e2e=$$?; \
+	$(BIN)/python -m pytest -n 2 --dist loadfile tests/e2e tests/bench; e2e=$$?; \
 	wait $$unit; unit=$$?; \
 	echo "== unit and service tests (full log: .run/unit-tests.log)"; \
 	if [ $$unit -eq 0 ]; then tail -n 30 .run/unit-tests.log; else cat .run/unit-tests.log; fi; \
