@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -214,16 +216,31 @@ def _git(*args: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Runs the chosen scenarios; 0 when each produced its summary (targets do not decide)."""
     opts = parse_args(argv)
+    return run_scenarios(
+        (
+            (sc.key, functools.partial(scale_out if sc.key == "c" else run_one, sc, opts))
+            for sc in chosen(opts)
+        ),
+        opts.results_dir,
+    )
+
+
+def run_scenarios(
+    runs: Iterable[tuple[str, Callable[[], dict[str, Any]]]], results_dir: Path
+) -> int:
+    """Runs each ``(name, run)`` in turn: its summary, stamped with the date, the machine and
+    the commit, goes to ``results_dir/<name>-<UTC time>.json`` and to stdout. 130 on Ctrl-C,
+    2 when a service did not start (its log says why), else 0."""
     machine = {"node": platform.node(), "cpus": os.cpu_count(), "platform": platform.platform()}
     code = code_version()
     try:
-        for sc in chosen(opts):
-            summary = scale_out(sc, opts) if sc.key == "c" else run_one(sc, opts)
+        for name, run in runs:
+            summary = run()
             now = datetime.now(UTC)
             header = {"date": now.isoformat(timespec="seconds"), "machine": machine, "code": code}
             summary = header | summary
-            opts.results_dir.mkdir(parents=True, exist_ok=True)
-            path = opts.results_dir / f"{sc.key}-{now:%Y%m%dT%H%M%SZ}.json"
+            results_dir.mkdir(parents=True, exist_ok=True)
+            path = results_dir / f"{name}-{now:%Y%m%dT%H%M%SZ}.json"
             path.write_text(json.dumps(summary, indent=2) + "\n")
             print(json.dumps(summary | {"results_file": str(path)}, indent=2), flush=True)
     except KeyboardInterrupt:

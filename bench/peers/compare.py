@@ -17,20 +17,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
-import os
-import platform
+import functools
 import random
 import shutil
 import sys
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench.peers.stack import CONCURRENCY, PeerStack
 from bench.peers.verdict import PEER, PLATFORM, check, ratios, render_ratios, render_targets
-from bench.perf import code_version, measure, say
+from bench.perf import measure, run_scenarios, say
 from bench.scenarios import OVERRIDES, PEER_SCENARIOS, Scenario
 from bench.stack import BenchStack
 from scripts.devstack import ROOT, S3_SERVERS
@@ -153,25 +150,10 @@ def compare_one(sc: Scenario, opts: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Runs the chosen scenarios; 0 when each produced its summary (targets do not decide)."""
     opts = parse_args(argv)
-    machine = {"node": platform.node(), "cpus": os.cpu_count(), "platform": platform.platform()}
-    code = code_version()
-    try:
-        for sc in chosen(opts):
-            summary = compare_one(sc, opts)
-            now = datetime.now(UTC)
-            header = {"date": now.isoformat(timespec="seconds"), "machine": machine, "code": code}
-            summary = header | summary
-            opts.results_dir.mkdir(parents=True, exist_ok=True)
-            path = opts.results_dir / f"peers-{sc.key}-{now:%Y%m%dT%H%M%SZ}.json"
-            path.write_text(json.dumps(summary, indent=2) + "\n")
-            print(json.dumps(summary | {"results_file": str(path)}, indent=2), flush=True)
-    except KeyboardInterrupt:
-        say("interrupted; every service stopped")
-        return 130
-    except RuntimeError as exc:  # a service that did not start: see its log
-        say(f"aborted: {exc}")
-        return 2
-    return 0
+    return run_scenarios(
+        ((f"peers-{sc.key}", functools.partial(compare_one, sc, opts)) for sc in chosen(opts)),
+        opts.results_dir,
+    )
 
 
 if __name__ == "__main__":
