@@ -388,7 +388,11 @@ def bound_port(runner: web.ServerRunner) -> int:
 async def serve(port: int, seed: int, host: str = "127.0.0.1") -> None:
     """Serves until SIGTERM or SIGINT."""
 
-    runner = await start(StandIn(seed), port, host)
+    await until_stopped(await start(StandIn(seed), port, host))
+
+
+async def until_stopped(runner: web.BaseRunner) -> None:
+    """Waits for SIGTERM or SIGINT, then stops ``runner`` (a started aiohttp server)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

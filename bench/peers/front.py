@@ -23,11 +23,9 @@ input is 422 naming the field, a record that feeds no section 422 with what each
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import hmac
 import json
-import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -39,6 +37,7 @@ from botocore.exceptions import ClientError
 from bench.peers import documents
 from bench.peers.celery_peer import TASK_NAME, make_app
 from bench.peers.settings import PeerSettings, seal
+from bench.standin import until_stopped
 from common import eventloop
 from common.errors import InvalidInput
 from common.platform_config import load_config
@@ -188,14 +187,7 @@ async def serve(settings: PeerSettings, port: int) -> None:
     runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    await until_stopped(runner)
 
 
 def main(argv: list[str] | None = None) -> None:
