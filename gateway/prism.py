@@ -323,14 +323,22 @@ def install(
         info = await files().upload(
             principal, NewFile(name, part.content_type, max_bytes=document_limit), data
         )
-        queued = await submit(principal, {OUTLINE_FIELD: {"file_id": info.file_id}})
-        await ended(queued.task_id, principal, settings.prism_outline_wait_s)
-        status = task_status(await result_of(queued.task_id, principal))
-        if status.status == "failed":
+
+        async def discard() -> None:
             try:
                 await files().delete(principal, info.file_id)
             except AppError as exc:  # it expires anyway
                 logger.info("document %s not deleted: %s", info.file_id, exc.message)
+
+        try:
+            queued = await submit(principal, {OUTLINE_FIELD: {"file_id": info.file_id}})
+        except Exception:  # refused (429, a service down): no task will name the document
+            await discard()
+            raise
+        await ended(queued.task_id, principal, settings.prism_outline_wait_s)
+        status = task_status(await result_of(queued.task_id, principal))
+        if status.status == "failed":
+            await discard()
             raise InvalidInput(status.error or "the document cannot be read")
         found = status.result
         return UploadedDocument(
