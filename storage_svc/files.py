@@ -57,6 +57,7 @@ do not match it, and CompletePresigned records it. Without one, ``sha256`` is em
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import dataclasses
@@ -154,6 +155,7 @@ class FileStore:
         self.layout = Layout(s3.settings.files_prefix)
         self.retention = timedelta(hours=s3.settings.file_retention_hours)
         self._clock = clock
+        self._cleanups: set[asyncio.Future[None]] = set()  # bytes being removed
 
     def now(self) -> datetime:
         return self._clock()
@@ -199,15 +201,13 @@ class FileStore:
             expires_at=now + self.retention,
             temporary=new.temporary,
         )
-        try:
-            await self._write(meta, if_none_match=True)
-        except BaseException:
-            # Bytes without a record are invisible; remove them now rather than at the sweep.
-            try:
-                await self._delete_objects([key])
-            except AppError as exc:
-                logger.warning("file %s: bytes left for the sweeper: %s", file_id, exc.message)
-            raise
+        # Every byte is stored: the record is written whatever happens to the caller. A caller
+        # that goes away (a worker killed) could otherwise leave a record S3 had stored while
+        # its bytes were deleted: a file listed but unreadable. Now it is whole (and expires
+        # like any other), or, when the record cannot be written, its bytes are removed.
+        record = asyncio.ensure_future(self._write(meta, if_none_match=True))
+        record.add_done_callback(lambda done: self._unrecorded(done, file_id, key))
+        await asyncio.shield(record)
         logger.info(
             "file %s uploaded: %d bytes, %s, temporary=%s",
             file_id,
@@ -216,6 +216,19 @@ class FileStore:
             meta.temporary,
         )
         return meta
+
+    def _unrecorded(self, record: asyncio.Future[None], file_id: str, key: str) -> None:
+        """Removes the bytes of a file whose record could not be written (bytes without a
+        record are invisible; removed now rather than at the sweep)."""
+        if record.cancelled() or record.exception() is not None:
+            self._cleanups.add(task := asyncio.ensure_future(self._drop_bytes(file_id, key)))
+            task.add_done_callback(self._cleanups.discard)
+
+    async def _drop_bytes(self, file_id: str, key: str) -> None:
+        try:
+            await self._delete_objects([key])
+        except AppError as exc:
+            logger.warning("file %s: bytes left for the sweeper: %s", file_id, exc.message)
 
     async def meta(self, who: Principal, file_id: str) -> FileMeta:
         """The metadata of a file ``who`` may see; NotFound otherwise or once expired."""

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from common import file_ids
-from common.errors import InvalidInput, NotFound, TooLarge, WrongState
+from common.errors import InvalidInput, NotFound, TooLarge, Unavailable, WrongState
 from storage_svc.filemeta import ByteRange, caller
 from storage_svc.files import FileStore, NewFile
 from tests.storage_svc.conftest import BUCKET, Clock
@@ -208,6 +208,51 @@ async def test_an_upload_cancelled_while_s3_creates_it_leaves_no_parts(files: Fi
             break
         await asyncio.sleep(0.05)
     assert await multipart_uploads(files) == []
+    assert await keys(files) == []
+
+
+async def test_an_upload_cancelled_while_its_record_is_written_is_whole(files: FileStore) -> None:
+    """Cancelled after S3 stored the record but before its answer came back (a worker killed
+    mid-write): the file is whole and readable, never listed without its bytes."""
+    put_json = files.s3.put_json
+    stored = asyncio.Event()
+
+    async def slow_answer(key: str, body: bytes, **params: Any) -> str:
+        version = await put_json(key, body, **params)
+        stored.set()
+        await asyncio.sleep(0.5)  # the answer is on its way back
+        return version
+
+    files.s3.put_json = slow_answer  # type: ignore[method-assign]
+    data = b"kept answer"
+    upload = asyncio.create_task(files.upload(NewFile("alice", "chunk.json"), chunks_of(data)))
+    await asyncio.wait_for(stored.wait(), 10)
+    upload.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await upload
+
+    alice = caller("alice", False)
+    for _ in range(40):  # the record's write finishes in the background
+        listed, _ = await files.list(alice)
+        if listed:
+            break
+        await asyncio.sleep(0.05)
+    (meta,) = listed
+    assert meta.name == "chunk.json" and meta.size == len(data)
+    assert await read_all(files, alice, meta.file_id) == data
+
+
+async def test_bytes_whose_record_cannot_be_written_are_removed(files: FileStore) -> None:
+    async def refused(key: str, body: bytes, **params: Any) -> str:
+        raise Unavailable("S3 refused the record")
+
+    files.s3.put_json = refused  # type: ignore[method-assign]
+    with pytest.raises(Unavailable):
+        await files.upload(NewFile("alice", "lost.bin"), chunks_of(b"x" * 10))
+    for _ in range(40):  # removed in the background
+        if not await keys(files):
+            break
+        await asyncio.sleep(0.05)
     assert await keys(files) == []
 
 
