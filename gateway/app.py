@@ -20,7 +20,14 @@ import json
 import logging
 import pathlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    MutableMapping,
+)
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -40,6 +47,7 @@ from common.errors import (
     AppError,
     Forbidden,
     InvalidInput,
+    Overloaded,
     Timeout,
     TooLarge,
     Unauthenticated,
@@ -119,6 +127,33 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class SubmitsFull(Overloaded):
+    """This gateway is taking in as many submissions as it may at once."""
+
+    retry_after_s = 1
+
+
+class SubmitGate:
+    """Admission under overload: at most ``limit`` submissions taken in at once by this
+    gateway. Past that a submission is answered 429 with ``Retry-After: 1`` at once, rather
+    than queueing for seconds behind the others on a saturated machine (the submission was
+    not taken: sending it again is safe)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.taking = 0
+
+    @contextlib.contextmanager
+    def enter(self) -> Iterator[None]:
+        if self.taking >= self.limit:
+            raise SubmitsFull(f"{self.limit} submissions are being taken in; try again shortly")
+        self.taking += 1
+        try:
+            yield
+        finally:
+            self.taking -= 1
 
 
 class BodyLimit:
@@ -365,6 +400,8 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
             status_code=error.http_status, content={**error_body(error), "errors": errors}
         )
 
+    submits = SubmitGate(settings.max_submits_in_flight)
+
     @app.post("/task/submit", status_code=202, response_model=SubmitResponse, responses=_ERRORS)
     async def submit(
         body: SubmitRequest,
@@ -394,17 +431,18 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
                     }
                 ]
             )
-        reply = await stub().SubmitTask(
-            pb.SubmitTaskRequest(
-                username=body.username or "",
-                password=body.password.get_secret_value() if body.password else "",
-                tenant=body.tenant or principal.tenant,
-                records_json=[json.dumps(record) for record in body.data],
-                idempotency_key=idempotency_key or "",
-                caller=caller(principal),
-            ),
-            timeout=timeout,
-        )
+        with submits.enter():
+            reply = await stub().SubmitTask(
+                pb.SubmitTaskRequest(
+                    username=body.username or "",
+                    password=body.password.get_secret_value() if body.password else "",
+                    tenant=body.tenant or principal.tenant,
+                    records_json=[json.dumps(record) for record in body.data],
+                    idempotency_key=idempotency_key or "",
+                    caller=caller(principal),
+                ),
+                timeout=timeout,
+            )
         if reply.replayed:
             response.headers["Idempotent-Replayed"] = "true"
         return SubmitResponse.model_validate(_to_dict(reply))

@@ -40,6 +40,12 @@ class GatewaySettings(ServiceSettings):
         description="Largest file POST /files and POST /files/presign accept; larger ones get "
         "413 (storage_svc's own STORAGE_FILE_MAX_BYTES applies too).",
     )
+    max_submits_in_flight: int = Field(
+        8,
+        ge=1,
+        description="Submissions one gateway takes in at once; past that a submission is "
+        "answered 429 with Retry-After: 1 at once instead of queueing behind the others.",
+    )
     prism_document_max_bytes: int = Field(
         50 * 1024 * 1024,
         ge=1,

@@ -1,7 +1,9 @@
 """The gateway over a real gRPC channel to a stand-in orchestrator that answers from a script:
 the REST contract, the error table, body limits and that the password is never echoed."""
 
+import asyncio
 import json
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -13,6 +15,7 @@ from common.tls import Role
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from orchestrator.admission import Throttled
+from tests.helpers import assert_eventually
 from wealthai.orchestrator.v1 import orchestrator_pb2 as pb
 from wealthai.orchestrator.v1 import orchestrator_pb2_grpc
 
@@ -39,10 +42,15 @@ class ScriptedOrchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     def __init__(self):
         self.fail_with = None
         self.submitted = []
+        self.hold: asyncio.Event | None = None  # set: submissions wait for it
+        self.waiting = 0
 
     async def SubmitTask(self, request, context):
         if self.fail_with:
             raise self.fail_with
+        if self.hold is not None:
+            self.waiting += 1
+            await self.hold.wait()
         self.submitted.append(request)
         return pb.SubmitTaskResponse(
             task_id=TASK,
@@ -148,6 +156,29 @@ async def test_submit_answers_202_with_the_seed_fields_and_passes_records_as_jso
     sent = scripted.submitted[0]
     assert sent.password == "hunter2-secret"
     assert [json.loads(r) for r in sent.records_json] == BODY["data"]
+
+
+async def test_past_the_submissions_in_flight_a_submit_is_429_at_once(env):
+    client, scripted = env
+    scripted.hold = asyncio.Event()
+    taken = [asyncio.create_task(client.post("/task/submit", json=BODY)) for _ in range(8)]
+    await assert_eventually(_waiting(scripted), lambda n: n == 8, what="8 submissions held")
+    refused = await client.post("/task/submit", json=BODY)
+    assert refused.status_code == 429, refused.text
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.json()["error"] == "rate_limited"
+    assert "8 submissions are being taken in" in refused.json()["detail"]
+    scripted.hold.set()
+    assert [r.status_code for r in await asyncio.gather(*taken)] == [202] * 8
+    again = await client.post("/task/submit", json=BODY)  # the places are free again
+    assert again.status_code == 202 and len(scripted.submitted) == 9
+
+
+def _waiting(scripted: ScriptedOrchestrator) -> Callable[[], Awaitable[int]]:
+    async def probe() -> int:
+        return scripted.waiting
+
+    return probe
 
 
 async def test_submit_without_credentials_leaves_them_to_the_service_account(env):
