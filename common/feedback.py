@@ -31,8 +31,9 @@ def parse_feedback(response: str) -> list[dict[str, Any]]:
 
 
 def analysis_prompt(section_name: str, content: str) -> str:
-    """The record a section analysis sends the platform: the same for a section sent inline
-    (``POST /analyze_section``) and for one cut from an uploaded document."""
+    """The prompt of an analysis of one section cut from an uploaded document: the record
+    ``POST /analyze_section`` makes of a section sent inline, so the platform sees the same
+    fields either way."""
     return json.dumps(
         {"kind": "analyze_section", "section_name": section_name, "content": content},
         ensure_ascii=False,

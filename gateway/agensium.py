@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import PurePath
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Path, Request
 from pydantic import BaseModel, Field
 
 from common import task_ids
-from common.errors import InvalidInput
 from common.principals import Principal
 from gateway import auth, upload_body
 from gateway.file_client import FileClient, NewFile
@@ -85,9 +83,9 @@ def status_of(task_status: str, section: str) -> Status:
 
 def check_name(name: str) -> str:
     """The file's name, when its extension is one this API profiles; InvalidInput otherwise."""
-    if PurePath(name).suffix.lower() not in EXTENSIONS:
-        raise InvalidInput(f"file {name!r}: only {', '.join(EXTENSIONS)} files can be profiled")
-    return name
+    return upload_body.check_extension(
+        name, EXTENSIONS, f"{', '.join(EXTENSIONS)} files can be profiled"
+    )
 
 
 def install(

@@ -47,7 +47,6 @@ import json
 import logging
 from collections.abc import Callable
 from enum import Enum
-from pathlib import PurePath
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Request
@@ -113,12 +112,11 @@ def prism_status(status: str) -> PrismStatus:
 def check_document_name(name: str) -> str:
     """The document's name, when its extension is one the parser reads; InvalidInput
     otherwise."""
-    if PurePath(name).suffix.lower() not in DOCUMENT_EXTENSIONS:
-        raise InvalidInput(
-            f"file {name!r}: only PDF, DOCX, Markdown or text documents "
-            f"({', '.join(DOCUMENT_EXTENSIONS)}) can be analysed"
-        )
-    return name
+    return upload_body.check_extension(
+        name,
+        DOCUMENT_EXTENSIONS,
+        f"PDF, DOCX, Markdown or text documents ({', '.join(DOCUMENT_EXTENSIONS)}) can be analysed",
+    )
 
 
 def document_record(document_id: str, sections: list[str] | None) -> dict[str, Any]:

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 from python_multipart import MultipartParser
@@ -200,6 +201,14 @@ class _Reader:
 
     def _end(self) -> None:
         self.ended = True
+
+
+def check_extension(name: str, extensions: Sequence[str], only: str) -> str:
+    """``name`` when its extension (any case) is one of ``extensions``; InvalidInput otherwise,
+    saying ``file '<name>': only <only>``."""
+    if PurePath(name).suffix.lower() not in extensions:
+        raise InvalidInput(f"file {name!r}: only {only}")
+    return name
 
 
 def boundary_of(content_type: str) -> bytes:
