@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -55,6 +56,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.loaders import create_loader
 from prometheus_client import Counter, Histogram
 
 from common.backoff import Backoff
@@ -171,6 +173,29 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def resolve_endpoints_by_bucket(client: Any) -> bool:
+    """Lets ``client`` resolve an object call's endpoint without the object's key, when S3's
+    endpoint rules never read the key; True when it was changed.
+
+    botocore resolves every call's endpoint by evaluating S3's endpoint rule set on the call's
+    parameters, and caches the result by those parameters. They include the object key (a
+    "context parameter" of every object call), so each new key misses the cache and the rule
+    set is evaluated again: 15-20 % of the CPU of a PutObject measured here. The rules do not
+    read the key (checked here against the rule set installed, so a release whose rules do keeps
+    it), so the endpoint of every call on a bucket is the same whatever the key: without the
+    key in the parameters, all calls on the bucket share one cache entry.
+    """
+    resolver = getattr(client, "_ruleset_resolver", None)
+    params = getattr(resolver, "_param_definitions", None) if resolver is not None else None
+    if resolver is None or not isinstance(params, dict) or "Key" not in params:
+        return False
+    rules = create_loader().load_service_model("s3", "endpoint-rule-set-1")
+    if '"ref": "Key"' in json.dumps(rules):
+        return False
+    resolver._param_definitions = {name: p for name, p in params.items() if name != "Key"}
+    return True
+
+
 class S3Calls:
     """One long-lived S3 client for one bucket, and :meth:`call` to use it with retries."""
 
@@ -219,6 +244,7 @@ class S3Calls:
             )
         )
         self._stack = stack
+        resolve_endpoints_by_bucket(self._client)
         logger.info(
             "S3 client ready: bucket %s, region %s, endpoint %s",
             self.bucket,

@@ -14,7 +14,7 @@ from botocore.exceptions import (
 )
 
 from common.errors import Conflict, Internal, NotFound, Unavailable
-from storage_svc.s3calls import Failure, S3Calls, classify
+from storage_svc.s3calls import Failure, S3Calls, classify, resolve_endpoints_by_bucket
 from storage_svc.settings import StorageSettings
 
 
@@ -129,3 +129,71 @@ def test_classification_of_status_only_answers() -> None:
         "412": Failure.CONFLICT,
         "400": Failure.OTHER,
     }
+
+
+# -- endpoint resolution without the object key ------------------------------------------------
+
+
+def _endpoint(client: Any, bucket: str, key: str) -> Any:
+    """The endpoint ``client``'s resolver gives an object call on ``bucket``/``key``: the key is
+    among the rule set's parameters only if the resolver still has it."""
+    resolver = client._ruleset_resolver
+    given = {
+        "Bucket": bucket,
+        "Key": key,
+        "Region": "us-east-1",
+        "ForcePathStyle": True,
+        "Endpoint": client.meta.endpoint_url,
+    }
+    params = {name: value for name, value in given.items() if name in resolver._param_definitions}
+    return resolver._provider.resolve_endpoint(**params)
+
+
+async def test_the_store_client_resolves_endpoints_without_the_key_and_still_works(
+    store: Any,
+) -> None:
+    client = store.s3.client
+    assert "Key" not in client._ruleset_resolver._param_definitions
+    # Calls on many keys resolve the one endpoint of the bucket, and still reach their objects.
+    for key in ("a", "tasks/x.json", "deep/er/key with space"):
+        await client.put_object(Bucket=store.s3.bucket, Key=key, Body=b"{}")
+        got = await client.get_object(Bucket=store.s3.bucket, Key=key)
+        assert await got["Body"].read() == b"{}"
+
+
+async def test_an_endpoint_is_the_same_with_and_without_the_key(aws_session: Any) -> None:
+    async with (
+        aws_session.client(
+            "s3", endpoint_url="http://127.0.0.1:9", region_name="us-east-1"
+        ) as keyed,
+        aws_session.client(
+            "s3", endpoint_url="http://127.0.0.1:9", region_name="us-east-1"
+        ) as unkeyed,
+    ):
+        assert resolve_endpoints_by_bucket(unkeyed) is True
+        assert resolve_endpoints_by_bucket(unkeyed) is False  # done already
+        assert "Key" in keyed._ruleset_resolver._param_definitions
+        for key in ("a", "tasks/t.json", "x" * 900):
+            with_key = _endpoint(keyed, "bucket-1", key)
+            without = _endpoint(unkeyed, "bucket-1", key)
+            assert with_key.url == without.url
+            assert with_key.properties == without.properties
+
+
+async def test_rules_that_read_the_key_keep_it(
+    aws_session: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Loader:
+        def load_service_model(self, service: str, kind: str) -> dict[str, Any]:
+            return {"rules": [{"conditions": [{"fn": "isSet", "argv": [{"ref": "Key"}]}]}]}
+
+    monkeypatch.setattr("storage_svc.s3calls.create_loader", Loader)
+    async with aws_session.client(
+        "s3", endpoint_url="http://127.0.0.1:9", region_name="us-east-1"
+    ) as client:
+        assert resolve_endpoints_by_bucket(client) is False
+        assert "Key" in client._ruleset_resolver._param_definitions
+
+
+def test_a_client_without_a_rule_set_resolver_is_left_alone() -> None:
+    assert resolve_endpoints_by_bucket(object()) is False
