@@ -1,8 +1,10 @@
 """Admission: limits that keep one caller from hurting the rest.
 
 A principal may submit at most ``rate_per_minute`` tasks a minute (a moving window, counted by
-the ``limits`` package) and have at most ``max_in_flight`` unfinished tasks on this replica;
-past either, a submission is refused with :class:`Overloaded` (429) saying when to try again.
+the ``limits`` package, in its asyncio form: its memory storage expires entries from a task of
+the event loop, where the threaded one starts a timer thread every few milliseconds under load)
+and have at most ``max_in_flight`` unfinished tasks on this replica; past either, a submission
+is refused with :class:`Overloaded` (429) saying when to try again.
 Both are counted per orchestrator replica: with N replicas behind one gateway address a caller
 may get up to N times as much through.
 """
@@ -13,11 +15,11 @@ import contextlib
 import math
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 from limits import RateLimitItemPerMinute
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import MovingWindowRateLimiter
 
 from common.errors import Overloaded
 from common.principals import Principal
@@ -42,24 +44,26 @@ class Admission:
         self.max_in_flight = max_in_flight
         self._in_flight: Counter[str] = Counter()
 
-    @contextlib.contextmanager
-    def admit(self, caller: Principal) -> Iterator[None]:
+    @contextlib.asynccontextmanager
+    async def admit(self, caller: Principal) -> AsyncIterator[None]:
         """Counts one submission of ``caller`` (or refuses it with :class:`Throttled`) and holds a
         place among its tasks in flight while the submission is made, so concurrent submissions
-        cannot all pass before any of them starts; the task's run holds its own once launched."""
+        cannot all pass before any of them starts; the task's run holds its own once launched.
+        The place is taken before the rate is counted, so that no other submission of the
+        caller passes the in-flight check meanwhile."""
         if self._in_flight[caller.id] >= self.max_in_flight:
             raise Throttled(
                 f"{self.max_in_flight} of your tasks are still running; wait for one to finish",
                 retry_after_s=5,
             )
-        if not self._limiter.hit(self._rate, caller.id):
-            reset_at = self._limiter.get_window_stats(self._rate, caller.id).reset_time
-            wait = max(1, math.ceil(reset_at - time.time()))
-            raise Throttled(
-                f"more than {self._rate.amount} submissions a minute", retry_after_s=wait
-            )
         self.started(caller.id)
         try:
+            if not await self._limiter.hit(self._rate, caller.id):
+                reset_at = (await self._limiter.get_window_stats(self._rate, caller.id)).reset_time
+                wait = max(1, math.ceil(reset_at - time.time()))
+                raise Throttled(
+                    f"more than {self._rate.amount} submissions a minute", retry_after_s=wait
+                )
             yield
         finally:
             self.finished(caller.id)

@@ -282,7 +282,7 @@ class Orchestrator:
         continued = await continuation.resolve(
             records, detected, self.deps.config, lambda earlier: self._stored(earlier, caller)
         )
-        with self.admission.admit(caller):
+        async with self.admission.admit(caller):
             now = utcnow()
             task_id = drawn = self._new_task_id(now)
             if idempotency_key:
