@@ -38,7 +38,7 @@ from section_worker.settings import WorkerSettings
 
 FIXED_S = 2.0
 CAP_S = 45.0
-HOLD_S = 120.0  # how long an answer is held back before it counts: the sections' timeout
+HOLD_S = 120.0  # the sections' timeout: an answer is held back at most this long before it counts
 
 
 @dataclass(frozen=True)

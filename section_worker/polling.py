@@ -23,12 +23,16 @@ lognormal the asset is believed to follow (through the median and 90th percentil
 known, else the prior; evenly when nothing is known): midpoints would pile the answers onto the
 poll grid, and an answer found by a plan's first poll may have come any time before it.
 
-An answer counts only once its job's timeout has passed since its prompt was sent — once no
-answer sent at the same moment can still be outstanding. Counted at once, the quick answers of
-a burst would be known before its slow ones, and plans drawn from them make the slow ones
-wait: in simulation a steady run with a true prior waits 1.63 s at the median instead of 0.89
-(``bench/polling_sim.py``). A fresh stack therefore polls as a fixed poller for its first
-timeout (120 s for the report sections); a restarted worker reads its peers' answers at once.
+**When an answer counts.** Counted at once, the quick answers of a burst would be known before
+its slow ones, and plans drawn from them make the slow ones wait: in simulation a steady run
+with a true prior waits 1.63 s at the median instead of 0.89 (``bench/polling_sim.py``). An
+answer therefore counts only once its prompt is older than the longest any answer sent with it
+can still take: the job's timeout, or sooner, twice the slowest answer of the asset this
+worker has seen (``HORIZON_FACTOR``). By then every answer sent with it is in, except one
+slower than twice all seen so far. The slowest grows as slow answers come, so a slow asset's
+answers wait about twice their slowest (a fresh stack polls as a fixed poller for that long),
+while an asset that answers at once is learned within seconds. A restarted worker reads its
+peers' answers at once.
 
 **The plan.** A plan drawn from latencies is the cheapest of a family: first poll at a
 quantile of the latencies (0, 2.5, .. 87.5 %), then every *gap* up to their 97th percentile,
@@ -100,6 +104,8 @@ _Z90 = NormalDist().inv_cdf(0.9)
 _MIN_GAP_S = 1e-3  # two polls of one job are never closer
 _MAX_POLLS_PLANNED = 2000
 _HELD_MAX = 100_000  # answers held back per asset at most
+HORIZON_FACTOR = 2.0  # an answer counts once its prompt is this many times the slowest old
+# (or the job's timeout old, if sooner): the module docstring, "When an answer counts"
 
 
 class Basis(StrEnum):
@@ -305,7 +311,9 @@ class _Asset:
     shared: list[float] = field(default_factory=list)  # the window last read from the store
     sending: list[float] = field(default_factory=list)  # on their way to the store
     unshared: list[float] = field(default_factory=list)  # measured here since
-    held: list[tuple[float, float]] = field(default_factory=list)  # heap: (counts at, latency)
+    # Heap of answers not counted yet: (prompt sent at, longest hold, latency).
+    held: list[tuple[float, float, float]] = field(default_factory=list)
+    slowest_s: float = 0.0  # the latest an answer of the asset was found here, after its prompt
     version: int = 0
     plan: PollPlan | None = None
     shape: Shape | None = None
@@ -348,12 +356,13 @@ class LatencyBook:
         self, asset_id: str, not_before_s: float, seen_at_s: float, *, hold_s: float = 0.0
     ) -> None:
         """An answer was not ready ``not_before_s`` after its prompt was sent but was at
-        ``seen_at_s``. It counts ``hold_s`` after the prompt was sent (at once when that has
-        passed): give the job's timeout, the longest any answer of the same moment can take,
-        so that the quick answers of a burst never count before its slow ones do."""
+        ``seen_at_s``. It counts once its prompt is older than twice the slowest answer of the
+        asset seen here, or than ``hold_s`` (give the job's timeout: no answer sent with it can
+        take longer), whichever comes first; at once when ``hold_s`` is 0."""
         asset = self._asset(asset_id)
         value = self._place(asset, not_before_s, seen_at_s)
-        heapq.heappush(asset.held, (self._clock() - seen_at_s + hold_s, value))
+        asset.slowest_s = max(asset.slowest_s, seen_at_s)
+        heapq.heappush(asset.held, (self._clock() - seen_at_s, hold_s, value))
         del asset.held[_HELD_MAX:]  # keeps a heap: the tail of one holds no parent
         self._release(asset)
 
@@ -365,11 +374,12 @@ class LatencyBook:
         return asset.shape.draw_within(low, high, self._rng)
 
     def _release(self, asset: _Asset) -> None:
-        """Counts the held answers whose time has come."""
+        """Counts the held answers whose time has come (oldest prompt first)."""
         now = self._clock()
+        horizon = HORIZON_FACTOR * asset.slowest_s
         ready: list[float] = []
-        while asset.held and asset.held[0][0] <= now:
-            ready.append(heapq.heappop(asset.held)[1])
+        while asset.held and asset.held[0][0] + min(asset.held[0][1], horizon) <= now:
+            ready.append(heapq.heappop(asset.held)[2])
         if ready:
             self._count(asset, ready)
 

@@ -1,8 +1,9 @@
 """Poll plans: every branch of what a plan is drawn from (nothing, a prior, a prior and
 answers, answers alone), when a plan is redrawn (a job's next poll follows what is known when
-it asks, also a job running against the simulator), answers held back until their job's
-timeout, where a latency is placed in the interval it is known to lie in, and the exchange's
-bookkeeping (what is being sent still counts; a failed exchange keeps it)."""
+it asks, also a job running against the simulator), answers held back until their prompt is
+twice the slowest answer old (or their job's timeout), where a latency is placed in the
+interval it is known to lie in, and the exchange's bookkeeping (what is being sent still
+counts; a failed exchange keeps it)."""
 
 from __future__ import annotations
 
@@ -184,18 +185,46 @@ def test_a_fresh_plan_is_checked_again_at_every_change() -> None:
     assert known.plan(A).basis == Basis.LEARNED  # no wait for the interval
 
 
-def test_an_answer_held_back_counts_when_its_time_comes() -> None:
+def test_an_answer_counts_once_its_prompt_is_twice_the_slowest_answer_old() -> None:
     clock = Clock()
     known = book(clock=clock)
-    known.observe(A, 2.0, 3.0, hold_s=120)  # prompt sent 3 s ago; counts 117 s from now
+    known.observe(A, 2.0, 3.0, hold_s=120)  # prompt sent 3 s ago, slowest 3 s: counts at 6 s
     assert known.samples(A) == []
     assert known.pending() == 1
-    clock.now += 116.9
+    clock.now += 2.9
     assert known.plan(A).basis == Basis.FRESH and known.samples(A) == []
     clock.now += 0.2
     known.plan(A)  # asking for a plan counts what is due
     assert len(known.samples(A)) == 1
     assert 2.0 <= known.samples(A)[0] <= 3.0
+
+
+def test_a_slower_answer_seen_meanwhile_holds_a_quick_one_back_longer() -> None:
+    clock = Clock()
+    known = book(clock=clock)
+    known.observe(A, 0.0, 1.0, hold_s=120)  # alone, it would count when 2 s old, 1 s from now
+    clock.now += 0.5
+    known.observe(A, 9.0, 10.0, hold_s=120)  # slowest now 10 s: each counts when 20 s old
+    clock.now += 18.4  # the quick answer's prompt is 19.9 s old, the slow one's 28.4 s
+    known.plan(A)
+    assert len(known.samples(A)) == 1 and known.samples(A)[0] > 9.0
+    clock.now += 0.2
+    known.plan(A)
+    assert len(known.samples(A)) == 2
+
+
+def test_the_jobs_timeout_bounds_how_long_an_answer_is_held() -> None:
+    clock = Clock()
+    known = book(clock=clock)
+    known.observe(A, 29.0, 30.0, hold_s=40)  # twice the slowest is 60 s; the timeout 40 s
+    clock.now += 9.9
+    known.plan(A)
+    assert known.samples(A) == []
+    clock.now += 0.2
+    known.plan(A)
+    assert len(known.samples(A)) == 1
+    known.observe(A, 29.0, 30.0, hold_s=0)  # no hold: counts at once
+    assert len(known.samples(A)) == 2
 
 
 def test_a_latency_is_placed_within_its_interval_by_the_shape_known() -> None:
