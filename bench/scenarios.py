@@ -26,6 +26,9 @@ class Scenario:
     drain: float = 120.0  # longest wait after the last arrival (closed loop: for the whole run)
     targets: tuple[str, ...] = ("s3",)  # target groups checked (bench.targets)
     warm: bool = True  # warm-up tasks before the measured phase (off: a cold start)
+    # bench.peers: the platform's workers start from a latency prior per asset (config.json's
+    # "latency") equal to the stand-in's latency, as an operator who knows the platform's sets it
+    prior: bool = False
 
     def limit_s(self) -> float:
         """The longest the measured phase may last."""
@@ -110,6 +113,7 @@ PEER_SATURATION = Scenario(
     drain=300,
     worker_cap=0,
     targets=("saturation",),
+    prior=True,
 )
 PEER_BURST = Scenario(
     "burst",
@@ -135,6 +139,7 @@ PEER_STEADY = Scenario(
     drain=120,
     worker_cap=0,
     targets=("steady",),
+    prior=True,
 )
 PEER_LONG = dataclasses.replace(
     PEER_STEADY, key="long", name="steady load, 1,000 tasks", tasks=1000, targets=("long",)
@@ -150,6 +155,7 @@ PEER_SMOKE = Scenario(
     drain=60,
     worker_cap=0,
     targets=("saturation", "burst", "steady", "long"),
+    prior=True,
 )
 PEER_SCENARIOS = {
     s.key: s for s in (PEER_SATURATION, PEER_BURST, PEER_STEADY, PEER_LONG, PEER_SMOKE)

@@ -9,8 +9,9 @@ exchange are appended to each asset's list (``RPUSH``), the list is trimmed to t
 configured asset's list is read back (``LRANGE``); the worker then polls on the merged window
 plus what it measured since. A worker exchanges once when it starts — so it starts knowing
 what its peers learned — and every ``WORKER_POLL_SHARE_S`` (5 s) while it has jobs in flight
-or latencies not yet shared (an answer is held back for its job's timeout before it counts,
-:mod:`section_worker.polling`); an idle worker sends nothing.
+or latencies not yet shared (an answer is held back until its prompt is twice the slowest
+answer old, or its job's timeout, before it counts: :mod:`section_worker.polling`); an idle
+worker sends nothing.
 
 **Cost**, with the defaults (window 200, 5 s) and this repository's ``config.json`` (7 assets
 that answer prompts): 0.2 round trips a second per busy worker, none per idle one. A latency

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import dataclasses
 import functools
+import json
 import random
 import shutil
 import sys
@@ -57,6 +58,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1, help="stand-in seed (%(default)s)")
     parser.add_argument("--results-dir", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--keep-logs", action="store_true", help="keep the services' logs")
+    parser.add_argument(
+        "--no-prior",
+        action="store_true",
+        help="the platform's workers start knowing nothing of the latencies, in every scenario",
+    )
     return parser.parse_args(argv)
 
 
@@ -70,7 +76,23 @@ def chosen(opts: argparse.Namespace) -> list[Scenario]:
         for flag, (field, _, _) in OVERRIDES.items()
         if getattr(opts, flag.lstrip("-").replace("-", "_")) is not None
     }
+    if opts.no_prior:
+        changes["prior"] = False
     return [dataclasses.replace(PEER_SCENARIOS[key], **changes) for key in keys]
+
+
+PRIOR_FLOOR_S = 0.01  # a prior's median must be positive: "answers at once" is taken as 10 ms
+
+
+def config_with_priors(sc: Scenario, path: Path) -> Path:
+    """Writes the repository's config.json to ``path`` with every asset's latency prior set to
+    the stand-in's latency in ``sc`` (its median, at least ``PRIOR_FLOOR_S``, and sigma)."""
+    config = json.loads((ROOT / "config.json").read_text())
+    prior = {"median_s": max(sc.latency, PRIOR_FLOOR_S), "sigma": sc.sigma}
+    for asset in config["assets"].values():
+        asset["latency"] = prior
+    path.write_text(json.dumps(config, indent=2))
+    return path
 
 
 def stack_for(
@@ -81,6 +103,9 @@ def stack_for(
         env = {"SIM_SEED": str(opts.seed)}
         if sc.worker_cap:
             env["WORKER_MAX_CONCURRENT_JOBS"] = str(sc.worker_cap)
+        if sc.prior:
+            base.mkdir(parents=True, exist_ok=True)
+            env["WORKER_CONFIG_PATH"] = str(config_with_priors(sc, base / "config.json"))
         return BenchStack(
             base,
             orchestrators=sc.orchestrators,
@@ -123,6 +148,7 @@ def compare_one(sc: Scenario, opts: argparse.Namespace) -> dict[str, Any]:
         + (f"{sc.clients} clients" if sc.clients else f"{sc.rate:g}/s")
         + f", latency {sc.latency:g}s sigma {sc.sigma:g}"
         + ("" if sc.warm else ", fresh stack, no warm-up")
+        + (", the platform's workers given the latency as a prior" if sc.prior else "")
         + f"; S3: {S3_NAMES[opts.s3]}"
     )
     run_id = f"{random.getrandbits(32):08x}"  # the same records, so the same latencies, for both
