@@ -29,6 +29,7 @@ from bench.standin import (
     StandIn,
     StandInError,
     bound_port,
+    cpu_per_request,
     latency_for,
     route,
     start,
@@ -611,3 +612,12 @@ async def test_until_stopped_stops_any_server_on_sigterm() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
     await asyncio.wait_for(waiting, 10)
     assert runner.cleaned
+
+
+async def test_its_cpu_per_request_is_measured_from_its_own_counters(raw: Raw) -> None:
+    """The measurement's arithmetic, on a server in this process (so not the figure itself)."""
+    per_request = await cpu_per_request(f"http://127.0.0.1:{raw.port}", 40, 4, 0.0)
+    assert per_request > 0
+    # Login, create, prompt, 40 warm-up polls, stats, 40 polls, stats.
+    assert raw.standin.served == 3 + 40 + 1 + 40 + 1
+    assert raw.standin.calls["poll"] == 80
