@@ -1,5 +1,6 @@
 """A light stand-in for the AI platform, for the benchmarks: the platform's calls (SPEC §3)
-and the simulator's ``/_sim/*`` read-outs the benchmark uses, on aiohttp, and little else.
+and the simulator's ``/_sim/*`` read-outs the benchmark uses, served from a small asyncio
+protocol over ``httptools``, and little else.
 
 ``python -m bench.standin --port P [--seed S]`` serves:
 
@@ -33,6 +34,20 @@ Answers and costs are the simulator's own (:func:`simulator.answers.answer_for`)
 
 ``served`` counts every request answered (control calls included) and ``cpu_s`` is the
 process's CPU time: their differences over a run give the stand-in's CPU per request.
+``python -m bench.standin --measure`` prints it for polls sent one at a time, 16 at a time and
+one every 2 ms (bench/README.md has the figures).
+
+**HTTP by hand**, because a framework's request and response objects cost more CPU per request
+than everything else the stand-in does: on aiohttp's low-level server it spent 0.31-0.34 ms per
+request at one poll every 2 ms, on its own protocol 0.16-0.17 ms. ``httptools`` parses; each
+connection answers its requests in order as soon as a request is complete (every call is
+synchronous, so pipelined requests need no queue), writing the head by hand: status line,
+``Content-Type: application/json``, ``Content-Length`` and, where it differs from HTTP/1.1's
+default, a ``Connection`` header. HTTP/1.1 connections stay open until the client closes them
+or sends ``Connection: close``; HTTP/1.0 ones only when asked (``Connection: keep-alive``).
+Bodies come with ``Content-Length`` or chunked, ``Expect: 100-continue`` is answered. What is
+refused is answered, then the connection closed: a malformed request 400, a body over 1 MiB
+413, a request line and headers over 64 KiB 431; a fault of the stand-in itself is 500, logged.
 """
 
 from __future__ import annotations
@@ -45,6 +60,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import logging
 import math
 import secrets
 import signal
@@ -53,10 +69,12 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from statistics import NormalDist
-from typing import Any
+from typing import Any, Protocol, cast
+from urllib.parse import unquote
 
-from aiohttp import web
+import httptools
 
 from common import eventloop
 from simulator.answers import answer_for, input_digest
@@ -67,6 +85,7 @@ MAX_ENTRIES = 200_000  # conversations and messages kept at most (oldest dropped
 COST_MIN, COST_MAX = 0.004, 0.24  # the simulator's defaults
 _NORMAL = NormalDist()
 _U_SCALE = float(16**13)
+_log = logging.getLogger(__name__)
 
 
 class StandInError(Exception):
@@ -261,23 +280,17 @@ class StandIn:
         }
 
 
-# -- HTTP ------------------------------------------------------------------------------------
+# -- calls -----------------------------------------------------------------------------------
 
 
-def _json(body: object, status: int = 200) -> web.Response:
-    return web.Response(
-        body=json.dumps(body).encode(), status=status, content_type="application/json"
-    )
-
-
-def _bearer(request: web.BaseRequest) -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+def _bearer(authorization: str) -> str | None:
+    scheme, _, token = authorization.partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
 
 
-def _basic(request: web.BaseRequest) -> tuple[str, str]:
+def _basic(authorization: str) -> tuple[str, str]:
     """(username, password) of an HTTP Basic header; empty strings when absent or malformed."""
-    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+    scheme, _, encoded = authorization.partition(" ")
     if scheme.lower() != "basic":
         return "", ""
     try:
@@ -289,14 +302,14 @@ def _basic(request: web.BaseRequest) -> tuple[str, str]:
     return username, password
 
 
-async def _body(request: web.BaseRequest) -> dict[str, Any]:
+def _object(body: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(await request.read())
+        parsed = json.loads(body)
     except ValueError as exc:
         raise StandInError(422, "the body is not JSON") from exc
-    if not isinstance(body, dict):
+    if not isinstance(parsed, dict):
         raise StandInError(422, "the body is not a JSON object")
-    return body
+    return parsed
 
 
 def route(method: str, path: str) -> tuple[str, tuple[str, ...]]:
@@ -332,57 +345,282 @@ CONTROL = {
 }
 
 
-async def answer(standin: StandIn, request: web.BaseRequest) -> web.Response:
-    """Serves one request (every answer JSON, errors as ``{"detail"}``)."""
-    standin.served += 1
+def answer(
+    standin: StandIn, method: str, path: str, authorization: str, body: bytes
+) -> tuple[int, bytes]:
+    """The status and JSON body answering one request (errors as ``{"detail"}``); the request
+    is its method, its percent-decoded path, its Authorization header ("" when it has none)
+    and its body."""
     try:
-        call, params = route(request.method, request.path)
+        call, params = route(method, path)
         if call == "poll":
-            return _json(standin.poll(_bearer(request), params[0], params[1]))
-        if call == "prompt":
-            body = await _body(request)
-            token = _bearer(request)
-            message_id = standin.prompt(token, body.get("conversation_id"), body.get("message"))
-            return _json({"message_id": message_id})
-        if call == "create":
-            body = await _body(request)
-            return _json(
-                {"conversation_id": standin.create(_bearer(request), body.get("asset_version_id"))}
+            reply: object = standin.poll(_bearer(authorization), params[0], params[1])
+        elif call == "prompt":
+            sent = _object(body)
+            message_id = standin.prompt(
+                _bearer(authorization), sent.get("conversation_id"), sent.get("message")
             )
-        if call == "auth":
-            return _json(standin.issue_token(params[0], *_basic(request)))
-        if call == "patch_config":
-            standin.knobs = standin.knobs.patched(await _body(request))
-            return _json(vars(standin.knobs))
-        if call == "reset":
-            standin.reset()
-        if call == "health":
-            return _json({"status": "ok"})
-        if call == "timeline":
-            return _json(standin.timeline())
-        if call == "config":
-            return _json(vars(standin.knobs))
-        return _json(standin.stats())
+            reply = {"message_id": message_id}
+        elif call == "create":
+            asset_id = _object(body).get("asset_version_id")
+            reply = {"conversation_id": standin.create(_bearer(authorization), asset_id)}
+        elif call == "auth":
+            reply = standin.issue_token(params[0], *_basic(authorization))
+        elif call == "patch_config":
+            standin.knobs = standin.knobs.patched(_object(body))
+            reply = vars(standin.knobs)
+        elif call == "health":
+            reply = {"status": "ok"}
+        elif call == "timeline":
+            reply = standin.timeline()
+        elif call == "config":
+            reply = vars(standin.knobs)
+        else:
+            if call == "reset":
+                standin.reset()
+            reply = standin.stats()
     except StandInError as exc:
-        return _json({"detail": exc.detail}, exc.status)
+        return exc.status, json.dumps({"detail": exc.detail}).encode()
+    return 200, json.dumps(reply).encode()
 
 
-async def start(standin: StandIn, port: int, host: str = "127.0.0.1") -> web.ServerRunner:
-    """Starts serving ``standin`` on ``host:port`` (0: a free port); ``cleanup()`` stops it.
-    aiohttp's low-level server: no router, no middleware, no access log."""
+# -- HTTP/1.1 --------------------------------------------------------------------------------
 
-    async def handler(request: web.BaseRequest) -> web.Response:
-        return await answer(standin, request)
+MAX_BODY = 1 << 20  # bytes of a request body; more is answered 413
+MAX_HEAD = 64 << 10  # bytes of a request's target and headers; more is answered 431
+LINGER_S = 2.0  # after a refusal, how long what the client still sends is read and dropped
+CLOSE_S = 1.0  # at stop, how long open connections get to flush what they still write
 
-    runner = web.ServerRunner(web.Server(handler, access_log=None), handle_signals=False)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    return runner
+_REASONS = {
+    status: HTTPStatus(status).phrase.encode()
+    for status in (200, 400, 401, 404, 413, 422, 431, 500)
+}
+_CONNECTION = {  # (keep-alive, HTTP/1.0) -> the Connection header the answer carries
+    (True, False): b"",
+    (True, True): b"Connection: keep-alive\r\n",
+    (False, False): b"Connection: close\r\n",
+    (False, True): b"Connection: close\r\n",
+}
+_CLOSE = _CONNECTION[(False, False)]
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-def bound_port(runner: web.ServerRunner) -> int:
-    """The port a started runner listens on."""
-    return int(runner.addresses[0][1])
+def _response(status: int, body: bytes, connection: bytes, *, head_only: bool = False) -> bytes:
+    head = b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n" % (
+        status,
+        _REASONS.get(status, b"Unknown"),
+        len(body),
+        connection,
+    )
+    return head if head_only else head + body
+
+
+class _Refused(Exception):
+    """Stops the parser: the request is answered ``status`` and the connection closed."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: parses its requests as they arrive and answers each in order
+    as soon as its body is complete (every call is synchronous, so pipelined requests are
+    answered in order without queueing anything)."""
+
+    _transport: asyncio.Transport
+
+    def __init__(self, standin: StandIn, open_connections: set[_Connection]) -> None:
+        self._standin = standin
+        self._open = open_connections
+        self._parser = httptools.HttpRequestParser(self)
+        self._out: list[bytes] = []
+        self._closing = False
+        self._linger: asyncio.TimerHandle | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._new_request()
+
+    def _new_request(self) -> None:
+        self._url = b""
+        self._head_size = 0
+        self._authorization = ""
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._continue = False
+        self._keep_alive = True
+        self._http10 = False
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self._open.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return  # after a refusal or a last answer: the rest is dropped
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # an upgrade request was answered with Connection: close; nothing follows
+        except httptools.HttpParserError as exc:
+            if not self._closing:
+                refused = exc.__context__
+                if isinstance(refused, _Refused):
+                    self._refuse(refused.status, refused.detail)
+                else:
+                    self._refuse(400, f"malformed request: {exc}")
+        self._flush()
+
+    def eof_received(self) -> bool:
+        return False  # the client sends no more: close once what is written is flushed
+
+    def pause_writing(self) -> None:
+        # A client that pipelines without reading: read no more until it catches up.
+        if not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._open.discard(self)
+        if self._linger is not None:
+            self._linger.cancel()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # httptools' callbacks
+
+    def on_message_begin(self) -> None:
+        self._new_request()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._count_head(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value))
+        name = name.lower()
+        if name == b"authorization":
+            if not self._authorization:
+                self._authorization = value.decode("latin-1")
+        elif name == b"content-length":
+            if value.strip().isdigit() and int(value) > MAX_BODY:
+                raise _Refused(413, f"the body is over {MAX_BODY} bytes")
+        elif name == b"expect":
+            self._continue = value.strip().lower() == b"100-continue"
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        self._http10 = parser.get_http_version() == "1.0"
+        self._keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
+        if self._continue and not self._http10:
+            self._out.append(_CONTINUE)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > MAX_BODY:
+            raise _Refused(413, f"the body is over {MAX_BODY} bytes")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._closing:
+            return
+        method = self._parser.get_method().decode("ascii")
+        path = httptools.parse_url(self._url).path.decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        self._standin.served += 1  # before answering: /_sim/stats counts itself
+        try:
+            status, reply = answer(self._standin, method, path, self._authorization, body)
+        except Exception:
+            _log.exception("answering %s %s failed", method, path)
+            status, reply = 500, json.dumps({"detail": "internal error"}).encode()
+        connection = _CONNECTION[(self._keep_alive, self._http10)]
+        self._out.append(_response(status, reply, connection, head_only=method == "HEAD"))
+        if not self._keep_alive:
+            self._flush()
+            self._closing = True
+            self._transport.close()
+
+    # the rest
+
+    def _count_head(self, size: int) -> None:
+        self._head_size += size
+        if self._head_size > MAX_HEAD:
+            raise _Refused(431, f"the request line and headers are over {MAX_HEAD} bytes")
+
+    def _flush(self) -> None:
+        if self._out:
+            self._transport.write(self._out[0] if len(self._out) == 1 else b"".join(self._out))
+            self._out.clear()
+
+    def _refuse(self, status: int, detail: str) -> None:
+        """Answers ``status`` after what is already answered, then closes: our side at once,
+        the client's once it closes too or after LINGER_S, reading and dropping what it still
+        sends meanwhile (closing with unread data would reset the connection, and the client
+        could lose the answer)."""
+        self._standin.served += 1
+        self._out.append(_response(status, json.dumps({"detail": detail}).encode(), _CLOSE))
+        self._flush()
+        self._closing = True
+        if self._transport.can_write_eof():
+            self._transport.write_eof()
+            loop = asyncio.get_running_loop()
+            self._linger = loop.call_later(LINGER_S, self._transport.close)
+        else:  # pragma: no cover - TCP transports can always half-close
+            self._transport.close()
+
+    def close(self) -> None:
+        """Closes the connection once what it has written is flushed."""
+        self._closing = True
+        self._transport.close()
+
+    def abort(self) -> None:
+        """Closes the connection now, dropping what it has not flushed yet."""
+        self._transport.abort()
+
+
+class Server:
+    """A started stand-in: the port it listens on, and :meth:`cleanup` to stop it."""
+
+    def __init__(self, server: asyncio.Server, connections: set[_Connection]) -> None:
+        self._server = server
+        self._connections = connections
+
+    @property
+    def port(self) -> int:
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def cleanup(self) -> None:
+        """Stops listening and closes every connection (after CLOSE_S, dropping what it still
+        has to write)."""
+        self._server.close()
+        open_now = list(self._connections)
+        for connection in open_now:
+            connection.close()
+        if open_now:
+            await asyncio.wait([c.closed for c in open_now], timeout=CLOSE_S)
+        for connection in list(self._connections):
+            connection.abort()
+        await self._server.wait_closed()
+
+
+async def start(standin: StandIn, port: int, host: str = "127.0.0.1") -> Server:
+    """Starts serving ``standin`` on ``host:port`` (0: a free port); ``cleanup()`` stops it."""
+    connections: set[_Connection] = set()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _Connection(standin, connections), host, port)
+    return Server(server, connections)
+
+
+def bound_port(server: Server) -> int:
+    """The port a started stand-in listens on."""
+    return server.port
 
 
 async def serve(port: int, seed: int, host: str = "127.0.0.1") -> None:
@@ -391,8 +629,14 @@ async def serve(port: int, seed: int, host: str = "127.0.0.1") -> None:
     await until_stopped(await start(StandIn(seed), port, host))
 
 
-async def until_stopped(runner: web.BaseRunner) -> None:
-    """Waits for SIGTERM or SIGINT, then stops ``runner`` (a started aiohttp server)."""
+class Stoppable(Protocol):
+    """A started server: this module's :class:`Server` or an aiohttp runner."""
+
+    async def cleanup(self) -> None: ...
+
+
+async def until_stopped(server: Stoppable) -> None:
+    """Waits for SIGTERM or SIGINT, then stops ``server``."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -400,15 +644,120 @@ async def until_stopped(runner: web.BaseRunner) -> None:
     try:
         await stop.wait()
     finally:
-        await runner.cleanup()
+        await server.cleanup()
+
+
+# -- its own CPU per request -----------------------------------------------------------------
+
+PACES = (  # (label, requests in flight, pause of each client between its requests)
+    ("one at a time", 1, 0.0),
+    ("16 at a time", 16, 0.0),
+    ("one every 2 ms", 1, 0.002),
+)
+
+
+async def cpu_per_request(url: str, requests: int, in_flight: int, pause_s: float) -> float:
+    """Milliseconds of the stand-in's CPU per request while ``requests`` polls are sent to it
+    at ``url``, ``in_flight`` at a time over kept-alive connections (aiohttp's pool, as the
+    platform's workers send them), each client pausing ``pause_s`` between two: the
+    differences of its ``served`` and ``cpu_s`` across them, as the benchmark computes it."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(limit=in_flight)) as http:
+
+        async def call(method: str, path: str, **kwargs: Any) -> Any:
+            async with http.request(method, path, **kwargs) as reply:
+                reply.raise_for_status()
+                return await reply.json()
+
+        login = base64.b64encode(b"bench:bench").decode()
+        token = (
+            await call("GET", "/accesstoken/bench", headers={"Authorization": f"Basic {login}"})
+        )["access_token"]
+        bearer = {"Authorization": f"Bearer {token}"}
+        created = await call(
+            "POST", f"{GENAI}/create", headers=bearer, json={"asset_version_id": "bench"}
+        )
+        conv_id = created["conversation_id"]
+        sent = await call(
+            "POST",
+            f"{GENAI}/addmessage/stream",
+            headers=bearer,
+            json={"conversation_id": conv_id, "message": "bench"},
+        )
+        poll = f"{GENAI}/response/{conv_id}/{sent['message_id']}"
+
+        async def polls(count: int) -> None:
+            left = count
+
+            async def client() -> None:
+                nonlocal left
+                while left > 0:
+                    left -= 1
+                    await call("GET", poll, headers=bearer)
+                    if pause_s:
+                        await asyncio.sleep(pause_s)
+
+            await asyncio.gather(*(client() for _ in range(in_flight)))
+
+        await polls(min(requests, 500))  # the pool's connections open, the code paths warm
+        before = await call("GET", "/_sim/stats")
+        await polls(requests)
+        after = await call("GET", "/_sim/stats")
+    served = after["served"] - before["served"]
+    return float((after["cpu_s"] - before["cpu_s"]) * 1000 / served)
+
+
+def measure(requests: int, runs: int) -> None:
+    """Starts a stand-in process and prints its CPU per request at each of PACES, ``runs``
+    times; this process drives it, so the two do not share a core's time."""
+    import subprocess
+    import sys
+
+    from bench.stack import free_ports
+    from scripts.devstack import ROOT, wait_for_port
+
+    (port,) = free_ports(1)
+    command = [sys.executable, "-m", "bench.standin", "--port", str(port)]
+    server = subprocess.Popen(command, cwd=ROOT)
+    try:
+        wait_for_port(port, server, "the stand-in", timeout=30)
+        url = f"http://127.0.0.1:{port}"
+        print(f"stand-in CPU per request, {requests} polls per figure (ms)")
+        for run in range(1, runs + 1):
+            figures = [
+                eventloop.run(cpu_per_request(url, requests, in_flight, pause_s))
+                for _, in_flight, pause_s in PACES
+            ]
+            print(
+                f"run {run}: "
+                + ", ".join(
+                    f"{label} {f:.3f}" for (label, _, _), f in zip(PACES, figures, strict=True)
+                )
+            )
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.standin", description=__doc__)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--port", type=int, required=True, help="HTTP port on 127.0.0.1")
+    parser.add_argument("--port", type=int, help="HTTP port on 127.0.0.1")
     parser.add_argument("--seed", type=int, default=1, help="seed of the latencies (%(default)s)")
+    parser.add_argument(
+        "--measure",
+        action="store_true",
+        help="start a stand-in and print its CPU per request instead of serving",
+    )
+    parser.add_argument("--requests", type=int, default=5000, help="polls per figure (%(default)s)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of --measure (%(default)s)")
     opts = parser.parse_args(argv)
+    if opts.measure:
+        measure(opts.requests, opts.runs)
+        return
+    if opts.port is None:
+        parser.error("--port is required to serve")
     with contextlib.suppress(KeyboardInterrupt):
         eventloop.run(serve(opts.port, opts.seed))
 

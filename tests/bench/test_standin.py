@@ -3,12 +3,16 @@ depend on the prompt alone."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import math
+import os
+import signal
 import statistics
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -20,13 +24,16 @@ from bench.clients import Outcome
 from bench.figures import section_figures
 from bench.standin import (
     GENAI,
+    MAX_BODY,
     Knobs,
     StandIn,
     StandInError,
     bound_port,
+    cpu_per_request,
     latency_for,
     route,
     start,
+    until_stopped,
 )
 from simulator.answers import answer_for, input_digest
 
@@ -285,3 +292,332 @@ def test_route_refuses_anything_else(method: str, path: str) -> None:
     with pytest.raises(StandInError) as caught:
         route(method, path)
     assert caught.value.status == 404
+
+
+# -- HTTP/1.1 on raw connections -------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Raw:
+    """A started stand-in reached over raw TCP connections."""
+
+    standin: StandIn
+    port: int
+    writers: list[asyncio.StreamWriter] = field(default_factory=list)
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.writers.append(writer)
+        return reader, writer
+
+    async def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def token(self) -> str:
+        login = base64.b64encode(b"ann:pw").decode()
+        reader, writer = await self.connect()
+        writer.write(request("GET", "/accesstoken/wealth", f"Authorization: Basic {login}"))
+        return str((await read_reply(reader)).json()["access_token"])
+
+
+def request(
+    method: str, path: str, *headers: str, body: bytes = b"", version: str = "1.1"
+) -> bytes:
+    lines = [f"{method} {path} HTTP/{version}", "Host: 127.0.0.1", *headers]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def read_reply(reader: asyncio.StreamReader, *, head_only: bool = False) -> Reply:
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    status_line, *lines = head.removesuffix("\r\n\r\n").split("\r\n")
+    version, status, _ = status_line.split(" ", 2)
+    assert version == "HTTP/1.1"
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.lower()] = value.strip()
+    size = 0 if head_only or int(status) < 200 else int(headers["content-length"])
+    return Reply(int(status), headers, await reader.readexactly(size))
+
+
+async def assert_closed(reader: asyncio.StreamReader) -> None:
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[Raw]:
+    standin = StandIn(seed=7)
+    server = await start(standin, 0)
+    raw = Raw(standin, bound_port(server))
+    yield raw
+    await raw.close()
+    await server.cleanup()
+
+
+async def test_one_connection_carries_many_requests(raw: Raw) -> None:
+    token = await raw.token()
+    reader, writer = await raw.connect()
+    body = json.dumps({"asset_version_id": ASSET}).encode()
+    # Header names in any case.
+    writer.write(request("POST", f"{GENAI}/create", f"authorization: Bearer {token}", body=body))
+    created = await read_reply(reader)
+    assert created.status == 200
+    assert created.headers["content-type"] == "application/json"
+    assert "connection" not in created.headers  # HTTP/1.1: kept alive without saying so
+    conv_id = created.json()["conversation_id"]
+    body = json.dumps({"conversation_id": conv_id, "message": "hi"}).encode()
+    writer.write(
+        request("POST", f"{GENAI}/addmessage/stream", f"AUTHORIZATION: Bearer {token}", body=body)
+    )
+    message_id = (await read_reply(reader)).json()["message_id"]
+    for _ in range(3):
+        poll = f"{GENAI}/response/{conv_id}/{message_id}"
+        writer.write(request("GET", poll, f"Authorization: Bearer {token}"))
+        reply = await read_reply(reader)
+        assert reply.status == 200 and reply.json()["status"] in ("IN_PROGRESS", "SUCCESS")
+    writer.write(request("GET", "/_sim/stats"))
+    stats = (await read_reply(reader)).json()
+    assert stats["calls"] == {"auth": 1, "create": 1, "prompt": 1, "poll": 3}
+    assert stats["served"] == 1 + 1 + 1 + 3 + 1
+
+
+async def test_pipelined_requests_are_answered_in_order(raw: Raw) -> None:
+    reader, writer = await raw.connect()
+    writer.write(
+        request("GET", "/_sim/health")
+        + request("GET", "/nowhere")
+        + request("PATCH", "/_sim/config", body=b'{"latency_sigma": 0}')
+        + request("GET", "/_sim/config")
+    )
+    writer.write_eof()  # and no more: the answers come, then the server closes
+    replies = [await read_reply(reader) for _ in range(4)]
+    assert [r.status for r in replies] == [200, 404, 200, 200]
+    assert replies[0].json() == {"status": "ok"}
+    assert replies[1].json() == {"detail": "no such call: GET /nowhere"}
+    assert replies[2].json()["latency_sigma"] == replies[3].json()["latency_sigma"] == 0
+    await assert_closed(reader)
+
+
+async def test_answers_larger_than_the_socket_buffers_all_arrive_in_order(raw: Raw) -> None:
+    """Megabytes of answers to a burst of pipelined requests, more than the socket buffers
+    hold at once: the server waits for the client to take them, and every one arrives, in
+    order."""
+    token = raw.standin.issue_token("wealth", "ann", "pw")["access_token"]
+    conv_id = raw.standin.create(token, ASSET)
+    for n in range(60):
+        raw.standin.prompt(token, conv_id, f"record {n}")
+    count = 400
+    reader, writer = await raw.connect()
+    writer.write(request("GET", "/_sim/timeline") * count + request("GET", "/_sim/health"))
+    writer.write_eof()
+    replies = [await read_reply(reader) for _ in range(count + 1)]
+    assert sum(len(r.body) for r in replies) > 4 << 20
+    assert all(len(r.json()) == 60 for r in replies[:count])
+    assert replies[count].json() == {"status": "ok"}
+    await assert_closed(reader)
+
+
+async def test_connection_close_is_honoured(raw: Raw) -> None:
+    reader, writer = await raw.connect()
+    writer.write(
+        request("GET", "/_sim/health", "Connection: close") + request("GET", "/_sim/health")
+    )
+    reply = await read_reply(reader)
+    assert reply.status == 200 and reply.headers["connection"] == "close"
+    await assert_closed(reader)  # the second request is not answered
+    assert raw.standin.served == 1
+
+
+async def test_http_1_0_closes_unless_asked_to_keep_alive(raw: Raw) -> None:
+    reader, writer = await raw.connect()
+    writer.write(request("GET", "/_sim/health", version="1.0"))
+    reply = await read_reply(reader)
+    assert (reply.status, reply.headers["connection"]) == (200, "close")
+    assert reply.json() == {"status": "ok"}
+    await assert_closed(reader)
+
+    reader, writer = await raw.connect()
+    for _ in range(2):
+        writer.write(request("GET", "/_sim/health", "Connection: keep-alive", version="1.0"))
+        reply = await read_reply(reader)
+        assert (reply.status, reply.headers["connection"]) == (200, "keep-alive")
+
+
+async def test_a_malformed_request_is_answered_400_and_closed(raw: Raw) -> None:
+    for garbage in (
+        b"GARBAGE\r\n\r\n",
+        b"GET /_sim/health HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+        b"GET /a b HTTP/1.1\r\n\r\n",
+    ):
+        reader, writer = await raw.connect()
+        writer.write(request("GET", "/_sim/health") + garbage + request("GET", "/_sim/health"))
+        assert (await read_reply(reader)).status == 200  # what came before is answered
+        refused = await read_reply(reader)
+        assert (refused.status, refused.headers["connection"]) == (400, "close")
+        assert refused.json()["detail"].startswith("malformed request")
+        await assert_closed(reader)
+
+
+async def test_an_oversized_body_is_answered_413_and_closed(raw: Raw) -> None:
+    # Announced too long: refused before the body is sent.
+    reader, writer = await raw.connect()
+    writer.write(f"POST {GENAI}/create HTTP/1.1\r\nContent-Length: {MAX_BODY + 1}\r\n\r\n".encode())
+    refused = await read_reply(reader)
+    assert (refused.status, refused.headers["connection"]) == (413, "close")
+    assert refused.json() == {"detail": f"the body is over {MAX_BODY} bytes"}
+    await assert_closed(reader)
+
+    # Chunked, and too long once its chunks add up; what the client still sends is dropped.
+    reader, writer = await raw.connect()
+    writer.write(f"POST {GENAI}/create HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+    chunk = 256 * 1024
+    writer.write((b"%x\r\n" % chunk + b"x" * chunk + b"\r\n") * 5 + b"0\r\n\r\n")
+    refused = await read_reply(reader)
+    assert (refused.status, refused.headers["connection"]) == (413, "close")
+    await assert_closed(reader)
+    assert raw.standin.calls["create"] == 0
+
+
+async def test_an_oversized_head_is_answered_431_and_closed(raw: Raw) -> None:
+    reader, writer = await raw.connect()
+    writer.write(
+        request("GET", "/_sim/health", *(f"X-Filler-{n}: {'y' * 1000}" for n in range(80)))
+    )
+    refused = await read_reply(reader)
+    assert (refused.status, refused.headers["connection"]) == (431, "close")
+    await assert_closed(reader)
+
+
+async def test_a_request_split_across_writes_is_read_whole(raw: Raw) -> None:
+    token = await raw.token()
+    body = json.dumps({"asset_version_id": ASSET}).encode()
+    whole = request("POST", f"{GENAI}/create", f"Authorization: Bearer {token}", body=body)
+    # Cut inside the target, inside the Authorization header and inside the body.
+    cuts = [20, whole.index(b"Bearer") + 9, len(whole) - len(body) + 7, len(whole)]
+    reader, writer = await raw.connect()
+    begin = 0
+    for end in cuts:
+        writer.write(whole[begin:end])
+        await writer.drain()
+        await asyncio.sleep(0.02)  # each piece in its own segment, most likely
+        begin = end
+    reply = await read_reply(reader)
+    assert reply.status == 200 and len(reply.json()["conversation_id"]) == 24
+    assert raw.standin.calls["create"] == 1
+
+
+async def test_chunked_bodies_and_expect_continue_are_read(raw: Raw) -> None:
+    token = await raw.token()
+    body = json.dumps({"asset_version_id": ASSET}).encode()
+    reader, writer = await raw.connect()
+    writer.write(
+        f"POST {GENAI}/create HTTP/1.1\r\nAuthorization: Bearer {token}\r\n"
+        "Expect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+    )
+    interim = await read_reply(reader)
+    assert interim.status == 100
+    writer.write(b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (5, body[:5], len(body) - 5, body[5:]))
+    reply = await read_reply(reader)
+    assert reply.status == 200 and "conversation_id" in reply.json()
+
+
+async def test_a_percent_encoded_path_is_decoded(raw: Raw) -> None:
+    reader, writer = await raw.connect()
+    writer.write(request("GET", "/_sim/%68ealth?x=1"))
+    assert (await read_reply(reader)).json() == {"status": "ok"}
+
+
+async def test_a_head_request_gets_no_body(raw: Raw) -> None:
+    reader, writer = await raw.connect()
+    writer.write(request("HEAD", "/_sim/health") + request("GET", "/_sim/health"))
+    head = await read_reply(reader, head_only=True)
+    assert head.status == 404 and int(head.headers["content-length"]) > 0
+    assert (await read_reply(reader)).json() == {"status": "ok"}  # the next answer, intact
+
+
+async def test_an_upgrade_is_answered_then_the_connection_closed(raw: Raw) -> None:
+    reader, writer = await raw.connect()
+    writer.write(
+        request("GET", "/_sim/health", "Connection: Upgrade", "Upgrade: websocket") + b"\x81\x00"
+    )
+    reply = await read_reply(reader)
+    assert (reply.status, reply.headers["connection"]) == (200, "close")
+    await assert_closed(reader)
+
+
+class Failing(StandIn):
+    def stats(self) -> dict[str, Any]:
+        raise RuntimeError("a fault of the stand-in itself")
+
+
+async def test_a_fault_of_the_stand_in_is_answered_500_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    failing = Failing()
+    server = await start(failing, 0)
+    raw = Raw(failing, bound_port(server))
+    try:
+        reader, writer = await raw.connect()
+        writer.write(request("GET", "/_sim/stats") + request("GET", "/_sim/health"))
+        failed = await read_reply(reader)
+        assert (failed.status, failed.json()) == (500, {"detail": "internal error"})
+        assert (await read_reply(reader)).status == 200  # the connection lives on
+        assert "answering GET /_sim/stats failed" in caplog.text
+    finally:
+        await raw.close()
+        await server.cleanup()
+
+
+async def test_cleanup_closes_open_connections() -> None:
+    standin = StandIn()
+    server = await start(standin, 0)
+    raw = Raw(standin, bound_port(server))
+    try:
+        reader, writer = await raw.connect()
+        writer.write(request("GET", "/_sim/health"))
+        assert (await read_reply(reader)).status == 200
+        await server.cleanup()
+        await assert_closed(reader)
+        with pytest.raises(OSError):
+            await raw.connect()
+    finally:
+        await raw.close()
+
+
+async def test_until_stopped_stops_any_server_on_sigterm() -> None:
+    class Runner:
+        cleaned = False
+
+        async def cleanup(self) -> None:
+            self.cleaned = True
+
+    runner = Runner()
+    waiting = asyncio.create_task(until_stopped(runner))
+    await asyncio.sleep(0)  # the signal handlers are in place
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(waiting, 10)
+    assert runner.cleaned
+
+
+async def test_its_cpu_per_request_is_measured_from_its_own_counters(raw: Raw) -> None:
+    """The measurement's arithmetic, on a server in this process (so not the figure itself)."""
+    per_request = await cpu_per_request(f"http://127.0.0.1:{raw.port}", 40, 4, 0.0)
+    assert per_request > 0
+    # Login, create, prompt, 40 warm-up polls, stats, 40 polls, stats.
+    assert raw.standin.served == 3 + 40 + 1 + 40 + 1
+    assert raw.standin.calls["poll"] == 80
