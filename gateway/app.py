@@ -25,6 +25,7 @@ from collections.abc import (
     Awaitable,
     Callable,
     Coroutine,
+    Iterator,
     MutableMapping,
 )
 from contextlib import asynccontextmanager
@@ -46,6 +47,7 @@ from common.errors import (
     AppError,
     Forbidden,
     InvalidInput,
+    Overloaded,
     Timeout,
     TooLarge,
     Unauthenticated,
@@ -62,7 +64,6 @@ from common.principals import Principal
 from common.principals import Role as PrincipalRole
 from common.tls import Role, identity_for
 from gateway import agensium, auth, dashboard, files, prism
-from gateway.admission import SubmitGate
 from gateway.file_client import FileClient
 from gateway.models import (
     AdminStatsResponse,
@@ -126,6 +127,33 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class SubmitsFull(Overloaded):
+    """This gateway is taking in as many submissions as it may at once."""
+
+    retry_after_s = 1
+
+
+class SubmitGate:
+    """Admission under overload: at most ``limit`` submissions taken in at once by this
+    gateway. Past that a submission is answered 429 with ``Retry-After: 1`` at once, rather
+    than queueing for seconds behind the others on a saturated machine (the submission was
+    not taken: sending it again is safe)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.taking = 0
+
+    @contextlib.contextmanager
+    def enter(self) -> Iterator[None]:
+        if self.taking >= self.limit:
+            raise SubmitsFull(f"{self.limit} submissions are being taken in; try again shortly")
+        self.taking += 1
+        try:
+            yield
+        finally:
+            self.taking -= 1
 
 
 class BodyLimit:
@@ -372,7 +400,7 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
             status_code=error.http_status, content={**error_body(error), "errors": errors}
         )
 
-    submits = SubmitGate(settings.max_submits_in_flight, settings.submit_latency_target_ms / 1000)
+    submits = SubmitGate(settings.max_submits_in_flight)
 
     @app.post("/task/submit", status_code=202, response_model=SubmitResponse, responses=_ERRORS)
     async def submit(

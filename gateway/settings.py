@@ -43,18 +43,8 @@ class GatewaySettings(ServiceSettings):
     max_submits_in_flight: int = Field(
         8,
         ge=1,
-        description="Most submissions one gateway takes in at once; past its current limit a "
-        "submission is answered 429 with Retry-After: 1 at once instead of queueing behind the "
-        "others.",
-    )
-    submit_latency_target_ms: float = Field(
-        150.0,
-        ge=0,
-        le=60_000,
-        description="The limit of submissions taken in at once adapts so that they are "
-        "answered within this: it shrinks when one takes longer and grows back, up to "
-        "GATEWAY_MAX_SUBMITS_IN_FLIGHT, while they are quicker (gateway/admission.py). 0 keeps "
-        "it at GATEWAY_MAX_SUBMITS_IN_FLIGHT.",
+        description="Submissions one gateway takes in at once; past that a submission is "
+        "answered 429 with Retry-After: 1 at once instead of queueing behind the others.",
     )
     prism_document_max_bytes: int = Field(
         50 * 1024 * 1024,
