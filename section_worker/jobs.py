@@ -82,8 +82,9 @@ from section_worker.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
 
-# A poll's answer can take this long after its planned time before the plan counts the poll as
-# made when its answer came (slow calls, retries) rather than when it was planned.
+# Within a plan's planned times, a poll's answer can take this long after its planned time
+# before the plan counts the poll as made when its answer came (slow calls, retries) rather
+# than when it was planned; past them, the next poll is always a gap after the answer came.
 _POLL_LATE_S = 0.5
 
 
@@ -500,8 +501,9 @@ class JobRunner:
         trail.doing = f"waiting for the answer of asset {asset_id}"
         sent = time.monotonic()
         last: float | None = None  # seconds after sending of the last poll, once one is made
+        made: float | None = None  # ... and when its answer came
         while True:
-            at = self._latencies.next_poll(asset_id, last)
+            at = self._latencies.next_poll(asset_id, last, made)
             await asyncio.sleep(max(0.0, sent + at - time.monotonic()))
             try:
                 answer = await session.poll(trail.conv_id, trail.message_id)
@@ -528,7 +530,8 @@ class JobRunner:
                 raise AnswerFailed(
                     f"the platform answered FAILED for asset {asset_id}: {answer.error}"
                 )
-            last = max(at, time.monotonic() - sent - _POLL_LATE_S)
+            made = time.monotonic() - sent
+            last = max(at, made - _POLL_LATE_S)
             emit(
                 Progress(
                     Stage.POLLING, trail.conv_id, trail.message_id, trail.polls, asset_id=asset_id

@@ -127,12 +127,17 @@ class PollPlan:
     min_gap_s: float  # a poll is never planned sooner than this after the job's previous one
     basis: Basis
 
-    def next_after(self, last_s: float | None) -> float:
-        """When to poll next, for a job whose last poll was at ``last_s`` (None: none yet)."""
+    def next_after(self, last_s: float | None, made_s: float | None = None) -> float:
+        """When to poll next, for a job whose last poll was planned at ``last_s`` (None: none
+        yet) and made at ``made_s`` (its answer came then; ``last_s`` when not given). Past
+        the planned times the next poll is ``late_gap_s`` after the last one was made, as a
+        fixed poller's: a slow answer pushes it back rather than bringing the next closer."""
         if last_s is None:
             return self.times[0] if self.times else self.late_gap_s
         i = bisect.bisect_right(self.times, last_s + self.min_gap_s)
-        return self.times[i] if i < len(self.times) else last_s + self.late_gap_s
+        if i < len(self.times):
+            return self.times[i]
+        return max(last_s, made_s if made_s is not None else last_s) + self.late_gap_s
 
     def describe(self) -> str:
         """A line for the log: the planned polls, then the late gap."""
@@ -413,10 +418,11 @@ class LatencyBook:
         asset.plan, asset.planned_version, asset.planned_at = plan, asset.version, now
         return plan
 
-    def next_poll(self, asset_id: str, last_s: float | None) -> float:
+    def next_poll(self, asset_id: str, last_s: float | None, made_s: float | None = None) -> float:
         """When a job on ``asset_id`` polls next, in seconds after its prompt was sent, given
-        its last poll at ``last_s`` (None: none yet)."""
-        return self.plan(asset_id).next_after(last_s)
+        its last poll planned at ``last_s`` (None: none yet) and made at ``made_s``
+        (:meth:`PollPlan.next_after`)."""
+        return self.plan(asset_id).next_after(last_s, made_s)
 
     def _draw(self, asset_id: str) -> tuple[PollPlan, Shape | None]:
         """The asset's plan and the shape its latencies are taken to follow."""

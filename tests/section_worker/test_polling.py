@@ -384,3 +384,13 @@ def test_a_runner_polls_on_the_priors_of_its_configuration(
     assert runner.latencies.next_poll(ASSET, None) > 10.0
     other = next(a for a in sorted(settings.known_assets()) if a != ASSET)
     assert runner.latencies.plan(other).basis == Basis.FRESH
+
+
+def test_past_its_planned_times_a_plan_polls_a_gap_after_the_last_answer_came() -> None:
+    fresh = fresh_plan(WorkerSettings())  # every 2 s: a fixed poller
+    assert fresh.next_after(2.0) == 4.0
+    assert fresh.next_after(2.0, 2.3) == pytest.approx(4.3)  # a slow answer pushes it back
+    assert fresh.next_after(2.0, 1.9) == 4.0  # never sooner than a gap after the planned time
+    plan = PollPlan((10.0, 11.0, 12.0), late_gap_s=2.0, min_gap_s=0.5, basis=Basis.PRIOR)
+    assert plan.next_after(10.0, 10.4) == 11.0  # within the planned times: the plan's
+    assert plan.next_after(12.0, 12.3) == pytest.approx(14.3)
