@@ -104,8 +104,9 @@ _Z90 = NormalDist().inv_cdf(0.9)
 _MIN_GAP_S = 1e-3  # two polls of one job are never closer
 _MAX_POLLS_PLANNED = 2000
 _HELD_MAX = 100_000  # answers held back per asset at most
-HORIZON_FACTOR = 2.0  # an answer counts once its prompt is this many times the slowest old
-# (or the job's timeout old, if sooner): the module docstring, "When an answer counts"
+# An answer counts once its prompt is this many times the slowest answer seen old, or the job's
+# timeout if sooner (module docstring, "When an answer counts").
+HORIZON_FACTOR = 2.0
 
 
 class Basis(StrEnum):
