@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
+from typing import Any
 
 import boto3
 import httpx
 import pytest
 
-from scripts.devstack import Ports, Stack
+from scripts.devstack import ROOT, Ports, Stack
 from tests.helpers import free_port
 
 BUCKET = "e2e-tasks"
@@ -33,24 +37,50 @@ FAST = {
 }
 
 
+def loopback_ports(*, orchestrators: int = 1, workers: int = 1, s3: int | None = None) -> Ports:
+    """Ports for a stack on loopback, each free now (``s3``: the S3 server's, when given)."""
+    return Ports(
+        gateway=free_port(),
+        orchestrators=[free_port() for _ in range(orchestrators)],
+        storage=free_port(),
+        simulator=free_port(),
+        s3=s3 if s3 is not None else free_port(),
+        workers=[free_port() for _ in range(workers)],
+    )
+
+
+def changed_config(base: Path, sections: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Writes the repository's config.json with ``sections``' fields set (section name ->
+    field -> value) to ``base``; the settings that point the orchestrators, workers and gateway
+    at it."""
+    config = json.loads((ROOT / "config.json").read_text())
+    for name, fields in sections.items():
+        config["sections"][name].update(fields)
+    path = base / "config.json"
+    path.write_text(json.dumps(config))
+    return {f"{prefix}_CONFIG_PATH": str(path) for prefix in ("ORCH", "WORKER", "GATEWAY")}
+
+
+@contextlib.contextmanager
+def running(base: Path, ports: Ports, env: Mapping[str, str], bucket: str) -> Iterator[Stack]:
+    """The platform started on ``ports`` with ``env``, its state and logs under ``base``;
+    stopped on leaving (the logs printed first with ``E2E_SHOW_LOGS`` set)."""
+    platform = Stack(ports, base / "state", log_dir=base / "logs", env=dict(env), bucket=bucket)
+    platform.start(timeout=60)
+    try:
+        yield platform
+    finally:
+        platform.stop()
+        if os.environ.get("E2E_SHOW_LOGS"):
+            for name in platform.procs:
+                print(f"----- {name}\n{platform.log_tail(name, 200)}")
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     base = tmp_path_factory.mktemp("stack")
-    ports = Ports(
-        gateway=free_port(),
-        orchestrators=[free_port()],
-        storage=free_port(),
-        simulator=free_port(),
-        s3=free_port(),
-        workers=[free_port(), free_port()],
-    )
-    platform = Stack(ports, base / "state", log_dir=base / "logs", env=FAST, bucket=BUCKET)
-    platform.start(timeout=60)
-    yield platform
-    platform.stop()
-    if os.environ.get("E2E_SHOW_LOGS"):
-        for name in platform.procs:
-            print(f"----- {name}\n{platform.log_tail(name, 200)}")
+    with running(base, loopback_ports(workers=2), FAST, BUCKET) as platform:
+        yield platform
 
 
 @pytest.fixture

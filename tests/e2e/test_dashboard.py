@@ -12,7 +12,6 @@ only when no Chromium is installed (``make test`` installs it: ``make chromium``
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -23,8 +22,8 @@ import httpx
 import pytest
 from playwright.async_api import Page, async_playwright
 
-from scripts.devstack import ROOT, Ports, Stack
-from tests.e2e.conftest import FAST
+from scripts.devstack import ROOT, Stack
+from tests.e2e.conftest import FAST, changed_config, loopback_ports, running
 from tests.e2e.test_platform import PASSWORD, wait_finished
 from tests.helpers import free_port
 
@@ -40,25 +39,9 @@ PORTFOLIO = {"Market Value": "12000000", "Investment Value": "11000000", "Top As
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The platform with a config.json whose top_movers section answers with a file."""
     base = tmp_path_factory.mktemp("dashboard-stack")
-    config = json.loads((ROOT / "config.json").read_text())
-    config["sections"]["top_movers"]["output"] = "file"
-    config_path = base / "config.json"
-    config_path.write_text(json.dumps(config))
-    configured = {f"{p}_CONFIG_PATH": str(config_path) for p in ("ORCH", "WORKER", "GATEWAY")}
-    ports = Ports(
-        gateway=free_port(),
-        orchestrators=[free_port()],
-        storage=free_port(),
-        simulator=free_port(),
-        s3=free_port(),
-        workers=[free_port()],
-    )
-    platform = Stack(
-        ports, base / "state", log_dir=base / "logs", env=FAST | configured, bucket="e2e-dash"
-    )
-    platform.start(timeout=60)
-    yield platform
-    platform.stop()
+    configured = changed_config(base, {"top_movers": {"output": "file"}})
+    with running(base, loopback_ports(), FAST | configured, "e2e-dash") as platform:
+        yield platform
 
 
 @pytest.fixture(scope="module")

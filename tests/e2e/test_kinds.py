@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import signal
 import statistics
 from collections.abc import AsyncIterator, Iterator
@@ -15,10 +14,10 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from scripts.devstack import ROOT, Ports, Stack
+from scripts.devstack import Stack
 from section_worker.kinds import tables
 from simulator.answers import COMPUTED, computed, input_digest
-from tests.e2e.conftest import FAST
+from tests.e2e.conftest import FAST, changed_config, loopback_ports, running
 from tests.e2e.test_platform import PASSWORD, wait_finished
 from tests.helpers import assert_eventually, free_port
 
@@ -31,29 +30,10 @@ TRANSFORM_ASSET = "5d2e8f7a-1b3c-4d9e-8f60-7a1b2c3d4e5f"  # table_transform's fi
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     base = tmp_path_factory.mktemp("kinds-stack")
-    config = json.loads((ROOT / "config.json").read_text())
-    config["sections"]["table_transform"]["options"] = {"chunk_rows": 7, "parallel_chunks": 3}
-    config_path = base / "config.json"
-    config_path.write_text(json.dumps(config))
-    configured = {f"{p}_CONFIG_PATH": str(config_path) for p in ("ORCH", "WORKER", "GATEWAY")}
-    ports = Ports(
-        gateway=free_port(),
-        orchestrators=[free_port()],
-        storage=free_port(),
-        simulator=free_port(),
-        s3=free_port(),
-        workers=[free_port()],
-    )
-    platform = Stack(
-        ports,
-        base / "state",
-        log_dir=base / "logs",
-        env=FAST | configured | CHEAP,
-        bucket="e2e-kinds",
-    )
-    platform.start(timeout=60)
-    yield platform
-    platform.stop()
+    chunks = {"table_transform": {"options": {"chunk_rows": 7, "parallel_chunks": 3}}}
+    env = FAST | changed_config(base, chunks) | CHEAP
+    with running(base, loopback_ports(), env, "e2e-kinds") as platform:
+        yield platform
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from scripts.devstack import Ports, Stack
-from tests.e2e.conftest import BUCKET, FAST
+from scripts.devstack import Stack
+from tests.e2e.conftest import BUCKET, FAST, loopback_ports, running
 from tests.e2e.test_platform import SEED
 from tests.helpers import free_port
 
@@ -110,14 +110,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> It
     """The platform with every service's metrics endpoint on a free port, tracing on (OTLP to
     the receiver, exported every 100 ms) and JSON logs."""
     base = tmp_path_factory.mktemp("observed")
-    ports = Ports(
-        gateway=free_port(),
-        orchestrators=[free_port()],
-        storage=free_port(),
-        simulator=free_port(),
-        s3=free_port(),
-        workers=[free_port(), free_port()],
-    )
+    ports = loopback_ports(workers=2)
     ports.metrics = {name: free_port() for name in ports.service_names()}
     env = {
         **FAST,
@@ -126,10 +119,8 @@ def observed(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> It
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         **{f"{prefix}_LOG_FORMAT": "json" for prefix in ("GATEWAY", "ORCH", "STORAGE", "WORKER")},
     }
-    platform = Stack(ports, base / "state", log_dir=base / "logs", env=env, bucket=BUCKET)
-    platform.start(timeout=60)
-    yield platform
-    platform.stop()
+    with running(base, ports, env, BUCKET) as platform:
+        yield platform
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,10 +23,9 @@ from typing import Any
 import httpx
 import pytest
 
-from scripts.devstack import Ports, Stack
-from tests.e2e.conftest import BUCKET, FAST
+from scripts.devstack import Stack
+from tests.e2e.conftest import BUCKET, FAST, loopback_ports, running
 from tests.e2e.test_platform import PASSWORD, wait_finished
-from tests.helpers import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -66,14 +64,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     base = tmp_path_factory.mktemp("protected")
     config = base / "config.json"
     config.write_text(json.dumps(CONFIG))
-    ports = Ports(
-        gateway=free_port(),
-        orchestrators=[free_port(), free_port()],
-        storage=free_port(),
-        simulator=free_port(),
-        s3=free_port(),
-        workers=[free_port(), free_port(), free_port()],
-    )
     env = {
         **FAST,
         "ORCH_CONFIG_PATH": str(config),
@@ -82,14 +72,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "SIM_COST_MIN": "0.1",
         "SIM_COST_MAX": "0.1",
     }
-    platform = Stack(ports, base / "state", log_dir=base / "logs", env=env, bucket=BUCKET)
-    assert platform.shared_limits  # three workers share their limits through Redis
-    platform.start(timeout=60)
-    yield platform
-    platform.stop()
-    if os.environ.get("E2E_SHOW_LOGS"):
-        for name in platform.procs:
-            print(f"----- {name}\n{platform.log_tail(name, 200)}")
+    ports = loopback_ports(orchestrators=2, workers=3)
+    with running(base, ports, env, BUCKET) as platform:
+        assert platform.shared_limits  # three workers share their limits through Redis
+        yield platform
 
 
 async def submit(client: httpx.AsyncClient, record: dict[str, Any], **headers: str) -> str:

@@ -20,8 +20,8 @@ from orchestrator.membership import Membership
 from orchestrator.models import SectionResult, TaskRecord
 from orchestrator.storage_client import LEASES, StorageClient
 from orchestrator.takeover import Takeover
-from scripts.devstack import Ports, Stack
-from tests.e2e.conftest import BUCKET, FAST
+from scripts.devstack import Stack
+from tests.e2e.conftest import BUCKET, FAST, loopback_ports, running
 from tests.e2e.test_platform import (
     PASSWORD,
     SEED,
@@ -49,14 +49,7 @@ def proxy() -> Iterator[TcpProxy]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, proxy: TcpProxy) -> Iterator[Stack]:
     base = tmp_path_factory.mktemp("replicas")
-    ports = Ports(
-        gateway=free_port(),
-        orchestrators=[free_port(), free_port()],
-        storage=free_port(),
-        simulator=free_port(),
-        s3=proxy.target_port,
-        workers=[free_port(), free_port(), free_port()],
-    )
+    ports = loopback_ports(orchestrators=2, workers=3, s3=proxy.target_port)
     env = {
         **FAST,
         "STORAGE_S3_ENDPOINT_URL": f"http://127.0.0.1:{proxy.listen_port}",
@@ -64,10 +57,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, proxy: TcpProxy) -> Iterator
         "STORAGE_S3_CONNECT_TIMEOUT_S": "1",
         "STORAGE_S3_READ_TIMEOUT_S": "2",
     }
-    platform = Stack(ports, base / "state", log_dir=base / "logs", env=env, bucket=BUCKET)
-    platform.start(timeout=60)
-    yield platform
-    platform.stop()
+    with running(base, ports, env, BUCKET) as platform:
+        yield platform
 
 
 def _orphan(task_id: str, sealed: str, *, owner: str, takeovers: int = 0) -> TaskRecord:

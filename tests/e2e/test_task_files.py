@@ -15,10 +15,10 @@ import pytest
 
 from common.channels import open_channel
 from common.tls import Role
-from scripts.devstack import ROOT, Ports, Stack
+from scripts.devstack import Stack
 from simulator.answers import input_digest
 from simulator.state import answer_for
-from tests.e2e.conftest import FAST
+from tests.e2e.conftest import FAST, changed_config, loopback_ports, running
 from tests.e2e.test_platform import PASSWORD, TOP_MOVERS_ASSET, wait_finished
 from tests.helpers import assert_eventually, free_port
 from wealthai.storage.v1 import files_pb2, files_pb2_grpc
@@ -32,25 +32,9 @@ MOVERS = "AAPL +3.2%\nMSFT -1.1%\nNVDA +5.4%\n"
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The platform with a config.json whose top_movers section answers with a file."""
     base = tmp_path_factory.mktemp("files-stack")
-    config = json.loads((ROOT / "config.json").read_text())
-    config["sections"]["top_movers"]["output"] = "file"
-    config_path = base / "config.json"
-    config_path.write_text(json.dumps(config))
-    configured = {f"{p}_CONFIG_PATH": str(config_path) for p in ("ORCH", "WORKER", "GATEWAY")}
-    ports = Ports(
-        gateway=free_port(),
-        orchestrators=[free_port()],
-        storage=free_port(),
-        simulator=free_port(),
-        s3=free_port(),
-        workers=[free_port()],
-    )
-    platform = Stack(
-        ports, base / "state", log_dir=base / "logs", env=FAST | configured, bucket="e2e-files"
-    )
-    platform.start(timeout=60)
-    yield platform
-    platform.stop()
+    configured = changed_config(base, {"top_movers": {"output": "file"}})
+    with running(base, loopback_ports(), FAST | configured, "e2e-files") as platform:
+        yield platform
 
 
 @pytest.fixture
