@@ -38,14 +38,23 @@ FAST = {
 
 
 def loopback_ports(*, orchestrators: int = 1, workers: int = 1, s3: int | None = None) -> Ports:
-    """Ports for a stack on loopback, each free now (``s3``: the S3 server's, when given)."""
+    """Ports for a stack on loopback, each free now and all distinct (``s3``: the S3 server's,
+    when given; nothing may listen on it yet, so no other port is drawn equal to it)."""
+    taken = {s3} if s3 is not None else set()
+
+    def draw() -> int:
+        while (port := free_port()) in taken:
+            pass
+        taken.add(port)
+        return port
+
     return Ports(
-        gateway=free_port(),
-        orchestrators=[free_port() for _ in range(orchestrators)],
-        storage=free_port(),
-        simulator=free_port(),
-        s3=s3 if s3 is not None else free_port(),
-        workers=[free_port() for _ in range(workers)],
+        gateway=draw(),
+        orchestrators=[draw() for _ in range(orchestrators)],
+        storage=draw(),
+        simulator=draw(),
+        s3=s3 if s3 is not None else draw(),
+        workers=[draw() for _ in range(workers)],
     )
 
 
