@@ -30,10 +30,10 @@ import grpc
 import httpx
 
 from bench.procstats import usage
-from bench.stack import free_ports
 from common.channels import open_channel
 from common.tls import Identity, Role, ensure_certificates
 from scripts.devstack import ROOT, wait_for_port
+from scripts.ports import free_ports
 from wealthai.worker.v1 import worker_pb2, worker_pb2_grpc
 
 ASSET = "capacity-asset"

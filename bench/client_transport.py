@@ -23,8 +23,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from bench.stack import free_ports
 from scripts.devstack import ROOT, wait_for_port
+from scripts.ports import free_ports
 
 _STATUS = {
     "task_id": "task_20261201120000_0123abcd",

@@ -12,27 +12,15 @@ path.
 
 from __future__ import annotations
 
-import socket
 import sys
 from pathlib import Path
 from typing import Protocol
 
 from scripts import seaweedfs
 from scripts.devstack import Ports, Proc, Stack
+from scripts.ports import free_ports
 
 QUIET = {f"{svc}_LOG_LEVEL": "WARNING" for svc in ("GATEWAY", "ORCH", "STORAGE", "WORKER", "SIM")}
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports free on 127.0.0.1 right now."""
-    ports: list[int] = []
-    while len(ports) < count:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in ports:
-            ports.append(port)
-    return ports
 
 
 def proxy_spec(listen: int, upstream: int, control: int, env: dict[str, str]) -> Proc:

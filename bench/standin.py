@@ -714,8 +714,8 @@ def measure(requests: int, runs: int) -> None:
     import subprocess
     import sys
 
-    from bench.stack import free_ports
     from scripts.devstack import ROOT, wait_for_port
+    from scripts.ports import free_ports
 
     (port,) = free_ports(1)
     command = [sys.executable, "-m", "bench.standin", "--port", str(port)]

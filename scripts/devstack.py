@@ -47,6 +47,7 @@ from common.tls import CA_CERT, Identity, Role, ensure_certificates
 from gateway.models import EXAMPLE_DATA
 from orchestrator.credentials import new_key
 from scripts import redis, seaweedfs
+from scripts.ports import free_port, free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 S3_SERVERS = ("moto", "seaweedfs")
@@ -70,12 +71,6 @@ ENV_PREFIXES = {
 }
 
 logger = logging.getLogger(__name__)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def listens(port: int) -> bool:
@@ -148,16 +143,9 @@ class Ports:
     @classmethod
     def free(cls, *, workers: int = 2, orchestrators: int = 1) -> Ports:
         """Every port a free one (for tests and benchmarks running beside ``make run``)."""
-        socks = []
-        try:
-            for _ in range(4 + workers + orchestrators + len(seaweedfs.PORT_FLAGS)):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", 0))
-            gateway, storage, simulator, s3, *rest = [s.getsockname()[1] for s in socks]
-        finally:
-            for sock in socks:
-                sock.close()
+        gateway, storage, simulator, s3, *rest = free_ports(
+            4 + workers + orchestrators + len(seaweedfs.PORT_FLAGS)
+        )
         return cls(
             gateway=gateway,
             orchestrators=rest[:orchestrators],
@@ -306,7 +294,7 @@ class Stack:
         worker_env: dict[str, str] = {}
         if self.shared_limits:
             if not p.redis:
-                p.redis = _free_port()
+                p.redis = free_port()
             argv = redis.command(p.redis, self.state_dir / "redis")
             specs.append(Proc("redis", p.redis, argv, env, quiet=True))
             worker_env["WORKER_LIMITS_URL"] = f"redis://127.0.0.1:{p.redis}/0"

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from scripts.ports import free_port
+
 
 def redis_binary() -> str:
     """The ``redis-server`` executable, or RuntimeError saying how to get it."""
@@ -50,12 +52,6 @@ def command(port: int, work_dir: Path) -> list[str]:
     ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _answers(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
@@ -73,7 +69,7 @@ class RedisServer:
     """
 
     def __init__(self, port: int = 0) -> None:
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self._dir = tempfile.TemporaryDirectory(prefix="wealthai-redis-")
         self._proc: subprocess.Popen[bytes] | None = None
 

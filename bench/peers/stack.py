@@ -17,9 +17,10 @@ import sys
 from pathlib import Path
 
 from bench.peers.settings import new_seal_key
-from bench.stack import free_ports, proxy_spec, running_pids, standin_spec
+from bench.stack import proxy_spec, running_pids, standin_spec
 from scripts import redis, seaweedfs
 from scripts.devstack import Ports, Proc, Stack
+from scripts.ports import free_ports
 
 CONCURRENCY = 300  # worker threads, sized for tasks that mostly wait on the platform
 BUCKET = "peer-tasks"
