@@ -18,13 +18,15 @@ help: ## List the targets.
 # The pinned dependencies, then the project itself: editable, without dependencies (the locks have
 # them), which puts the `wealthai` command in .venv/bin (built offline with the lock's setuptools).
 # The locks are installed by uv, pinned here: the same packages as pip installs from them, in
-# seconds rather than the two minutes pip takes (both measured from PyPI on a 2-core machine);
-# when uv cannot install them (an index only pip is set up for), pip does.
+# half a minute rather than the two pip takes (both measured from PyPI on a 2-core machine);
+# when uv cannot install them (an index only pip is set up for), pip does. Both compile the
+# bytecode as they install: where PYTHONDONTWRITEBYTECODE is set, nothing would cache it later,
+# and every process of the tests would compile its libraries again.
 UV := uv==0.13.9
 $(STAMP): $(LOCKS) pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(UV)
-	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements-dev.lock \
+	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -r requirements-dev.lock \
 		|| $(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.lock
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-*
