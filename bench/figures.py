@@ -158,6 +158,7 @@ def s3_figures(counts: dict[str, Any], completed: list[str], seconds: float) -> 
     in_flight = sum(o[: o.rfind("P") + 1].count("G") for o in ops.values() if "P" in o)
     after = sum(o[o.rfind("P") + 1 :].count("G") for o in ops.values())
     everything = sum(sum(by_op.values()) for by_op in requests.values())
+    connections = counts.get("connections", 0)
     return {
         "requests": requests,
         "per_task": per_task,
@@ -167,6 +168,8 @@ def s3_figures(counts: dict[str, Any], completed: list[str], seconds: float) -> 
         "task_reads_after_last_write": after,
         "lease_per_s": {op: round(requests["lease"][op] / seconds, 2) for op in OPS},
         "requests_per_s": round(everything / seconds, 1),
+        "connections": connections,
+        "requests_per_connection": round(everything / connections, 1) if connections else None,
     }
 
 

@@ -17,10 +17,12 @@ other      anything else (bucket set-up, POST …)
 =========  ===========================================  ==============================
 
 It also keeps, per task document, the sequence of its operations (``"PPGPPG"``), so a reader
-can tell reads made while the task ran (before its last write) from reads made after it.
+can tell reads made while the task ran (before its last write) from reads made after it, and
+the number of connections its clients opened (a client that keeps its connections alive opens
+few).
 
 The control port answers ``GET /counts`` (JSON: ``requests`` kind -> operation -> count,
-``task_ops`` key -> operations) and ``POST /reset``.
+``task_ops`` key -> operations, ``connections``) and ``POST /reset``.
 """
 
 from __future__ import annotations
@@ -67,10 +69,12 @@ class Counts:
     def __init__(self) -> None:
         self.requests: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.task_ops: defaultdict[str, str] = defaultdict(str)
+        self.connections = 0
 
     def reset(self) -> None:
         self.requests.clear()
         self.task_ops.clear()
+        self.connections = 0
 
     def add(self, method: str, target: str) -> None:
         op, kind, key = classify(method, target)
@@ -82,6 +86,7 @@ class Counts:
         return {
             "requests": {k: {op: self.requests[k][op] for op in OPS} for k in KEY_KINDS},
             "task_ops": dict(self.task_ops),
+            "connections": self.connections,
         }
 
 
@@ -144,6 +149,7 @@ async def _proxy(
     upstream: int,
     counts: Counts,
 ) -> None:
+    counts.connections += 1
     try:
         server_r, server_w = await asyncio.open_connection("127.0.0.1", upstream)
     except OSError:

@@ -75,6 +75,7 @@ def test_a_tiny_benchmark_reports_every_figure(
     assert s3["reads_per_task"] >= 0
     assert s3["task_reads_while_running"] >= 0
     assert s3["requests_per_s"] > 0
+    assert s3["connections"] >= 1 and s3["requests_per_connection"] > 0
     assert set(s3["lease_per_s"]) == set(OPS)
 
     calls = summary["platform"]["calls_per_section"]
