@@ -27,6 +27,12 @@ many writers holding the same version exactly one succeeds and the others get
 retry, :meth:`S3Calls.put_json` re-reads the object: when it holds exactly our bytes, that
 earlier attempt did land and its version is returned instead of a false conflict.
 
+**Small bodies go at once.** botocore asks for ``Expect: 100-continue`` on every PUT with a
+body, so the server must answer "go on" before the body is sent: a round trip more per write,
+and servers that answer an empty body's request without reading on (SeaweedFS, for the owner
+index's markers) close the connection after it. A body under 1 MiB is sent without it
+(:func:`send_small_bodies_at_once`); multipart parts, larger, keep it.
+
 **Metrics.** Every S3 request (each attempt of a call) is counted and timed by operation
 (``GetObject``, ``PutObject`` …) and outcome: ``ok``, or the :class:`Failure` it was sorted
 into (``not_found``, ``conflict``, ``transient``, ``no_bucket``, ``denied``, ``other``),
@@ -57,6 +63,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.loaders import create_loader
+from botocore.utils import determine_content_length
 from prometheus_client import Counter, Histogram
 
 from common.backoff import Backoff
@@ -196,6 +203,28 @@ def resolve_endpoints_by_bucket(client: Any) -> bool:
     return True
 
 
+# Bodies smaller than this are sent with their request, without waiting for "100 Continue".
+EXPECT_CONTINUE_MIN_BYTES = 1024 * 1024
+
+
+def _send_small_body_at_once(params: dict[str, Any], **_: Any) -> None:
+    headers = params.get("headers", {})
+    if "Expect" in headers:
+        size = determine_content_length(params.get("body"))
+        if size is not None and size < EXPECT_CONTINUE_MIN_BYTES:
+            del headers["Expect"]
+
+
+def send_small_bodies_at_once(client: Any) -> None:
+    """Makes ``client`` send a request body under :data:`EXPECT_CONTINUE_MIN_BYTES` with its
+    headers instead of asking for ``100 Continue`` first (botocore's default for every PUT).
+
+    Measured against SeaweedFS, PUTs of a 1.5 KB document and of an empty marker in turn, 16 at
+    a time: 2.6-3.0 → 1.8-2.5 ms of client CPU and 1.6 → 1.2-1.3 ms of the server's per PUT,
+    and a new connection for 1 PUT in 2 → 1 in 100 (the empty ones closed theirs)."""
+    client.meta.events.register_last("before-call.s3", _send_small_body_at_once)
+
+
 class S3Calls:
     """One long-lived S3 client for one bucket, and :meth:`call` to use it with retries."""
 
@@ -245,6 +274,7 @@ class S3Calls:
         )
         self._stack = stack
         resolve_endpoints_by_bucket(self._client)
+        send_small_bodies_at_once(self._client)
         logger.info(
             "S3 client ready: bucket %s, region %s, endpoint %s",
             self.bucket,

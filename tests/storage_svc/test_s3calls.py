@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from typing import Any
 
@@ -14,7 +15,14 @@ from botocore.exceptions import (
 )
 
 from common.errors import Conflict, Internal, NotFound, Unavailable
-from storage_svc.s3calls import Failure, S3Calls, classify, resolve_endpoints_by_bucket
+from storage_svc.s3calls import (
+    EXPECT_CONTINUE_MIN_BYTES,
+    Failure,
+    S3Calls,
+    _send_small_body_at_once,
+    classify,
+    resolve_endpoints_by_bucket,
+)
 from storage_svc.settings import StorageSettings
 
 
@@ -197,3 +205,54 @@ async def test_rules_that_read_the_key_keep_it(
 
 def test_a_client_without_a_rule_set_resolver_is_left_alone() -> None:
     assert resolve_endpoints_by_bucket(object()) is False
+
+
+class _Unsized:
+    """A stream whose length cannot be told before it is read."""
+
+    def read(self, n: int = -1) -> bytes:
+        return b""
+
+
+@pytest.mark.parametrize(
+    ("body", "kept"),
+    [
+        (b"", False),
+        (b"{}", False),
+        (io.BytesIO(b"x" * (EXPECT_CONTINUE_MIN_BYTES - 1)), False),
+        (io.BytesIO(b"x" * EXPECT_CONTINUE_MIN_BYTES), True),
+        (_Unsized(), True),
+    ],
+    ids=["empty", "small", "just-under", "at-the-limit", "unknown-length"],
+)
+def test_only_a_body_known_to_be_small_goes_without_expect(body: Any, kept: bool) -> None:
+    params = {"headers": {"Expect": "100-continue", "Content-Type": "x"}, "body": body}
+    _send_small_body_at_once(params)
+    assert ("Expect" in params["headers"]) is kept
+    assert params["headers"]["Content-Type"] == "x"
+
+
+def test_a_request_without_expect_is_left_alone() -> None:
+    params: dict[str, Any] = {"headers": {}, "body": b"{}"}
+    _send_small_body_at_once(params)
+    assert params == {"headers": {}, "body": b"{}"}
+
+
+async def test_the_store_sends_documents_and_markers_without_expect(store: Any) -> None:
+    client = store.s3.client
+    sent: list[tuple[str, str | None]] = []
+
+    def record(request: Any, **_: Any) -> None:
+        expect = request.headers.get("Expect")
+        sent.append((request.url.rpartition("/")[2], expect.decode() if expect else None))
+
+    client.meta.events.register("before-send.s3.PutObject", record)
+    try:
+        await store.s3.put_empty("owners/marker")
+        await store.s3.put_json("doc.json", b'{"a": 1}', what="a document", if_none_match=True)
+        big = b"x" * EXPECT_CONTINUE_MIN_BYTES
+        await client.put_object(Bucket=store.s3.bucket, Key="big", Body=big)
+    finally:
+        client.meta.events.unregister("before-send.s3.PutObject", record)
+
+    assert sent == [("marker", None), ("doc.json", None), ("big", "100-continue")]
