@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from scripts.devstack import ROOT, Ports, Stack
-from tests.helpers import free_port
+from scripts.ports import free_ports
 
 BUCKET = "e2e-tasks"
 FAST = {
@@ -39,22 +39,15 @@ FAST = {
 
 def loopback_ports(*, orchestrators: int = 1, workers: int = 1, s3: int | None = None) -> Ports:
     """Ports for a stack on loopback, each free now and all distinct (``s3``: the S3 server's,
-    when given; nothing may listen on it yet, so no other port is drawn equal to it)."""
-    taken = {s3} if s3 is not None else set()
-
-    def draw() -> int:
-        while (port := free_port()) in taken:
-            pass
-        taken.add(port)
-        return port
-
+    when given: drawn through scripts.ports too, which never hands a port out twice)."""
+    gateway, storage, simulator, drawn_s3, *rest = free_ports(4 + orchestrators + workers)
     return Ports(
-        gateway=draw(),
-        orchestrators=[draw() for _ in range(orchestrators)],
-        storage=draw(),
-        simulator=draw(),
-        s3=s3 if s3 is not None else draw(),
-        workers=[draw() for _ in range(workers)],
+        gateway=gateway,
+        orchestrators=rest[:orchestrators],
+        storage=storage,
+        simulator=simulator,
+        s3=s3 if s3 is not None else drawn_s3,
+        workers=rest[orchestrators:],
     )
 
 
