@@ -13,8 +13,9 @@ failed outcome with the worker's reason. A job whose access token the platform r
 :class:`~orchestrator.worker_client.TokenExpired` to the caller, which alone can renew the
 token.
 
-``on_progress`` is awaited before the job's next event is read, so a caller that stores the
-ids a progress report carries has them stored before anything else happens to the section.
+``on_progress`` is awaited before the job's next event is read, so what a caller does with the
+ids a progress report carries (the pipeline queues their write) is done before anything else
+happens to the section.
 ``on_placed`` is awaited before a job with no message to resume starts on a worker other than
 the one a takeover would pick for it (``prefer``, else the job's home): stored, it lets a
 replica taking the task over reach the worker that may hold the job's message as an orphan,

@@ -2,10 +2,12 @@
 workers, aggregate, finish.
 
 Writes to storage are few and each one matters: the task is stored at submission; a section's
-conversation and message ids are stored as soon as the platform accepts its prompt, before the
-job goes on; then every finished section is persisted before it counts as done (a crash right
-after costs nothing twice); writes that meet while one is in flight share the next one
-(:mod:`orchestrator.writer`); the write of the last section also finishes the task.
+conversation and message ids are queued for storing as soon as the platform accepts its prompt,
+and the job goes on meanwhile (a store that fails ends the job with its error); then every
+finished section is persisted before it counts as done (a crash right after costs nothing
+twice), never before its message ids; writes that meet while one is in flight share the next
+one (:mod:`orchestrator.writer`), so a quick answer that comes while its ids wait for their
+write is stored with them in one; the write of the last section also finishes the task.
 Intermediate states (authenticating, processing, a section running) live in memory, where
 status calls and watchers read them, so a running task costs no storage read either. What each
 step changes on the record is in :mod:`orchestrator.transitions`; how a section's job reaches
@@ -41,6 +43,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 
 from common.backoff import Backoff
@@ -49,7 +52,7 @@ from common.logging import section_var, task_id_var
 from orchestrator import task_files, transitions
 from orchestrator.config import SectionsConfig
 from orchestrator.credentials import Sealer, SealError, TokenCache
-from orchestrator.dispatch import dispatch, resumed
+from orchestrator.dispatch import OnProgress, dispatch, resumed
 from orchestrator.models import TaskEvent, TaskRecord, TaskState
 from orchestrator.storage_client import StorageClient
 from orchestrator.worker_client import (
@@ -74,6 +77,62 @@ _DEFAULT_MAX_DISPATCHES = 4
 # Token renewals one section may need before it fails: one expiry is expected on a long task;
 # a second in a row means the platform rejects fresh tokens, which another one will not fix.
 _TOKEN_RENEWALS = 1
+
+
+class _StoresBehind:
+    """The writes a section's job goes on without waiting for (the ids of each prompt the
+    platform accepted), in the order they were started. The first that fails ends the job
+    (:meth:`watch`) with its error; the section waits for all of them (:meth:`wait`) before it
+    is done, which its own last write, queued after them, has already done unless one failed."""
+
+    def __init__(self) -> None:
+        self._writes: list[asyncio.Task[None]] = []
+        self._failed: BaseException | None = None
+        self._job: asyncio.Future[Outcome] | None = None
+
+    def start(self, write: Coroutine[object, object, None]) -> None:
+        task = asyncio.ensure_future(write)
+        task.add_done_callback(self._ended)
+        self._writes.append(task)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._failed is not None:
+            return
+        if (error := task.exception()) is not None:
+            self._failed = error
+            if self._job is not None:
+                self._job.cancel()
+
+    async def watch(self, job: Coroutine[object, object, Outcome]) -> Outcome:
+        """``job``'s outcome, unless a write fails first: then the job is cancelled and the
+        write's error raised."""
+        if self._failed is not None:
+            job.close()
+            raise self._failed
+        self._job = asyncio.ensure_future(job)
+        try:
+            return await self._job
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self._failed is None or (current is not None and current.cancelling()):
+                raise
+            raise self._failed from None
+        finally:
+            self._job = None
+
+    async def wait(self) -> None:
+        """Returns once every write is stored; raises the first one's error."""
+        for task in self._writes:
+            await task
+
+    def close(self) -> None:
+        """Cancels the writes still going (the section ended without them) and consumes the
+        errors of those that failed (the first was raised already)."""
+        for task in self._writes:
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled():
+                task.exception()
 
 
 class _AuthenticationFailed(Exception):
@@ -279,29 +338,26 @@ class TaskRun:
             return
         await asyncio.gather(*(self._section(name) for name in todo))
 
-    async def _progressed(self, name: str, progress: Progress, worker: str) -> None:
-        """Keeps what section ``name``'s job reached. A conversation alone stays in memory
-        (another one costs nothing); a message the platform accepted is stored at once, with
-        the conversation's asset and the worker, before the job goes on."""
+    def _progressed(self, name: str, progress: Progress, worker: str) -> Change | None:
+        """Keeps what section ``name``'s job reached; returns the change to store, if any. A
+        conversation alone stays in memory (another one costs nothing); a message the platform
+        accepted is to be stored at once, with the conversation's asset and the worker."""
         section = self.record.result_data[name]
         if not progress.message_id:
             if progress.conv_id and progress.conv_id != section.conv_id:
                 section.conv_id, section.conv_asset_id = progress.conv_id, progress.asset_id
                 section.message_id = ""
-            return
+            return None
         if (progress.conv_id, progress.message_id) == (section.conv_id, section.message_id):
             section.worker = worker  # a resumed message, stored already; written with the next
-            return
-        await self._persist(
-            lambda r: transitions.prompt_sent(
-                r,
-                name,
-                conv_id=progress.conv_id,
-                message_id=progress.message_id,
-                asset_id=progress.asset_id,
-                worker=worker,
-            ),
-            section=name,
+            return None
+        return lambda r: transitions.prompt_sent(
+            r,
+            name,
+            conv_id=progress.conv_id,
+            message_id=progress.message_id,
+            asset_id=progress.asset_id,
+            worker=worker,
         )
 
     async def _section(self, name: str) -> None:
@@ -350,39 +406,69 @@ class TaskRun:
             nonlocal dispatches
             dispatches += 1
 
+        stores = _StoresBehind()
+
         async def progressed(progress: Progress, worker: str) -> None:
             if transitions.section_progress(
                 self.record, name, job.kind, progress.done, progress.total
             ):
                 self._publish(name)
-            await self._progressed(name, progress, worker)
+            if (change := self._progressed(name, progress, worker)) is not None:
+                stores.start(self._persist(change, section=name))
 
         async def placed(worker: str) -> None:
             await self._persist(lambda r: transitions.placed(r, name, worker), section=name)
 
+        try:
+            outcome = await self._run_job(
+                name, job, stores, stored.worker, dispatched, progressed, placed
+            )
+            await self._persist(
+                lambda r: transitions.finish_section(
+                    r, name, outcome, dispatches=dispatches, started=started
+                ),
+                section=name,
+            )
+            await stores.wait()
+        finally:
+            stores.close()
+        logger.info("section %s %s", name, "completed" if outcome.success else "failed")
+
+    async def _run_job(
+        self,
+        name: str,
+        job: SectionJob,
+        stores: _StoresBehind,
+        prefer: str,
+        dispatched: Callable[[], None],
+        progressed: OnProgress,
+        placed: Callable[[str], Awaitable[None]],
+    ) -> Outcome:
+        """The outcome of section ``name``'s ``job`` (on ``prefer``, the worker that last ran it,
+        when it has room), its access token renewed when the platform rejects it."""
+        cfg = self.deps.config.sections.get(name)
         renewals = _TOKEN_RENEWALS
         while True:
             try:
-                outcome = await dispatch(
-                    self.deps.pool,
-                    job,
-                    max_dispatches=cfg.max_dispatches if cfg else _DEFAULT_MAX_DISPATCHES,
-                    on_dispatch=dispatched,
-                    on_progress=progressed,
-                    on_placed=placed,
-                    prefer=stored.worker,
+                return await stores.watch(
+                    dispatch(
+                        self.deps.pool,
+                        job,
+                        max_dispatches=cfg.max_dispatches if cfg else _DEFAULT_MAX_DISPATCHES,
+                        on_dispatch=dispatched,
+                        on_progress=progressed,
+                        on_placed=placed,
+                        prefer=prefer,
+                    )
                 )
-                break
             except TokenExpired as expired:
                 if renewals == 0:
-                    outcome = _expired_outcome(expired, "it expired again after a renewal")
-                    break
+                    return _expired_outcome(expired, "it expired again after a renewal")
                 renewals -= 1
                 try:
                     token = await self._renew_token(job.access_token)
                 except _AuthenticationFailed as exc:
-                    outcome = _expired_outcome(expired, f"authenticating again failed: {exc}")
-                    break
+                    return _expired_outcome(expired, f"authenticating again failed: {exc}")
                 reached = self.record.result_data[name]
                 job = resumed(
                     dataclasses.replace(job, access_token=token),
@@ -390,13 +476,6 @@ class TaskRun:
                     expired.message_id,
                     reached.conv_asset_id if reached.conv_id == expired.conv_id else "",
                 )
-        await self._persist(
-            lambda r: transitions.finish_section(
-                r, name, outcome, dispatches=dispatches, started=started
-            ),
-            section=name,
-        )
-        logger.info("section %s %s", name, "completed" if outcome.success else "failed")
 
 
 def _expired_outcome(expired: TokenExpired, why: str) -> Outcome:

@@ -149,7 +149,8 @@ class FakeStorage:
     ``history`` records every successful write as ``(operation, name)``; ``fail(operation,
     error)`` makes the next call of that operation raise ``error`` instead; ``lose_reply(op)``
     makes the next call of ``op`` apply its write and then raise Unavailable, as when the
-    answer is lost on the way back.
+    answer is lost on the way back; ``hold(op)`` keeps the next call of ``op`` in flight, not
+    yet applied, until the event it returns is set.
     """
 
     def __init__(self) -> None:
@@ -162,6 +163,7 @@ class FakeStorage:
         self._versions = 0
         self._failures: dict[str, list[BaseException]] = {}
         self._lost_replies: dict[str, int] = {}
+        self._holds: dict[str, list[asyncio.Event]] = {}
         self.files = FakeFiles()
 
     def as_client(self) -> StorageClient:
@@ -175,10 +177,17 @@ class FakeStorage:
     def lose_reply(self, operation: str) -> None:
         self._lost_replies[operation] = self._lost_replies.get(operation, 0) + 1
 
+    def hold(self, operation: str) -> asyncio.Event:
+        release = asyncio.Event()
+        self._holds.setdefault(operation, []).append(release)
+        return release
+
     async def _enter(self, operation: str, name: str) -> None:
         # Every call is a suspension point, as a real call is: concurrent callers interleave.
         await asyncio.sleep(0)
         self.calls.append((operation, name))
+        if held := self._holds.get(operation):
+            await held.pop(0).wait()
         if queued := self._failures.get(operation):
             raise queued.pop(0)
 

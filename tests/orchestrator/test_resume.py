@@ -1,5 +1,6 @@
 """Never paying twice for a prompt, in the orchestrator over in-memory storage and scripted
-workers: the ids of an accepted prompt are stored before the job goes on, and a section with a
+workers: the ids of an accepted prompt are stored at once (an answer that comes meanwhile is
+stored with them, never before them), and a section with a
 stored message and no answer — after a lost worker, a takeover, a retry — is dispatched to
 resume that message, on the worker that sent it when it has room."""
 
@@ -159,6 +160,54 @@ async def test_an_accepted_prompt_is_stored_before_the_job_goes_on(world: World)
     done = await world.finished(task_id)
     assert done.status == TaskState.COMPLETED
     assert world.updates(task_id) == 2  # the prompt, then the answer
+
+
+async def test_an_answer_that_comes_while_its_prompt_waits_for_a_write_shares_that_write(
+    world: World,
+) -> None:
+    snapshot = "portfolio_snapshot"
+    movers_answer, snapshot_answer = asyncio.Event(), asyncio.Event()
+    scripts: dict[str, list[Step]] = {
+        snapshot: [Progress(conv_id="c2", message_id="m2", asset_id=ASSET), snapshot_answer],
+        SECTION: [movers_answer, SENT],
+    }
+    for worker in world.workers:
+        worker.plan = lambda job: [*scripts[job.section], _answer(job)]
+    in_flight = world.storage.hold("update")
+    record, _ = await world.orch.submit(
+        ALICE, "alice", "pw", "", [json.dumps(RECORD), json.dumps({"Market Value": "1,000"})]
+    )
+    task_id = record.task_id
+    # The snapshot's prompt is being stored when the movers' prompt is accepted and answered.
+    await eventually(lambda: world.storage.calls.count(("update", task_id)) == 1, what="write")
+    movers_answer.set()
+    await asyncio.sleep(0.05)
+    in_flight.set()
+
+    await eventually(lambda: world.updates(task_id) == 2, what="the movers stored")
+    stored = world.storage.record(task_id).result_data
+    assert (stored[SECTION].status, stored[SECTION].message_id) == (SectionState.COMPLETED, "m1")
+    assert (stored[snapshot].status, stored[snapshot].message_id) == (SectionState.RUNNING, "m2")
+    snapshot_answer.set()
+    assert (await world.finished(task_id)).status == TaskState.COMPLETED
+    # The snapshot's prompt; the movers' prompt and answer together; the snapshot's answer.
+    assert world.updates(task_id) == 3
+
+
+async def test_a_prompt_whose_write_finds_the_task_taken_over_ends_its_job(world: World) -> None:
+    never = asyncio.Event()
+    world.scripts = [[SENT, never]]
+    in_flight = world.storage.hold("update")
+    task_id = await _submit(world)
+    await eventually(lambda: world.storage.calls.count(("update", task_id)) == 1, what="write")
+    taken = world.storage.record(task_id).model_copy(update={"owner": "r2"})
+    world.storage.put_record(taken)  # another replica took the task over meanwhile
+    in_flight.set()
+
+    await eventually(lambda: task_id not in world.orch.runs, what="the run ended")
+    assert not never.is_set()
+    assert world.storage.record(task_id).owner == "r2"
+    assert world.updates(task_id) == 0
 
 
 async def test_a_conversation_alone_or_a_message_reported_again_costs_no_write(
