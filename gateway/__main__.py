@@ -45,7 +45,7 @@ def main() -> None:
     settings = load_settings(GatewaySettings)
     configure("gateway", settings.log_level, settings.log_format)
     tracing.setup("gateway")
-    eventloop.run(serve(settings))
+    eventloop.run_service(serve(settings))
 
 
 if __name__ == "__main__":

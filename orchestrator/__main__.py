@@ -80,7 +80,7 @@ async def serve(settings: OrchestratorSettings) -> None:
 def main() -> None:
     settings = load_settings(OrchestratorSettings)
     configure("orchestrator", settings.log_level, settings.log_format)
-    eventloop.run(serve(settings))
+    eventloop.run_service(serve(settings))
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def main() -> None:
         config = settings.platform_config()
     except ValueError as exc:
         sys.exit(f"section_worker: {exc} (WORKER_CONFIG_PATH names the file)")
-    eventloop.run(serve(settings, config))
+    eventloop.run_service(serve(settings, config))
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ def main() -> None:
     settings = load_settings(StorageSettings)
     configure("storage_svc", settings.log_level, settings.log_format)
     release_large_buffers()
-    eventloop.run(serve(settings))
+    eventloop.run_service(serve(settings))
 
 
 if __name__ == "__main__":
