@@ -47,6 +47,11 @@ class RecordWriter:
         self._queued: list[tuple[Change, asyncio.Future[None]]] = []
         self._stopped: tuple[str, str] | None = None  # (status, owner) another writer left
 
+    @property
+    def waiting(self) -> int:
+        """How many changes wait for the next write (none while only one is in flight)."""
+        return len(self._queued)
+
     async def persist(self, change: Change) -> None:
         """Applies ``change`` and writes the record; returns once that change is stored."""
         stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -181,7 +181,8 @@ async def test_an_answer_that_comes_while_its_prompt_waits_for_a_write_shares_th
     # The snapshot's prompt is being stored when the movers' prompt is accepted and answered.
     await eventually(lambda: world.storage.calls.count(("update", task_id)) == 1, what="write")
     movers_answer.set()
-    await asyncio.sleep(0.05)
+    writer = world.orch.runs[task_id].writer
+    await eventually(lambda: writer.waiting == 2, what="the movers' prompt and answer queued")
     in_flight.set()
 
     await eventually(lambda: world.updates(task_id) == 2, what="the movers stored")
