@@ -407,13 +407,19 @@ class TaskRun:
             dispatches += 1
 
         stores = _StoresBehind()
+        storing = ("", "", "")  # the ids and worker whose write was queued last
 
         async def progressed(progress: Progress, worker: str) -> None:
+            nonlocal storing
             if transitions.section_progress(
                 self.record, name, job.kind, progress.done, progress.total
             ):
                 self._publish(name)
+            reached = (progress.conv_id, progress.message_id, worker)
+            if progress.message_id and reached == storing:
+                return  # reported again (a poll) while its write waits: that write stores it
             if (change := self._progressed(name, progress, worker)) is not None:
+                storing = reached
                 stores.start(self._persist(change, section=name))
 
         async def placed(worker: str) -> None:

@@ -195,6 +195,24 @@ async def test_an_answer_that_comes_while_its_prompt_waits_for_a_write_shares_th
     assert world.updates(task_id) == 3
 
 
+async def test_a_message_reported_again_while_its_write_waits_is_written_once(
+    world: World,
+) -> None:
+    answer = asyncio.Event()
+    world.scripts = [[SENT, SENT, SENT, answer]]  # as a poll of the message reports it
+    in_flight = world.storage.hold("update")
+    task_id = await _submit(world)
+    await eventually(lambda: world.storage.calls.count(("update", task_id)) == 1, what="write")
+    await eventually(lambda: world.workers[0].runs or world.workers[1].runs, what="job")
+    await asyncio.sleep(0.05)  # the polls reported meanwhile, while the write is held
+    in_flight.set()
+    await eventually(lambda: world.updates(task_id) == 1, what="the prompt stored")
+    answer.set()
+
+    assert (await world.finished(task_id)).status == TaskState.COMPLETED
+    assert world.updates(task_id) == 2  # the prompt once, the answer
+
+
 async def test_a_prompt_whose_write_finds_the_task_taken_over_ends_its_job(world: World) -> None:
     never = asyncio.Event()
     world.scripts = [[SENT, never]]
