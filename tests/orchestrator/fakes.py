@@ -353,7 +353,7 @@ Plan = Callable[[SectionJob], Sequence[Step]]
 class FakeWorker:
     """A section worker whose ``run`` follows ``script``, one entry per call (the last entry
     repeats), or ``plan(job)`` when set. An ``asyncio.Event`` in a script holds the job until
-    it is set."""
+    it is set. ``handled`` counts the events its callers took and asked past (done with them)."""
 
     address: str
     script: list[Sequence[Step]] = field(default_factory=lambda: [[OK]])
@@ -368,6 +368,7 @@ class FakeWorker:
     refreshes: list[bool] = field(default_factory=list)
     tokens_issued: int = 0
     probes: int = 0
+    handled: int = 0
     closed: bool = False
 
     async def load(self) -> Load:
@@ -405,6 +406,7 @@ class FakeWorker:
             else:
                 assert isinstance(step, Progress | Outcome)
                 yield step
+                self.handled += 1
 
     async def close(self) -> None:
         self.closed = True

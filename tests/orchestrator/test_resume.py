@@ -203,8 +203,8 @@ async def test_a_message_reported_again_while_its_write_waits_is_written_once(
     in_flight = world.storage.hold("update")
     task_id = await _submit(world)
     await eventually(lambda: world.storage.calls.count(("update", task_id)) == 1, what="write")
-    await eventually(lambda: world.workers[0].runs or world.workers[1].runs, what="job")
-    await asyncio.sleep(0.05)  # the polls reported meanwhile, while the write is held
+    # The three reports handled while the first one's write is held.
+    await eventually(lambda: sum(w.handled for w in world.workers) == 3, what="reports")
     in_flight.set()
     await eventually(lambda: world.updates(task_id) == 1, what="the prompt stored")
     answer.set()
