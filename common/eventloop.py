@@ -10,10 +10,10 @@ and allocates many short-lived objects per request: what exists once the service
 (modules, settings, configuration) is frozen out of the collector's scans, and a young
 collection runs after 10,000 allocations instead of 700, so most request objects are freed by
 their reference counts before any scan sees them. In the saturation benchmark the collector's
-share of a service's busy samples (``py-spy --native``, two runs each way) went from 6.5 % to
-none seen in the gateway, 3.7-5.4 % to 1.6-1.7 % in the orchestrator and 5.9-7.8 % to none seen
-in a section worker (storage_svc: 0.2 %, before and after). Cyclic garbage lives a little
-longer: at most 10,000 young objects of it.
+share of a service's busy samples (``py-spy --native``; one run each way for the gateway, two
+for the others) went from 6.5 % to none seen in the gateway, 3.7-5.4 % to 1.6-1.7 % in the
+orchestrator and 5.9-7.8 % to none seen in a section worker (storage_svc: 0.2 % before, 0-0.2 %
+after). Cyclic garbage lives a little longer: at most 10,000 young objects of it.
 """
 
 from __future__ import annotations
