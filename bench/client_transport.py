@@ -1,13 +1,17 @@
-"""Which transport the async client should run on: httpx's own or aiohttp's (httpx-aiohttp).
+"""Which transport the async client should run on: httpx's own or aiohttp's (httpx-aiohttp);
+and what the section workers' platform client (aiohttp alone) costs per call beside them.
 
 ``python -m bench.client_transport [--requests 3000] [--concurrency 10] [--megabytes 200]
 [--runs 3]`` starts a loopback server (uvicorn, an app that answers a task status of the
 gateway's size, streams a download and takes an upload) and, for each run and transport, a
 fresh client process that sends the small requests ``concurrency`` at a time, downloads and
 uploads ``megabytes``, and reports its own CPU time (user + system) for each: CPU rather than
-wall time, because on a busy machine the wall clock measures the neighbours.
+wall time, because on a busy machine the wall clock measures the neighbours. A third client,
+``platform``, sends the same number of polls for an answer through
+:class:`section_worker.platform_client.PlatformClient` (no download or upload: it makes none).
 
-Not a test: the figure behind the choice in ``wealthai_client/transport.py``.
+Not a test: the figures behind the choices in ``wealthai_client/transport.py`` and
+``section_worker/platform_client.py``.
 """
 
 from __future__ import annotations
@@ -54,6 +58,9 @@ def serve(port: int) -> None:
     async def status(_: Request) -> JSONResponse:
         return JSONResponse(_STATUS)
 
+    async def answer(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "SUCCESS", "response": "x" * 200, "cost": 0.01})
+
     async def download(request: Request) -> StreamingResponse:
         chunks = int(request.query_params["mb"]) * 16
 
@@ -72,6 +79,7 @@ def serve(port: int) -> None:
 
     routes = [
         Route("/status", status),
+        Route("/magicplatform/v1/genai/conversation/response/{conv}/{message}", answer),
         Route("/download", download),
         Route("/upload", upload, methods=["POST"]),
     ]
@@ -88,6 +96,9 @@ async def measure(
 ) -> dict[str, float]:
     """One client process's CPU for each part, on transport ``kind``."""
     from wealthai_client.transport import async_transport
+
+    if kind == "platform":
+        return {"ms_cpu_per_request": await _platform_polls(port, requests, concurrency)}
 
     transport = async_transport() if kind == "aiohttp" else httpx.AsyncHTTPTransport()
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", transport=transport) as api:
@@ -121,6 +132,25 @@ async def measure(
     return {"ms_cpu_per_request": small * 1000, "s_cpu_download": down, "s_cpu_upload": up}
 
 
+async def _platform_polls(port: int, requests: int, concurrency: int) -> float:
+    """The worker's platform client's CPU per poll, in ms."""
+    from section_worker.platform_client import PlatformClient
+    from section_worker.settings import WorkerSettings
+
+    settings = WorkerSettings(platform_url=f"http://127.0.0.1:{port}")
+    async with PlatformClient(settings) as client:
+        await client.poll("token", "c", "m")  # connect first
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one() -> None:
+            async with slots:
+                await client.poll("token", "c", "m")
+
+        start = _cpu()
+        await asyncio.gather(*(one() for _ in range(requests)))
+        return (_cpu() - start) / requests * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=3000)
@@ -128,7 +158,9 @@ def main() -> None:
     parser.add_argument("--megabytes", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--client", choices=["httpx", "aiohttp"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--client", choices=["httpx", "aiohttp", "platform"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -150,7 +182,7 @@ def main() -> None:
             f"{'transport':10} {'CPU ms/request':>15} {'CPU s download':>15} {'CPU s upload':>13}"
         )
         for run in range(args.runs):
-            for kind in ("httpx", "aiohttp"):
+            for kind in ("httpx", "aiohttp", "platform"):
                 out = subprocess.run(
                     [
                         *command,
@@ -172,10 +204,11 @@ def main() -> None:
                     timeout=600,
                 )
                 f = json.loads(out.stdout)
-                print(
-                    f"{kind:10} {f['ms_cpu_per_request']:15.2f} {f['s_cpu_download']:15.2f} "
-                    f"{f['s_cpu_upload']:13.2f}   (run {run + 1})"
+                down, up = (
+                    f"{f[k]:.2f}" if k in f else "—" for k in ("s_cpu_download", "s_cpu_upload")
                 )
+                small = f["ms_cpu_per_request"]
+                print(f"{kind:10} {small:15.2f} {down:>15} {up:>13}   (run {run + 1})")
             time.sleep(0.5)
     finally:
         server.terminate()

@@ -1,6 +1,6 @@
-"""httpx's API over aiohttp's connection handling, for the platform's HTTP clients: the section
-workers' calls to the AI platform (:mod:`section_worker.platform_client`) and the async Python
-client (:mod:`wealthai_client`).
+"""httpx's API over aiohttp's connection handling, for the async Python client
+(:mod:`wealthai_client`). (The section workers call the AI platform through aiohttp alone,
+:mod:`section_worker.platform_client`.)
 
 httpx's own async transport (httpcore) costs several times the CPU per request of aiohttp's:
 2.17-2.37 against 0.61-0.67 ms per small JSON request, client and a local aiohttp server

@@ -147,7 +147,6 @@ class WorkerSettings(GrpcServerSettings):
         "up to 500 MB each, removed when the job ends); unset: the system's temporary folder.",
     )
     http_max_connections: int = Field(100, ge=1, description="Pooled connections to the platform.")
-    http_max_keepalive: int = Field(100, ge=0, description="Idle connections kept open.")
 
     @field_validator("platform_url")
     @classmethod

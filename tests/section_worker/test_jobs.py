@@ -10,8 +10,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
+import aiohttp
 import pytest
+from aiohttp import web
 
 from common.errors import InvalidInput, Overloaded, Unavailable
 from common.logging import section_var, task_id_var
@@ -51,24 +52,47 @@ def _runner(make_client: MakeClient, orphans: Orphans | None = None, **overrides
     return JobRunner(client, client._settings, orphans=orphans)
 
 
-class HeldPrompts(httpx.AsyncBaseTransport):
-    """The way to the simulator, where the answer to a prompt — accepted by the platform — is
-    held until ``release`` is set."""
+class HeldPrompts:
+    """A loopback proxy to the simulator that holds the answer to a prompt — accepted by the
+    platform — until ``release`` is set. The worker reaches the platform at ``url``."""
 
-    def __init__(self) -> None:
-        self._inner = httpx.AsyncHTTPTransport()
+    def __init__(self, sim: Sim) -> None:
+        self._target = sim.url
         self.sent = asyncio.Event()
         self.release = asyncio.Event()
+        self.url = ""
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await self._inner.handle_async_request(request)
-        if request.url.path.endswith("/addmessage/stream"):
+    async def __aenter__(self) -> HeldPrompts:
+        self._client = aiohttp.ClientSession()
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", self._forward)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release.set()
+        await self._runner.cleanup()
+        await self._client.close()
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        headers = {
+            k: v for k, v in request.headers.items() if k in ("Authorization", "Content-Type")
+        }
+        async with self._client.request(
+            request.method,
+            self._target + request.path_qs,
+            headers=headers,
+            data=await request.read(),
+        ) as answer:
+            status, body, kind = answer.status, await answer.read(), answer.content_type
+        if request.path.endswith("/addmessage/stream"):
             self.sent.set()
             await self.release.wait()
-        return response
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+        return web.Response(status=status, body=body, content_type=kind)
 
 
 def _in_flight(runner: JobRunner) -> Callable[[], Awaitable[int]]:
@@ -482,10 +506,11 @@ async def test_a_job_whose_result_was_delivered_resumes_it_when_dispatched_again
 async def test_a_send_in_flight_when_the_job_is_cut_off_still_yields_its_message(
     sim: Sim, token: str
 ) -> None:
-    platform = HeldPrompts()
     orphans = Orphans()
-    settings = worker_settings(sim, {})
-    async with PlatformClient(settings, transport=platform) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        platform = await stack.enter_async_context(HeldPrompts(sim))
+        settings = worker_settings(sim, {"platform_url": platform.url})
+        client = await stack.enter_async_context(PlatformClient(settings))
         runner = JobRunner(client, settings, orphans=orphans)
         consumer = asyncio.create_task(_events(runner, _job(token)))
         await platform.sent.wait()  # the platform has the prompt; its answer is on the way
@@ -505,9 +530,10 @@ async def test_a_send_in_flight_when_the_job_is_cut_off_still_yields_its_message
 
 
 async def test_a_timeout_while_sending_still_reports_the_message_sent(sim: Sim, token: str) -> None:
-    platform = HeldPrompts()
-    settings = worker_settings(sim, {})
-    async with PlatformClient(settings, transport=platform) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        platform = await stack.enter_async_context(HeldPrompts(sim))
+        settings = worker_settings(sim, {"platform_url": platform.url})
+        client = await stack.enter_async_context(PlatformClient(settings))
         runner = JobRunner(client, settings)
         running = asyncio.create_task(_events(runner, _job(token, timeout_s=0.3)))
         await platform.sent.wait()

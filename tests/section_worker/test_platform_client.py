@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -128,6 +130,84 @@ async def test_an_unreachable_platform_is_unavailable(make_client: MakeClient) -
         await session.create_conversation(ASSET)
 
     assert session.calls.value == 3
+
+
+async def test_a_prompt_that_never_left_is_sent_again(make_client: MakeClient) -> None:
+    # Refused connections: the platform never saw the prompt, so resending risks nothing.
+    session = PlatformSession(make_client(platform_url=f"http://127.0.0.1:{free_port()}"), "t")
+
+    with pytest.raises(PlatformUnavailable, match="send prompt: cannot reach the platform"):
+        await session.send_prompt("0" * 24, RECORD)
+
+    assert session.calls.value == 3
+
+
+@contextlib.asynccontextmanager
+async def _reading_server(answer: bool) -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A loopback server that reads each request, then drops the connection (``answer``
+    False) or never answers (True: it keeps the connection open, silent)."""
+    seen: list[bytes] = []
+    held: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        if answer:
+            held.append(writer)
+        else:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+
+
+async def test_a_prompt_whose_connection_drops_after_sending_is_not_sent_again(
+    make_client: MakeClient,
+) -> None:
+    async with _reading_server(answer=False) as (url, seen):
+        session = PlatformSession(make_client(platform_url=url), "t")
+
+        with pytest.raises(PlatformUnavailable, match="send prompt: cannot reach the platform"):
+            await session.send_prompt("0" * 24, RECORD)
+        assert (session.calls.value, len(seen)) == (1, 1)
+
+        # A poll is safe to repeat: it is tried again (and aiohttp resends a GET on a
+        # dropped connection once more itself).
+        with pytest.raises(PlatformUnavailable, match=r"poll: cannot reach.*3 attempts"):
+            await session.poll("0" * 24, "1" * 24)
+        assert session.calls.value == 4
+        assert [request.split(b" ")[0] for request in seen[1:]] == [b"GET"] * (len(seen) - 1)
+
+
+async def test_a_prompt_without_an_answer_in_time_is_not_sent_again(
+    make_client: MakeClient,
+) -> None:
+    async with _reading_server(answer=True) as (url, seen):
+        session = PlatformSession(make_client(platform_url=url, request_timeout_s=0.3), "t")
+
+        with pytest.raises(
+            PlatformUnavailable, match=r"send prompt: .* did not answer within 0.3s"
+        ):
+            await session.send_prompt("0" * 24, RECORD)
+
+    assert (session.calls.value, len(seen)) == (1, 1)
+    assert seen[0].startswith(b"POST /magicplatform/v1/genai/conversation/addmessage/stream ")
+    assert b"Authorization: Bearer t\r\n" in seen[0]
+
+
+async def test_a_user_name_basic_authentication_cannot_carry_is_refused_before_any_call(
+    sim: Sim, make_client: MakeClient
+) -> None:
+    client = make_client()
+
+    with pytest.raises(AuthFailed, match="contains ':'"):
+        await client.authenticate(Credentials(CREDENTIALS.tenant, "a:b", PASSWORD))
+
+    assert (await sim.stats())["calls"]["auth"] == 0
 
 
 async def test_an_expiring_token_is_refreshed_before_use(sim: Sim, make_client: MakeClient) -> None:
