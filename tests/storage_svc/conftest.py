@@ -33,6 +33,7 @@ from scripts.devstack import ROOT, Ports, wait_for_port
 from storage_svc.file_servicer import FILE_SERVICE_NAME, FileServicer
 from storage_svc.files import FileStore
 from storage_svc.objects import ObjectStore
+from storage_svc.s3calls import S3Calls
 from storage_svc.servicer import SERVICE_NAME, StorageServicer
 from storage_svc.settings import StorageSettings
 from storage_svc.store import TaskStore
@@ -49,6 +50,35 @@ def task_id(days_ago: int = 0, n: int = 0, *, second: int = 0) -> str:
     created = NOW - timedelta(days=days_ago) + timedelta(seconds=second)
     random_part = f"{n:08x}"
     return task_ids.new(created, random_part[:2], random_part[2:])
+
+
+# One PutObject of a small body past botocore: (key, send it) -> its version.
+AroundPut = Callable[[str, Callable[[], Awaitable[str]]], Awaitable[str]]
+
+
+def around_puts(s3: S3Calls, around: AroundPut) -> None:
+    """Runs every PutObject of a small body ``s3`` sends from now on through ``around``, which
+    may fail it before it goes, or after it landed, as botocore's hooks do for its own calls."""
+    puts = s3._puts
+    assert puts is not None, "open the store first"
+    send = puts.put
+
+    async def put(key: str, body: bytes, headers: dict[str, str]) -> str:
+        return await around(key, lambda: send(key, body, headers))
+
+    puts.put = put  # type: ignore[method-assign]
+
+
+def record_puts(s3: S3Calls) -> list[str]:
+    """The key of every PutObject of a small body ``s3`` sends from now on."""
+    keys: list[str] = []
+
+    async def record(key: str, send: Callable[[], Awaitable[str]]) -> str:
+        keys.append(key)
+        return await send()
+
+    around_puts(s3, record)
+    return keys
 
 
 def document(tid: str, status: str = "pending", **fields: Any) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from common.errors import Conflict, InvalidInput, NotFound
 from storage_svc.documents import MAX_OBJECT_BODY, encode_objects_token
 from storage_svc.objects import Namespace, ObjectStore, StoredObject
 from storage_svc.store import TaskStore
-from tests.storage_svc.conftest import BUCKET, document, task_id
+from tests.storage_svc.conftest import BUCKET, around_puts, document, task_id
 
 LEASES, IDEMPOTENCY = Namespace.LEASES, Namespace.IDEMPOTENCY
 
@@ -121,12 +122,14 @@ async def test_create_landing_before_its_answer_is_lost_is_not_a_conflict(
 ) -> None:
     lost = []
 
-    def lose_first_answer(**_: Any) -> None:
+    async def lose_first_answer(_: str, send: Callable[[], Awaitable[str]]) -> str:
+        version = await send()
         if not lost:
             lost.append(True)
             raise ReadTimeoutError(endpoint_url="http://s3")
+        return version
 
-    objects.s3.client.meta.events.register("after-call.s3.PutObject", lose_first_answer)
+    around_puts(objects.s3, lose_first_answer)
 
     version = await objects.put(IDEMPOTENCY, "key-1", body(), if_none_match=True)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -15,7 +16,14 @@ from common.errors import InvalidInput, Unavailable
 from storage_svc import owners
 from storage_svc.bucket import RULE_ID_PREFIX
 from storage_svc.store import StoredTask, TaskStore
-from tests.storage_svc.conftest import BUCKET, StoreFactory, document, task_id
+from tests.storage_svc.conftest import (
+    BUCKET,
+    StoreFactory,
+    around_puts,
+    document,
+    record_puts,
+    task_id,
+)
 
 ALICE = "alice@example.com"
 BOB = "bob@example.com"
@@ -72,13 +80,13 @@ def test_marker_names_sort_newest_first_and_hide_the_owner_id() -> None:
 async def test_creating_with_an_owner_writes_an_encrypted_empty_marker_before_the_document(
     store: TaskStore,
 ) -> None:
-    puts = _record(store, "PutObject")
+    puts = record_puts(store.s3)
     tid = task_id()
 
     await _create(store, tid, ALICE)
 
     marker = f"tasks/_owners/{owners.owner_key(ALICE)}/{owners.marker_name(tid)}"
-    assert [p["Key"] for p in puts] == [marker, f"tasks/{tid}.json"]
+    assert puts == [marker, f"tasks/{tid}.json"]
     head = await store.s3.client.head_object(Bucket=BUCKET, Key=marker)
     assert head["ServerSideEncryption"] == "AES256"
     assert head["ContentLength"] == 0
@@ -105,11 +113,12 @@ async def test_a_marker_whose_document_was_not_written_is_skipped_until_it_is(
     tid = task_id()
     failing = [True]
 
-    def fail_the_document(params: dict[str, Any], **_: Any) -> None:
-        if failing and params["Key"].endswith(".json"):
+    async def fail_the_document(key: str, send: Callable[[], Awaitable[str]]) -> str:
+        if failing and key.endswith(".json"):
             raise ReadTimeoutError(endpoint_url="http://s3")
+        return await send()
 
-    store.s3.client.meta.events.register("before-parameter-build.s3.PutObject", fail_the_document)
+    around_puts(store.s3, fail_the_document)
     with pytest.raises(Unavailable):
         await _create(store, tid, ALICE)
 

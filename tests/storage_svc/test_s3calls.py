@@ -24,6 +24,7 @@ from storage_svc.s3calls import (
     resolve_endpoints_by_bucket,
 )
 from storage_svc.settings import StorageSettings
+from tests.storage_svc.conftest import record_puts
 
 
 def _client_error(code: str, status: int, message: str = "") -> ClientError:
@@ -238,7 +239,7 @@ def test_a_request_without_expect_is_left_alone() -> None:
     assert params == {"headers": {}, "body": b"{}"}
 
 
-async def test_the_store_sends_documents_and_markers_without_expect(store: Any) -> None:
+async def test_the_client_sends_a_small_body_without_expect(store: Any) -> None:
     client = store.s3.client
     sent: list[tuple[str, str | None]] = []
 
@@ -248,11 +249,38 @@ async def test_the_store_sends_documents_and_markers_without_expect(store: Any) 
 
     client.meta.events.register("before-send.s3.PutObject", record)
     try:
-        await store.s3.put_empty("owners/marker")
-        await store.s3.put_json("doc.json", b'{"a": 1}', what="a document", if_none_match=True)
+        await client.put_object(Bucket=store.s3.bucket, Key="small", Body=b"{}")
         big = b"x" * EXPECT_CONTINUE_MIN_BYTES
         await client.put_object(Bucket=store.s3.bucket, Key="big", Body=big)
     finally:
         client.meta.events.unregister("before-send.s3.PutObject", record)
 
-    assert sent == [("marker", None), ("doc.json", None), ("big", "100-continue")]
+    assert sent == [("small", None), ("big", "100-continue")]
+
+
+async def test_small_bodies_go_past_the_client_and_large_ones_through_it(store: Any) -> None:
+    s3, client = store.s3, store.s3.client
+    direct = record_puts(s3)
+    through_client: list[str] = []
+    client.meta.events.register(
+        "before-parameter-build.s3.PutObject",
+        lambda params, **_: through_client.append(params["Key"]),
+    )
+    small = b'{"a": 1}'
+    large = b'"' + b"x" * EXPECT_CONTINUE_MIN_BYTES + b'"'
+
+    await s3.put_empty("owners/marker")
+    version = await s3.put_json("doc.json", small, what="a document", if_none_match=True)
+    await s3.put_json("big.json", large, what="a document", if_none_match=True)
+
+    assert (direct, through_client) == (["owners/marker", "doc.json"], ["big.json"])
+    assert await s3.read("doc.json") == (small, version)
+    heads = [
+        await client.head_object(Bucket=s3.bucket, Key=k) for k in ("owners/marker", "doc.json")
+    ]
+    assert [head["ServerSideEncryption"] for head in heads] == ["AES256", "AES256"]
+    assert (heads[0]["ContentLength"], heads[1]["ContentType"]) == (0, "application/json")
+    with pytest.raises(Conflict, match="a document already exists"):
+        await s3.put_json("doc.json", small, what="a document", if_none_match=True)
+    with pytest.raises(Conflict, match="changed by another writer"):
+        await s3.put_json("doc.json", small, what="a document", if_match='"0"')

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import pytest
 from botocore.exceptions import ReadTimeoutError
@@ -13,7 +13,14 @@ from botocore.exceptions import ReadTimeoutError
 from common.errors import Conflict, InvalidInput, NotFound, Unavailable
 from storage_svc.store import TaskStore
 from tests.helpers import free_port
-from tests.storage_svc.conftest import BUCKET, StoreFactory, document, task_id
+from tests.storage_svc.conftest import (
+    BUCKET,
+    StoreFactory,
+    around_puts,
+    document,
+    record_puts,
+    task_id,
+)
 
 
 async def test_put_then_get_returns_the_document_stored_encrypted(store: TaskStore) -> None:
@@ -97,12 +104,14 @@ async def test_write_landing_before_its_answer_is_lost_is_not_a_conflict(
     version = await store.put(tid, document(tid), if_none_match=True)
     lost = []
 
-    def lose_first_answer(**_: Any) -> None:
+    async def lose_first_answer(_: str, send: Callable[[], Awaitable[str]]) -> str:
+        version = await send()
         if not lost:
             lost.append(True)
             raise ReadTimeoutError(endpoint_url="http://s3")
+        return version
 
-    store.s3.client.meta.events.register("after-call.s3.PutObject", lose_first_answer)
+    around_puts(store.s3, lose_first_answer)
     body = document(tid, "processing")
 
     new_version = await store.put(tid, body, if_match=version)
@@ -173,7 +182,7 @@ async def test_two_preconditions_at_once_are_refused(store: TaskStore) -> None:
 
 
 async def test_a_write_and_a_delete_touch_the_task_document_alone(store: TaskStore) -> None:
-    puts, deletes = _count_calls(store, "PutObject"), _count_calls(store, "DeleteObject")
+    puts, deletes = record_puts(store.s3), _count_calls(store, "DeleteObject")
     tid = task_id()
 
     version = await store.put(tid, document(tid), if_none_match=True)
