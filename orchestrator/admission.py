@@ -1,10 +1,16 @@
 """Admission: limits that keep one caller from hurting the rest.
 
-A principal may submit at most ``rate_per_minute`` tasks a minute (a moving window, counted by
-the ``limits`` package, in its asyncio form: its memory storage expires entries from a task of
-the event loop, where the threaded one starts a timer thread every few milliseconds under load)
-and have at most ``max_in_flight`` unfinished tasks on this replica; past either, a submission
-is refused with :class:`Overloaded` (429) saying when to try again.
+A principal may submit at most ``rate_per_minute`` tasks a minute and have at most
+``max_in_flight`` unfinished tasks on this replica; past either, a submission is refused with
+:class:`Overloaded` (429) saying when to try again.
+
+The rate is counted by the ``limits`` package's sliding window counter, in its asyncio memory
+storage: this minute's count plus last minute's, weighed by how much of it the window still
+covers. Its moving window, exact, keeps one entry per submission, and that storage expires them
+by handing a search of each principal's entries to a thread, one hop per principal on every
+pass: 0.36-0.39 ms of CPU per submission against 0.12 for the counter (a loop of hits a
+millisecond apart). The threaded storage is no better: it starts a timer thread every few
+milliseconds under load.
 Both are counted per orchestrator replica: with N replicas behind one gateway address a caller
 may get up to N times as much through.
 """
@@ -19,7 +25,7 @@ from collections.abc import AsyncIterator
 
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from common.errors import Overloaded
 from common.principals import Principal
@@ -40,7 +46,7 @@ class Admission:
 
     def __init__(self, rate_per_minute: int, max_in_flight: int) -> None:
         self._rate = RateLimitItemPerMinute(rate_per_minute)
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
         self.max_in_flight = max_in_flight
         self._in_flight: Counter[str] = Counter()
 
