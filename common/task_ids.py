@@ -70,8 +70,18 @@ def parse(task_id: str) -> TaskId:
         raise InvalidInput(
             f"task_id {task_id[:80]!r} is malformed: expected task_YYYYMMDDHHMMSS_<8 hex digits>"
         )
+    c = found["created"]
     try:
-        created_at = datetime.strptime(found["created"], _SECOND).replace(tzinfo=UTC)
+        # Not strptime: every request names a task, and strptime costs ten times as much.
+        created_at = datetime(
+            int(c[:4]),
+            int(c[4:6]),
+            int(c[6:8]),
+            int(c[8:10]),
+            int(c[10:12]),
+            int(c[12:]),
+            tzinfo=UTC,
+        )
     except ValueError:
         # Well formed, but no task was ever created in a second that does not exist.
         raise NotFound(f"task {task_id} not found") from None
