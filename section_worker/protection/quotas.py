@@ -1,15 +1,13 @@
 """Rates and concurrency per asset and per tenant: what an attempt must get before it calls
 the platform.
 
-An attempt takes a concurrent-call place of its tenant and of its asset together (both or
-neither, :meth:`Store.acquire`), then one request of each's requests-per-minute (the ``limits``
-library's moving window, in memory or on Redis). It holds the places until its call ends; the
-rate counts prompts sent, not polls. When either is full it waits in line — counted in the
-queue-depth metric of the asset and the tenant — until a place frees or ``wait_until``; then it
-gives up (:meth:`Quotas.acquire` answers None) and the chain moves on.
-
-A request of the tenant's rate taken while the asset's rate then refuses is not given back:
-the tenant is charged one request too many, never one too few.
+An attempt takes a concurrent-call place of its tenant and of its asset and one request of
+each's requests-per-minute (a moving window) in one step, all or nothing
+(:meth:`Store.acquire`: one round trip to Redis, where the places and the rates were four).
+It holds the places until its call ends; the rate counts prompts sent, not polls. When a place
+or a rate is full it waits in line — counted in the queue-depth metric of the asset and the
+tenant — until a place frees or ``wait_until``; then it gives up (:meth:`Quotas.acquire`
+answers None) and the chain moves on.
 """
 
 from __future__ import annotations
@@ -20,13 +18,10 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from limits import RateLimitItemPerMinute
-from limits.aio.strategies import MovingWindowRateLimiter
-
 from common.platform_config import AssetConfig, TenantConfig
 from section_worker.protection import metrics
 from section_worker.protection.holds import Holds
-from section_worker.protection.store import Hold, Slot, Store, slot_key
+from section_worker.protection.store import Hold, Rate, Slot, Store, rate_key, slot_key
 
 # A waiter asks again at least this often (a rate's window may reopen with no notification).
 _RECHECK_S = 0.5
@@ -47,7 +42,6 @@ class Quotas:
     def __init__(self, store: Store, holds: Holds) -> None:
         self._store = store
         self._holds = holds
-        self._rates = MovingWindowRateLimiter(store.rates)
 
     async def try_acquire(
         self, tenant: str, tenant_cfg: TenantConfig, asset: str, asset_cfg: AssetConfig
@@ -58,16 +52,15 @@ class Quotas:
             Slot(slot_key("tenant", tenant), tenant_cfg.concurrency),
             Slot(slot_key("asset", asset), asset_cfg.concurrency),
         )
+        rates = (
+            Rate(rate_key("tenant", tenant), tenant_cfg.rpm),
+            Rate(rate_key("asset", asset), asset_cfg.rpm),
+        )
         started = time.perf_counter()
         try:
-            if not await self._store.acquire(slots, holder, self._holds.ttl_s):
+            if not await self._store.acquire(slots, holder, self._holds.ttl_s, rates):
                 return None
-            if await self._rates.hit(
-                RateLimitItemPerMinute(tenant_cfg.rpm), "tenant", tenant
-            ) and await self._rates.hit(RateLimitItemPerMinute(asset_cfg.rpm), "asset", asset):
-                return Permit(holder, slots, self._holds.add(Hold(holder, slots)))
-            await self._store.release(slots, holder)
-            return None
+            return Permit(holder, slots, self._holds.add(Hold(holder, slots)))
         finally:
             metrics.LIMITER_SECONDS.labels(step="acquire").observe(time.perf_counter() - started)
 

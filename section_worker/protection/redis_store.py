@@ -4,9 +4,11 @@ worker replica sees the same leases, cool-downs, breaker states, reservations an
 Each decision is one round trip, atomic on the server (Lua scripts; Redis runs one at a time),
 timed by the server's own clock (``TIME``) so replicas' clocks never disagree on a lease:
 
-- slots: one sorted set per pool, holder → expiry (ms); :data:`_ACQUIRE` prunes the lapsed
-  holders of every pool asked for and takes a place in all of them or in none; release is a
-  ``ZREM`` per pool (one pipeline); renewal a ``ZADD XX`` per lease (one pipeline per round);
+- slots: one sorted set per pool, holder → expiry (ms); rates: one sorted set per rate, holder
+  → the time (ms) of the request it counted. :data:`_ACQUIRE` prunes the lapsed holders of
+  every pool and the requests older than the window of every rate, then takes a place in every
+  pool and counts a request in every rate, or does nothing; release is a ``ZREM`` per pool (one
+  pipeline); renewal a ``ZADD XX`` per lease (one pipeline per round);
 - cool-down and open breaker: a key with a time to live (``PTTL`` reads what is left; both
   flags of an asset in one pipeline); a cool-down keeps the longer of two (:data:`_COOL`);
 - budgets: spent per tenant and day, tenant and month, and task (integer micro-dollars,
@@ -20,8 +22,7 @@ timed by the server's own clock (``TIME``) so replicas' clocks never disagree on
   (``EXPIRE``) and reads every asset's window back (``LRANGE``).
 
 The scripts touch keys derived from their arguments (a task's totals), so they need one Redis
-node, not a cluster. Rates go through the ``limits`` library's own Redis storage (moving
-window, its own scripts) on the same server.
+node, not a cluster.
 """
 
 from __future__ import annotations
@@ -34,16 +35,17 @@ from collections.abc import Awaitable, Collection, Mapping, Sequence
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from limits.aio.storage import RedisStorage, Storage
 
 from section_worker.protection.store import (
     LATENCY_TTL_S,
     PREFIX,
+    RATE_WINDOW_S,
     AssetFlags,
     BudgetLimits,
     Hold,
     Overshoot,
     Period,
+    Rate,
     Slot,
     breaker_key,
     cooldown_key,
@@ -64,21 +66,39 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: the pools. ARGV: holder, ttl_ms, then one limit per pool.
+# KEYS: the pools, then the rates. ARGV: holder, ttl_ms, number of pools, then one limit per
+# pool and per rate.
 _ACQUIRE = (
     _NOW
     + """
 local ttl = tonumber(ARGV[2])
+local pools = tonumber(ARGV[3])
 for i, key in ipairs(KEYS) do
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  if not redis.call('ZSCORE', key, ARGV[1]) and
-     redis.call('ZCARD', key) >= tonumber(ARGV[i + 2]) then
-    return 0
+  local limit = tonumber(ARGV[i + 3])
+  if i <= pools then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    if not redis.call('ZSCORE', key, ARGV[1]) and redis.call('ZCARD', key) >= limit then
+      return 0
+    end
+  else
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - """
+    + str(int(RATE_WINDOW_S * 1000))
+    + """)
+    if redis.call('ZCARD', key) >= limit then
+      return 0
+    end
   end
 end
-for _, key in ipairs(KEYS) do
-  redis.call('ZADD', key, now + ttl, ARGV[1])
-  redis.call('PEXPIRE', key, ttl * 2)
+for i, key in ipairs(KEYS) do
+  if i <= pools then
+    redis.call('ZADD', key, now + ttl, ARGV[1])
+    redis.call('PEXPIRE', key, ttl * 2)
+  else
+    redis.call('ZADD', key, now, ARGV[1])
+    redis.call('PEXPIRE', key, """
+    + str(int(RATE_WINDOW_S * 1000))
+    + """)
+  end
 end
 return 1
 """
@@ -212,22 +232,17 @@ class RedisStore:
         self._cool = self._client.register_script(_COOL)
         self._reserve = self._client.register_script(_RESERVE)
         self._settle = self._client.register_script(_SETTLE)
-        # The rate limiter shares this client's connections (and so its password).
-        self.rates: Storage = RedisStorage(
-            f"async+{url}",
-            implementation="redispy",
-            key_prefix=f"{PREFIX}rates",
-            # Typed as scalars only, yet handed to redis.asyncio.Redis as documented.
-            connection_pool=cast(Any, self._client.connection_pool),
-        )
 
     async def ping(self) -> None:
         """Raises when the server cannot be reached or refuses the password."""
         await cast(Awaitable[bool], self._client.ping())
 
-    async def acquire(self, slots: tuple[Slot, ...], holder: str, ttl_s: float) -> bool:
-        keys = [s.key for s in slots]
-        args: list[Any] = [holder, int(ttl_s * 1000), *(s.limit for s in slots)]
+    async def acquire(
+        self, slots: tuple[Slot, ...], holder: str, ttl_s: float, rates: tuple[Rate, ...] = ()
+    ) -> bool:
+        keys = [s.key for s in slots] + [r.key for r in rates]
+        limits = [s.limit for s in slots] + [r.per_minute for r in rates]
+        args: list[Any] = [holder, int(ttl_s * 1000), len(slots), *limits]
         return bool(await self._acquire(keys=keys, args=args))
 
     async def release(self, slots: tuple[Slot, ...], holder: str) -> None:

@@ -1,6 +1,6 @@
-"""Where the workers' shared state lives: the protection's concurrency leases, cool-downs,
-published breaker states and budget reservations, the rate-limit storage of the ``limits``
-library, and the recent answer latencies per asset that poll plans are drawn from.
+"""Where the workers' shared state lives: the protection's concurrency leases, request rates,
+cool-downs, published breaker states and budget reservations, and the recent answer latencies
+per asset that poll plans are drawn from.
 
 :class:`Store` is the interface; :class:`MemoryStore` keeps everything in this process (the
 default, ``WORKER_LIMITS_URL=memory://``: right for one worker), and
@@ -10,6 +10,9 @@ replica sees the same counters (``redis://``). Both hold the same rules:
 - a *slot* is a lease on a limited number of places (an asset's or a tenant's concurrent
   calls); slots are taken together or not at all, and a lease not renewed within its time to
   live lapses, so the places a killed worker held free themselves;
+- a *rate* is a limit on requests in any 60 seconds (a moving window: each request counted is
+  forgotten 60 s later); an attempt's slots and one request of each of its rates are taken in
+  one step, all or nothing (:meth:`Store.acquire`);
 - a *cool-down* and a published *open breaker* are flags per asset with a remaining time;
 - a *reservation* holds money of a tenant's budget (and of a task's ceiling) until it is
   settled to the real cost or lapses; :meth:`Store.reserve` refuses one that would take spend
@@ -30,8 +33,6 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from limits.aio.storage import MemoryStorage, Storage
-
 PREFIX = "wealthai:"
 MICROS = 1_000_000
 
@@ -44,6 +45,14 @@ def to_micros(dollars: float) -> int:
 
 def slot_key(scope: Literal["asset", "tenant"], name: str) -> str:
     return f"{PREFIX}slots:{scope}:{name}"
+
+
+def rate_key(scope: Literal["asset", "tenant"], name: str) -> str:
+    return f"{PREFIX}rate:{scope}:{name}"
+
+
+# A rate counts the requests of the last this many seconds.
+RATE_WINDOW_S = 60.0
 
 
 def cooldown_key(asset: str) -> str:
@@ -68,6 +77,14 @@ class Slot:
 
     key: str
     limit: int
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A limit on requests: ``key`` counts at most ``per_minute`` in any 60 seconds."""
+
+    key: str
+    per_minute: int
 
 
 @dataclass(frozen=True)
@@ -111,10 +128,11 @@ class Hold:
 class Store(Protocol):
     """The shared state the protection needs; every call is one round trip at most."""
 
-    rates: Storage  # the ``limits`` storage for requests per minute
-
-    async def acquire(self, slots: tuple[Slot, ...], holder: str, ttl_s: float) -> bool:
-        """Takes a place in every slot for ``holder``, or in none (False when one is full)."""
+    async def acquire(
+        self, slots: tuple[Slot, ...], holder: str, ttl_s: float, rates: tuple[Rate, ...] = ()
+    ) -> bool:
+        """Takes a place in every slot for ``holder`` and counts one request in every rate,
+        or does nothing (False when a slot or a rate is full)."""
         ...
 
     async def release(self, slots: tuple[Slot, ...], holder: str) -> None:
@@ -197,8 +215,8 @@ class MemoryStore:
     """
 
     clock: Callable[[], float] = time.monotonic
-    rates: Storage = field(default_factory=lambda: MemoryStorage())
     _slots: dict[str, dict[str, float]] = field(default_factory=dict)
+    _requests: dict[str, deque[float]] = field(default_factory=dict)  # rate key -> times
     _cooldowns: dict[str, float] = field(default_factory=dict)
     _open: dict[str, float] = field(default_factory=dict)
     _spent: dict[str, int] = field(default_factory=dict)
@@ -219,14 +237,28 @@ class MemoryStore:
             del holders[holder]
         return holders
 
-    async def acquire(self, slots: tuple[Slot, ...], holder: str, ttl_s: float) -> bool:
+    def _recent(self, key: str) -> deque[float]:
+        times = self._requests.setdefault(key, deque())
+        since = self.clock() - RATE_WINDOW_S
+        while times and times[0] <= since:
+            times.popleft()
+        return times
+
+    async def acquire(
+        self, slots: tuple[Slot, ...], holder: str, ttl_s: float, rates: tuple[Rate, ...] = ()
+    ) -> bool:
         pools = [self._holders(slot.key) for slot in slots]
         for pool, slot in zip(pools, slots, strict=True):
             if holder not in pool and len(pool) >= slot.limit:
                 return False
-        expires = self.clock() + ttl_s
+        counted = [self._recent(rate.key) for rate in rates]
+        if any(len(times) >= rate.per_minute for times, rate in zip(counted, rates, strict=True)):
+            return False
+        now = self.clock()
         for pool in pools:
-            pool[holder] = expires
+            pool[holder] = now + ttl_s
+        for times in counted:
+            times.append(now)
         return True
 
     async def release(self, slots: tuple[Slot, ...], holder: str) -> None:

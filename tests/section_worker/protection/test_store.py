@@ -1,5 +1,6 @@
 """Both stores hold the same rules (each test runs on memory and on a real redis-server):
-slots all-or-none with leases that lapse unless renewed, cool-downs keeping the longer,
+slots all-or-none with leases that lapse unless renewed, rates counted in the same step as the
+slots and forgotten after their window, cool-downs keeping the longer,
 published breaker states, and reservations refused past a limit with what is spent and
 reserved."""
 
@@ -7,7 +8,19 @@ from __future__ import annotations
 
 import asyncio
 
-from section_worker.protection.store import BudgetLimits, Hold, Overshoot, Slot
+import redis.asyncio as aioredis
+
+from section_worker.protection.redis_store import RedisStore
+from section_worker.protection.store import (
+    RATE_WINDOW_S,
+    BudgetLimits,
+    Hold,
+    MemoryStore,
+    Overshoot,
+    Rate,
+    Slot,
+    Store,
+)
 from tests.section_worker.protection.conftest import MakeStore
 
 A = Slot("wealthai:slots:asset:a", 2)
@@ -34,6 +47,70 @@ async def test_a_holder_asking_again_keeps_its_one_place(make_store: MakeStore) 
     assert await store.acquire((T,), "h1", 30)
     assert await store.acquire((T,), "h1", 30)
     assert not await store.acquire((T,), "h2", 30)
+
+
+TENANT_RATE = Rate("wealthai:rate:tenant:t", 3)
+ASSET_RATE = Rate("wealthai:rate:asset:a", 2)
+ROOMY = Slot("wealthai:slots:asset:roomy", 100)
+
+
+async def _takes(
+    store: Store, holder: str, *rates: Rate, slots: tuple[Slot, ...] = (ROOMY,)
+) -> bool:
+    taken = await store.acquire(slots, holder, 30, rates)
+    if taken:
+        await store.release(slots, holder)  # the request stays counted in its rates
+    return taken
+
+
+async def test_a_rate_counts_requests_of_every_holder(make_store: MakeStore) -> None:
+    one, two = await make_store(), await make_store()
+    assert await _takes(one, "h1", TENANT_RATE, ASSET_RATE)
+    assert await _takes(two, "h2", TENANT_RATE, ASSET_RATE)
+    # The asset's two requests a minute are spent: the tenant's third is not taken either.
+    assert not await _takes(one, "h3", TENANT_RATE, ASSET_RATE)
+    assert await _takes(two, "h4", TENANT_RATE)
+    assert not await _takes(one, "h5", TENANT_RATE)
+
+
+async def test_a_full_slot_counts_no_request(make_store: MakeStore) -> None:
+    store = await make_store()
+    assert await store.acquire((T,), "h1", 30)
+    for holder in ("h2", "h3", "h4"):
+        assert not await store.acquire((T,), holder, 30, (ASSET_RATE,))
+    await store.release((T,), "h1")
+    assert await _takes(store, "h5", ASSET_RATE, slots=(T,))
+    assert await _takes(store, "h6", ASSET_RATE, slots=(T,))  # both requests still there
+
+
+async def test_requests_older_than_the_window_are_forgotten_in_memory() -> None:
+    now = [1000.0]
+    store = MemoryStore(clock=lambda: now[0])
+    assert await _takes(store, "h1", ASSET_RATE)
+    now[0] += RATE_WINDOW_S / 2
+    assert await _takes(store, "h2", ASSET_RATE)
+    assert not await _takes(store, "h3", ASSET_RATE)
+    now[0] += RATE_WINDOW_S / 2  # the first request is a window old
+    assert await _takes(store, "h4", ASSET_RATE)
+    assert not await _takes(store, "h5", ASSET_RATE)
+
+
+async def test_requests_older_than_the_window_are_forgotten_on_redis(redis_url: str) -> None:
+    store = RedisStore(redis_url)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        seconds, micros = await client.time()
+        now_ms = seconds * 1000 + micros // 1000
+        window_ms = int(RATE_WINDOW_S * 1000)
+        # Two requests counted: one a window and a second ago, one a second ago.
+        await client.zadd(ASSET_RATE.key, {"old": now_ms - window_ms - 1000, "new": now_ms - 1000})
+        assert await _takes(store, "h1", ASSET_RATE)  # the old one no longer counts
+        assert not await _takes(store, "h2", ASSET_RATE)
+        assert await client.zrange(ASSET_RATE.key, 0, -1) == [b"new", b"h1"]
+        assert 0 < await client.pttl(ASSET_RATE.key) <= window_ms
+    finally:
+        await client.aclose()
+        await store.close()
 
 
 async def test_a_lease_not_renewed_lapses_and_a_renewed_one_holds(make_store: MakeStore) -> None:
