@@ -14,9 +14,11 @@ never multiply with the chain's assets.
 
 The calls go through aiohttp directly, not through httpx's API over aiohttp's transport as the
 Python client does: httpx builds a request and a response object around aiohttp's, which cost
-0.87-1.02 ms of the worker's CPU per call against 0.28 ms for aiohttp alone (a JSON POST to a
-local aiohttp server, 16 at a time, the client's CPU only), and every section makes three calls
-or more.
+0.72-0.81 ms of the worker's CPU per call against 0.22-0.31 ms for this client
+(``python -m bench.client_transport``, bench/README.md), and every section makes three calls or
+more. A proxy set in the environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, with
+``NO_PROXY``) is used for the platform as httpx would; it is read once, when the first call is
+made.
 
 A call that fails before its connection is made (refused, unreachable, no connection in time)
 certainly never reached the platform, so even a prompt is sent again; any other failure (a
@@ -47,7 +49,8 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -174,6 +177,7 @@ class PlatformClient:
         self._base = settings.platform_url
         # Made on first use, inside the event loop the calls run on.
         self._http: aiohttp.ClientSession | None = None
+        self._proxy: str | None = None
         # Half of each wait fixed, half drawn: waits never shrink to nothing on a busy platform.
         self._backoff = Backoff(settings.backoff_base_s, settings.backoff_max_s, jitter=0.5)
         # Keys hold a keyed hash of the password, so a memory dump does not reveal it either.
@@ -194,6 +198,7 @@ class PlatformClient:
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:
+            self._proxy = _env_proxy(self._base)
             self._http = aiohttp.ClientSession(
                 # Waiting for a connection of the pool counts in the call's timeout (_send).
                 connector=aiohttp.TCPConnector(limit=self._settings.http_max_connections),
@@ -397,7 +402,7 @@ class PlatformClient:
             try:
                 async with asyncio.timeout(settings.request_timeout_s):
                     async with self._session().request(
-                        method, url, headers=headers, json=json
+                        method, url, headers=headers, json=json, proxy=self._proxy
                     ) as response:
                         reply = _Reply(response.status, response.headers, await response.read())
             except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
@@ -438,6 +443,17 @@ class PlatformClient:
         if retry_after is not None:
             return min(retry_after, self._settings.retry_after_max_s)
         return self._backoff.delay(attempt)
+
+
+def _env_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (None: none, or ``NO_PROXY`` spares it).
+    Read here once rather than by aiohttp's ``trust_env``, which looks again, in a thread, for
+    every request."""
+    parts = urlsplit(url)
+    if proxy_bypass(parts.hostname or ""):
+        return None
+    proxies = getproxies()
+    return proxies.get(parts.scheme) or proxies.get("all")
 
 
 @dataclass(frozen=True)

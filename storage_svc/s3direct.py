@@ -130,7 +130,12 @@ class DirectPuts:
         S3SigV4Auth(frozen, "s3", self._region).add_auth(request)
         try:
             async with self._http.put(
-                URL(address, encoded=True), data=body, headers=dict(request.headers.items())
+                URL(address, encoded=True),
+                data=body,
+                headers=dict(request.headers.items()),
+                # A redirect (the bucket in another region) is S3's refusal, not to follow
+                # with a signature made for this address.
+                allow_redirects=False,
             ) as answer:
                 data = await answer.read()
                 if answer.status >= 300:

@@ -199,6 +199,44 @@ async def test_a_prompt_without_an_answer_in_time_is_not_sent_again(
     assert b"Authorization: Bearer t\r\n" in seen[0]
 
 
+async def test_a_proxy_named_in_the_environment_carries_the_calls(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[bytes] = []
+    answer = json.dumps({"status": "IN_PROGRESS"}).encode()
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer)
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    try:
+        session = PlatformSession(make_client(platform_url="http://platform.invalid:8080"), "t")
+        assert (await session.poll("c", "m")).status is AnswerStatus.IN_PROGRESS
+        assert seen[0].startswith(
+            b"GET http://platform.invalid:8080/magicplatform/v1/genai/conversation/response/c/m "
+        )
+
+        # NO_PROXY spares the host: the call goes straight there (and finds nothing).
+        monkeypatch.setenv("NO_PROXY", "platform.invalid")
+        spared = PlatformSession(make_client(platform_url="http://platform.invalid:8080"), "t")
+        with pytest.raises(PlatformUnavailable, match="cannot reach the platform"):
+            await spared.poll("c", "m")
+        assert len(seen) == 1
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_a_user_name_basic_authentication_cannot_carry_is_refused_before_any_call(
     sim: Sim, make_client: MakeClient
 ) -> None:

@@ -137,6 +137,18 @@ async def test_a_refusal_is_botocores_error_with_s3s_code(
     assert describe(caught.value) == f"{code}: {message}" if message else code
 
 
+async def test_a_redirect_is_a_refusal_not_followed(recorder: Any) -> None:
+    base, seen, answers = recorder
+    body = b"<Error><Code>PermanentRedirect</Code><Message>use eu-west-2</Message></Error>"
+    answers.append(web.Response(status=301, body=body, headers={"Location": base + "elsewhere"}))
+    async with _puts(base) as puts:
+        with pytest.raises(ClientError, match="PermanentRedirect") as caught:
+            await puts.put("k", b"{}", {})
+
+    assert len(seen) == 1
+    assert classify(caught.value) is Failure.OTHER
+
+
 def test_a_refusal_reads_only_the_code_and_the_message() -> None:
     error = _refusal(403, b"<Error><Code>AccessDenied</Code><RequestId>r</RequestId></Error>")
     assert error.response == {
