@@ -290,6 +290,11 @@ class S3Calls:
         resolve_endpoints_by_bucket(self._client)
         send_small_bodies_at_once(self._client)
         self._puts = await DirectPuts.open(self._client, self._session, self.bucket)
+        if self._puts is None:
+            logger.info(
+                "S3 PUTs of small bodies go through the client: the bucket is reached "
+                "through a proxy, or the client shares no connections"
+            )
         logger.info(
             "S3 client ready: bucket %s, region %s, endpoint %s",
             self.bucket,

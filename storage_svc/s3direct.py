@@ -2,12 +2,12 @@
 
 Every step of every task writes its document, and every new task an owner-index marker, each a
 PutObject of a body of a few kilobytes (or none). Through aiobotocore such a call costs
-2.6-2.8 ms of storage_svc's CPU against SeaweedFS: botocore's event hooks, parameter
+2.6-2.9 ms of storage_svc's CPU against SeaweedFS: botocore's event hooks, parameter
 validation, endpoint rules, the user-agent string rebuilt and the response parsed for every
 request. Signed by botocore's own SigV4 signer and sent by aiohttp, the same request costs
-0.93-0.99 ms (1.5 KB documents, 16 at a time; ``bench/README.md``). :class:`DirectPuts` sends
-bodies under :data:`~storage_svc.s3calls.EXPECT_CONTINUE_MIN_BYTES` that way; larger ones,
-every other call and every file transfer stay on the aioboto3 client.
+1.05-1.14 ms (1.5 KB documents, 16 at a time: ``python -m bench.s3_puts``, bench/README.md).
+:class:`DirectPuts` sends bodies under :data:`~storage_svc.s3calls.EXPECT_CONTINUE_MIN_BYTES`
+that way; larger ones, every other call and every file transfer stay on the aioboto3 client.
 
 What stays botocore's:
 

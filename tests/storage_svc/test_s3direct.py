@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError, HTTPClientError, NoCredentialsError
 
 from common.errors import Conflict
 from storage_svc.s3calls import Failure, S3Calls, classify, describe
-from storage_svc.s3direct import DirectPuts, _refusal
+from storage_svc.s3direct import DirectPuts, _client_connections, _refusal
 from storage_svc.settings import StorageSettings
 from storage_svc.store import TaskStore
 from tests.helpers import free_port
@@ -214,6 +214,10 @@ async def test_the_buckets_address_is_botocores(
         assert calls._puts._base == base
     finally:
         await calls.close()
+
+
+async def test_a_client_without_connections_to_share_keeps_every_call() -> None:
+    assert await _client_connections(object(), "http://127.0.0.1:9000/b/") is None
 
 
 async def test_a_bucket_reached_through_a_proxy_stays_with_the_client(
