@@ -132,7 +132,9 @@ class Store(Protocol):
         self, slots: tuple[Slot, ...], holder: str, ttl_s: float, rates: tuple[Rate, ...] = ()
     ) -> bool:
         """Takes a place in every slot for ``holder`` and counts one request in every rate,
-        or does nothing (False when a slot or a rate is full)."""
+        or does nothing (False when a slot or a rate is full). The request is named by
+        ``holder``: a caller counting several requests asks with a new holder for each, as
+        :class:`~section_worker.protection.quotas.Quotas` does."""
         ...
 
     async def release(self, slots: tuple[Slot, ...], holder: str) -> None:
