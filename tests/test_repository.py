@@ -49,6 +49,19 @@ def test_every_setting_is_in_env_example(cls: type[BaseSettings]) -> None:
     assert not [o for o in others if f" {o} " not in example], ".env.example lacks a second name"
 
 
+def test_env_example_names_no_setting_that_is_gone() -> None:
+    example = (ROOT / ".env.example").read_text()
+    listed = {
+        line.split("=", 1)[0].lstrip("# ").strip() for line in example.splitlines() if "=" in line
+    }
+    prefixes = tuple(str(cls.model_config.get("env_prefix", "")).upper() for cls in SETTINGS)
+    known = {
+        name for cls in SETTINGS for field in cls.model_fields for name in env_names(cls, field)
+    }
+    stale = sorted(n for n in listed if n.startswith(prefixes) and n not in known)
+    assert not stale, f".env.example names settings that no longer exist: {stale}"
+
+
 def test_compose_runs_every_service_with_several_workers() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
