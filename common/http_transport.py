@@ -2,18 +2,17 @@
 (:mod:`wealthai_client`). (The section workers call the AI platform through aiohttp alone,
 :mod:`section_worker.platform_client`.)
 
-httpx's own async transport (httpcore) costs several times the CPU per request of aiohttp's:
-2.17-2.37 against 0.61-0.67 ms per small JSON request, client and a local aiohttp server
-together, 16 at a time, and 0.5 s against 0.1-0.25 s of CPU for a 200 MB download
-(``python -m bench.client_transport``, bench/README.md). So both clients keep httpx's API and
-send through ``httpx_aiohttp.AiohttpTransport``.
+httpx's own async transport (httpcore) costs several times the client's CPU per request of
+aiohttp's: 1.98-2.62 against 0.52-0.85 ms per small request, 10 at a time, and 0.48-0.55 s
+against 0.11-0.24 s for a 200 MB download (``python -m bench.client_transport``,
+bench/README.md). So the client keeps httpx's API and sends through
+``httpx_aiohttp.AiohttpTransport``.
 
 :class:`Transport` corrects that transport's errors. It maps every aiohttp connection error to
 :class:`httpx.ConnectTimeout` or :class:`httpx.ConnectError` — a refused connection, a server
 that drops the connection after the request went out and a read that timed out included —
-while a caller may only resend a request that is not safe to repeat (a prompt to the AI
-platform) when it certainly never left. :func:`httpx_error` reads the aiohttp error underneath
-and names what happened:
+while a caller may only resend a request that is not safe to repeat when it certainly never
+left. :func:`httpx_error` reads the aiohttp error underneath and names what happened:
 
 - no connection in time (``ConnectionTimeoutError``): :class:`httpx.ConnectTimeout`;
 - refused, unreachable, unresolvable (``ClientConnectorError``): :class:`httpx.ConnectError`;

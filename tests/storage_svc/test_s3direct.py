@@ -134,7 +134,7 @@ async def test_a_refusal_is_botocores_error_with_s3s_code(
 
     assert caught.value.response["Error"] == {"Code": code, "Message": message}
     assert classify(caught.value) is failure
-    assert describe(caught.value) == f"{code}: {message}" if message else code
+    assert describe(caught.value) == (f"{code}: {message}" if message else code)
 
 
 async def test_a_redirect_is_a_refusal_not_followed(recorder: Any) -> None:
