@@ -18,14 +18,12 @@ import asyncio
 import json
 import os
 import resource
-import subprocess
-import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from scripts import seaweedfs
-from scripts.devstack import ROOT, Ports, wait_for_port
+from scripts.devstack import seaweedfs_server
 
 _BUCKET = "bench-puts"
 _BODY = json.dumps({"task_id": "task_20261202120000_0123abcd", "data": "x" * 1500}).encode()
@@ -86,23 +84,11 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["AWS_ACCESS_KEY_ID"] = seaweedfs.ACCESS_KEY
     os.environ["AWS_SECRET_ACCESS_KEY"] = seaweedfs.SECRET_KEY
     os.environ.pop("AWS_SESSION_TOKEN", None)
-    ports = Ports.free()
-    with tempfile.TemporaryDirectory(prefix="bench-puts-") as folder:
-        data = Path(folder)
-        config = seaweedfs.write_config(data / "s3.json")
-        argv = seaweedfs.command(ports.s3, ports.seaweed, data / "data", config)
-        guard = [sys.executable, "-S", "-m", "scripts.with_parent", str(os.getpid())]
-        weed = subprocess.Popen(
-            guard + argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
-            wait_for_port(ports.s3, weed, "SeaweedFS", timeout=60)
-            asyncio.run(
-                _measure(f"http://127.0.0.1:{ports.s3}", args.puts, args.concurrency, args.runs)
-            )
-        finally:
-            weed.terminate()
-            weed.wait(30)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-puts-") as folder,
+        seaweedfs_server(Path(folder)) as endpoint,
+    ):
+        asyncio.run(_measure(endpoint, args.puts, args.concurrency, args.runs))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ start, kept in ``<state>/admin.key`` (mode 0600) and printed with the example ca
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -90,6 +92,25 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], name: str, timeout: 
             return
         time.sleep(0.05)
     raise RuntimeError(f"{name} did not listen on port {port} within {timeout:.0f}s")
+
+
+@contextlib.contextmanager
+def seaweedfs_server(data: Path, log: IO[bytes] | None = None) -> Iterator[str]:
+    """A SeaweedFS (``weed mini``) on free loopback ports, its data in ``data`` and its output
+    in ``log`` (else dropped), stopped on leaving and with this process; yields its S3
+    endpoint. Clients sign with :data:`scripts.seaweedfs.ACCESS_KEY` and ``SECRET_KEY``."""
+    ports = Ports.free()
+    config = seaweedfs.write_config(data / "s3.json")
+    argv = seaweedfs.command(ports.s3, ports.seaweed, data / "data", config)
+    guard = [sys.executable, "-S", "-m", "scripts.with_parent", str(os.getpid())]
+    output = log if log is not None else subprocess.DEVNULL
+    weed = subprocess.Popen(guard + argv, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(ports.s3, weed, "SeaweedFS", timeout=60)
+        yield f"http://127.0.0.1:{ports.s3}"
+    finally:
+        weed.terminate()
+        weed.wait(timeout=30)
 
 
 @dataclass

@@ -11,10 +11,7 @@ that test only.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,7 +26,7 @@ from common import task_ids
 from common.grpc_server import ServiceHost
 from common.tls import Role
 from scripts import seaweedfs
-from scripts.devstack import ROOT, Ports, wait_for_port
+from scripts.devstack import seaweedfs_server
 from storage_svc.file_servicer import FILE_SERVICE_NAME, FileServicer
 from storage_svc.files import FileStore
 from storage_svc.objects import ObjectStore
@@ -98,19 +95,9 @@ def moto_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def seaweedfs_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A SeaweedFS S3 server (``weed mini``) on free ports, its data in a temporary folder."""
-    ports = Ports.free()
     data = tmp_path_factory.mktemp("seaweedfs")
-    config = seaweedfs.write_config(data / "s3.json")
-    argv = seaweedfs.command(ports.s3, ports.seaweed, data / "data", config)
-    guard = [sys.executable, "-S", "-m", "scripts.with_parent", str(os.getpid())]
-    with open(data / "weed.log", "wb") as log:
-        weed = subprocess.Popen(guard + argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(ports.s3, weed, "SeaweedFS", timeout=60)
-        yield f"http://127.0.0.1:{ports.s3}"
-    finally:
-        weed.terminate()
-        weed.wait(timeout=30)
+    with open(data / "weed.log", "wb") as log, seaweedfs_server(data, log) as url:
+        yield url
 
 
 @pytest.fixture
