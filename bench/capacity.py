@@ -3,9 +3,10 @@
 ``python -m bench.capacity [--jobs 1000]`` starts the simulator (every answer takes ten
 minutes, so every job waits) and one section worker with its default slot count, on free
 loopback ports with mutual TLS, and a configuration whose limits let every job through. It
-sends the jobs as an orchestrator would (one ``RunSection`` stream each), waits until the
-worker reports all of them in flight at once, and prints the worker's resident memory before
-and with them, and the memory per in-flight job. Then it cancels the jobs and stops.
+sends the jobs as an orchestrator does (its worker client: every job over one ``RunSections``
+stream), waits until the worker reports all of them in flight at once, and prints the worker's
+resident memory before and with them, and the memory per in-flight job. Then it cancels the
+jobs and stops.
 
 Not a test: a figure for the README and the capacity model (the slot count guards the worker's
 memory; the platform's limits shape what reaches the platform).
@@ -26,20 +27,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
 
 from bench.procstats import usage
-from common.channels import open_channel
 from common.tls import Identity, Role, ensure_certificates
+from orchestrator.worker_client import GrpcWorkerClient, Progress, SectionJob, WorkerError
 from scripts.devstack import ROOT, wait_for_port
 from scripts.ports import free_ports
-from wealthai.worker.v1 import worker_pb2, worker_pb2_grpc
 
 ASSET = "capacity-asset"
 PASSWORD = "capacity-password"  # noqa: S105 - the simulator's, on loopback
 KIB = 1024
-_WAVE = 100
 
 
 def _config(jobs: int) -> dict[str, Any]:
@@ -51,8 +49,8 @@ def _config(jobs: int) -> dict[str, Any]:
     }
 
 
-def _job(n: int, token: str) -> worker_pb2.SectionJob:
-    return worker_pb2.SectionJob(
+def _job(n: int, token: str) -> SectionJob:
+    return SectionJob(
         job_id=f"task_capacity:{n}",
         task_id="task_capacity",
         section="capacity",
@@ -85,33 +83,23 @@ async def _token(sim_port: int) -> str:
 
 async def _measure(jobs: int, worker_port: int, sim_port: int, pid: int, certs: Path) -> None:
     token = await _token(sim_port)
-    identity = Identity.load(certs, Role.ORCHESTRATOR)
-    async with open_channel(f"127.0.0.1:{worker_port}", identity, Role.WORKER) as channel:
-        stub = worker_pb2_grpc.SectionWorkerServiceStub(channel)
-        load = await stub.GetLoad(worker_pb2.GetLoadRequest(), timeout=5)
+    client = GrpcWorkerClient(f"127.0.0.1:{worker_port}", Identity.load(certs, Role.ORCHESTRATOR))
+    try:
+        await client.load()
         await asyncio.sleep(1.0)
         before = usage(pid).rss
-        calls: list[Any] = []
-        refused: Counter[str] = Counter()
         started = time.monotonic()
-        # In waves of a hundred, each sent once the worker took the last: an orchestrator's
-        # dispatch spreads over time too, and a thousand streams opened in one instant on a
-        # two-core machine time out in the transport before the worker sees them.
-        for wave in range(0, jobs, _WAVE):
-            sent = [stub.RunSection(_job(n, token)) for n in range(wave, min(jobs, wave + _WAVE))]
-            firsts = await asyncio.gather(*(call.read() for call in sent), return_exceptions=True)
-            for call, event in zip(sent, firsts, strict=True):
-                if isinstance(event, worker_pb2.SectionEvent):
-                    calls.append(call)
-                elif isinstance(event, grpc.aio.AioRpcError):
-                    refused[event.code().name] += 1
-                else:
-                    refused[type(event).__name__] += 1
-        accepted = len(calls)
+        runs = [client.run(_job(n, token)) for n in range(jobs)]
+        firsts = await asyncio.gather(*(anext(run) for run in runs), return_exceptions=True)
+        held = [run for run, first in zip(runs, firsts, strict=True) if isinstance(first, Progress)]
+        refused = Counter(
+            type(first).__name__ for first in firsts if not isinstance(first, Progress)
+        )
+        accepted = len(held)
         peak = 0
         deadline = time.monotonic() + 300
         while True:
-            load = await stub.GetLoad(worker_pb2.GetLoadRequest(), timeout=5)
+            load = await client.load()
             peak = max(peak, load.in_flight)
             sim_stats = (await _sim_stats(sim_port))["calls"]
             if (load.in_flight == accepted and sim_stats["prompt"] >= accepted) or (
@@ -121,7 +109,7 @@ async def _measure(jobs: int, worker_port: int, sim_port: int, pid: int, certs: 
             await asyncio.sleep(0.5)
         admitted_s = time.monotonic() - started
         await asyncio.sleep(2.0)  # a few poll rounds: the jobs are in their steady state
-        load = await stub.GetLoad(worker_pb2.GetLoadRequest(), timeout=5)
+        load = await client.load()
         during = usage(pid).rss
         prompts = (await _sim_stats(sim_port))["calls"]["prompt"]
         print(f"worker slots (WORKER_MAX_CONCURRENT_JOBS default): {load.capacity}")
@@ -133,8 +121,10 @@ async def _measure(jobs: int, worker_port: int, sim_port: int, pid: int, certs: 
         print(f"worker RSS idle: {idle_mib:.1f} MiB; with the jobs: {busy_mib:.1f} MiB")
         per_job = (during - before) / max(1, load.in_flight) / KIB
         print(f"worker RSS per in-flight job: {per_job:.1f} KiB")
-        for call in calls:
-            call.cancel()
+        for run in held:
+            await run.aclose()  # cancels the job on the worker
+    finally:
+        await client.close()
 
 
 async def _sim_stats(sim_port: int) -> dict[str, Any]:
@@ -184,7 +174,7 @@ def main() -> None:
             wait_for_port(sim_port, sim, "simulator", 30)
             wait_for_port(worker_port, worker, "section_worker", 30)
             asyncio.run(_measure(args.jobs, worker_port, sim_port, worker.pid, certs))
-        except (grpc.aio.AioRpcError, RuntimeError, AssertionError) as exc:
+        except (WorkerError, RuntimeError, AssertionError) as exc:
             print(f"capacity run failed: {exc}", file=sys.stderr)
             print((base / "worker.log").read_text()[-3000:], file=sys.stderr)
             raise SystemExit(1) from None

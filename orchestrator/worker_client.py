@@ -16,16 +16,27 @@ with the platform's access token; section jobs carry that token, never the passw
 
 :class:`WorkerClient` is the interface the pool holds; :class:`GrpcWorkerClient` implements it
 over a channel, and the unit tests implement it with scripted fakes.
+
+Jobs go to a worker over one ``RunSections`` stream (:class:`_JobStream`), not a call each: an
+open gRPC call costs tens of KiB on each side, and a steady load keeps thousands of sections
+waiting on the platform. A job keeps the semantics of a call of its own: its deadline, its
+cancellation when its caller stops reading, and its refusals (the status a call would have
+ended with). A broken stream loses every job on it, as a broken connection lost every call,
+and the next job opens a new one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import itertools
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import grpc
 
+from common import tracing
 from common.channels import open_channel
 from common.tls import Identity, Role
 from orchestrator.models import FileRef
@@ -215,8 +226,11 @@ class GrpcWorkerClient:
         self.address = address
         self._channel = open_channel(address, tls, Role.WORKER)
         self._stub = worker_pb2_grpc.SectionWorkerServiceStub(self._channel)
+        self._jobs: _JobStream | None = None
 
     async def close(self) -> None:
+        if self._jobs is not None:
+            await self._jobs.close()
         await self._channel.close()
 
     async def load(self) -> Load:
@@ -251,11 +265,31 @@ class GrpcWorkerClient:
         return AccessToken(reply.access_token, float(reply.expires_in))
 
     async def run(self, job: SectionJob) -> AsyncGenerator[Progress | Outcome, None]:
-        request = job_message(job)
-        call = self._stub.RunSection(request, timeout=job.timeout_s + _JOB_CALL_MARGIN_S)
+        if self._jobs is None or self._jobs.broken:
+            # Opened outside the caller's trace: the stream outlives the job that opens it, and
+            # each job's start carries its own traceparent.
+            self._jobs = contextvars.Context().run(_JobStream, self._stub, self.address)
+        stream = self._jobs
+        deadline = asyncio.get_running_loop().time() + job.timeout_s + _JOB_CALL_MARGIN_S
+        ref, updates = stream.start(job)
+        ended = False
         try:
-            async for event in call:
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        update = await updates.get()
+                except TimeoutError:
+                    raise WorkerLost(self.address, "lost: DEADLINE_EXCEEDED") from None
+                if isinstance(update, WorkerError):
+                    ended = True
+                    raise update
+                if update.HasField("failure"):
+                    ended = True
+                    code = _CODES.get(update.failure.code, grpc.StatusCode.UNKNOWN)
+                    raise error_for(self.address, code, update.failure.details)
+                event = update.event
                 if event.HasField("result"):
+                    ended = True
                     result = event.result
                     if result.token_expired:
                         raise TokenExpired(
@@ -284,21 +318,97 @@ class GrpcWorkerClient:
                     done=event.progress.done,
                     total=event.progress.total,
                 )
-        except grpc.aio.AioRpcError as err:
-            raise self._error(err) from err
         finally:
             # A caller that stops reading (closed while busy between two events, cancelled)
-            # cancels the job on the worker; a call that ended already is left as it is.
-            call.cancel()
-        raise WorkerLost(self.address, "ended the job without a result")
+            # cancels the job on the worker; a job that ended already is left as it is.
+            stream.finish(ref, ended=ended)
 
     def _error(self, err: grpc.aio.AioRpcError) -> WorkerError:
-        code = err.code()
-        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            return WorkerFull(self.address, "no free slot")
-        if code in _LOST:
-            return WorkerLost(self.address, f"lost: {code.name}")
-        return JobRejected(self.address, err.details() or code.name)
+        return error_for(self.address, err.code(), err.details() or "")
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+# What a job's queue receives: its updates, then the error that lost it if the stream broke.
+_Update = worker_pb2.JobUpdate | WorkerError
+
+
+class _JobStream:
+    """One ``RunSections`` stream to a worker, carrying every job sent there: a writer task
+    sends the jobs' starts and cancels in turn (a call takes one write at a time), a reader
+    task hands each update to its job's queue, and a broken stream hands its error to all."""
+
+    def __init__(self, stub: worker_pb2_grpc.SectionWorkerServiceAsyncStub, address: str) -> None:
+        self.address = address
+        self.broken: WorkerError | None = None
+        self._refs = itertools.count(1)
+        self._jobs: dict[int, asyncio.Queue[_Update]] = {}
+        self._outgoing: asyncio.Queue[worker_pb2.JobControl] = asyncio.Queue()
+        self._call = stub.RunSections()
+        self._reader = asyncio.create_task(self._read())
+        self._writer = asyncio.create_task(self._write())
+
+    def start(self, job: SectionJob) -> tuple[int, asyncio.Queue[_Update]]:
+        """Sends ``job``; its ref and the queue its updates arrive in."""
+        ref = next(self._refs)
+        updates: asyncio.Queue[_Update] = asyncio.Queue()
+        self._jobs[ref] = updates
+        self._outgoing.put_nowait(
+            worker_pb2.JobControl(
+                ref=ref, start=job_message(job), traceparent=tracing.current_traceparent()
+            )
+        )
+        return ref, updates
+
+    def finish(self, ref: int, *, ended: bool) -> None:
+        """Forgets the job ``ref``; one that had not ``ended`` is cancelled on the worker (a
+        worker that knows the ref no more ignores that)."""
+        del self._jobs[ref]
+        if not ended and not self.broken:
+            self._outgoing.put_nowait(worker_pb2.JobControl(ref=ref, cancel=True))
+
+    async def close(self) -> None:
+        self._break(WorkerLost(self.address, "lost: the orchestrator closed the stream"))
+        self._call.cancel()
+        for task in (self._reader, self._writer):
+            task.cancel()
+        await asyncio.gather(self._reader, self._writer, return_exceptions=True)
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                await self._call.write(await self._outgoing.get())
+        except grpc.aio.AioRpcError as err:
+            self._break(error_for(self.address, err.code(), err.details() or ""))
+        except (grpc.aio.UsageError, asyncio.InvalidStateError):
+            self._break(WorkerLost(self.address, "lost: the job stream ended"))
+
+    async def _read(self) -> None:
+        try:
+            async for update in self._call:
+                updates = self._jobs.get(update.ref)
+                if updates is not None:
+                    updates.put_nowait(update)
+        except grpc.aio.AioRpcError as err:
+            self._break(error_for(self.address, err.code(), err.details() or ""))
+        else:
+            self._break(WorkerLost(self.address, "lost: the worker ended the job stream"))
+        self._writer.cancel()
+
+    def _break(self, error: WorkerError) -> None:
+        if self.broken:
+            return
+        self.broken = error
+        for updates in self._jobs.values():
+            updates.put_nowait(error)
+
+
+def error_for(address: str, code: grpc.StatusCode, details: str) -> WorkerError:
+    """The error a job's (or a call's) status ``code`` stands for."""
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return WorkerFull(address, "no free slot")
+    if code in _LOST:
+        return WorkerLost(address, f"lost: {code.name}")
+    return JobRejected(address, details or code.name)
 
 
 def job_message(job: SectionJob) -> worker_pb2.SectionJob:

@@ -3,17 +3,28 @@
 Converts between proto messages and the domain types of :mod:`section_worker.jobs` and
 :mod:`section_worker.platform_client`, and reports refusals as :class:`common.errors.AppError`
 subclasses, which the error interceptor of :mod:`common.grpc_server` turns into statuses.
+
+A job runs either as a ``RunSection`` call of its own or as one of the many jobs of a
+``RunSections`` stream, the orchestrator's way: every open call costs the two sides tens of KiB
+of gRPC's own memory, and thousands of sections wait on the platform at once. On a stream each
+job is its own asyncio task, its refusal a :class:`JobFailure` update with the status its call
+would have ended with, its span (with tracing on) continues the ``traceparent`` its start
+carried, and an update is written before the job goes on, so that a result counts as delivered
+exactly when it would on a call of its own (see :meth:`JobRunner.run`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
+import logging
 import math
 from collections.abc import AsyncIterator
 
 import grpc
 
-from common import file_ids
+from common import file_ids, tracing
 from common.errors import (
     AppError,
     InvalidInput,
@@ -40,6 +51,11 @@ from section_worker.settings import WorkerSettings
 from wealthai.worker.v1 import worker_pb2, worker_pb2_grpc
 
 SERVICE_NAME: str = worker_pb2.DESCRIPTOR.services_by_name["SectionWorkerService"].full_name
+JOB_SPAN = "section job"  # a RunSections job's span; a RunSection call's is the call's own
+
+logger = logging.getLogger(__name__)
+# (update, written): ``written`` is set once gRPC took the update; ``None`` ends the stream.
+_Outgoing = tuple[worker_pb2.JobUpdate, asyncio.Future[None]] | None
 
 _STAGES = {
     Stage.ACCEPTED: worker_pb2.STAGE_ACCEPTED,
@@ -82,6 +98,67 @@ class SectionWorkerServicer(worker_pb2_grpc.SectionWorkerServiceServicer):
         async with contextlib.aclosing(self._runner.run(job)) as events:
             async for event in events:
                 yield _event_message(event)
+
+    async def RunSections(
+        self,
+        requests: AsyncIterator[worker_pb2.JobControl],
+        context: grpc.aio.ServicerContext[worker_pb2.JobControl, worker_pb2.JobUpdate],
+    ) -> AsyncIterator[worker_pb2.JobUpdate]:
+        outgoing: asyncio.Queue[_Outgoing] = asyncio.Queue()
+        jobs: dict[int, asyncio.Task[None]] = {}
+
+        async def take() -> None:
+            try:
+                async for control in requests:
+                    ref = control.ref
+                    if control.HasField("start"):
+                        if ref in jobs:  # the caller lost count: its updates would mix
+                            raise InvalidInput(f"ref {ref} is taken by a running job")
+                        task = jobs[ref] = asyncio.create_task(self._job(control, outgoing))
+                        task.add_done_callback(functools.partial(_forget, jobs, ref))
+                    elif control.cancel and ref in jobs:
+                        jobs[ref].cancel()
+                # The caller starts no more jobs: the stream ends when the running ones do.
+                if jobs:
+                    await asyncio.wait(list(jobs.values()))
+            finally:
+                outgoing.put_nowait(None)
+
+        taker = asyncio.create_task(take())
+        try:
+            while (item := await outgoing.get()) is not None:
+                update, written = item
+                yield update
+                if not written.done():
+                    written.set_result(None)
+            await taker  # a failure to read the caller's instructions ends the stream with it
+        finally:
+            running = (taker, *jobs.values())
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _job(
+        self, control: worker_pb2.JobControl, outgoing: asyncio.Queue[_Outgoing]
+    ) -> None:
+        """Runs one job of a RunSections stream, each update written before it goes on."""
+        ref = control.ref
+        try:
+            job = _job(control.start)
+            with (
+                tracing.continued(control.traceparent, JOB_SPAN, job.task_id)
+                if control.traceparent
+                else contextlib.nullcontext()
+            ):
+                async with contextlib.aclosing(self._runner.run(job)) as events:
+                    async for event in events:
+                        update = worker_pb2.JobUpdate(ref=ref, event=_event_message(event))
+                        await _send(outgoing, update)
+        except AppError as exc:
+            await _send(outgoing, _failure(ref, exc))
+        except Exception:
+            logger.exception("job %s of a RunSections stream failed", control.start.job_id)
+            await _send(outgoing, _failure(ref, None))
 
     async def GetLoad(
         self,
@@ -202,6 +279,28 @@ def _event_message(event: Event) -> worker_pb2.SectionEvent:
                 for a in event.attempts
             ],
         )
+    )
+
+
+def _forget(jobs: dict[int, asyncio.Task[None]], ref: int, _: asyncio.Task[None]) -> None:
+    jobs.pop(ref, None)
+
+
+async def _send(outgoing: asyncio.Queue[_Outgoing], update: worker_pb2.JobUpdate) -> None:
+    """Queues ``update`` for the stream and waits until gRPC has taken it."""
+    written = asyncio.get_running_loop().create_future()
+    outgoing.put_nowait((update, written))
+    await written
+
+
+def _failure(ref: int, exc: AppError | None) -> worker_pb2.JobUpdate:
+    """The update of a job that failed with ``exc`` (``None``: a fault of ours)."""
+    if exc is None:
+        code, details = grpc.StatusCode.INTERNAL, "internal error; see the service log"
+    else:
+        code, details = exc.grpc_code, exc.message
+    return worker_pb2.JobUpdate(
+        ref=ref, failure=worker_pb2.JobFailure(code=code.value[0], details=details)
     )
 
 

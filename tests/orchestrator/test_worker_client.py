@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
+from orchestrator import worker_client
 from orchestrator.config import load_config
 from orchestrator.credentials import Sealer, decode_key, new_key
 from orchestrator.models import FileRef, SectionResult, TaskState
@@ -26,9 +28,12 @@ from orchestrator.worker_client import (
     Progress,
     SectionJob,
     TokenExpired,
+    WorkerFull,
+    WorkerLost,
 )
 from orchestrator.workers import WorkerPool
 from section_worker.files import FileClient
+from section_worker.servicer import SERVICE_NAME
 from simulator.answers import input_digest
 from tests.helpers import assert_eventually
 from tests.orchestrator.factories import task_record
@@ -242,3 +247,93 @@ async def test_a_caller_cancelled_mid_job_stops_the_job_on_the_worker(
         client.load, lambda load: load.in_flight == 0, timeout=3, what="job stopped"
     )
     assert load.in_flight == 0
+
+
+# -- one stream for every job sent to a worker ---------------------------------------------------
+
+
+def _streams_open() -> float:
+    """RunSections streams the in-process workers serve now."""
+    return (
+        REGISTRY.get_sample_value(
+            "wealthai_grpc_server_requests_in_flight",
+            {"service": SERVICE_NAME, "method": "RunSections"},
+        )
+        or 0.0
+    )
+
+
+async def test_the_jobs_sent_to_a_worker_share_one_stream(
+    sim: Sim, client: GrpcWorkerClient
+) -> None:
+    await sim.configure(latency_median_s=0.5, latency_sigma=0.01)
+    token = await client.authenticate(USER)
+    before = _streams_open()
+
+    running = [
+        asyncio.create_task(_outcome(client, _job(token.value, job_id=f"task_1:s{n}")))
+        for n in range(3)
+    ]
+    await assert_eventually(client.load, lambda load: load.in_flight == 3, what="3 jobs running")
+    assert _streams_open() - before == 1
+    outcomes = await asyncio.gather(*running)
+
+    assert all(outcome.success for outcome in outcomes)
+    assert len({outcome.message_id for outcome in outcomes}) == 3
+
+
+async def test_a_lost_worker_loses_every_job_of_its_stream_and_the_next_job_opens_another(
+    sim: Sim, start_worker: StartWorker
+) -> None:
+    worker = await start_worker(poll_max_s=0.05, shutdown_grace_s=0.05)
+    port = worker.host.port
+    client = GrpcWorkerClient(f"127.0.0.1:{port}")
+    token = await client.authenticate(USER)
+    await sim.configure(latency_median_s=10)
+    running = [
+        asyncio.create_task(_outcome(client, _job(token.value, job_id=f"task_1:s{n}")))
+        for n in range(2)
+    ]
+    await assert_eventually(client.load, lambda load: load.in_flight == 2, what="jobs running")
+
+    await worker.host.stop()
+
+    for lost in await asyncio.gather(*running, return_exceptions=True):
+        assert isinstance(lost, WorkerLost), lost
+    await sim.configure(latency_median_s=0.01)
+    await start_worker(port=port, poll_max_s=0.05)
+    outcome = await _outcome(client, _job(token.value, job_id="task_1:next"))
+    assert outcome.success, outcome.error
+    await client.close()
+
+
+async def test_a_job_past_its_deadline_is_lost_and_cancelled_on_the_worker(
+    sim: Sim, client: GrpcWorkerClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker_client, "_JOB_CALL_MARGIN_S", -0.7)  # a deadline 0.3 s away
+    await sim.configure(latency_median_s=5)
+    token = await client.authenticate(USER)
+
+    with pytest.raises(WorkerLost, match="DEADLINE_EXCEEDED"):
+        await _outcome(client, _job(token.value, timeout_s=1))
+
+    await assert_eventually(client.load, lambda load: load.in_flight == 0, what="job cancelled")
+
+
+async def test_a_full_worker_refuses_a_job_before_it_starts(
+    sim: Sim, start_worker: StartWorker
+) -> None:
+    worker = await start_worker(max_concurrent_jobs=1, poll_max_s=0.05)
+    client = GrpcWorkerClient(f"127.0.0.1:{worker.host.port}")
+    token = await client.authenticate(USER)
+    await sim.configure(latency_median_s=10)
+    first = asyncio.create_task(_outcome(client, _job(token.value)))
+    await assert_eventually(client.load, lambda load: load.in_flight == 1, what="first job")
+
+    with pytest.raises(WorkerFull):
+        await _outcome(client, _job(token.value, job_id="task_1:other"))
+
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    await assert_eventually(client.load, lambda load: load.in_flight == 0, what="slot freed")
+    await client.close()
