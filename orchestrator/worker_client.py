@@ -286,7 +286,7 @@ class GrpcWorkerClient:
                 if update.HasField("failure"):
                     ended = True
                     code = _CODES.get(update.failure.code, grpc.StatusCode.UNKNOWN)
-                    raise error_for(self.address, code, update.failure.details)
+                    raise _error_for(self.address, code, update.failure.details)
                 event = update.event
                 if event.HasField("result"):
                     ended = True
@@ -324,7 +324,7 @@ class GrpcWorkerClient:
             stream.finish(ref, ended=ended)
 
     def _error(self, err: grpc.aio.AioRpcError) -> WorkerError:
-        return error_for(self.address, err.code(), err.details() or "")
+        return _error_for(self.address, err.code(), err.details() or "")
 
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -335,7 +335,9 @@ _Update = worker_pb2.JobUpdate | WorkerError
 class _JobStream:
     """One ``RunSections`` stream to a worker, carrying every job sent there: a writer task
     sends the jobs' starts and cancels in turn (a call takes one write at a time), a reader
-    task hands each update to its job's queue, and a broken stream hands its error to all."""
+    task hands each update to its job's queue, and a broken stream loses every job on it
+    (:class:`WorkerLost`, whatever its status: a job may run elsewhere; a refusal of one job
+    comes as that job's failure, not as the stream's)."""
 
     def __init__(self, stub: worker_pb2_grpc.SectionWorkerServiceAsyncStub, address: str) -> None:
         self.address = address
@@ -378,7 +380,7 @@ class _JobStream:
             while True:
                 await self._call.write(await self._outgoing.get())
         except grpc.aio.AioRpcError as err:
-            self._break(error_for(self.address, err.code(), err.details() or ""))
+            self._break(WorkerLost(self.address, f"lost: {err.code().name}"))
         except (grpc.aio.UsageError, asyncio.InvalidStateError):
             self._break(WorkerLost(self.address, "lost: the job stream ended"))
 
@@ -389,7 +391,7 @@ class _JobStream:
                 if updates is not None:
                     updates.put_nowait(update)
         except grpc.aio.AioRpcError as err:
-            self._break(error_for(self.address, err.code(), err.details() or ""))
+            self._break(WorkerLost(self.address, f"lost: {err.code().name}"))
         else:
             self._break(WorkerLost(self.address, "lost: the worker ended the job stream"))
         self._writer.cancel()
@@ -402,7 +404,7 @@ class _JobStream:
             updates.put_nowait(error)
 
 
-def error_for(address: str, code: grpc.StatusCode, details: str) -> WorkerError:
+def _error_for(address: str, code: grpc.StatusCode, details: str) -> WorkerError:
     """The error a job's (or a call's) status ``code`` stands for."""
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return WorkerFull(address, "no free slot")

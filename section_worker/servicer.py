@@ -29,11 +29,12 @@ from common.errors import (
     AppError,
     InvalidInput,
     Overloaded,
+    TooLarge,
     Unauthenticated,
     Unavailable,
     UpstreamError,
 )
-from common.grpc_server import ServiceHost
+from common.grpc_server import MAX_MESSAGE_BYTES, ServiceHost
 from common.tls import Role
 from section_worker import kinds
 from section_worker.files import FileRef
@@ -51,6 +52,7 @@ from section_worker.settings import WorkerSettings
 from wealthai.worker.v1 import worker_pb2, worker_pb2_grpc
 
 SERVICE_NAME: str = worker_pb2.DESCRIPTOR.services_by_name["SectionWorkerService"].full_name
+MAX_UPDATE_BYTES = MAX_MESSAGE_BYTES
 JOB_SPAN = "section job"  # a RunSections job's span; a RunSection call's is the call's own
 
 logger = logging.getLogger(__name__)
@@ -153,6 +155,12 @@ class SectionWorkerServicer(worker_pb2_grpc.SectionWorkerServiceServicer):
                 async with contextlib.aclosing(self._runner.run(job)) as events:
                     async for event in events:
                         update = worker_pb2.JobUpdate(ref=ref, event=_event_message(event))
+                        if (size := update.ByteSize()) > MAX_UPDATE_BYTES:
+                            # Sent, it would break the stream, and every job on it with it.
+                            raise TooLarge(
+                                f"the job's answer is {size:,} bytes, over the "
+                                f"{MAX_UPDATE_BYTES:,} a message may carry"
+                            )
                         await _send(outgoing, update)
         except AppError as exc:
             await _send(outgoing, _failure(ref, exc))

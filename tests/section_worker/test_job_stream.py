@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import pytest
 
+from section_worker import servicer
 from tests.helpers import assert_eventually
 from tests.section_worker.conftest import Sim, StartWorker, Worker
 from tests.section_worker.test_servicer import _job, _load
@@ -163,3 +164,19 @@ async def test_a_caller_done_writing_gets_the_running_jobs_results_then_the_end(
 
     assert stream.updates[1][-1].event.result.success
     assert await stream.call.code() == grpc.StatusCode.OK
+
+
+async def test_an_answer_too_large_for_a_message_fails_its_job_not_the_stream(
+    sim: Sim, stream: Stream, token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(servicer, "MAX_UPDATE_BYTES", 200)  # progress fits, the answer not
+
+    await stream.start(1, _job(token))
+    refused = await stream.last(1)
+    await stream.start(2, _job(token, job_id="task_9:other", record_json="{}"))
+    second = await stream.last(2)
+
+    assert refused.failure.code == grpc.StatusCode.OUT_OF_RANGE.value[0]
+    assert "over the 200 a message may carry" in refused.failure.details
+    assert stream.updates[1][0].event.progress.stage == worker_pb2.STAGE_ACCEPTED
+    assert second.failure.code == grpc.StatusCode.OUT_OF_RANGE.value[0]  # the stream lives on
