@@ -280,9 +280,9 @@ class GrpcWorkerClient:
                         update = await updates.get()
                 except TimeoutError:
                     raise WorkerLost(self.address, "lost: DEADLINE_EXCEEDED") from None
-                if isinstance(update, WorkerError):
+                if isinstance(update, WorkerLost):  # the stream broke: one error for each job
                     ended = True
-                    raise update
+                    raise WorkerLost(self.address, update.reason)
                 if update.HasField("failure"):
                     ended = True
                     code = _CODES.get(update.failure.code, grpc.StatusCode.UNKNOWN)
@@ -329,7 +329,7 @@ class GrpcWorkerClient:
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 # What a job's queue receives: its updates, then the error that lost it if the stream broke.
-_Update = worker_pb2.JobUpdate | WorkerError
+_Update = worker_pb2.JobUpdate | WorkerLost
 
 
 class _JobStream:
@@ -341,7 +341,7 @@ class _JobStream:
 
     def __init__(self, stub: worker_pb2_grpc.SectionWorkerServiceAsyncStub, address: str) -> None:
         self.address = address
-        self.broken: WorkerError | None = None
+        self.broken: WorkerLost | None = None
         self._refs = itertools.count(1)
         self._jobs: dict[int, asyncio.Queue[_Update]] = {}
         self._outgoing: asyncio.Queue[worker_pb2.JobControl] = asyncio.Queue()
@@ -396,7 +396,7 @@ class _JobStream:
             self._break(WorkerLost(self.address, "lost: the worker ended the job stream"))
         self._writer.cancel()
 
-    def _break(self, error: WorkerError) -> None:
+    def _break(self, error: WorkerLost) -> None:
         if self.broken:
             return
         self.broken = error
