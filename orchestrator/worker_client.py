@@ -370,7 +370,6 @@ class _JobStream:
 
     async def close(self) -> None:
         self._break(WorkerLost(self.address, "lost: the orchestrator closed the stream"))
-        self._call.cancel()
         for task in (self._reader, self._writer):
             task.cancel()
         await asyncio.gather(self._reader, self._writer, return_exceptions=True)
@@ -400,6 +399,7 @@ class _JobStream:
         if self.broken:
             return
         self.broken = error
+        self._call.cancel()  # whatever still runs on the worker for this stream stops there
         for updates in self._jobs.values():
             updates.put_nowait(error)
 

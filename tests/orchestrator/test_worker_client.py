@@ -337,3 +337,22 @@ async def test_a_full_worker_refuses_a_job_before_it_starts(
     await asyncio.gather(first, return_exceptions=True)
     await assert_eventually(client.load, lambda load: load.in_flight == 0, what="slot freed")
     await client.close()
+
+
+async def test_closing_the_client_loses_its_jobs_and_stops_them_on_the_worker(
+    sim: Sim, start_worker: StartWorker
+) -> None:
+    worker = await start_worker(poll_max_s=0.05)
+    address = f"127.0.0.1:{worker.host.port}"
+    client, watcher = GrpcWorkerClient(address), GrpcWorkerClient(address)
+    token = await client.authenticate(USER)
+    await sim.configure(latency_median_s=10)
+    running = asyncio.create_task(_outcome(client, _job(token.value)))
+    await assert_eventually(watcher.load, lambda load: load.in_flight == 1, what="job running")
+
+    await client.close()
+
+    with pytest.raises(WorkerLost, match="closed"):
+        await running
+    await assert_eventually(watcher.load, lambda load: load.in_flight == 0, what="job stopped")
+    await watcher.close()
