@@ -98,6 +98,7 @@ async def test_a_refused_job_fails_alone_and_a_cancelled_one_frees_its_slot(
     await stream.start(3, _job(token, job_id="task_9:next"))
     assert (await stream.last(3)).event.result.success
     stream.call.cancel()
+    await asyncio.gather(stream.reader, return_exceptions=True)
 
 
 async def test_an_invalid_job_is_refused_as_invalid_input(stream: Stream, token: str) -> None:
