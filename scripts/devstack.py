@@ -94,6 +94,12 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], name: str, timeout: 
     raise RuntimeError(f"{name} did not listen on port {port} within {timeout:.0f}s")
 
 
+def with_parent(argv: list[str]) -> list[str]:
+    """``argv`` run so that it dies with this process (:mod:`scripts.with_parent`); the thread
+    that starts it must outlive it."""
+    return [sys.executable, "-S", "-m", "scripts.with_parent", str(os.getpid()), *argv]
+
+
 @contextlib.contextmanager
 def seaweedfs_server(data: Path, log: IO[bytes] | None = None) -> Iterator[str]:
     """A SeaweedFS (``weed mini``) on free loopback ports, its data in ``data`` and its output
@@ -102,9 +108,8 @@ def seaweedfs_server(data: Path, log: IO[bytes] | None = None) -> Iterator[str]:
     ports = Ports.free()
     config = seaweedfs.write_config(data / "s3.json")
     argv = seaweedfs.command(ports.s3, ports.seaweed, data / "data", config)
-    guard = [sys.executable, "-S", "-m", "scripts.with_parent", str(os.getpid())]
     output = log if log is not None else subprocess.DEVNULL
-    weed = subprocess.Popen(guard + argv, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
+    weed = subprocess.Popen(with_parent(argv), cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
     try:
         wait_for_port(ports.s3, weed, "SeaweedFS", timeout=60)
         yield f"http://127.0.0.1:{ports.s3}"
@@ -450,9 +455,8 @@ class Stack:
         try:
             # Each child dies with the launcher (scripts/with_parent.py): launch from a thread
             # that outlives it (the main thread, or one long-lived thread).
-            guard = [sys.executable, "-S", "-m", "scripts.with_parent", str(os.getpid())]
             spec.popen = subprocess.Popen(
-                guard + spec.argv,
+                with_parent(spec.argv),
                 env=spec.env,
                 cwd=ROOT,
                 stdout=log,

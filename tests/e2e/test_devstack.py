@@ -73,9 +73,9 @@ def test_a_child_dies_with_its_launcher_even_on_kill_9() -> None:
         [
             sys.executable,
             "-c",
-            "import os, subprocess, sys, time\n"
-            "guard = [sys.executable, '-S', '-m', 'scripts.with_parent', str(os.getpid())]\n"
-            "child = subprocess.Popen(guard + ['sleep', '60'])\n"
+            "import subprocess, time\n"
+            "from scripts.devstack import with_parent\n"
+            "child = subprocess.Popen(with_parent(['sleep', '60']))\n"
             "print(child.pid, flush=True)\n"
             "time.sleep(60)\n",
         ],
