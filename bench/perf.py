@@ -48,6 +48,9 @@ from bench.targets import check, render
 from orchestrator.settings import OrchestratorSettings
 from scripts.devstack import ROOT
 
+WARM_TASKS = 4  # the warm-up's tasks, sent within a second
+
+
 
 def say(message: str) -> None:
     """A progress line on stderr, so stdout carries only the JSON summaries."""
@@ -82,9 +85,13 @@ async def _get(http: httpx.AsyncClient, path: str) -> Any:
 
 
 async def measure(stack: Measured, sc: Scenario, run_id: str | None = None) -> dict[str, Any]:
-    """Warm-up at zero latency (unless ``sc.warm`` is off: a cold start), then the measured
-    phase; returns the run's summary. ``run_id`` names the tasks' records (two runs with the
-    same one send the same prompts)."""
+    """Warm-up (unless ``sc.warm`` is off: a cold start), then the measured phase; returns the
+    run's summary. ``run_id`` names the tasks' records (two runs with the same one send the
+    same prompts).
+
+    The warm-up's four tasks meet the scenario's own latencies: the workers learn from every
+    answer they find, and answers quicker than the measured phase's would teach them a
+    latency the measured phase does not have."""
     sim = httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.ports.simulator}", timeout=60)
     ctl = httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.control_port}", timeout=60)
     connections = max(16, min(sc.clients or 256, 256))
@@ -93,17 +100,15 @@ async def measure(stack: Measured, sc: Scenario, run_id: str | None = None) -> d
     )
     run_id = run_id or f"{random.getrandbits(32):08x}"
     async with sim, ctl, submit_api, poll_api:
+        knobs = {"latency_median_s": sc.latency, "latency_sigma": sc.sigma}
+        (await sim.patch("/_sim/config", json=knobs)).raise_for_status()
         if sc.warm:
-            zero = {"latency_median_s": 0, "latency_sigma": 0}
-            (await sim.patch("/_sim/config", json=zero)).raise_for_status()
-            warm = Load(submit_api, poll_api, f"warm-{run_id}", 0.05, time.monotonic() + 60)
-            if sum(t.status == "completed" for t in await warm.closed(2, 4)) < 4:
+            warm = Load(submit_api, poll_api, f"warm-{run_id}", 0.5, time.monotonic() + 120)
+            if sum(t.status == "completed" for t in await warm.open(WARM_TASKS, WARM_TASKS)) < WARM_TASKS:
                 raise RuntimeError(f"warm-up tasks did not complete: {warm.outcomes}")
         if sc.warm and sc.orchestrators > 1:
             # Replicas learn each other's leases (and so where a task runs) at each renewal.
             await asyncio.sleep(2 * OrchestratorSettings.model_fields["lease_renew_s"].default)
-        knobs = {"latency_median_s": sc.latency, "latency_sigma": sc.sigma}
-        (await sim.patch("/_sim/config", json=knobs)).raise_for_status()
         (await ctl.post("/reset")).raise_for_status()
         sim_before = await _get(sim, "/_sim/stats")
         procs_before, own_before, cpu_before = sample(stack.pids()), os.times(), machine_busy()
