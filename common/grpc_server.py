@@ -41,9 +41,10 @@ SERVER_OPTIONS = [
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.so_reuseport", 0),
-    # gRPC's own default lets one connection carry only 100 calls at once, and an orchestrator
-    # reaches a worker over one connection: without this a worker held at most 100 of one
-    # orchestrator's jobs, whatever its slots. max_concurrent_rpcs bounds the calls instead.
+    # gRPC's own default lets one connection carry only 100 calls at once, and each service
+    # reaches another over one connection: without this a gateway could hold at most 100 live
+    # watches of an orchestrator's tasks at once, and the calls past them would wait, whatever
+    # the server's capacity. max_concurrent_rpcs bounds the calls instead.
     ("grpc.max_concurrent_streams", 2**31 - 1),
 ]
 
