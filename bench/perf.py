@@ -21,7 +21,6 @@ import os
 import platform
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ from bench.figures import (
     standin_figures,
 )
 from bench.procstats import machine_busy, sample
+from bench.provenance import code_version
 from bench.scenarios import OVERRIDES, SCALE_OUT_WORKERS, SCENARIOS, Scenario, chosen
 from bench.stack import BenchStack, Measured
 from bench.targets import check, render
@@ -49,7 +49,6 @@ from orchestrator.settings import OrchestratorSettings
 from scripts.devstack import ROOT
 
 WARM_TASKS = 4  # the warm-up's tasks, sent within a second
-
 
 
 def say(message: str) -> None:
@@ -104,7 +103,8 @@ async def measure(stack: Measured, sc: Scenario, run_id: str | None = None) -> d
         (await sim.patch("/_sim/config", json=knobs)).raise_for_status()
         if sc.warm:
             warm = Load(submit_api, poll_api, f"warm-{run_id}", 0.5, time.monotonic() + 120)
-            if sum(t.status == "completed" for t in await warm.open(WARM_TASKS, WARM_TASKS)) < WARM_TASKS:
+            outcomes = await warm.open(WARM_TASKS, WARM_TASKS)
+            if sum(t.status == "completed" for t in outcomes) < WARM_TASKS:
                 raise RuntimeError(f"warm-up tasks did not complete: {warm.outcomes}")
         if sc.warm and sc.orchestrators > 1:
             # Replicas learn each other's leases (and so where a task runs) at each renewal.
@@ -202,20 +202,6 @@ def scale_out(sc: Scenario, opts: argparse.Namespace) -> dict[str, Any]:
         for run in runs
     ]
     return {"scenario": "c", "name": sc.name, "scale_out": capacity, "runs": runs}
-
-
-def code_version() -> dict[str, Any]:
-    """The commit the benchmark runs, and whether the work tree has uncommitted changes."""
-    return {"commit": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain"))}
-
-
-def _git(*args: str) -> str:
-    """Output of a git command in the repository ("" when git is not there)."""
-    try:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return done.stdout.strip()
 
 
 def main(argv: list[str] | None = None) -> int:

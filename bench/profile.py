@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench.procstats import MIB, usage
+from bench.provenance import code_version
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -233,14 +234,6 @@ def run_child(path: Path, opts: argparse.Namespace) -> tuple[dict[str, Any], int
 # --- the summary ----------------------------------------------------------------------------
 
 
-def _git(*args: str) -> str:
-    try:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return done.stdout.strip()
-
-
 def _malformed_check(profile: dict[str, Any], injected: Injected | None) -> dict[str, Any]:
     found = profile["malformed"]
     invalid = {c["name"]: c["invalid"] for c in profile["columns"] if c["invalid"]}
@@ -299,7 +292,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
             "note": "2 cores shared with other work; the load average shows how busy",
         },
-        "code": {"commit": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain"))},
+        "code": code_version(),
         "polars": pl.__version__,
         "options": {
             "read_chunk_mib": opts.read_chunk_mib,
