@@ -736,8 +736,9 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
     agensium.install(app, settings, lambda: file_box["client"], stub, caller)
     prism.install(app, settings, lambda: file_box["client"], stub, caller)
     dashboard.install(app)
-    # A file upload streams its body under the file size limit (gateway.files).
-    uploads = frozenset({("POST", "/files"), ("POST", "/profile/async")})
+    # A file upload streams its body under a size limit of its own: the file's
+    # (gateway.files, gateway.agensium) or the document's (gateway.prism).
+    uploads = frozenset({("POST", "/files"), ("POST", "/profile/async"), ("POST", "/upload")})
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, exempt=uploads)
     app.add_middleware(dashboard.NoStore)
     app.add_middleware(HttpMetrics)  # outermost: counts the body limit's 413s too

@@ -4,6 +4,8 @@ sections, whose paragraphs (a few lines each) are what the simulator gives feedb
 from __future__ import annotations
 
 import io
+import os
+import zipfile
 
 import docx
 from fpdf import FPDF
@@ -33,8 +35,10 @@ SECTIONS: list[tuple[str, list[str]]] = [
 ]
 
 
-def docx_bytes() -> bytes:
-    """The sections as a DOCX: ``Heading 1`` paragraphs and body paragraphs."""
+def docx_bytes(padding: int = 0) -> bytes:
+    """The sections as a DOCX: ``Heading 1`` paragraphs and body paragraphs; with ``padding``,
+    that many random bytes more, stored uncompressed in a part nothing refers to (as an
+    embedded file that makes a document large)."""
     document = docx.Document()
     for heading, paragraphs in SECTIONS:
         document.add_heading(heading, level=1)
@@ -42,6 +46,9 @@ def docx_bytes() -> bytes:
             document.add_paragraph(paragraph.strip())
     out = io.BytesIO()
     document.save(out)
+    if padding:
+        with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as archive:
+            archive.writestr("word/media/padding.bin", os.urandom(padding))
     return out.getvalue()
 
 

@@ -271,6 +271,19 @@ async def test_an_uploaded_document_gets_one_analysis_per_section(
     assert (await globex.get(f"/task_status/{task_id}")).status_code == 404
 
 
+async def test_a_document_larger_than_other_bodies_may_be_is_taken_up_to_its_own_limit(
+    tenants: dict[str, httpx.AsyncClient],
+) -> None:
+    """Documents have their limit (GATEWAY_PRISM_DOCUMENT_MAX_BYTES, 50 MiB), not the 2 MiB of
+    other request bodies."""
+    data = docx_bytes(padding=3 * 1024 * 1024)
+    uploaded = await upload(tenants["acme"], "large.docx", data, DOCX_TYPE)
+    assert (uploaded["success"], uploaded["status"]) == (True, "completed"), uploaded
+    assert [s["name"] for s in uploaded["sections"]] == [heading for heading, _ in SECTIONS]
+    listed = (await tenants["acme"].get("/files")).json()["files"]
+    assert [f["size"] for f in listed if f["file_id"] == uploaded["document_id"]] == [len(data)]
+
+
 async def test_a_file_that_is_no_document_is_refused_at_upload_and_not_kept(
     tenants: dict[str, httpx.AsyncClient],
 ) -> None:
