@@ -106,6 +106,7 @@ def install(
         response_model=ProfileSubmitted,
         responses=_errors(
             **{
+                "408": upload_body.STALLED,
                 "413": f"The file is larger than the limit ({limit} bytes) (`too_large`)",
                 "429": "Too many tasks submitted or running for this key (`rate_limited`)",
             }

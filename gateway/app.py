@@ -156,37 +156,56 @@ class SubmitGate:
             self.taking -= 1
 
 
-class BodyLimit:
-    """Answers 413 to any request whose body is larger than the limit, declared or streamed,
-    but to the routes in ``exempt`` (method, path), which set limits of their own."""
+class BodyGuard:
+    """Bounds every request body. One larger than ``max_bytes``, declared or streamed, is 413,
+    but on the routes in ``exempt`` (method, path), which stream uploads under limits of their
+    own. One that stalls, nothing of it coming for ``idle_s``, is 408, an upload's included
+    (whose upload is then cancelled, as on any error of its body), so a client cannot hold a
+    request, a storage stream and a multipart upload open by sending nothing."""
 
     def __init__(
-        self, app: ASGIApp, max_bytes: int, exempt: frozenset[tuple[str, str]] = frozenset()
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        idle_s: float,
+        exempt: frozenset[tuple[str, str]] = frozenset(),
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.idle_s = idle_s
         self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (scope["method"], scope["path"]) in self.exempt:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        limited = (scope["method"], scope["path"]) not in self.exempt
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if limited and declared.isdigit() and int(declared) > self.max_bytes:
             await self._too_large(send)
             return
-        seen = 0
+        seen, whole = 0, False
 
-        async def limited() -> MutableMapping[str, Any]:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
+        async def guarded() -> MutableMapping[str, Any]:
+            nonlocal seen, whole
+            if whole:  # past the body the app only waits for the client to leave: unbounded
+                return await receive()
+            try:
+                async with asyncio.timeout(self.idle_s):
+                    message = await receive()
+            except TimeoutError:
                 # FastAPI passes HTTPException through its body parsing untouched.
+                raise HTTPException(408, self._stalled()) from None
+            whole = message["type"] != "http.request" or not message.get("more_body", False)
+            seen += len(message.get("body", b""))
+            if limited and seen > self.max_bytes:
                 raise HTTPException(413, self._error().message)
             return message
 
-        await self.app(scope, limited, send)
+        await self.app(scope, guarded, send)
+
+    def _stalled(self) -> str:
+        return f"request body stalled: nothing of it came for {self.idle_s:g} s"
 
     def _error(self) -> TooLarge:
         return TooLarge(f"request body larger than {self.max_bytes} bytes")
@@ -739,9 +758,14 @@ def create_app(settings: GatewaySettings, clock: Callable[[], float] | None = No
     # A file upload streams its body under a size limit of its own: the file's
     # (gateway.files, gateway.agensium) or the document's (gateway.prism).
     uploads = frozenset({("POST", "/files"), ("POST", "/profile/async"), ("POST", "/upload")})
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, exempt=uploads)
+    app.add_middleware(
+        BodyGuard,
+        max_bytes=settings.max_body_bytes,
+        idle_s=settings.body_idle_timeout_s,
+        exempt=uploads,
+    )
     app.add_middleware(dashboard.NoStore)
-    app.add_middleware(HttpMetrics)  # outermost: counts the body limit's 413s too
+    app.add_middleware(HttpMetrics)  # outermost: counts the body guard's 413s and 408s too
     if tracing.enabled():
         app.add_middleware(tracing.HttpTracing)
     return app

@@ -202,7 +202,10 @@ def install(app: FastAPI, settings: GatewaySettings, client: Callable[[], FileCl
         response_model=FileOut,
         responses={
             **_errors(
-                **{"413": f"The file is larger than the limit ({limit} bytes) (`too_large`)"}
+                **{
+                    "408": upload_body.STALLED,
+                    "413": f"The file is larger than the limit ({limit} bytes) (`too_large`)",
+                }
             ),
             201: {
                 "description": "Stored; `Location` is the file's URL.",

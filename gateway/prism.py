@@ -303,6 +303,7 @@ def install(
         response_model=UploadedDocument,
         responses=_errors(
             **{
+                "408": upload_body.STALLED,
                 "413": f"The document is larger than the limit ({document_limit} bytes) "
                 "(`too_large`)",
                 "422": "Not a PDF, DOCX, Markdown or text document, or one that cannot be read "

@@ -34,6 +34,13 @@ class GatewaySettings(ServiceSettings):
         ge=1024,
         description="Largest request body but a file upload's; larger ones get 413.",
     )
+    body_idle_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Longest wait for the next bytes of a request body, a file upload's "
+        "included; a body that stalls longer is answered 408 and its upload is cancelled.",
+    )
     file_max_bytes: int = Field(
         1024**3,
         ge=1,

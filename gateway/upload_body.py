@@ -55,6 +55,13 @@ def form_request_body(description: str) -> dict[str, Any]:
     }
 
 
+STALLED = (
+    "The body stalled: nothing of it came for `GATEWAY_BODY_IDLE_TIMEOUT_S` seconds; the upload "
+    "is cancelled and nothing of it kept (`request_timeout`)"
+)
+"""The OpenAPI description of an upload's 408 (``gateway.app.BodyGuard``)."""
+
+
 def too_large(limit: int) -> TooLarge:
     return TooLarge(f"file larger than the limit of {limit} bytes")
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
+import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -30,6 +33,7 @@ MIB = 1024 * 1024
 BIG = 100 * MIB
 SHORT_LIMIT = 12 * MIB
 SHORT_PREFIX = "short-files/"
+SHORT_IDLE_S = 2
 SHORT_RETENTION_H = 0.002  # 7.2 s
 
 
@@ -73,7 +77,8 @@ def multipart_uploads(s3: Any) -> list[Any]:
 
 @pytest.fixture(scope="module")
 def short(stack: Stack) -> Iterator[str]:
-    """A second storage_svc (files expire after 7 s) and its gateway (12 MiB limit): its URL."""
+    """A second storage_svc (files expire after 7 s) and its gateway (12 MiB limit, bodies
+    that stall for 2 s cut): its URL."""
     specs = {spec.name: spec for spec in stack.specs()}
     storage_port, gateway_port = free_port(), free_port()
     storage = specs["storage"]
@@ -99,6 +104,7 @@ def short(stack: Stack) -> Iterator[str]:
             "GATEWAY_PORT": str(gateway_port),
             "GATEWAY_STORAGE_TARGET": f"127.0.0.1:{storage_port}",
             "GATEWAY_FILE_MAX_BYTES": str(SHORT_LIMIT),
+            "GATEWAY_BODY_IDLE_TIMEOUT_S": str(SHORT_IDLE_S),
         },
     )
     stack.launch("storage-short", timeout=60)
@@ -237,6 +243,41 @@ async def test_over_the_limit_is_413_and_leaves_nothing(
         lambda uploads: uploads == [],
         timeout=30,
         what="no multipart upload left",
+    )
+    assert await asyncio.to_thread(objects, s3, SHORT_PREFIX + "data/") == []
+
+
+async def test_a_client_that_stops_sending_gets_408_and_leaves_nothing(
+    short: str, stack: Stack, s3: Any
+) -> None:
+    port = int(short.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        (
+            "POST /files HTTP/1.1\r\nHost: gw\r\n"
+            f"Authorization: Bearer {stack.admin_key}\r\n"
+            f"X-Filename: stalled\r\nContent-Length: {SHORT_LIMIT}\r\n\r\n"
+        ).encode()
+        + b"\0" * (6 * MIB)  # past the first part: the multipart upload is under way
+    )
+    await writer.drain()
+    started = time.monotonic()
+
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+    waited = time.monotonic() - started
+    found = re.search(rb"content-length: (\d+)", head, re.IGNORECASE)
+    assert found, head
+    body = json.loads(await reader.readexactly(int(found[1])))
+    closed = await asyncio.wait_for(reader.read(), 30)  # the server ends the connection
+    writer.close()
+
+    assert head.startswith(b"HTTP/1.1 408 ") and body["error"] == "request_timeout", head
+    assert SHORT_IDLE_S <= waited < SHORT_IDLE_S + 10 and closed == b""
+    await assert_eventually(
+        lambda: asyncio.to_thread(multipart_uploads, s3),
+        lambda uploads: uploads == [],
+        timeout=30,
+        what="the multipart upload aborted",
     )
     assert await asyncio.to_thread(objects, s3, SHORT_PREFIX + "data/") == []
 

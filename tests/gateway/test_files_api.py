@@ -3,6 +3,7 @@ real storage_svc FileService on moto S3, callers authenticated by a stand-in orc
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -337,6 +338,56 @@ async def test_a_streamed_body_passing_the_limit_is_413_and_its_upload_aborted(
         lambda: multipart_uploads(file_store), lambda left: left == [], what="upload aborted"
     )
     assert await file_objects(file_store) == []
+
+
+async def test_an_upload_that_stalls_is_408_and_its_upload_aborted(
+    gateway: Gateway, file_store: FileStore
+) -> None:
+    api = await gateway(body_idle_timeout_s=0.3)
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(6):  # past the first 5-MiB part: the multipart upload is under way
+            yield b"\0" * MIB
+        await asyncio.sleep(3600)  # then nothing: the gateway's bound cuts it
+        yield b"never"
+
+    reply = await api.post("/files", content=body(), headers={"X-Filename": "stalled.bin"})
+
+    assert (reply.status_code, reply.json()["error"]) == (408, "request_timeout")
+    assert "nothing of it came for 0.3 s" in reply.json()["detail"]
+    await assert_eventually(
+        lambda: multipart_uploads(file_store), lambda left: left == [], what="upload aborted"
+    )
+    assert await file_objects(file_store) == []
+
+
+async def test_an_upload_slower_in_all_than_the_bound_but_never_stalled_is_kept(
+    gateway: Gateway,
+) -> None:
+    api = await gateway(body_idle_timeout_s=0.3)
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(5):  # 0.8 s in all, no gap of 0.3 s
+            yield b"\1" * 1024
+            await asyncio.sleep(0.2)
+
+    reply = await api.post("/files", content=body(), headers={"X-Filename": "slow.bin"})
+
+    assert reply.status_code == 201, reply.text
+    assert reply.json()["size"] == 5 * 1024
+
+
+async def test_a_request_body_that_stalls_is_408_before_any_call(gateway: Gateway) -> None:
+    api = await gateway(body_idle_timeout_s=0.3)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b'{"data": ['
+        await asyncio.sleep(3600)
+        yield b"]}"
+
+    reply = await api.post("/task/submit", content=body())
+
+    assert (reply.status_code, reply.json()["error"]) == (408, "request_timeout")
 
 
 async def test_a_client_going_away_mid_upload_leaves_no_multipart_upload(
