@@ -271,7 +271,7 @@ async def test_an_uploaded_document_gets_one_analysis_per_section(
     assert (await globex.get(f"/task_status/{task_id}")).status_code == 404
 
 
-async def test_a_document_larger_than_other_bodies_may_be_is_taken_up_to_its_own_limit(
+async def test_a_document_over_the_2_mib_of_other_bodies_is_taken(
     tenants: dict[str, httpx.AsyncClient],
 ) -> None:
     """Documents have their limit (GATEWAY_PRISM_DOCUMENT_MAX_BYTES, 50 MiB), not the 2 MiB of
