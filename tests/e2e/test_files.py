@@ -184,18 +184,43 @@ async def test_100_mb_streams_through_with_bounded_memory_and_ranges_read_it(
     assert (await api.delete(f"/files/{meta['file_id']}")).status_code == 204
 
 
-async def test_a_client_leaving_mid_upload_leaves_no_multipart_upload(
-    stack: Stack, s3: Any
-) -> None:
-    stored = await asyncio.to_thread(objects, s3, "files/data/")
-    _reader, writer = await asyncio.open_connection("127.0.0.1", stack.ports.gateway)
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+async def raw_upload(
+    port: int, stack: Stack, name: str, length: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the gateway on ``port`` that has sent the headers of a ``POST /files``
+    of ``name`` declaring ``length`` bytes, and no byte of the body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
         (
             "POST /files HTTP/1.1\r\nHost: gw\r\n"
             f"Authorization: Bearer {stack.admin_key}\r\n"
-            f"X-Filename: abandoned.bin\r\nContent-Length: {50 * MIB}\r\n\r\n"
+            f"X-Filename: {name}\r\nContent-Length: {length}\r\n\r\n"
         ).encode()
     )
+    return reader, writer
+
+
+async def nothing_left(s3: Any, prefix: str, stored: list[str] | None = None) -> None:
+    """No multipart upload under way (waiting for storage_svc to abort it), and the objects
+    under ``prefix`` those ``stored`` before (none if not given)."""
+    await assert_eventually(
+        lambda: asyncio.to_thread(multipart_uploads, s3),
+        lambda uploads: uploads == [],
+        timeout=30,
+        what="no multipart upload left",
+    )
+    assert await asyncio.to_thread(objects, s3, prefix) == (stored or [])
+
+
+async def test_a_client_leaving_mid_upload_leaves_no_multipart_upload(
+    stack: Stack, s3: Any
+) -> None:
+    stored = await asyncio.to_thread(objects, s3, "files/data/")
+    _reader, writer = await raw_upload(stack.ports.gateway, stack, "abandoned.bin", 50 * MIB)
     for _ in range(20):
         writer.write(b"\2" * MIB)
         await writer.drain()
@@ -208,28 +233,14 @@ async def test_a_client_leaving_mid_upload_leaves_no_multipart_upload(
     )
     writer.transport.abort()
 
-    await assert_eventually(
-        lambda: asyncio.to_thread(multipart_uploads, s3),
-        lambda uploads: uploads == [],
-        timeout=30,
-        what="the multipart upload aborted",
-    )
-    assert await asyncio.to_thread(objects, s3, "files/data/") == stored
+    await nothing_left(s3, "files/data/", stored)
 
 
 async def test_over_the_limit_is_413_and_leaves_nothing(
     short: str, short_api: httpx.AsyncClient, stack: Stack, s3: Any
 ) -> None:
     # Headers only: the answer comes before any byte of the body is sent.
-    port = int(short.rsplit(":", 1)[1])
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(
-        (
-            "POST /files HTTP/1.1\r\nHost: gw\r\n"
-            f"Authorization: Bearer {stack.admin_key}\r\n"
-            f"X-Filename: big\r\nContent-Length: {SHORT_LIMIT + 1}\r\n\r\n"
-        ).encode()
-    )
+    reader, writer = await raw_upload(port_of(short), stack, "big", SHORT_LIMIT + 1)
     status_line = await asyncio.wait_for(reader.readline(), 30)
     writer.close()
     assert status_line.startswith(b"HTTP/1.1 413 ")
@@ -238,28 +249,14 @@ async def test_over_the_limit_is_413_and_leaves_nothing(
     streamed = await short_api.post("/files", content=chunks, headers={"X-Filename": "big"})
 
     assert (streamed.status_code, streamed.json()["error"]) == (413, "too_large")
-    await assert_eventually(
-        lambda: asyncio.to_thread(multipart_uploads, s3),
-        lambda uploads: uploads == [],
-        timeout=30,
-        what="no multipart upload left",
-    )
-    assert await asyncio.to_thread(objects, s3, SHORT_PREFIX + "data/") == []
+    await nothing_left(s3, SHORT_PREFIX + "data/")
 
 
 async def test_a_client_that_stops_sending_gets_408_and_leaves_nothing(
     short: str, stack: Stack, s3: Any
 ) -> None:
-    port = int(short.rsplit(":", 1)[1])
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(
-        (
-            "POST /files HTTP/1.1\r\nHost: gw\r\n"
-            f"Authorization: Bearer {stack.admin_key}\r\n"
-            f"X-Filename: stalled\r\nContent-Length: {SHORT_LIMIT}\r\n\r\n"
-        ).encode()
-        + b"\0" * (6 * MIB)  # past the first part: the multipart upload is under way
-    )
+    reader, writer = await raw_upload(port_of(short), stack, "stalled", SHORT_LIMIT)
+    writer.write(b"\0" * (6 * MIB))  # past the first part: the multipart upload is under way
     await writer.drain()
     started = time.monotonic()
 
@@ -273,13 +270,7 @@ async def test_a_client_that_stops_sending_gets_408_and_leaves_nothing(
 
     assert head.startswith(b"HTTP/1.1 408 ") and body["error"] == "request_timeout", head
     assert SHORT_IDLE_S <= waited < SHORT_IDLE_S + 10 and closed == b""
-    await assert_eventually(
-        lambda: asyncio.to_thread(multipart_uploads, s3),
-        lambda uploads: uploads == [],
-        timeout=30,
-        what="the multipart upload aborted",
-    )
-    assert await asyncio.to_thread(objects, s3, SHORT_PREFIX + "data/") == []
+    await nothing_left(s3, SHORT_PREFIX + "data/")
 
 
 async def test_a_form_upload_streams_its_file_part(api: httpx.AsyncClient) -> None:
