@@ -3,6 +3,14 @@
 The gateway and the simulator run this way: the entry point (on SIGTERM/SIGINT) or a test
 fixture decides when the server stops, and a port already in use is reported as one clear line
 instead of uvicorn's traceback.
+
+uvicorn bounds how long a kept-alive connection may sit idle between requests, but not how long
+a request's headers may take: a connection that sends nothing, or half a header, is held for
+ever, and each one counts against ``limit_concurrency``, so a few hundred of them would shut
+everyone else out. :class:`HeaderBoundProtocol` closes a connection whose request headers are
+not all in ``header_timeout_s`` after it opened, or after the request's first byte (as a proxy's
+client header timeout does); the time a body takes is the app's to bound
+(``gateway.app.BodyGuard``).
 """
 
 from __future__ import annotations
@@ -15,8 +23,54 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 logger = logging.getLogger(__name__)
+
+HEADER_TIMEOUT_S = 60.0
+
+
+class HeaderBoundProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol, closing a connection whose request headers are not complete
+    ``header_timeout_s`` after the connection opened or the request began (module docstring)."""
+
+    header_timeout_s = HEADER_TIMEOUT_S
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        logger.debug("closed a connection: no request headers within %gs", self.header_timeout_s)
+        self.transport.close()
+
+
+def header_bound(timeout_s: float) -> type[HeaderBoundProtocol]:
+    """The protocol class for a server whose request headers must come within ``timeout_s``."""
+    return type("HeaderBoundProtocol", (HeaderBoundProtocol,), {"header_timeout_s": timeout_s})
 
 
 class _Server(uvicorn.Server):
@@ -41,8 +95,10 @@ class HttpServer:
         lifespan: Literal["on", "off"] = "on",
         grace_s: float | None = None,
         limit_concurrency: int | None = None,
+        header_timeout_s: float = HEADER_TIMEOUT_S,
     ) -> None:
-        """``limit_concurrency``: connections and tasks served at once; more are answered 503."""
+        """``limit_concurrency``: connections and tasks served at once; more are answered 503.
+        ``header_timeout_s``: longest a request's headers may take (module docstring)."""
         self.name = name
         self.host = host
         self.port = port
@@ -53,7 +109,7 @@ class HttpServer:
             log_config=None,
             access_log=access_log,
             lifespan=lifespan,
-            http="httptools",
+            http=header_bound(header_timeout_s),
             ws="none",
             timeout_graceful_shutdown=int(grace_s) if grace_s else None,
             limit_concurrency=limit_concurrency,

@@ -23,6 +23,7 @@ async def serve(settings: GatewaySettings) -> None:
         name="gateway",
         grace_s=settings.shutdown_grace_s,
         limit_concurrency=settings.max_concurrency,
+        header_timeout_s=settings.header_timeout_s,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

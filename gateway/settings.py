@@ -34,6 +34,13 @@ class GatewaySettings(ServiceSettings):
         ge=1024,
         description="Largest request body but a file upload's; larger ones get 413.",
     )
+    header_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Longest a request's headers may take, from the connection's opening or "
+        "the request's first byte; a connection whose headers take longer is closed.",
+    )
     body_idle_timeout_s: float = Field(
         60.0,
         gt=0,

@@ -77,8 +77,8 @@ def multipart_uploads(s3: Any) -> list[Any]:
 
 @pytest.fixture(scope="module")
 def short(stack: Stack) -> Iterator[str]:
-    """A second storage_svc (files expire after 7 s) and its gateway (12 MiB limit, bodies
-    that stall for 2 s cut): its URL."""
+    """A second storage_svc (files expire after 7 s) and its gateway (12 MiB limit, headers
+    that take 2 s and bodies that stall for 2 s cut): its URL."""
     specs = {spec.name: spec for spec in stack.specs()}
     storage_port, gateway_port = free_port(), free_port()
     storage = specs["storage"]
@@ -105,6 +105,7 @@ def short(stack: Stack) -> Iterator[str]:
             "GATEWAY_STORAGE_TARGET": f"127.0.0.1:{storage_port}",
             "GATEWAY_FILE_MAX_BYTES": str(SHORT_LIMIT),
             "GATEWAY_BODY_IDLE_TIMEOUT_S": str(SHORT_IDLE_S),
+            "GATEWAY_HEADER_TIMEOUT_S": str(SHORT_IDLE_S),
         },
     )
     stack.launch("storage-short", timeout=60)
@@ -271,6 +272,17 @@ async def test_a_client_that_stops_sending_gets_408_and_leaves_nothing(
     assert head.startswith(b"HTTP/1.1 408 ") and body["error"] == "request_timeout", head
     assert SHORT_IDLE_S <= waited < SHORT_IDLE_S + 10 and closed == b""
     await nothing_left(s3, SHORT_PREFIX + "data/")
+
+
+async def test_a_connection_that_sends_no_request_is_closed(short: str) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(short))
+    writer.write(b"POST /files HTTP/1.1\r\nHost: gw\r\n")  # and never the rest
+    started = time.monotonic()
+
+    closed = await asyncio.wait_for(reader.read(), 30)
+    writer.close()
+
+    assert closed == b"" and SHORT_IDLE_S <= time.monotonic() - started < SHORT_IDLE_S + 10
 
 
 async def test_a_form_upload_streams_its_file_part(api: httpx.AsyncClient) -> None:
