@@ -377,7 +377,7 @@ async def test_an_upload_slower_in_all_than_the_bound_but_never_stalled_is_kept(
     assert reply.json()["size"] == 5 * 1024
 
 
-async def test_a_request_body_that_stalls_is_408_before_any_call(gateway: Gateway) -> None:
+async def test_a_request_body_that_stalls_is_408(gateway: Gateway) -> None:
     api = await gateway(body_idle_timeout_s=0.3)
 
     async def body() -> AsyncIterator[bytes]:
